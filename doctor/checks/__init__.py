@@ -1,0 +1,32 @@
+"""Checks: pure functions from facts to findings.
+
+A check never does I/O. It either returns its findings (none means it passed) or
+``Skip`` with the reason it could not judge (a missing torch is one finding, not six).
+Checks register themselves with ``@check`` and are listed in ``CHECK_MODULES``.
+"""
+
+from __future__ import annotations
+
+from doctor.checks.registry import (
+    REGISTRY,
+    CheckResult,
+    CheckSpec,
+    CheckStatus,
+    Skip,
+    check,
+    run_checks,
+)
+
+__all__ = [
+    "REGISTRY",
+    "CheckResult",
+    "CheckSpec",
+    "CheckStatus",
+    "Skip",
+    "check",
+    "run_checks",
+]
+
+# Importing a module registers its checks, in report order.
+from doctor.checks import wheels as _wheels  # noqa: E402,F401
+from doctor.checks import lock as _lock  # noqa: E402,F401

@@ -1,0 +1,206 @@
+"""What torch expects to find installed here, derived from facts (pure, no I/O).
+
+torch's own Requires-Dist is evaluated with the *inspected* interpreter's marker
+environment. CUDA 13 builds require ``cuda-toolkit[cublas,cudart,...]==13.0.x``; the
+extras are expanded through cuda-toolkit's own metadata, so every nvidia wheel that
+will really be needed is named with its pin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional
+
+from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from doctor.facts import DistributionFacts, Facts
+
+__all__ = [
+    "CUDA_TOOLKIT",
+    "Expectations",
+    "ExpectedWheel",
+    "applicable_requirements",
+    "expected_wheels",
+    "is_cuda_wheel",
+    "marker_applies",
+    "parse_requirement",
+]
+
+CUDA_TOOLKIT = "cuda-toolkit"
+
+
+def is_cuda_wheel(name: str) -> bool:
+    """A wheel that carries CUDA libraries or the GPU compiler torch pins."""
+    name = canonicalize_name(name)
+    return name.startswith(("nvidia-", "cuda-")) or name in ("triton", "pytorch-triton")
+
+
+def marker_applies(
+    marker: Optional[Marker], environment: Mapping[str, str], extras: Iterable[str] = ("",)
+) -> bool:
+    """Whether a marker holds here for any of the given extras ("" means no extra)."""
+    if marker is None:
+        return True
+    for extra in extras:
+        try:
+            if marker.evaluate({**environment, "extra": extra}):
+                return True
+        except (UndefinedComparison, UndefinedEnvironmentName):
+            continue
+    return False
+
+
+def applicable_requirements(
+    requires_dist: Iterable[str], environment: Mapping[str, str], extras: Iterable[str] = ("",)
+) -> tuple[list[Requirement], list[str]]:
+    """Requirements whose markers hold here, and the strings that did not parse."""
+    applicable = []
+    unparsable = []
+    extras = tuple(extras)
+    for text in requires_dist:
+        requirement = parse_requirement(text)
+        if requirement is None:
+            unparsable.append(text)
+        elif marker_applies(requirement.marker, environment, extras):
+            applicable.append(requirement)
+    return applicable, unparsable
+
+
+@lru_cache(maxsize=4096)
+def parse_requirement(text: str) -> Optional[Requirement]:
+    """A PEP 508 requirement, or None when it does not parse (parsed once per string)."""
+    try:
+        return Requirement(text)
+    except (InvalidRequirement, InvalidMarker):
+        return None
+
+
+@dataclass(frozen=True)
+class ExpectedWheel:
+    name: str  # normalised
+    requirement: str  # as declared, e.g. "nvidia-cudnn-cu13==9.24.0.43; platform_system == ..."
+    specifier: str  # e.g. "==9.24.0.43" ("" when any version will do)
+    extras: tuple[str, ...]
+    required_by: str  # "torch" or "cuda-toolkit[cublas]"
+    installed: Optional[DistributionFacts]
+
+    @property
+    def is_cuda(self) -> bool:
+        return is_cuda_wheel(self.name)
+
+    @property
+    def install_spec(self) -> str:
+        """What to pass to an installer: name, extras and specifier, no marker."""
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        return f"{self.name}{extras}{self.specifier}"
+
+    @property
+    def version_ok(self) -> Optional[bool]:
+        """None when not installed; otherwise whether the installed version satisfies the pin."""
+        if self.installed is None:
+            return None
+        if not self.specifier:
+            return True
+        try:
+            version = Version(self.installed.version)
+        except InvalidVersion:
+            return False
+        return SpecifierSet(self.specifier).contains(version, prereleases=True)
+
+    @property
+    def files_missing(self) -> int:
+        record = self.installed.record if self.installed else None
+        return record.missing_count if record is not None else 0
+
+
+@dataclass(frozen=True)
+class Expectations:
+    wheels: tuple[ExpectedWheel, ...]
+    unparsable: tuple[str, ...] = ()
+    # cuda-toolkit is required but absent: the wheels its extras bring cannot be named.
+    toolkit_extras_unknown: tuple[str, ...] = ()
+
+    @property
+    def cuda(self) -> tuple[ExpectedWheel, ...]:
+        return tuple(w for w in self.wheels if w.is_cuda)
+
+    @property
+    def other(self) -> tuple[ExpectedWheel, ...]:
+        return tuple(w for w in self.wheels if not w.is_cuda)
+
+
+_last: list[tuple[Facts, Optional[Expectations]]] = []
+
+
+def expected_wheels(facts: Facts) -> Optional[Expectations]:
+    """torch's applicable requirements, cuda-toolkit's extras expanded; None without torch.
+
+    Several checks ask for the same facts in one run; the last answer is kept.
+    """
+    if _last and _last[0][0] is facts:
+        return _last[0][1]
+    result = _expected_wheels(facts)
+    _last[:] = [(facts, result)]
+    return result
+
+
+def _expected_wheels(facts: Facts) -> Optional[Expectations]:
+    torch = facts.distribution("torch")
+    if torch is None or facts.interpreter is None:
+        return None
+    environment = facts.interpreter.marker_environment
+    requirements, unparsable = applicable_requirements(torch.requires_dist, environment)
+    wheels: list[ExpectedWheel] = []
+    unknown_extras: tuple[str, ...] = ()
+    seen: set[str] = set()
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        installed = facts.distribution(name)
+        wheels.append(_expected(requirement, "torch", installed))
+        seen.add(name)
+        if name != CUDA_TOOLKIT or not requirement.extras:
+            continue
+        extras = tuple(sorted(requirement.extras))
+        if installed is None:
+            unknown_extras = extras
+            continue
+        # Which requested extras pull in each of cuda-toolkit's requirements, in one pass.
+        pulled_by: dict[str, list[str]] = {}
+        first: dict[str, Requirement] = {}
+        for text in installed.requires_dist:
+            sub = parse_requirement(text)
+            if sub is None:
+                unparsable.append(text)
+                continue
+            sub_name = canonicalize_name(sub.name)
+            for extra in extras:
+                if marker_applies(sub.marker, environment, (extra,)):
+                    first.setdefault(sub_name, sub)
+                    if extra not in pulled_by.setdefault(sub_name, []):
+                        pulled_by[sub_name].append(extra)
+        for sub_name, sub in first.items():
+            if sub_name in seen:
+                continue
+            seen.add(sub_name)
+            label = f"{CUDA_TOOLKIT}[{','.join(pulled_by[sub_name])}]"
+            wheels.append(_expected(sub, label, facts.distribution(sub_name)))
+    return Expectations(tuple(wheels), tuple(unparsable), unknown_extras)
+
+
+def _expected(
+    requirement: Requirement, required_by: str, installed: Optional[DistributionFacts]
+) -> ExpectedWheel:
+    return ExpectedWheel(
+        name=canonicalize_name(requirement.name),
+        requirement=str(requirement),
+        specifier=str(requirement.specifier),
+        extras=tuple(sorted(requirement.extras)),
+        required_by=required_by,
+        installed=installed,
+    )

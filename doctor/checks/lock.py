@@ -1,0 +1,141 @@
+"""Does uv.lock record torch with the dependencies its installed wheel declares here?
+
+The founding case (uv#11945): the PyTorch index served torch 2.6.0+cu126 wheels whose
+metadata differed by platform; uv reads one wheel's metadata for all of them, so the
+lock recorded torch without its nvidia dependencies and `uv sync` never installs them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from packaging.markers import InvalidMarker, Marker
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from doctor.checks.expectations import applicable_requirements, marker_applies
+from doctor.checks.registry import Outcome, Skip, check
+from doctor.facts import Facts, LockedDependency, LockedPackage
+from doctor.findings import Finding, Severity
+
+__all__ = ["matching_locked_torch"]
+
+
+def _same_version(a: Optional[str], b: Optional[str]) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
+
+
+def _applies(marker: Optional[str], environment: dict[str, str]) -> bool:
+    if not marker:
+        return True
+    try:
+        parsed = Marker(marker)
+    except InvalidMarker:
+        return True  # cannot judge: never raise a false alarm on it
+    if "extra" in marker or "group" in marker:
+        # uv's conflict markers name extras and groups; whether they are active depends
+        # on how the user syncs, so the dependency counts as recorded.
+        return True
+    return marker_applies(parsed, environment)
+
+
+def matching_locked_torch(facts: Facts) -> list[LockedPackage]:
+    """The uv.lock entries for the installed torch version that apply to this platform."""
+    project = facts.project
+    torch = facts.distribution("torch")
+    if project is None or torch is None or facts.interpreter is None:
+        return []
+    environment = facts.interpreter.marker_environment
+    entries = [p for p in project.locked_torch if _same_version(p.version, torch.version)]
+    applicable = [
+        p
+        for p in entries
+        if not p.resolution_markers or any(_applies(m, environment) for m in p.resolution_markers)
+    ]
+    return applicable or entries
+
+
+def _recorded(dependencies: tuple[LockedDependency, ...], environment: dict[str, str]) -> set[str]:
+    return {canonicalize_name(d.name) for d in dependencies if _applies(d.marker, environment)}
+
+
+@check(
+    "lock-missing-dependencies",
+    family="lock",
+    summary="uv.lock records torch without requirements its installed wheel declares here.",
+    label="uv.lock records torch's dependencies",
+)
+def lock_missing_dependencies(facts: Facts) -> Outcome:
+    project = facts.project
+    torch = facts.distribution("torch")
+    if torch is None:
+        return Skip("torch is not installed")
+    if project is None or project.lock_path is None:
+        return Skip("no uv.lock found")
+    if project.lock_error is not None:
+        return Skip(f"uv.lock could not be read: {project.lock_error}")
+    if not project.locked_torch:
+        return Skip("uv.lock does not record torch")
+    assert facts.interpreter is not None
+    environment = facts.interpreter.marker_environment
+    entries = matching_locked_torch(facts)
+    if not entries:
+        locked = ", ".join(sorted({str(p.version) for p in project.locked_torch}))
+        return Skip(f"uv.lock records torch {locked}, the environment has torch {torch.version}")
+
+    requirements, _ = applicable_requirements(torch.requires_dist, environment)
+    missing = []
+    for entry in entries:
+        recorded = _recorded(entry.dependencies, environment)
+        for requirement in requirements:
+            name = canonicalize_name(requirement.name)
+            if name not in recorded and str(requirement) not in missing:
+                missing.append(str(requirement))
+    if not missing:
+        return []
+
+    existing = [
+        m
+        for m in project.dependency_metadata
+        if canonicalize_name(str(m.get("name", ""))) == "torch"
+    ]
+    source = entries[0].source
+    evidence = [f"{r}: declared by the installed wheel, absent from uv.lock" for r in missing]
+    where = source.get("registry") or source.get("url") or source.get("path")
+    if where:
+        evidence.append(f"uv.lock: torch {entries[0].version} from {where}")
+    for entry in existing:
+        evidence.append(
+            f"pyproject.toml already has a [[tool.uv.dependency-metadata]] entry for torch "
+            f"{entry.get('version', '(any version)')}, and the lock still lacks these"
+        )
+    return [
+        Finding(
+            id="lock-missing-dependencies",
+            severity=Severity.ERROR,
+            title=f"uv.lock records torch {torch.version} without {len(missing)} "
+            f"of its dependencies",
+            detail=(
+                "The installed torch wheel declares these requirements for this platform, "
+                "but the project's lock does not record them under torch, so `uv sync` "
+                "will never install them. uv assumes every wheel of one version shares "
+                "its metadata; when an index serves wheels whose metadata differ by "
+                "platform (as the PyTorch index did for torch 2.6.0+cu126, uv#11945), "
+                "the lock keeps one platform's dependencies for all. Declaring the right "
+                "metadata in pyproject.toml makes uv lock them."
+            ),
+            evidence=tuple(evidence),
+            data={
+                "version": torch.version,
+                "missing": missing,
+                "lock_path": project.lock_path,
+                "pyproject_path": project.pyproject_path,
+                "existing_metadata_entry": bool(existing),
+            },
+        )
+    ]

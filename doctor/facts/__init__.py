@@ -1,0 +1,105 @@
+"""The facts: one typed, JSON-serialisable snapshot of what the probes found.
+
+Checks read only this; nothing here does I/O. Every probe that fails records a
+``ProbeFailure`` instead of raising, so a broken environment still yields facts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from doctor.facts.environment import (
+    DistributionFacts,
+    InterpreterFacts,
+    PlatformFacts,
+    RecordFacts,
+    TorchBuildFacts,
+)
+from doctor.facts.libraries import LibrariesFacts
+from doctor.facts.machine import MachineFacts
+from doctor.facts.project import (
+    IndexFacts,
+    LockedDependency,
+    LockedPackage,
+    ProjectFacts,
+)
+
+__all__ = [
+    "DistributionFacts",
+    "Facts",
+    "IndexFacts",
+    "InterpreterFacts",
+    "LibrariesFacts",
+    "LockedDependency",
+    "LockedPackage",
+    "MachineFacts",
+    "PlatformFacts",
+    "ProbeFailure",
+    "ProjectFacts",
+    "RecordFacts",
+    "TorchBuildFacts",
+    "to_jsonable",
+]
+
+
+@dataclass(frozen=True)
+class ProbeFailure:
+    """A probe that could not do its work, and why (never a traceback)."""
+
+    probe: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything torch-doctor knows about the inspected environment."""
+
+    interpreter: Optional[InterpreterFacts] = None
+    platform: Optional[PlatformFacts] = None
+    distributions: tuple[DistributionFacts, ...] = ()
+    torch: Optional[TorchBuildFacts] = None
+    project: Optional[ProjectFacts] = None
+    environment: dict[str, str] = field(default_factory=dict)
+    libraries: Optional[LibrariesFacts] = None
+    machine: Optional[MachineFacts] = None
+    failures: tuple[ProbeFailure, ...] = ()
+
+    def distribution(self, name: str) -> Optional[DistributionFacts]:
+        """The installed distribution that wins on sys.path, by normalised name."""
+        wanted = _normalise(name)
+        for dist in self.distributions:
+            if dist.name == wanted and not dist.shadowed:
+                return dist
+        return None
+
+    def distributions_named(self, name: str) -> list[DistributionFacts]:
+        """Every copy of a distribution, the winning one first."""
+        wanted = _normalise(name)
+        return [d for d in self.distributions if d.name == wanted]
+
+    def failure(self, probe: str) -> Optional[ProbeFailure]:
+        for failure in self.failures:
+            if failure.probe == probe:
+                return failure
+        return None
+
+
+def _normalise(name: str) -> str:
+    # PEP 503 normalisation; packaging.utils.canonicalize_name does the same but the
+    # facts stay importable without third-party modules.
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, tuples and dicts to plain JSON types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value

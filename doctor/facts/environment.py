@@ -1,0 +1,81 @@
+"""Facts about the inspected interpreter and what is installed in it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class InterpreterFacts:
+    executable: str
+    version: str
+    implementation: str
+    prefix: str
+    base_prefix: str
+    is_venv: bool
+    purelib: str
+    platlib: str
+    sys_path: tuple[str, ...]
+    marker_environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlatformFacts:
+    system: str
+    machine: str
+    release: str
+    libc: Optional[str]
+    libc_version: Optional[str]
+
+
+@dataclass(frozen=True)
+class RecordFacts:
+    """What the distribution's RECORD lists and whether those files exist."""
+
+    present: bool
+    files: int = 0
+    missing_count: int = 0
+    missing: tuple[str, ...] = ()  # the first few missing paths, relative to location
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DistributionFacts:
+    name: str  # PEP 503 normalised
+    display_name: str
+    version: str
+    location: str  # the sys.path entry holding the .dist-info
+    metadata_dir: str
+    installer: Optional[str] = None
+    requires_dist: tuple[str, ...] = ()
+    provides_extra: tuple[str, ...] = ()
+    requires_python: Optional[str] = None
+    wheel_tags: tuple[str, ...] = ()
+    record: Optional[RecordFacts] = None
+    shadowed: bool = False  # an earlier sys.path entry holds another copy
+    error: Optional[str] = None  # corrupt or unreadable metadata
+
+
+@dataclass(frozen=True)
+class TorchBuildFacts:
+    """torch's build, read from torch/version.py as text (torch is never imported)."""
+
+    package_dir: str
+    version: Optional[str] = None
+    cuda: Optional[str] = None
+    hip: Optional[str] = None
+    git_version: Optional[str] = None
+    debug: Optional[bool] = None
+    lib_files: tuple[str, ...] = ()  # names in torch/lib
+    error: Optional[str] = None
+
+    @property
+    def local_tag(self) -> Optional[str]:
+        if self.version and "+" in self.version:
+            return self.version.split("+", 1)[1]
+        return None
+
+    @property
+    def is_cuda_build(self) -> bool:
+        return bool(self.cuda) or "libtorch_cuda.so" in self.lib_files

@@ -1,0 +1,49 @@
+"""Probes gather facts. Each probe records its own failure instead of raising."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from doctor.facts import Facts, ProbeFailure
+from doctor.probe.interpreter import probe_interpreter
+from doctor.probe.project import locate_project, probe_project
+from doctor.probe.target import Target
+
+__all__ = ["ProbeOptions", "gather"]
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    target: Target
+    project: Optional[str] = None
+    cwd: Path = Path(".")
+    timeout: float = 60.0
+
+
+def gather(options: ProbeOptions) -> Facts:
+    """Run every probe and assemble one snapshot of facts."""
+    failures: list[ProbeFailure] = []
+    inside = probe_interpreter(options.target.python, timeout=options.timeout)
+    failures.extend(inside.failures)
+
+    project = None
+    prefix = inside.interpreter.prefix if inside.interpreter else None
+    located = locate_project(options.project, prefix, options.cwd)
+    if located is not None:
+        root, found_by = located
+        if root.is_dir():
+            project = probe_project(root, found_by)
+        else:
+            failures.append(ProbeFailure("project", f"{root}: no such directory"))
+
+    return Facts(
+        interpreter=inside.interpreter,
+        platform=inside.platform,
+        distributions=inside.distributions,
+        torch=inside.torch,
+        project=project,
+        environment=inside.environment,
+        failures=tuple(failures),
+    )

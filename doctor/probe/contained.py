@@ -1,0 +1,118 @@
+"""Run work that could crash or hang in a separate process, with a timeout.
+
+Loading libraries and calling the driver can abort, segfault or block forever; the
+doctor must go on and report that as a fact.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+
+__all__ = ["ContainedResult", "run_contained"]
+
+
+@dataclass(frozen=True)
+class ContainedResult:
+    argv: tuple[str, ...]
+    returncode: Optional[int]
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False
+    start_error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and self.start_error is None
+
+    @property
+    def signal_name(self) -> Optional[str]:
+        if self.returncode is not None and self.returncode < 0:
+            try:
+                return signal.Signals(-self.returncode).name
+            except ValueError:
+                return f"signal {-self.returncode}"
+        return None
+
+    def describe_failure(self) -> str:
+        """One line saying how the process failed, for a ProbeFailure reason."""
+        if self.start_error is not None:
+            return f"could not start {self.argv[0]}: {self.start_error}"
+        if self.timed_out:
+            return f"did not finish within {self.seconds:.1f} s and was stopped"
+        if self.signal_name is not None:
+            return f"crashed with {self.signal_name}" + _tail(self.stderr)
+        return f"exited with status {self.returncode}" + _tail(self.stderr)
+
+
+def _tail(stderr: str, lines: int = 3) -> str:
+    text = "\n".join(stderr.strip().splitlines()[-lines:])
+    return f": {text}" if text else ""
+
+
+def _kill_tree(pid: int) -> None:
+    import psutil  # only on the rare timeout path: keeps start-up fast
+
+    try:
+        parent = psutil.Process(pid)
+        children = parent.children(recursive=True)
+    except psutil.Error:
+        return
+    for proc in [*children, parent]:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
+def run_contained(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    env: Optional[Mapping[str, str]] = None,
+    stdin_text: Optional[str] = None,
+    cwd: Optional[str] = None,
+) -> ContainedResult:
+    """Run ``argv``; never raises for the child's failures."""
+    started = time.perf_counter()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return ContainedResult(
+            tuple(argv), None, "", "", time.perf_counter() - started,
+            start_error=exc.strerror or str(exc),
+        )
+    try:
+        stdout, stderr = proc.communicate(stdin_text, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc.pid)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        stdout, stderr = proc.communicate()
+        return ContainedResult(
+            tuple(argv), proc.returncode, stdout, stderr, time.perf_counter() - started,
+            timed_out=True,
+        )
+    return ContainedResult(
+        tuple(argv), proc.returncode, stdout, stderr, time.perf_counter() - started
+    )

@@ -1,0 +1,385 @@
+"""The part of the probe that runs inside the inspected interpreter.
+
+Standard library only, and no imports of anything installed in the target: this
+script must work in an environment where torch, or torch-doctor's own
+dependencies, are absent or broken. It is run as ``python -B -c <source>`` and
+prints one JSON object on stdout. It reads files and never writes any.
+
+Keep it compatible with old interpreters (no walrus, no match, no PEP 604).
+"""
+
+import ast
+import csv
+import email.parser
+import json
+import os
+import platform
+import sys
+import sysconfig
+
+PROBE_VERSION = 1
+
+# Distributions whose files are checked against their RECORD (besides everything torch
+# and cuda-toolkit require): the torch family and the CUDA wheels.
+FAMILY_PREFIXES = ("nvidia-", "cuda-", "torch", "triton", "pytorch-triton")
+
+# Environment variables that decide how torch, the loader and uv behave (facts.md §11).
+ENVIRONMENT_VARIABLES = (
+    "LD_LIBRARY_PATH",
+    "LD_PRELOAD",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "CUDA_HOME",
+    "CUDA_PATH",
+    "CUDA_MODULE_LOADING",
+    "CUDA_FORCE_PTX_JIT",
+    "CUDA_CACHE_PATH",
+    "TORCH_CUDA_ARCH_LIST",
+    "TORCH_USE_RTLD_GLOBAL",
+    "TRITON_PTXAS_PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "UV_TORCH_BACKEND",
+    "UV_CUDA_DRIVER_VERSION",
+    "UV_INDEX_STRATEGY",
+    "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "UV_PROJECT_ENVIRONMENT",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+)
+
+MAX_MISSING_LISTED = 20
+
+
+def normalise(name):
+    out = []
+    previous_sep = False
+    for ch in name.lower():
+        if ch in "-_.":
+            if not previous_sep:
+                out.append("-")
+            previous_sep = True
+        else:
+            out.append(ch)
+            previous_sep = False
+    return "".join(out)
+
+
+def requirement_name(requirement):
+    # Only the leading PEP 508 name; markers and specifiers are left to `packaging`
+    # in the doctor's own process.
+    name = []
+    for ch in requirement.strip():
+        if ch.isalnum() or ch in "-_.":
+            name.append(ch)
+        else:
+            break
+    return normalise("".join(name))
+
+
+def marker_environment():
+    # The same keys as packaging.markers.default_environment().
+    implementation = sys.implementation
+    info = implementation.version
+    impl_version = "{0.major}.{0.minor}.{0.micro}".format(info)
+    if info.releaselevel != "final":
+        impl_version += info.releaselevel[0] + str(info.serial)
+    return {
+        "implementation_name": implementation.name,
+        "implementation_version": impl_version,
+        "os_name": os.name,
+        "platform_machine": platform.machine(),
+        "platform_release": platform.release(),
+        "platform_system": platform.system(),
+        "platform_version": platform.version(),
+        "python_full_version": platform.python_version(),
+        "platform_python_implementation": platform.python_implementation(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]),
+        "sys_platform": sys.platform,
+    }
+
+
+def interpreter_facts():
+    paths = sysconfig.get_paths()
+    return {
+        "executable": sys.executable,
+        "version": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "prefix": sys.prefix,
+        "base_prefix": getattr(sys, "base_prefix", sys.prefix),
+        "is_venv": sys.prefix != getattr(sys, "base_prefix", sys.prefix),
+        "purelib": paths.get("purelib", ""),
+        "platlib": paths.get("platlib", ""),
+        "sys_path": [p for p in sys.path if p],
+        "marker_environment": marker_environment(),
+    }
+
+
+def platform_facts():
+    libc = None
+    libc_version = None
+    try:
+        value = os.confstr("CS_GNU_LIBC_VERSION")  # "glibc 2.36"
+        if value:
+            libc, libc_version = value.split(" ", 1)
+    except (AttributeError, ValueError, OSError):
+        try:
+            libc, libc_version = platform.libc_ver()
+        except Exception:  # noqa: BLE001 - a fact we can live without
+            pass
+    return {
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "release": platform.release(),
+        "libc": libc or None,
+        "libc_version": libc_version or None,
+    }
+
+
+def read_text(path):
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def metadata_dirs():
+    """(sys.path entry, .dist-info directory) in sys.path order."""
+    seen_entries = set()
+    for entry in sys.path:
+        if not entry:
+            entry = os.getcwd()
+        real = os.path.realpath(entry)
+        if real in seen_entries or not os.path.isdir(entry):
+            continue
+        seen_entries.add(real)
+        try:
+            names = sorted(os.listdir(entry))
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".dist-info"):
+                yield entry, os.path.join(entry, name)
+
+
+def read_distribution(location, metadata_dir):
+    dist = {
+        "location": location,
+        "metadata_dir": metadata_dir,
+        "installer": None,
+        "requires_dist": [],
+        "provides_extra": [],
+        "requires_python": None,
+        "wheel_tags": [],
+        "error": None,
+    }
+    stem = os.path.basename(metadata_dir)[: -len(".dist-info")]
+    dir_name, _, dir_version = stem.partition("-")
+    dist["display_name"] = dir_name
+    dist["version"] = dir_version
+    metadata_path = os.path.join(metadata_dir, "METADATA")
+    try:
+        message = email.parser.Parser().parsestr(read_text(metadata_path), headersonly=True)
+        dist["display_name"] = message.get("Name") or dir_name
+        dist["version"] = message.get("Version") or dir_version
+        dist["requires_dist"] = [str(v) for v in message.get_all("Requires-Dist") or []]
+        dist["provides_extra"] = [str(v) for v in message.get_all("Provides-Extra") or []]
+        requires_python = message.get("Requires-Python")
+        dist["requires_python"] = str(requires_python) if requires_python else None
+        if not message.get("Name"):
+            dist["error"] = "METADATA has no Name field"
+    except OSError as exc:
+        dist["error"] = "cannot read METADATA: {}".format(exc.strerror or exc)
+    except Exception as exc:  # noqa: BLE001 - corrupt metadata is a fact, not a crash
+        dist["error"] = "cannot parse METADATA: {}".format(exc)
+    try:
+        dist["installer"] = read_text(os.path.join(metadata_dir, "INSTALLER")).strip() or None
+    except OSError:
+        pass
+    try:
+        wheel = email.parser.Parser().parsestr(
+            read_text(os.path.join(metadata_dir, "WHEEL")), headersonly=True
+        )
+        dist["wheel_tags"] = [str(v) for v in wheel.get_all("Tag") or []]
+    except Exception:  # noqa: BLE001 - optional
+        pass
+    dist["name"] = normalise(dist["display_name"])
+    return dist
+
+
+def check_record(dist):
+    """Whether the files listed in RECORD exist (one listdir per directory)."""
+    record_path = os.path.join(dist["metadata_dir"], "RECORD")
+    location = dist["location"]
+    try:
+        with open(record_path, encoding="utf-8", errors="replace", newline="") as handle:
+            rows = list(csv.reader(handle))
+    except OSError as exc:
+        if not os.path.exists(record_path):
+            return {"present": False, "files": 0, "missing_count": 0, "missing": [], "error": None}
+        return {
+            "present": False,
+            "files": 0,
+            "missing_count": 0,
+            "missing": [],
+            "error": "cannot read RECORD: {}".format(exc.strerror or exc),
+        }
+    except Exception as exc:  # noqa: BLE001 - corrupt RECORD
+        return {
+            "present": True,
+            "files": 0,
+            "missing_count": 0,
+            "missing": [],
+            "error": "cannot parse RECORD: {}".format(exc),
+        }
+    listings = {}
+    missing = []
+    files = 0
+    for row in rows:
+        if not row or not row[0]:
+            continue
+        relative = row[0]
+        if relative.endswith(".pyc") or "__pycache__" in relative:
+            continue  # written on first import, absent in fresh installs
+        files += 1
+        path = os.path.normpath(os.path.join(location, relative))
+        directory, base = os.path.split(path)
+        names = listings.get(directory)
+        if names is None:
+            try:
+                names = set(os.listdir(directory))
+            except OSError:
+                names = set()
+            listings[directory] = names
+        if base not in names:
+            missing.append(relative)
+    return {
+        "present": True,
+        "files": files,
+        "missing_count": len(missing),
+        "missing": missing[:MAX_MISSING_LISTED],
+        "error": None,
+    }
+
+
+def find_torch_dir():
+    # The torch package that `import torch` would pick: the first sys.path entry with it.
+    for entry in sys.path:
+        candidate = os.path.join(entry or os.getcwd(), "torch")
+        if os.path.isfile(os.path.join(candidate, "__init__.py")):
+            return candidate
+    return None
+
+
+def torch_build():
+    package_dir = find_torch_dir()
+    if package_dir is None:
+        return None
+    build = {"package_dir": package_dir, "error": None, "lib_files": []}
+    try:
+        build["lib_files"] = sorted(os.listdir(os.path.join(package_dir, "lib")))
+    except OSError:
+        pass
+    version_path = os.path.join(package_dir, "version.py")
+    try:
+        tree = ast.parse(read_text(version_path), version_path)
+    except OSError as exc:
+        build["error"] = "cannot read torch/version.py: {}".format(exc.strerror or exc)
+        return build
+    except SyntaxError as exc:
+        build["error"] = "cannot parse torch/version.py: {}".format(exc)
+        return build
+    values = {}
+    for node in tree.body:
+        targets = []
+        value = None
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+            value = node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+            value = node.value
+        for target in targets:
+            if isinstance(target, ast.Name):
+                try:
+                    values[target.id] = ast.literal_eval(value)
+                except ValueError:
+                    pass
+    for key, out in (
+        ("__version__", "version"),
+        ("cuda", "cuda"),
+        ("hip", "hip"),
+        ("git_version", "git_version"),
+        ("debug", "debug"),
+    ):
+        value = values.get(key)
+        if value is None or isinstance(value, (str, bool)):
+            build[out] = value
+    if not build.get("version"):
+        build["error"] = "torch/version.py defines no __version__"
+    return build
+
+
+def main():
+    # Run as `python -c`, sys.path[0] is '' (the working directory): an artifact of how
+    # the doctor starts this probe, not part of the environment being inspected.
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]
+    errors = []
+    distributions = []
+    for location, metadata_dir in metadata_dirs():
+        try:
+            distributions.append(read_distribution(location, metadata_dir))
+        except Exception as exc:  # noqa: BLE001 - one bad dist never stops the probe
+            errors.append({"probe": "distributions", "reason": "{}: {}".format(metadata_dir, exc)})
+
+    seen = set()
+    for dist in distributions:
+        dist["shadowed"] = dist["name"] in seen
+        seen.add(dist["name"])
+
+    wanted = set()
+    for dist in distributions:
+        if dist["name"] in ("torch", "cuda-toolkit") and not dist["shadowed"]:
+            wanted.update(requirement_name(r) for r in dist["requires_dist"])
+    for dist in distributions:
+        if dist["name"].startswith(FAMILY_PREFIXES) or dist["name"] in wanted:
+            try:
+                dist["record"] = check_record(dist)
+            except Exception as exc:  # noqa: BLE001
+                dist["record"] = {
+                    "present": False,
+                    "files": 0,
+                    "missing_count": 0,
+                    "missing": [],
+                    "error": str(exc),
+                }
+        else:
+            dist["record"] = None
+
+    try:
+        torch = torch_build()
+    except Exception as exc:  # noqa: BLE001
+        torch = None
+        errors.append({"probe": "torch-build", "reason": str(exc)})
+
+    result = {
+        "probe_version": PROBE_VERSION,
+        "interpreter": interpreter_facts(),
+        "platform": platform_facts(),
+        "environment": {k: os.environ[k] for k in ENVIRONMENT_VARIABLES if k in os.environ},
+        "distributions": distributions,
+        "torch": torch,
+        "errors": errors,
+    }
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Run the stdlib-only probe inside the inspected interpreter and turn its JSON into facts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from doctor.facts import (
+    DistributionFacts,
+    InterpreterFacts,
+    PlatformFacts,
+    ProbeFailure,
+    RecordFacts,
+    TorchBuildFacts,
+)
+from doctor.probe.contained import run_contained
+
+__all__ = ["InterpreterProbe", "probe_interpreter"]
+
+INSIDE_SOURCE = Path(__file__).with_name("inside.py")
+
+
+class InterpreterProbe:
+    """What the inside probe reported, as facts."""
+
+    def __init__(self) -> None:
+        self.interpreter: Optional[InterpreterFacts] = None
+        self.platform: Optional[PlatformFacts] = None
+        self.distributions: tuple[DistributionFacts, ...] = ()
+        self.torch: Optional[TorchBuildFacts] = None
+        self.environment: dict[str, str] = {}
+        self.failures: list[ProbeFailure] = []
+
+
+def probe_interpreter(python: str, timeout: float = 60.0) -> InterpreterProbe:
+    result = InterpreterProbe()
+    source = INSIDE_SOURCE.read_text(encoding="utf-8")
+    # -B: write no bytecode into the inspected environment.
+    run = run_contained([python, "-B", "-c", source], timeout=timeout, env=os.environ)
+    if not run.ok:
+        result.failures.append(
+            ProbeFailure("interpreter", f"the inspected interpreter {python} {run.describe_failure()}")
+        )
+        return result
+    try:
+        data = json.loads(run.stdout)
+    except ValueError:
+        result.failures.append(
+            ProbeFailure("interpreter", f"the inspected interpreter {python} printed no JSON report")
+        )
+        return result
+    try:
+        _fill(result, data)
+    except (KeyError, TypeError, ValueError) as exc:
+        result.failures.append(
+            ProbeFailure("interpreter", f"unexpected report from the inside probe: {exc!r}")
+        )
+    return result
+
+
+def _fill(result: InterpreterProbe, data: dict[str, Any]) -> None:
+    interp = data["interpreter"]
+    result.interpreter = InterpreterFacts(
+        executable=interp["executable"],
+        version=interp["version"],
+        implementation=interp["implementation"],
+        prefix=interp["prefix"],
+        base_prefix=interp["base_prefix"],
+        is_venv=bool(interp["is_venv"]),
+        purelib=interp["purelib"],
+        platlib=interp["platlib"],
+        sys_path=tuple(interp["sys_path"]),
+        marker_environment=dict(interp["marker_environment"]),
+    )
+    plat = data["platform"]
+    result.platform = PlatformFacts(
+        system=plat["system"],
+        machine=plat["machine"],
+        release=plat["release"],
+        libc=plat.get("libc"),
+        libc_version=plat.get("libc_version"),
+    )
+    result.environment = {str(k): str(v) for k, v in data.get("environment", {}).items()}
+    result.distributions = tuple(_distribution(d) for d in data.get("distributions", []))
+    torch = data.get("torch")
+    if torch is not None:
+        result.torch = TorchBuildFacts(
+            package_dir=torch["package_dir"],
+            version=torch.get("version"),
+            cuda=torch.get("cuda"),
+            hip=torch.get("hip"),
+            git_version=torch.get("git_version"),
+            debug=torch.get("debug"),
+            lib_files=tuple(torch.get("lib_files", ())),
+            error=torch.get("error"),
+        )
+    for error in data.get("errors", []):
+        result.failures.append(ProbeFailure(error["probe"], error["reason"]))
+
+
+def _distribution(data: dict[str, Any]) -> DistributionFacts:
+    record = data.get("record")
+    return DistributionFacts(
+        name=data["name"],
+        display_name=data["display_name"],
+        version=data["version"],
+        location=data["location"],
+        metadata_dir=data["metadata_dir"],
+        installer=data.get("installer"),
+        requires_dist=tuple(data.get("requires_dist", ())),
+        provides_extra=tuple(data.get("provides_extra", ())),
+        requires_python=data.get("requires_python"),
+        wheel_tags=tuple(data.get("wheel_tags", ())),
+        record=None
+        if record is None
+        else RecordFacts(
+            present=record["present"],
+            files=record["files"],
+            missing_count=record["missing_count"],
+            missing=tuple(record["missing"]),
+            error=record.get("error"),
+        ),
+        shadowed=bool(data.get("shadowed")),
+        error=data.get("error"),
+    )

@@ -1,0 +1,147 @@
+"""Read the uv project: pyproject.toml and uv.lock. Reads only; never writes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from doctor.facts import IndexFacts, LockedDependency, LockedPackage, ProjectFacts
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.9 and 3.10
+    import tomli as tomllib
+
+__all__ = ["TORCH_FAMILY", "load_toml", "locate_project", "probe_project"]
+
+TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton")
+
+
+class TomlError(Exception):
+    """A TOML file that cannot be read or parsed; the message names the file."""
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TomlError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise TomlError(f"{path}: not UTF-8 text") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TomlError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def locate_project(
+    project: Optional[str], venv_prefix: Optional[str], cwd: Path
+) -> Optional[tuple[Path, str]]:
+    """The project root and how it was found: --project, the venv's parent, the cwd."""
+    if project is not None:
+        return Path(project).expanduser().absolute(), "--project"
+    if venv_prefix:
+        parent = Path(venv_prefix).parent
+        if (parent / "pyproject.toml").is_file() or (parent / "uv.lock").is_file():
+            return parent, "venv parent"
+    from doctor.probe.target import find_project_root
+
+    root = find_project_root(cwd)
+    if root is not None:
+        return root, "working directory"
+    return None
+
+
+def probe_project(root: Path, found_by: str) -> ProjectFacts:
+    pyproject = root / "pyproject.toml"
+    lock = root / "uv.lock"
+    facts: dict[str, Any] = {
+        "root": str(root),
+        "pyproject_path": str(pyproject) if pyproject.exists() else None,
+        "lock_path": str(lock) if lock.exists() else None,
+        "found_by": found_by,
+    }
+    if pyproject.exists():
+        try:
+            facts.update(_read_pyproject(load_toml(pyproject)))
+        except TomlError as exc:
+            facts["pyproject_error"] = str(exc)
+        except (TypeError, AttributeError, KeyError) as exc:
+            facts["pyproject_error"] = f"{pyproject}: unexpected structure: {exc}"
+    if lock.exists():
+        try:
+            facts.update(_read_lock(load_toml(lock)))
+        except TomlError as exc:
+            facts["lock_error"] = str(exc)
+        except (TypeError, AttributeError, KeyError) as exc:
+            facts["lock_error"] = f"{lock}: unexpected structure: {exc}"
+    return ProjectFacts(**facts)
+
+
+def _table(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _read_pyproject(data: dict[str, Any]) -> dict[str, Any]:
+    project = _table(data.get("project"))
+    uv = _table(_table(data.get("tool")).get("uv"))
+    declared: list[str] = [str(d) for d in project.get("dependencies", []) or []]
+    for extra in _table(project.get("optional-dependencies")).values():
+        declared.extend(str(d) for d in extra or [])
+    for group in _table(data.get("dependency-groups")).values():
+        declared.extend(d for d in group or [] if isinstance(d, str))
+    indexes = []
+    for index in uv.get("index", []) or []:
+        if isinstance(index, dict) and "url" in index:
+            indexes.append(
+                IndexFacts(
+                    name=index.get("name"),
+                    url=str(index["url"]),
+                    explicit=bool(index.get("explicit", False)),
+                    default=bool(index.get("default", False)),
+                )
+            )
+    sources = {
+        str(name): value
+        for name, value in _table(uv.get("sources")).items()
+        if str(name).lower() in TORCH_FAMILY
+    }
+    metadata = tuple(m for m in uv.get("dependency-metadata", []) or [] if isinstance(m, dict))
+    return {
+        "name": project.get("name"),
+        "declared_dependencies": tuple(declared),
+        "indexes": tuple(indexes),
+        "sources": sources,
+        "dependency_metadata": metadata,
+    }
+
+
+def _read_lock(data: dict[str, Any]) -> dict[str, Any]:
+    torch_entries = []
+    names = []
+    for package in data.get("package", []) or []:
+        if not isinstance(package, dict) or "name" not in package:
+            continue
+        names.append(str(package["name"]))
+        if package["name"] != "torch":
+            continue
+        dependencies = tuple(
+            LockedDependency(
+                name=str(dep["name"]),
+                marker=dep.get("marker"),
+                extras=tuple(dep.get("extra", ()) or ()),
+            )
+            for dep in package.get("dependencies", []) or []
+            if isinstance(dep, dict) and "name" in dep
+        )
+        torch_entries.append(
+            LockedPackage(
+                name="torch",
+                version=package.get("version"),
+                source={str(k): str(v) for k, v in _table(package.get("source")).items()},
+                dependencies=dependencies,
+                resolution_markers=tuple(package.get("resolution-markers", ()) or ()),
+            )
+        )
+    return {"locked_torch": tuple(torch_entries), "locked_names": tuple(sorted(set(names)))}

@@ -1,0 +1,79 @@
+"""Which interpreter to inspect: --python, the active venv, the project's .venv, or ours."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["Target", "TargetError", "find_project_root", "resolve_target"]
+
+
+class TargetError(Exception):
+    """The interpreter to inspect cannot be found: a usage error (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    python: str
+    chosen_by: str  # "--python", "VIRTUAL_ENV", "project .venv", "current interpreter"
+
+
+def _venv_python(venv: Path) -> Optional[Path]:
+    for relative in ("bin/python", "bin/python3", "Scripts/python.exe"):
+        candidate = venv / relative
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def find_project_root(start: Path) -> Optional[Path]:
+    """The nearest directory at or above ``start`` holding a pyproject.toml, as uv finds it."""
+    try:
+        start = start.resolve()
+    except OSError:
+        return None
+    for directory in (start, *start.parents):
+        if (directory / "pyproject.toml").is_file():
+            return directory
+    return None
+
+
+def resolve_target(
+    python: Optional[str], project: Optional[str], environ: Optional[dict[str, str]] = None
+) -> Target:
+    environ = dict(os.environ) if environ is None else environ
+    if python:
+        path = Path(python).expanduser()
+        if path.is_dir():
+            found = _venv_python(path)
+            if found is None:
+                raise TargetError(
+                    f"{path} is a directory but not a virtual environment "
+                    "(no bin/python in it)"
+                )
+            return Target(str(found.absolute()), "--python")
+        if not path.exists():
+            raise TargetError(f"{path}: no such interpreter or virtual environment")
+        if not os.access(path, os.X_OK):
+            raise TargetError(f"{path}: not executable")
+        return Target(str(path.absolute()), "--python")
+
+    active = environ.get("VIRTUAL_ENV")
+    if active and project is None:
+        found = _venv_python(Path(active))
+        if found is not None:
+            return Target(str(found), "VIRTUAL_ENV")
+
+    root = Path(project).expanduser() if project else find_project_root(Path.cwd())
+    if root is not None:
+        venv_setting = environ.get("UV_PROJECT_ENVIRONMENT")
+        venv = Path(venv_setting) if venv_setting else Path(".venv")
+        if not venv.is_absolute():
+            venv = root / venv
+        found = _venv_python(venv)
+        if found is not None:
+            return Target(str(found), "project .venv")
+    return Target(sys.executable, "current interpreter")

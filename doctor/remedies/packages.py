@@ -1,0 +1,169 @@
+"""Remedies for the wheel and lock findings: TOML blocks and exact commands."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from typing import Any
+
+from doctor.facts import Facts
+from doctor.findings import Finding, Remedy, RemedyKind
+from doctor.remedies import remedy_for
+from doctor.remedies.metadata_block import render_dependency_metadata
+
+__all__: list[str] = []
+
+
+def _in_uv_project(facts: Facts) -> bool:
+    """The inspected environment is the uv project's own venv (uv sync manages it)."""
+    project = facts.project
+    if project is None or project.pyproject_path is None or facts.interpreter is None:
+        return False
+    from pathlib import Path
+
+    try:
+        prefix = Path(facts.interpreter.prefix).resolve()
+        root = Path(project.root).resolve()
+    except OSError:
+        return False
+    return prefix.parent == root or root in prefix.parents
+
+
+def install_command(facts: Facts, specs: Sequence[str]) -> str:
+    """The command that installs ``specs`` into the inspected interpreter."""
+    quoted = " ".join(shlex.quote(s) for s in specs)
+    python = facts.interpreter.executable if facts.interpreter else "python"
+    torch = facts.distribution("torch")
+    if torch is not None and torch.installer == "uv":
+        return f"uv pip install --python {shlex.quote(python)} {quoted}"
+    return f"{shlex.quote(python)} -m pip install {quoted}"
+
+
+def _specs(entries: Sequence[dict[str, Any]]) -> list[str]:
+    return [str(e["install"]) for e in entries]
+
+
+@remedy_for("missing-cuda-wheel")
+def _missing_cuda_wheel(finding: Finding, facts: Facts) -> list[Remedy]:
+    missing = finding.data.get("missing", [])
+    project = facts.project
+    remedies = []
+    specs = _specs(missing)
+    if finding.data.get("toolkit_extras_unknown") and not any(
+        s.startswith("cuda-toolkit") for s in specs
+    ):
+        specs.append("cuda-toolkit")
+    if _in_uv_project(facts) and project is not None:
+        locked = set(project.locked_names)
+        if missing and all(m["name"] in locked for m in missing):
+            remedies.append(
+                Remedy(
+                    RemedyKind.SHELL,
+                    "uv.lock records these wheels: sync the environment with it",
+                    "uv sync",
+                )
+            )
+            return remedies
+        remedies.append(
+            Remedy(
+                RemedyKind.TEXT,
+                "uv.lock does not record these wheels",
+                "Fix the lock first (see lock-missing-dependencies if reported); a plain "
+                "install would be removed by the next `uv sync`.",
+            )
+        )
+    remedies.append(
+        Remedy(RemedyKind.SHELL, "install the pinned wheels", install_command(facts, specs))
+    )
+    return remedies
+
+
+@remedy_for("cuda-wheel-version-mismatch")
+def _version_mismatch(finding: Finding, facts: Facts) -> list[Remedy]:
+    wrong = finding.data.get("mismatched", [])
+    if _in_uv_project(facts):
+        names = " ".join(f"--reinstall-package {shlex.quote(m['name'])}" for m in wrong)
+        return [
+            Remedy(
+                RemedyKind.SHELL,
+                "reinstall the versions uv.lock pins",
+                f"uv sync {names}",
+            ),
+            Remedy(
+                RemedyKind.TEXT,
+                "if another dependency pulls a different version",
+                "Pin torch's versions for the whole project with "
+                '[tool.uv] override-dependencies = ["' + '", "'.join(_specs(wrong)) + '"].',
+            ),
+        ]
+    return [
+        Remedy(
+            RemedyKind.SHELL,
+            "install the versions torch pins",
+            install_command(facts, _specs(wrong)),
+        )
+    ]
+
+
+@remedy_for("cuda-wheel-files-missing")
+def _files_missing(finding: Finding, facts: Facts) -> list[Remedy]:
+    names = finding.data.get("packages", [])
+    if _in_uv_project(facts):
+        flags = " ".join(f"--reinstall-package {shlex.quote(n)}" for n in names)
+        return [Remedy(RemedyKind.SHELL, "reinstall the damaged wheels", f"uv sync {flags}")]
+    python = facts.interpreter.executable if facts.interpreter else "python"
+    torch = facts.distribution("torch")
+    quoted = " ".join(shlex.quote(n) for n in names)
+    if torch is not None and torch.installer == "uv":
+        command = f"uv pip install --python {shlex.quote(python)} --reinstall {quoted}"
+    else:
+        command = f"{shlex.quote(python)} -m pip install --force-reinstall --no-deps {quoted}"
+    return [Remedy(RemedyKind.SHELL, "reinstall the damaged wheels", command)]
+
+
+@remedy_for("missing-torch-dependency")
+def _missing_dependency(finding: Finding, facts: Facts) -> list[Remedy]:
+    if _in_uv_project(facts):
+        return [Remedy(RemedyKind.SHELL, "sync the environment with uv.lock", "uv sync")]
+    specs = _specs(finding.data.get("missing", []))
+    return [Remedy(RemedyKind.SHELL, "install torch's requirements", install_command(facts, specs))]
+
+
+@remedy_for("torch-not-installed")
+def _torch_not_installed(finding: Finding, facts: Facts) -> list[Remedy]:
+    if finding.data.get("locked"):
+        return [Remedy(RemedyKind.SHELL, "install what uv.lock records", "uv sync")]
+    if facts.project is not None and facts.project.pyproject_path is not None:
+        return [
+            Remedy(
+                RemedyKind.TEXT,
+                "add torch to the project",
+                "Follow uv's PyTorch guide to choose the CUDA index for your driver, then "
+                "`uv add torch`. torch-doctor prints the index block once it knows the driver.",
+            )
+        ]
+    return [
+        Remedy(
+            RemedyKind.TEXT,
+            "inspect the environment where torch is installed",
+            "Run `torch-doctor --python /path/to/venv`, or install torch into this one.",
+        )
+    ]
+
+
+@remedy_for("lock-missing-dependencies")
+def _lock_missing(finding: Finding, facts: Facts) -> list[Remedy]:
+    torch = facts.distribution("torch")
+    if torch is None:
+        return []
+    pyproject = finding.data.get("pyproject_path")
+    return [
+        Remedy(
+            RemedyKind.TOML,
+            "declare torch's metadata for uv (append to pyproject.toml, "
+            "or run `torch-doctor fix`)",
+            render_dependency_metadata(torch),
+            target=pyproject,
+        ),
+        Remedy(RemedyKind.SHELL, "then re-lock and sync", "uv lock\nuv sync"),
+    ]

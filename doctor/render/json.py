@@ -1,0 +1,56 @@
+"""`--format json`: exactly one JSON object, documented in docs/json-report.md."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from doctor import __version__
+from doctor.facts import to_jsonable
+from doctor.findings import Finding
+from doctor.report import Report
+
+__all__ = ["SCHEMA", "render_json", "report_to_dict"]
+
+SCHEMA = "https://torch-doctor.dev/schemas/report-1.json"
+
+
+def finding_to_dict(finding: Finding) -> dict[str, Any]:
+    return {
+        "id": finding.id,
+        "severity": finding.severity.value,
+        "title": finding.title,
+        "detail": finding.detail,
+        "evidence": list(finding.evidence),
+        "remedies": [
+            {"kind": r.kind.value, "summary": r.summary, "text": r.text, "target": r.target}
+            for r in finding.remedies
+        ],
+        "data": to_jsonable(finding.data),
+    }
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "version": __version__,
+        "verdict": report.verdict.value,
+        "summary": report.summary,
+        "exit_code": report.exit_code,
+        "checks": [
+            {
+                "id": r.spec.id,
+                "family": r.spec.family,
+                "label": r.spec.label,
+                "status": r.status.value,
+                "reason": r.reason,
+            }
+            for r in report.results
+        ],
+        "findings": [finding_to_dict(f) for f in report.findings],
+        "facts": to_jsonable(report.facts),
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(report_to_dict(report), indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,177 @@
+"""The terminal report (rich): header, one line per check, findings with their remedies."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from doctor import __version__
+from doctor.checks import CheckStatus
+from doctor.facts import Facts
+from doctor.findings import Finding, RemedyKind, Severity
+from doctor.report import Report, Verdict
+
+__all__ = ["render_terminal", "render_terminal_text"]
+
+DOCS_URL = "https://github.com/torch-doctor/torch-doctor/blob/main/docs/findings/{id}.md"
+
+SEVERITY_STYLE = {
+    Severity.ERROR: ("✗", "bold red"),
+    Severity.WARNING: ("!", "bold yellow"),
+    Severity.INFO: ("i", "bold blue"),
+}
+STATUS_STYLE = {
+    CheckStatus.PASSED: ("✓", "green"),
+    CheckStatus.SKIPPED: ("-", "dim"),
+    CheckStatus.CRASHED: ("?", "bold magenta"),
+}
+VERDICT_STYLE = {Verdict.OK: "bold green", Verdict.WARNING: "bold yellow", Verdict.ERROR: "bold red"}
+SYNTAX = {RemedyKind.TOML: "toml", RemedyKind.SHELL: "bash", RemedyKind.ENV: "bash"}
+
+
+def short_path(path: str, facts: Facts) -> str:
+    """A path relative to the venv or ~ where that is shorter, for reading."""
+    prefix = facts.interpreter.prefix if facts.interpreter else None
+    if prefix and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
+        rel = os.path.relpath(path, prefix)
+        return "<venv>" if rel == "." else f"<venv>/{rel}"
+    home = str(Path.home())
+    if home not in ("/", "") and path.startswith(home.rstrip("/") + "/"):
+        return "~/" + path[len(home) :].lstrip("/")
+    return path
+
+
+def _header(report: Report) -> Panel:
+    facts = report.facts
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    torch = facts.distribution("torch")
+    build = facts.torch
+    if torch is not None:
+        line = Text(torch.version)
+        if build is not None and build.cuda:
+            line.append(f"  CUDA {build.cuda}")
+        elif build is not None and build.hip:
+            line.append(f"  ROCm/HIP {build.hip}")
+        elif build is not None and build.version:
+            line.append("  CPU-only build")
+        if torch.installer:
+            line.append(f"  installed by {torch.installer}", style="dim")
+        grid.add_row("torch", line)
+    else:
+        grid.add_row("torch", Text("not installed", style="red"))
+    interp = facts.interpreter
+    if interp is not None:
+        kind = "venv" if interp.is_venv else "no venv"
+        grid.add_row(
+            "Python", Text(f"{interp.version} ({interp.implementation}, {kind})  {interp.executable}")
+        )
+    plat = facts.platform
+    if plat is not None:
+        libc = f", {plat.libc} {plat.libc_version}" if plat.libc else ""
+        grid.add_row("Platform", f"{plat.system} {plat.machine}{libc}")
+    project = facts.project
+    if project is not None:
+        text = Text(short_path(project.root, facts))
+        locked = project.locked_torch
+        if locked:
+            entry = locked[0]
+            where = entry.source.get("registry") or entry.source.get("url") or ""
+            text.append(f"  uv.lock: torch {entry.version} {where}".rstrip(), style="dim")
+        elif project.lock_path is None:
+            text.append("  no uv.lock", style="dim")
+        grid.add_row("Project", text)
+    verdict = Text(report.summary, style=VERDICT_STYLE[report.verdict])
+    grid.add_row("Verdict", verdict)
+    return Panel(grid, title=f"torch-doctor {__version__}", title_align="left", expand=False)
+
+
+def _checks(report: Report) -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(width=1)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for result in report.results:
+        if result.status is CheckStatus.FAILED:
+            worst = max(result.findings, key=lambda f: f.severity.rank)
+            mark, style = SEVERITY_STYLE[worst.severity]
+            note = Text(worst.title, style=style.replace("bold ", ""))
+        else:
+            mark, style = STATUS_STYLE[result.status]
+            note = Text(result.spec.label, style="dim" if result.status is CheckStatus.PASSED else "")
+            if result.reason:
+                note.append(f" ({result.reason})", style="dim")
+        table.add_row(Text(mark, style=style), Text(result.spec.id), note)
+    return table
+
+
+def _finding(finding: Finding) -> RenderableType:
+    mark, style = SEVERITY_STYLE[finding.severity]
+    parts: list[RenderableType] = []
+    title = Text()
+    title.append(f"{mark} {finding.severity.value} ", style=style)
+    title.append(finding.id, style="bold")
+    title.append(f": {finding.title}")
+    parts.append(title)
+    parts.append(Padding(Text(finding.detail), (0, 0, 0, 2)))
+    if finding.evidence:
+        evidence = Text()
+        for i, line in enumerate(finding.evidence):
+            if i:
+                evidence.append("\n")
+            evidence.append("• ", style="dim")
+            evidence.append(line)
+        parts.append(Padding(evidence, (0, 0, 0, 2)))
+    for remedy in finding.remedies:
+        parts.append(Padding(Text(f"→ {remedy.summary}", style="bold cyan"), (0, 0, 0, 2)))
+        lexer = SYNTAX.get(remedy.kind)
+        body: RenderableType = (
+            Syntax(remedy.text.rstrip("\n"), lexer, theme="ansi_dark", word_wrap=True)
+            if lexer
+            else Text(remedy.text)
+        )
+        parts.append(Padding(body, (0, 0, 0, 4)))
+    parts.append(Padding(Text(DOCS_URL.format(id=finding.id), style="dim"), (0, 0, 0, 2)))
+    return Group(*parts)
+
+
+def _sections(report: Report) -> Iterator[RenderableType]:
+    yield _header(report)
+    yield Text("Checks", style="bold underline")
+    yield _checks(report)
+    if report.findings:
+        yield Text("")
+        yield Text("Findings", style="bold underline")
+        ordered = sorted(report.findings, key=lambda f: -f.severity.rank)
+        for finding in ordered:
+            yield _finding(finding)
+            yield Text("")
+    failures = report.facts.failures
+    if failures:
+        yield Text("Could not inspect", style="bold underline")
+        for failure in failures:
+            yield Text(f"  {failure.probe}: {failure.reason}", style="yellow")
+
+
+def render_terminal(report: Report, console: Console) -> None:
+    for section in _sections(report):
+        console.print(section)
+
+
+def render_terminal_text(report: Report, width: Optional[int] = 100) -> str:
+    """Plain text without colour, for --output and tests."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, no_color=True, color_system=None, highlight=False)
+    render_terminal(report, console)
+    return buffer.getvalue()

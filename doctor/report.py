@@ -1,0 +1,65 @@
+"""The report: facts, check results, findings with remedies, and the verdict."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from doctor.checks import CheckResult, CheckStatus
+from doctor.facts import Facts
+from doctor.findings import Finding, Severity
+
+__all__ = ["EXIT_DOCTOR_FAILED", "EXIT_ERRORS", "EXIT_OK", "Report", "Verdict"]
+
+EXIT_OK = 0
+EXIT_ERRORS = 1
+EXIT_DOCTOR_FAILED = 2
+
+
+class Verdict(str, enum.Enum):
+    OK = "ok"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Report:
+    facts: Facts
+    results: tuple[CheckResult, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def verdict(self) -> Verdict:
+        worst = max((f.severity.rank for f in self.findings), default=-1)
+        if worst >= Severity.ERROR.rank:
+            return Verdict.ERROR
+        if worst >= Severity.WARNING.rank:
+            return Verdict.WARNING
+        return Verdict.OK
+
+    def count(self, severity: Severity) -> int:
+        return sum(1 for f in self.findings if f.severity is severity)
+
+    @property
+    def crashed(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.status is CheckStatus.CRASHED)
+
+    @property
+    def exit_code(self) -> int:
+        if self.verdict is Verdict.ERROR:
+            return EXIT_ERRORS
+        if self.crashed or self.facts.interpreter is None:
+            return EXIT_DOCTOR_FAILED
+        return EXIT_OK
+
+    @property
+    def summary(self) -> str:
+        """One line, e.g. '2 errors, 1 warning' or 'no problems found'."""
+        parts = []
+        for severity, word in ((Severity.ERROR, "error"), (Severity.WARNING, "warning")):
+            n = self.count(severity)
+            if n:
+                parts.append(f"{n} {word}{'s' if n != 1 else ''}")
+        if self.facts.interpreter is None:
+            parts.append("the environment could not be inspected")
+        return ", ".join(parts) if parts else "no problems found"
