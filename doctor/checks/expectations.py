@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
 
 from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
@@ -42,7 +41,7 @@ def is_cuda_wheel(name: str) -> bool:
 
 
 def marker_applies(
-    marker: Optional[Marker], environment: Mapping[str, str], extras: Iterable[str] = ("",)
+    marker: Marker | None, environment: Mapping[str, str], extras: Iterable[str] = ("",)
 ) -> bool:
     """Whether a marker holds here for any of the given extras ("" means no extra)."""
     if marker is None:
@@ -73,7 +72,7 @@ def applicable_requirements(
 
 
 @lru_cache(maxsize=4096)
-def parse_requirement(text: str) -> Optional[Requirement]:
+def parse_requirement(text: str) -> Requirement | None:
     """A PEP 508 requirement, or None when it does not parse (parsed once per string)."""
     try:
         return Requirement(text)
@@ -88,7 +87,7 @@ class ExpectedWheel:
     specifier: str  # e.g. "==9.24.0.43" ("" when any version will do)
     extras: tuple[str, ...]
     required_by: str  # "torch" or "cuda-toolkit[cublas]"
-    installed: Optional[DistributionFacts]
+    installed: DistributionFacts | None
 
     @property
     def is_cuda(self) -> bool:
@@ -101,7 +100,7 @@ class ExpectedWheel:
         return f"{self.name}{extras}{self.specifier}"
 
     @property
-    def version_ok(self) -> Optional[bool]:
+    def version_ok(self) -> bool | None:
         """None when not installed; otherwise whether the installed version satisfies the pin."""
         if self.installed is None:
             return None
@@ -135,10 +134,10 @@ class Expectations:
         return tuple(w for w in self.wheels if not w.is_cuda)
 
 
-_last: list[tuple[Facts, Optional[Expectations]]] = []
+_last: list[tuple[Facts, Expectations | None]] = []
 
 
-def expected_wheels(facts: Facts) -> Optional[Expectations]:
+def expected_wheels(facts: Facts) -> Expectations | None:
     """torch's applicable requirements, cuda-toolkit's extras expanded; None without torch.
 
     Several checks ask for the same facts in one run; the last answer is kept.
@@ -150,7 +149,7 @@ def expected_wheels(facts: Facts) -> Optional[Expectations]:
     return result
 
 
-def _expected_wheels(facts: Facts) -> Optional[Expectations]:
+def _expected_wheels(facts: Facts) -> Expectations | None:
     torch = facts.distribution("torch")
     if torch is None or facts.interpreter is None:
         return None
@@ -184,17 +183,17 @@ def _expected_wheels(facts: Facts) -> Optional[Expectations]:
                     first.setdefault(sub_name, sub)
                     if extra not in pulled_by.setdefault(sub_name, []):
                         pulled_by[sub_name].append(extra)
-        for sub_name, sub in first.items():
-            if sub_name in seen:
+        for pulled_name, pulled in first.items():
+            if pulled_name in seen:
                 continue
-            seen.add(sub_name)
-            label = f"{CUDA_TOOLKIT}[{','.join(pulled_by[sub_name])}]"
-            wheels.append(_expected(sub, label, facts.distribution(sub_name)))
+            seen.add(pulled_name)
+            label = f"{CUDA_TOOLKIT}[{','.join(pulled_by[pulled_name])}]"
+            wheels.append(_expected(pulled, label, facts.distribution(pulled_name)))
     return Expectations(tuple(wheels), tuple(unparsable), unknown_extras)
 
 
 def _expected(
-    requirement: Requirement, required_by: str, installed: Optional[DistributionFacts]
+    requirement: Requirement, required_by: str, installed: DistributionFacts | None
 ) -> ExpectedWheel:
     return ExpectedWheel(
         name=canonicalize_name(requirement.name),

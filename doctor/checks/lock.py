@@ -7,8 +7,6 @@ lock recorded torch without its nvidia dependencies and `uv sync` never installs
 
 from __future__ import annotations
 
-from typing import Optional
-
 from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -21,7 +19,7 @@ from doctor.findings import Finding, Severity
 __all__ = ["matching_locked_torch"]
 
 
-def _same_version(a: Optional[str], b: Optional[str]) -> bool:
+def _same_version(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return False
     try:
@@ -30,7 +28,7 @@ def _same_version(a: Optional[str], b: Optional[str]) -> bool:
         return a == b
 
 
-def _applies(marker: Optional[str], environment: dict[str, str]) -> bool:
+def _applies(marker: str | None, environment: dict[str, str]) -> bool:
     if not marker:
         return True
     try:
@@ -109,10 +107,10 @@ def lock_missing_dependencies(facts: Facts) -> Outcome:
     where = source.get("registry") or source.get("url") or source.get("path")
     if where:
         evidence.append(f"uv.lock: torch {entries[0].version} from {where}")
-    for entry in existing:
+    for declared in existing:
         evidence.append(
             f"pyproject.toml already has a [[tool.uv.dependency-metadata]] entry for torch "
-            f"{entry.get('version', '(any version)')}, and the lock still lacks these"
+            f"{declared.get('version', '(any version)')}, and the lock still lacks these"
         )
     return [
         Finding(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from doctor.checks.expectations import CUDA_TOOLKIT, ExpectedWheel, expected_wheels
+from doctor.checks.expectations import CUDA_TOOLKIT, Expectations, ExpectedWheel, expected_wheels
 from doctor.checks.registry import Outcome, Skip, check
 from doctor.facts import Facts
 from doctor.findings import Finding, Severity
@@ -65,7 +65,7 @@ def torch_not_installed(facts: Facts) -> Outcome:
     ]
 
 
-def _cuda_expectations(facts: Facts) -> Outcome:
+def _cuda_expectations(facts: Facts) -> Skip | Expectations:
     if facts.distribution("torch") is None:
         return NO_TORCH
     expectations = expected_wheels(facts)
@@ -88,8 +88,10 @@ def missing_cuda_wheel(facts: Facts) -> Outcome:
     if not missing and not expectations.toolkit_extras_unknown:
         return []
     evidence = [f"{w.requirement} (required by {w.required_by}): not installed" for w in missing]
+    torch = facts.distribution("torch")
+    version = torch.version if torch is not None else "?"
     detail = (
-        f"torch {facts.distribution('torch').version} declares these CUDA wheels for this "  # type: ignore[union-attr]
+        f"torch {version} declares these CUDA wheels for this "
         "platform, and they are not installed. torch's CUDA libraries load from them, so "
         "`import torch` fails with errors such as `libcudnn.so.9: cannot open shared "
         "object file`."
