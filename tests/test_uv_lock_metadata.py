@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import tomlkit
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -214,6 +215,9 @@ def test_uv_locks_torch_without_its_nvidia_wheels_and_the_doctor_block_fixes_the
     assert block["target"] == str(project.pyproject)
     with project.pyproject.open("a", encoding="utf-8") as handle:
         handle.write("\n" + block["text"])
+    # Before re-locking, the doctor sees the block is there and asks only for `uv lock`.
+    stale = project.doctor().finding("lock-missing-dependencies")
+    assert [(r["kind"], r["text"]) for r in stale["remedies"]] == [("shell", "uv lock\nuv sync")]
     relock = project.uv("lock")
     # uv warns about keys it ignores in tool.uv (e.g. a misspelt `provides-extra`).
     assert "warning" not in relock.stderr.lower(), relock.stderr
@@ -241,3 +245,45 @@ def test_lock_check_is_quiet_when_the_index_metadata_is_consistent(
     assert run.finding_ids() == []
     [lock_check] = [c for c in run.json["checks"] if c["id"] == "lock-missing-dependencies"]
     assert lock_check["status"] == "passed", lock_check
+
+
+def test_an_incomplete_entry_for_the_same_version_must_be_replaced_not_appended_to(
+    uv_project: Callable[[Sequence[WheelSpec]], UvProject],
+) -> None:
+    # An entry pasted by hand from the wrong wheel: the aarch64 one, without nvidia pins.
+    wheels = founding_case_wheels()
+    [aarch64] = [w for w in wheels if w.name == "torch" and w.tag.endswith("aarch64")]
+    project = uv_project(wheels)
+    pasted = {
+        "name": "torch",
+        "version": aarch64.version,
+        "requires-dist": list(aarch64.requires_dist),
+    }
+    with project.pyproject.open("a", encoding="utf-8") as handle:
+        handle.write("\n" + tomlkit.dumps({"tool": {"uv": {"dependency-metadata": [pasted]}}}))
+    project.uv("lock")
+    project.uv("sync")
+
+    finding = project.doctor().finding("lock-missing-dependencies")
+    assert _names(finding["data"]["missing"]) == CUDA_WHEELS
+    [block] = [r for r in finding["remedies"] if r["kind"] == "toml"]
+    assert block["summary"].startswith("replace the [[tool.uv.dependency-metadata]] entry")
+    original = project.pyproject.read_text(encoding="utf-8")
+
+    # Why replace: uv uses the first entry for a version and ignores the appended one.
+    project.pyproject.write_text(original + "\n" + block["text"], encoding="utf-8")
+    project.uv("lock")
+    assert project.locked_dependencies("torch").isdisjoint(CUDA_WHEELS)
+
+    # Replacing it, as the remedy says, works.
+    document = tomlkit.parse(original)
+    entries = document["tool"]["uv"]["dependency-metadata"]
+    entries.clear()
+    entries.extend(tomlkit.parse(block["text"])["tool"]["uv"]["dependency-metadata"])
+    project.pyproject.write_text(tomlkit.dumps(document), encoding="utf-8")
+    project.uv("lock")
+    assert project.locked_dependencies("torch") >= set(CUDA_WHEELS)
+    project.uv("sync")
+    healed = project.doctor()
+    assert healed.returncode == 0, healed.stdout
+    assert healed.finding_ids() == []

@@ -2,23 +2,58 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from doctor.facts import DistributionFacts
 
 if TYPE_CHECKING:
     from tomlkit.items import Table
 
-__all__ = ["dependency_metadata_table", "render_dependency_metadata"]
+__all__ = ["dependency_metadata_table", "entry_uv_uses", "render_dependency_metadata"]
 
 
-def dependency_metadata_table(dist: DistributionFacts) -> "Table":
+def _same_version(declared: str, installed: str) -> bool:
+    try:
+        return Version(declared) == Version(installed)
+    except InvalidVersion:
+        return declared == installed
+
+
+def entry_uv_uses(
+    entries: Sequence[Mapping[str, Any]], name: str, version: str
+) -> Mapping[str, Any] | None:
+    """The [[tool.uv.dependency-metadata]] entry uv applies to ``name`` at ``version``.
+
+    As the real uv (0.13.9) behaves, pinned by tests/test_uv_lock_metadata.py: the
+    first entry whose version equals ``version`` exactly, local tag included, wins over
+    any entry without a version; otherwise the first entry without a version. An entry
+    for another version ("2.6.0" for 2.6.0+cu126) is silently ignored, and so is any
+    later entry for the same version.
+    """
+    wanted = canonicalize_name(name)
+    mine = [e for e in entries if canonicalize_name(str(e.get("name", ""))) == wanted]
+    for entry in mine:
+        declared = entry.get("version")
+        if declared is not None and _same_version(str(declared), version):
+            return entry
+    for entry in mine:
+        if entry.get("version") is None:
+            return entry
+    return None
+
+
+def dependency_metadata_table(dist: DistributionFacts) -> Table:
     """One entry of tool.uv.dependency-metadata: the wheel's own metadata, verbatim."""
     import tomlkit  # imported only when a block is needed: keeps start-up fast
 
     table = tomlkit.table()
     table.add("name", dist.display_name)
-    table.add("version", dist.version)  # exact, with the local tag (+cu126)
+    # Exact, with the local tag: uv ignores an entry for "2.6.0" when it locks 2.6.0+cu126.
+    table.add("version", dist.version)
     if dist.requires_python:
         table.add("requires-python", dist.requires_python)
     requires = tomlkit.array()
@@ -28,6 +63,7 @@ def dependency_metadata_table(dist: DistributionFacts) -> "Table":
     if dist.provides_extra:
         extras = tomlkit.array()
         extras.extend(dist.provides_extra)
+        # uv's own spelling (it writes it so in uv.lock); it also accepts provides-extra.
         table.add("provides-extras", extras)
     return table
 

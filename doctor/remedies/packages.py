@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
+from doctor.checks.expectations import applicable_requirements, parse_requirement
 from doctor.facts import Facts
 from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.remedies import remedy_for
-from doctor.remedies.metadata_block import render_dependency_metadata
+from doctor.remedies.metadata_block import entry_uv_uses, render_dependency_metadata
 
 __all__: list[str] = []
 
@@ -151,19 +154,48 @@ def _torch_not_installed(finding: Finding, facts: Facts) -> list[Remedy]:
     ]
 
 
+def _declares_all(entry: Mapping[str, Any], missing: Sequence[str], facts: Facts) -> bool:
+    """Whether a dependency-metadata entry declares every missing requirement for here."""
+    environment = facts.interpreter.marker_environment if facts.interpreter else {}
+    requires = entry.get("requires-dist")
+    if not isinstance(requires, list):
+        return False
+    declared, _ = applicable_requirements([str(r) for r in requires], environment)
+    names = {canonicalize_name(r.name) for r in declared}
+    wanted = [parse_requirement(m) for m in missing]
+    return all(w is not None and canonicalize_name(w.name) in names for w in wanted)
+
+
 @remedy_for("lock-missing-dependencies")
 def _lock_missing(finding: Finding, facts: Facts) -> list[Remedy]:
     torch = facts.distribution("torch")
     if torch is None:
         return []
     pyproject = finding.data.get("pyproject_path")
+    relock = "uv lock\nuv sync"
+    entries = facts.project.dependency_metadata if facts.project else ()
+    used = entry_uv_uses(entries, "torch", torch.version)
+    if used is not None and _declares_all(used, finding.data.get("missing", []), facts):
+        return [
+            Remedy(
+                RemedyKind.SHELL,
+                "pyproject.toml already declares these for uv; uv.lock predates it: "
+                "re-lock and sync",
+                relock,
+            )
+        ]
+    if used is not None and used.get("version") is not None:
+        # uv reads the first entry for a version and silently ignores later ones:
+        # appending a second entry would change nothing.
+        summary = (
+            f"replace the [[tool.uv.dependency-metadata]] entry for torch {used['version']} "
+            "in pyproject.toml with this one (uv uses only the first entry for a version)"
+        )
+    else:
+        summary = (
+            "declare torch's metadata for uv (append to pyproject.toml, or run `torch-doctor fix`)"
+        )
     return [
-        Remedy(
-            RemedyKind.TOML,
-            "declare torch's metadata for uv (append to pyproject.toml, "
-            "or run `torch-doctor fix`)",
-            render_dependency_metadata(torch),
-            target=pyproject,
-        ),
-        Remedy(RemedyKind.SHELL, "then re-lock and sync", "uv lock\nuv sync"),
+        Remedy(RemedyKind.TOML, summary, render_dependency_metadata(torch), target=pyproject),
+        Remedy(RemedyKind.SHELL, "then re-lock and sync", relock),
     ]
