@@ -96,3 +96,10 @@ def test_an_incomplete_versionless_entry_is_overridden_by_appending() -> None:
     [(kind, summary, _), _] = remedies_with(ANY_VERSION)
     assert kind is RemedyKind.TOML
     assert "append to pyproject.toml" in summary
+
+
+def test_an_entry_with_other_pins_is_to_be_replaced_not_just_relocked() -> None:
+    other_build = [r.replace("9.24.0.43", "9.19.0.56") for r in TORCH_2_14_REQUIRES]
+    [(kind, summary, _), _] = remedies_with(entry(VERSION, other_build))
+    assert kind is RemedyKind.TOML
+    assert summary.startswith("replace the [[tool.uv.dependency-metadata]] entry")

@@ -155,15 +155,22 @@ def _torch_not_installed(finding: Finding, facts: Facts) -> list[Remedy]:
 
 
 def _declares_all(entry: Mapping[str, Any], missing: Sequence[str], facts: Facts) -> bool:
-    """Whether a dependency-metadata entry declares every missing requirement for here."""
+    """Whether a dependency-metadata entry declares every missing requirement, pins included.
+
+    An entry copied from another build declares the same names with other versions:
+    re-locking with it would install the wrong wheels, so it counts as not declaring them.
+    """
     environment = facts.interpreter.marker_environment if facts.interpreter else {}
     requires = entry.get("requires-dist")
     if not isinstance(requires, list):
         return False
     declared, _ = applicable_requirements([str(r) for r in requires], environment)
-    names = {canonicalize_name(r.name) for r in declared}
+    pins = {(canonicalize_name(r.name), r.specifier, frozenset(r.extras)) for r in declared}
     wanted = [parse_requirement(m) for m in missing]
-    return all(w is not None and canonicalize_name(w.name) in names for w in wanted)
+    return all(
+        w is not None and (canonicalize_name(w.name), w.specifier, frozenset(w.extras)) in pins
+        for w in wanted
+    )
 
 
 @remedy_for("lock-missing-dependencies")
