@@ -1,4 +1,7 @@
-"""Command line: arguments -> one run of the pipeline -> exit code.
+"""Command line: arguments -> one command -> exit code.
+
+Commands: ``check`` (the default: ``torch-doctor`` alone runs it), ``fix``, ``explain``,
+``list``. Each command's logic lives in its own module; this file only wires arguments.
 
 Exit codes: 0 no error finding, 1 at least one error finding, 2 usage error or the
 doctor itself failed. Nothing here prints a traceback for bad input.
@@ -7,34 +10,27 @@ doctor itself failed. Nothing here prints a traceback for bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 from doctor import __version__
-from doctor.report import EXIT_DOCTOR_FAILED
+from doctor.report import EXIT_DOCTOR_FAILED, Report
 
 __all__ = ["main"]
 
-FORMATS = ("terminal", "json")
+COMMANDS = ("check", "fix", "explain", "list")
+FORMATS = ("terminal", "json", "markdown")
 
 
 class UsageError(Exception):
     """Bad arguments or input: a clear message and exit code 2."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="torch-doctor",
-        description=(
-            "Find why a CUDA build of PyTorch will not work in this environment, "
-            "without importing torch, and print the exact remedy."
-        ),
-        epilog="Exit status: 0 no error found, 1 errors found, 2 usage error or doctor failure.",
-    )
-    parser.add_argument("--version", action="version", version=f"torch-doctor {__version__}")
+def _target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--python",
         metavar="PATH",
@@ -48,21 +44,100 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the venv's parent, else found from the working directory)",
     )
     parser.add_argument(
-        "--format", choices=FORMATS, default="terminal", help="report format (default: terminal)"
-    )
-    parser.add_argument("--output", metavar="FILE", help="write the report to FILE, not stdout")
-    parser.add_argument(
         "--timeout",
         type=float,
         default=60.0,
         metavar="SECONDS",
         help="time limit for each contained probe (default: 60)",
     )
+
+
+def _report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=FORMATS, default="terminal", help="report format (default: terminal)"
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the report to FILE, not stdout")
     parser.add_argument("--no-color", action="store_true", help="plain text, no colour")
+    privacy = parser.add_mutually_exclusive_group()
+    privacy.add_argument(
+        "--no-redact",
+        dest="redact",
+        action="store_false",
+        default=None,
+        help="keep home directory, user and host names, secrets and GPU UUIDs "
+        "(markdown and json redact them by default)",
+    )
+    privacy.add_argument(
+        "--redact",
+        dest="redact",
+        action="store_true",
+        default=None,
+        help="redact the terminal report too (it is not redacted by default)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torch-doctor",
+        description=(
+            "Find why a CUDA build of PyTorch will not work in this environment, "
+            "without importing torch, and print the exact remedy. "
+            "With no command, runs `check`."
+        ),
+        epilog="Exit status: 0 no error found, 1 errors found, 2 usage error or doctor failure.",
+    )
+    parser.add_argument("--version", action="version", version=f"torch-doctor {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser("check", help="diagnose the environment (the default)")
+    _target_options(check)
+    _report_options(check)
+
+    fix = commands.add_parser(
+        "fix", help="apply the pyproject.toml remedies (shows the diff, keeps a backup)"
+    )
+    _target_options(fix)
+    fix.add_argument("-y", "--yes", action="store_true", help="apply without asking")
+    fix.add_argument("--dry-run", action="store_true", help="only show the diff")
+    fix.add_argument(
+        "--sync", action="store_true", help="run `uv lock` and `uv sync` after the edit"
+    )
+
+    explain = commands.add_parser(
+        "explain", help="name a pasted error and check whether its causes are present here"
+    )
+    explain.add_argument("text", help="the error text, or - to read it from stdin")
+    _target_options(explain)
+    _report_options(explain)
+
+    listing = commands.add_parser("list", help="every finding id with its meaning and doc link")
+    listing.add_argument("--format", choices=("terminal", "json", "markdown"), default="terminal")
+    listing.add_argument("--output", metavar="FILE", help="write the list to FILE")
     return parser
 
 
-def _check(args: argparse.Namespace) -> int:
+def _with_default_command(argv: Sequence[str]) -> list[str]:
+    """``torch-doctor [options]`` means ``torch-doctor check [options]``."""
+    args = list(argv)
+    if args and (args[0] in COMMANDS or args[0] in ("-h", "--help", "--version")):
+        return args
+    return ["check", *args]
+
+
+def _command_line(args: argparse.Namespace, command: Sequence[str] = ()) -> str:
+    """The command that reproduces this report (shown in markdown and json)."""
+    words = ["torch-doctor", *command]
+    if args.python:
+        words += ["--python", args.python]
+    if args.project:
+        words += ["--project", args.project]
+    words += ["--format", args.format]
+    if args.redact is False:
+        words.append("--no-redact")
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _diagnose(args: argparse.Namespace) -> Report:
     from doctor.pipeline import diagnose
     from doctor.probe import ProbeOptions
     from doctor.probe.target import TargetError, resolve_target
@@ -75,48 +150,65 @@ def _check(args: argparse.Namespace) -> int:
         target = resolve_target(args.python, args.project)
     except TargetError as exc:
         raise UsageError(str(exc)) from exc
-
-    report = diagnose(
+    return diagnose(
         ProbeOptions(target=target, project=args.project, cwd=Path.cwd(), timeout=args.timeout)
     )
 
-    if args.format == "json":
-        from doctor.render.json import render_json
 
-        _emit(render_json(report), args.output)
-    elif args.output is not None:
-        from doctor.render.terminal import render_terminal_text
+def _check(args: argparse.Namespace) -> int:
+    from doctor.render.output import default_redaction, prepare, show
 
-        _emit(render_terminal_text(report), args.output)
-    else:
-        from rich.console import Console
-
-        from doctor.render.terminal import render_terminal
-
-        no_color = args.no_color or "NO_COLOR" in os.environ
-        console = Console(no_color=no_color, highlight=False, soft_wrap=False)
-        render_terminal(report, console)
+    report = _diagnose(args)
+    redacted = default_redaction(args.format, args.redact)
+    show(
+        prepare(report, _command_line(args), redacted=redacted),
+        args.format,
+        args.output,
+        args.no_color,
+    )
     return report.exit_code
 
 
-def _emit(text: str, output: Optional[str]) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    path = Path(output).expanduser()
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"--output {output}: cannot write: {exc.strerror or exc}") from exc
-    print(f"torch-doctor: report written to {path}", file=sys.stderr)
+def _fix(args: argparse.Namespace) -> int:
+    from doctor.fix import FixOptions, run_fix
+
+    report = _diagnose(args)
+    return run_fix(report, FixOptions(yes=args.yes, dry_run=args.dry_run, sync=args.sync))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+def _explain(args: argparse.Namespace) -> int:
+    from doctor.explain import ExplainOptions, explain
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not text.strip():
+        raise UsageError("explain: give the error text (or - and the text on stdin)")
+    options = ExplainOptions(
+        fmt=args.format,
+        output=args.output,
+        redact=args.redact,
+        no_color=args.no_color,
+        command=_command_line(args, ["explain", "-"]),
+    )
+    return explain(text, lambda: _diagnose(args), options)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from doctor.explain import render_list
+    from doctor.render.output import write_output
+
+    write_output(render_list(args.format), args.output)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
+    command = {"check": _check, "fix": _fix, "explain": _explain, "list": _list}[args.command]
+    from doctor.fix import FixError
+    from doctor.render.output import OutputError
+
     try:
-        return _check(args)
-    except UsageError as exc:
+        return command(args)
+    except (UsageError, FixError, OutputError) as exc:
         print(f"torch-doctor: error: {exc}", file=sys.stderr)
         return EXIT_DOCTOR_FAILED
     except KeyboardInterrupt:
@@ -124,10 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         # `torch-doctor | head`: the reader left; that is not our failure.
-        try:
+        with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        except OSError:
-            pass
         return 0
 
 

@@ -1,0 +1,388 @@
+"""`torch-doctor fix`: apply the remedies that are edits to the project's pyproject.toml.
+
+Only TOML remedies with a ``target`` are applied (today the
+``[[tool.uv.dependency-metadata]]`` entry of lock-missing-dependencies; index and
+sources blocks from later checks merge the same way). The edit goes through tomlkit so
+the user's comments, order and formatting survive; the diff is shown; nothing is written
+without a yes (``--yes``, or an answer on a terminal); the write is atomic and the
+original is kept as a backup. Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from doctor.findings import Finding, Remedy, RemedyKind
+from doctor.report import EXIT_DOCTOR_FAILED, EXIT_OK, Report
+
+__all__ = [
+    "FixError",
+    "FixOptions",
+    "PlannedEdit",
+    "apply_blocks",
+    "backup_path",
+    "plan_edits",
+    "run_fix",
+    "write_atomically",
+]
+
+# How entries of an array of tables are told apart: same identity -> update in place.
+# dependency-metadata: uv reads one entry per (name, version); indexes are named.
+IDENTITY_KEYS: dict[str, tuple[str, ...]] = {
+    "dependency-metadata": ("name", "version"),
+    "index": ("name",),
+}
+DEFAULT_IDENTITY = ("name",)
+
+
+class FixError(Exception):
+    """fix cannot go on; the message says why and what was (not) changed. Exit 2."""
+
+
+@dataclass(frozen=True)
+class FixOptions:
+    yes: bool = False
+    dry_run: bool = False
+    sync: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedEdit:
+    target: Path
+    remedies: tuple[tuple[Finding, Remedy], ...]
+    before: str
+    after: str
+
+    @property
+    def changes(self) -> bool:
+        return self.before != self.after
+
+    def diff(self) -> str:
+        name = self.target.name
+        return "".join(
+            difflib.unified_diff(
+                self.before.splitlines(keepends=True),
+                self.after.splitlines(keepends=True),
+                fromfile=f"a/{name}",
+                tofile=f"b/{name}",
+            )
+        )
+
+
+# --- The merge (pure: text in, text out) ----------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    unwrap = getattr(value, "unwrap", None)
+    return unwrap() if callable(unwrap) else value
+
+
+def _normal(name: Any) -> str:
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(str(name))
+
+
+def _same_identity(existing: Any, new: Any, keys: Sequence[str]) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    for key in keys:
+        a, b = _plain(existing.get(key)), _plain(new.get(key))
+        if key == "name":
+            if _normal(a) != _normal(b):
+                return False
+        elif key == "version" and a is not None and b is not None:
+            try:
+                if Version(str(a)) != Version(str(b)):
+                    return False
+            except InvalidVersion:
+                if a != b:
+                    return False
+        elif a != b:
+            return False
+    return True
+
+
+class _Merger:
+    def __init__(self) -> None:
+        self.changed = False
+
+    def table(self, target: Any, source: Any) -> None:
+        from tomlkit.items import AoT, Table
+
+        for key, value in source.items():
+            if key not in target:
+                if isinstance(value, AoT):
+                    for entry in value:
+                        _end_with_blank_line(entry)
+                target[key] = value
+                self.changed = True
+                continue
+            current = target[key]
+            if isinstance(value, AoT):
+                self.array_of_tables(target, key, current, value)
+            elif isinstance(value, Table) and isinstance(current, (Table, dict)):
+                self.table(current, value)
+            elif _plain(current) != _plain(value):
+                target[key] = value
+                self.changed = True
+
+    def array_of_tables(self, parent: Any, key: str, current: Any, new: Any) -> None:
+        import tomlkit
+        from tomlkit.items import AoT, Array
+
+        if not isinstance(current, (AoT, Array, list)):
+            raise FixError(
+                f"`{key}` in pyproject.toml is not an array of tables; torch-doctor will not "
+                "rewrite it. Apply the block by hand."
+            )
+        identity = IDENTITY_KEYS.get(key, DEFAULT_IDENTITY)
+        for entry in new:
+            match = next((e for e in current if _same_identity(e, entry, identity)), None)
+            if match is not None:
+                # uv uses the first entry for a name and version: update it, never add a twin.
+                for field, value in entry.items():
+                    if field not in match or _plain(match[field]) != _plain(value):
+                        match[field] = value
+                        self.changed = True
+                continue
+            if isinstance(current, AoT):
+                if len(current):
+                    _end_with_blank_line(current[-1])
+                _end_with_blank_line(entry)
+                current.append(entry)
+            else:  # an inline array of inline tables: keep the user's style
+                inline = tomlkit.inline_table()
+                inline.update(entry.unwrap())
+                current.append(inline)
+            self.changed = True
+
+
+def _end_with_blank_line(table: Any) -> None:
+    import tomlkit
+
+    if not table.as_string().endswith("\n\n"):
+        table.add(tomlkit.nl())
+
+
+def apply_blocks(text: str, blocks: Sequence[str], name: str = "pyproject.toml") -> str:
+    """``text`` with every TOML block merged in; ``text`` itself when nothing changes."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    try:
+        document = tomlkit.parse(text)
+    except TOMLKitError as exc:
+        raise FixError(
+            f"{name} is not valid TOML ({exc}); torch-doctor left it untouched. "
+            "Fix the syntax error, then run `torch-doctor fix` again."
+        ) from exc
+    merger = _Merger()
+    for block in blocks:
+        try:
+            addition = tomlkit.parse(block)
+        except TOMLKitError as exc:  # a defect of a remedy builder, not of the user's file
+            raise FixError(
+                f"a remedy block is not valid TOML ({exc}); nothing was changed"
+            ) from exc
+        try:
+            merger.table(document, addition)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise FixError(
+                f"{name} has a structure torch-doctor cannot merge into ({exc}); "
+                "nothing was changed. Apply the block by hand."
+            ) from exc
+    if not merger.changed:
+        return text
+    out = tomlkit.dumps(document)
+    return out.rstrip("\n") + "\n"
+
+
+# --- Planning and writing ---------------------------------------------------------------------
+
+
+def plan_edits(report: Report) -> list[PlannedEdit]:
+    """One edit per target file, holding every TOML remedy for it."""
+    by_target: dict[str, list[tuple[Finding, Remedy]]] = {}
+    for finding in report.findings:
+        for remedy in finding.remedies:
+            if remedy.kind is RemedyKind.TOML and remedy.target:
+                by_target.setdefault(remedy.target, []).append((finding, remedy))
+    edits = []
+    for target, remedies in by_target.items():
+        path = Path(target)
+        if path.is_dir():
+            raise FixError(f"{path} is a directory, not a file; nothing was changed")
+        try:
+            before = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise FixError(f"{path} does not exist; nothing was changed") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise FixError(f"{path} cannot be read ({reason}); nothing was changed") from exc
+        after = apply_blocks(before, [r.text for _, r in remedies], name=str(path))
+        edits.append(PlannedEdit(path, tuple(remedies), before, after))
+    return edits
+
+
+def backup_path(target: Path) -> Path:
+    """``pyproject.toml.bak``; if that exists already, a timestamped name beside it."""
+    plain = target.with_name(target.name + ".bak")
+    if not plain.exists():
+        return plain
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    candidate = target.with_name(f"{target.name}.{stamp}.bak")
+    n = 1
+    while candidate.exists():
+        candidate = target.with_name(f"{target.name}.{stamp}-{n}.bak")
+        n += 1
+    return candidate
+
+
+def _check_writable(target: Path) -> None:
+    # The file's own mode counts even for root: a read-only pyproject.toml says "hands
+    # off", and root would otherwise write through it.
+    try:
+        mode = target.stat().st_mode
+    except OSError as exc:
+        raise FixError(f"{target}: {exc.strerror}; nothing was changed") from exc
+    if not mode & 0o222 or not os.access(target, os.W_OK):
+        raise FixError(
+            f"{target} is read-only; nothing was changed. Make it writable "
+            f"(chmod u+w {target}) or apply the diff by hand."
+        )
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise FixError(
+            f"{target.parent} is not writable (the new file and the backup go there); "
+            "nothing was changed."
+        )
+
+
+def write_atomically(target: Path, text: str) -> Path:
+    """Back up ``target``, then replace it in one step. Returns the backup's path."""
+    _check_writable(target)
+    mode = target.stat().st_mode & 0o7777
+    backup = backup_path(target)
+    temporary: str | None = None
+    try:
+        shutil.copy2(target, backup)
+        handle, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+        temporary = None
+    except OSError as exc:
+        raise FixError(
+            f"could not write {target}: {exc.strerror or exc}; the original is unchanged"
+        ) from exc
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+    return backup
+
+
+# --- The command ----------------------------------------------------------------------------
+
+
+def _ask(question: str, stdin: IO[str], stdout: IO[str]) -> bool:
+    stdout.write(f"{question} [y/N] ")
+    stdout.flush()
+    answer = stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def _run_uv(project: Path, out: IO[str]) -> int:
+    uv = shutil.which("uv")
+    if uv is None:
+        out.write("torch-doctor: uv is not on PATH; run `uv lock` and `uv sync` yourself.\n")
+        return EXIT_DOCTOR_FAILED
+    for step in (["lock"], ["sync"]):
+        out.write(f"$ uv {' '.join(step)}\n")
+        out.flush()
+        result = subprocess.run([uv, *step], cwd=project, check=False)
+        if result.returncode != 0:
+            out.write(
+                f"torch-doctor: `uv {' '.join(step)}` failed (exit {result.returncode}); "
+                "pyproject.toml keeps the edit, the backup is beside it.\n"
+            )
+            return EXIT_DOCTOR_FAILED
+    return EXIT_OK
+
+
+def run_fix(
+    report: Report,
+    options: FixOptions,
+    *,
+    stdin: IO[str] = sys.stdin,
+    stdout: IO[str] = sys.stdout,
+) -> int:
+    edits = plan_edits(report)
+    if not edits:
+        stdout.write("Nothing to change in pyproject.toml: no finding needs an edit there.\n")
+        _other_steps(report, stdout)
+        return EXIT_OK
+    pending = [e for e in edits if e.changes]
+    for edit in edits:
+        if not edit.changes:
+            stdout.write(f"{edit.target}: already up to date; nothing to change.\n")
+    if not pending:
+        _next_steps(report, stdout)
+        return EXIT_OK
+    for edit in pending:
+        ids = ", ".join(sorted({f.id for f, _ in edit.remedies}))
+        stdout.write(f"Proposed change to {edit.target} (for {ids}):\n")
+        stdout.write(edit.diff())
+        stdout.write("\n")
+    if options.dry_run:
+        stdout.write("Dry run: nothing was written.\n")
+        return EXIT_OK
+    if not options.yes:
+        if not stdin.isatty():
+            raise FixError(
+                "not asking for confirmation without a terminal; nothing was changed. "
+                "Re-run with --yes to apply, or --dry-run to only show the diff."
+            )
+        if not _ask("Apply?", stdin, stdout):
+            stdout.write("Nothing was changed.\n")
+            return EXIT_OK
+    for edit in pending:
+        backup = write_atomically(edit.target, edit.after)
+        stdout.write(f"Wrote {edit.target} (the original is kept as {backup}).\n")
+    if options.sync:
+        return _run_uv(pending[0].target.parent, stdout)
+    _next_steps(report, stdout)
+    return EXIT_OK
+
+
+def _other_steps(report: Report, out: IO[str]) -> None:
+    """The commands other findings ask for, so the user knows what is left."""
+    for finding in report.findings:
+        for remedy in finding.remedies:
+            if remedy.kind is RemedyKind.SHELL:
+                commands = "; ".join(remedy.text.strip().splitlines())
+                out.write(f"{finding.id}: {remedy.summary}: {commands}\n")
+    if report.findings:
+        out.write("Run `torch-doctor` for the full report.\n")
+
+
+def _next_steps(report: Report, out: IO[str]) -> None:
+    project = report.facts.project
+    where = f" in {project.root}" if project is not None else ""
+    out.write(f"Next: run `uv lock` then `uv sync`{where} (or `torch-doctor fix --sync`).\n")

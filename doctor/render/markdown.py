@@ -1,0 +1,556 @@
+"""`--format markdown`: a report to paste into a GitHub issue or a support ticket.
+
+One verdict line, the findings with their remedies, a compact table of facts, and the
+full detail folded into ``<details>`` blocks. Long lists are cut with a count so a
+typical report stays well under 64 KB. Redaction has already happened when this runs;
+the renderer only says what was removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from doctor import __version__
+from doctor.checks import CheckResult, CheckStatus
+from doctor.facts import DistributionFacts, Facts, to_jsonable
+from doctor.findings import Finding, Remedy, RemedyKind, Severity
+from doctor.redact import KIND_LABELS
+from doctor.report import Report, Verdict
+
+__all__ = ["MAX_BYTES", "render_markdown"]
+
+DOCS_URL = "https://github.com/torch-doctor/torch-doctor/blob/main/docs/findings/{id}.md"
+MAX_BYTES = 64 * 1024
+
+# Caps that keep a report pasteable; what is cut is counted.
+MAX_EVIDENCE = 12
+MAX_DISTRIBUTIONS = 60
+MAX_LIST = 40
+MAX_RAW_JSON = 12_000
+
+VERDICT_MARK = {Verdict.OK: "✅", Verdict.WARNING: "⚠️", Verdict.ERROR: "❌"}
+SEVERITY_MARK = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
+STATUS_MARK = {
+    CheckStatus.PASSED: "✅ passed",
+    CheckStatus.FAILED: "❌ failed",
+    CheckStatus.SKIPPED: "➖ skipped",
+    CheckStatus.CRASHED: "❓ crashed",
+}
+FENCE_LANGUAGE = {RemedyKind.TOML: "toml", RemedyKind.SHELL: "bash", RemedyKind.ENV: "bash"}
+
+# Distributions worth listing in a torch report, besides what torch itself requires.
+RELEVANT_PREFIXES = (
+    "torch",
+    "nvidia-",
+    "cuda-",
+    "triton",
+    "pytorch-triton",
+    "jax",
+    "tensorflow",
+    "onnxruntime",
+    "xformers",
+    "flash-attn",
+    "vllm",
+    "cupy",
+)
+
+
+# --- Markdown text helpers -------------------------------------------------------------
+
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
+
+
+def _escape_plain(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("*", r"\*")
+
+
+def md(text: str) -> str:
+    """Prose that may hold `code spans` (kept) and <, >, * (escaped outside code)."""
+    out: list[str] = []
+    last = 0
+    for match in _CODE_SPAN.finditer(text):
+        out.append(_escape_plain(text[last : match.start()]))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(_escape_plain(text[last:]))
+    return "".join(out)
+
+
+def code(text: str) -> str:
+    """An inline code span that survives backticks in ``text``."""
+    if not text:
+        return ""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def cell(text: str) -> str:
+    """Table cell content: one line, pipes escaped (also inside code spans, as GFM wants)."""
+    return text.replace("\n", "<br>").replace("|", r"\|")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def fence(body: str, language: str = "") -> list[str]:
+    body = body.rstrip("\n")
+    marker = "```"
+    while marker in body:
+        marker += "`"
+    return [f"{marker}{language}", body, marker]
+
+
+def details(summary: str, body: Sequence[str]) -> list[str]:
+    # The blank line after <summary> lets GitHub render Markdown (tables) inside.
+    return ["<details>", f"<summary>{summary}</summary>", "", *body, "", "</details>", ""]
+
+
+def _more(count: int, noun: str) -> str:
+    return f"… and {count} more {noun} (not shown)"
+
+
+# --- Paths ---------------------------------------------------------------------------------
+
+
+def short_path(path: str, facts: Facts) -> str:
+    """Inside the venv: ``<venv>/…``; other paths as they are (redaction made ~ already)."""
+    prefix = facts.interpreter.prefix if facts.interpreter else None
+    if prefix and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
+        rel = os.path.relpath(path, prefix)
+        return "<venv>" if rel == "." else f"<venv>/{rel}"
+    return path
+
+
+# --- Sections --------------------------------------------------------------------------
+
+
+def _verdict_line(report: Report) -> str:
+    facts = report.facts
+    context = []
+    torch = facts.distribution("torch")
+    if torch is not None:
+        context.append(f"torch {torch.version}")
+    if facts.interpreter is not None:
+        context.append(f"Python {facts.interpreter.version}")
+    if facts.platform is not None:
+        context.append(f"{facts.platform.system} {facts.platform.machine}")
+    driver = _driver_text(facts)
+    if driver:
+        context.append(f"driver {driver}")
+    tail = f" ({' · '.join(context)})" if context else ""
+    return f"**{VERDICT_MARK[report.verdict]} {report.verdict.value}: {md(report.summary)}**{tail}"
+
+
+def _remedy(remedy: Remedy) -> list[str]:
+    lines = [f"**→ {md(remedy.summary)}**"]
+    if remedy.kind is RemedyKind.TOML and remedy.target:
+        lines[0] += f" (in {code(remedy.target)})"
+    lines.append("")
+    language = FENCE_LANGUAGE.get(remedy.kind)
+    if language is not None:
+        lines += fence(remedy.text, language)
+    else:
+        lines.append(md(remedy.text))
+    lines.append("")
+    return lines
+
+
+def _finding(finding: Finding) -> list[str]:
+    lines = [
+        f"#### {SEVERITY_MARK[finding.severity]} {finding.severity.value}: "
+        f"{code(finding.id)} — {md(finding.title)}",
+        "",
+        md(finding.detail),
+        "",
+    ]
+    evidence = list(finding.evidence)
+    for line in evidence[:MAX_EVIDENCE]:
+        lines.append(f"- {md(line)}")
+    if len(evidence) > MAX_EVIDENCE:
+        lines.append(f"- {_more(len(evidence) - MAX_EVIDENCE, 'lines of evidence')}")
+    if evidence:
+        lines.append("")
+    for remedy in finding.remedies:
+        lines += _remedy(remedy)
+    lines += [f"[What {finding.id} means and how to fix it]({DOCS_URL.format(id=finding.id)})", ""]
+    return lines
+
+
+def _findings(report: Report) -> list[str]:
+    if not report.findings:
+        return ["### Findings", "", "None: every check that could run passed.", ""]
+    lines = ["### Findings", ""]
+    for finding in sorted(report.findings, key=lambda f: -f.severity.rank):
+        lines += _finding(finding)
+    return lines
+
+
+def _torch_text(facts: Facts) -> str:
+    torch = facts.distribution("torch")
+    if torch is None:
+        return "not installed"
+    parts = [code(torch.version)]
+    build = facts.torch
+    if build is not None and build.cuda:
+        parts.append(f"CUDA {build.cuda}")
+    elif build is not None and build.hip:
+        parts.append(f"ROCm/HIP {build.hip}")
+    elif build is not None and build.version:
+        parts.append("CPU-only build")
+    if torch.installer:
+        parts.append(f"installed by {torch.installer}")
+    if len(facts.distributions_named("torch")) > 1:
+        parts.append(f"{len(facts.distributions_named('torch'))} copies on sys.path")
+    return " · ".join(parts)
+
+
+def _driver_text(facts: Facts) -> str | None:
+    machine = facts.machine
+    if machine is None:
+        return None
+    version = machine.driver_version
+    cuda = machine.driver_cuda_version
+    if version is None and cuda is None:
+        return None
+    text = version or "unknown version"
+    if cuda:
+        text += f" (supports CUDA {cuda // 1000}.{(cuda % 1000) // 10})"
+    return text
+
+
+def _machine_rows(facts: Facts) -> list[tuple[str, str]]:
+    machine = facts.machine
+    if machine is None:
+        return [("Driver", "not probed")]
+    rows: list[tuple[str, str]] = []
+    driver = _driver_text(facts)
+    nvml = machine.nvml
+    if driver is not None:
+        rows.append(("Driver", driver))
+    elif nvml is not None and not nvml.ok:
+        reason = nvml.error_text or nvml.probe_error or ""
+        rows.append(("Driver", f"NVML: {nvml.status}" + (f" ({reason})" if reason else "")))
+    else:
+        rows.append(("Driver", "no NVIDIA driver answered"))
+    cuda_driver = machine.cuda_driver
+    if cuda_driver is not None and not cuda_driver.init_ok:
+        what = cuda_driver.error_name or cuda_driver.load_error or cuda_driver.probe_error
+        rows.append(("cuInit", md(str(what or f"result {cuda_driver.init_result}"))))
+    archs = machine.torch_archs
+    gpus = []
+    for gpu in machine.gpus[:MAX_LIST]:
+        text = f"{gpu.index}: {gpu.name}"
+        if gpu.cc_text:
+            text += f" (sm_{gpu.cc_text.replace('.', '')})"
+        if gpu.memory_total_bytes:
+            text += f", {gpu.memory_total_bytes / 2**30:.0f} GiB"
+        if gpu.mig_enabled:
+            text += ", MIG on"
+        if archs is not None and gpu.sm is not None and (archs.sm or archs.ptx):
+            covered = gpu.sm in archs.sm or _ptx_covers(archs.ptx, gpu.compute_capability)
+            text += ", built for by this torch" if covered else ", **not covered by this torch**"
+        gpus.append(md(text) if "**" not in text else text)
+    if len(machine.gpus) > MAX_LIST:
+        gpus.append(_more(len(machine.gpus) - MAX_LIST, "GPUs"))
+    if gpus:
+        rows.append(("GPUs", "<br>".join(gpus)))
+    elif machine.pci_devices:
+        rows.append(("GPUs", f"{len(machine.pci_devices)} NVIDIA PCI device(s), no driver answer"))
+    else:
+        rows.append(("GPUs", "none found"))
+    if archs is not None and archs.sm:
+        rows.append(
+            (
+                "torch GPU code",
+                f"{' '.join(archs.sm)} {' '.join(archs.ptx)} (from {archs.source})".replace(
+                    "  ", " "
+                ),
+            )
+        )
+    where = []
+    if machine.container:
+        where.append(f"container ({machine.container})")
+    if machine.wsl:
+        where.append("WSL")
+    if where:
+        rows.append(("Runs in", ", ".join(where)))
+    return rows
+
+
+def _ptx_covers(ptx: Sequence[str], capability: tuple[int, int] | None) -> bool:
+    # PTX for compute_XY is JIT-compiled for any GPU of equal or higher capability.
+    if capability is None:
+        return False
+    wanted = capability[0] * 10 + capability[1]
+    for target in ptx:
+        digits = re.sub(r"\D", "", target)
+        if digits and int(digits) <= wanted:
+            return True
+    return False
+
+
+def _project_text(facts: Facts) -> str | None:
+    project = facts.project
+    if project is None:
+        return None
+    parts = [code(project.root)]
+    locked = project.locked_torch
+    if locked:
+        source = locked[0].source
+        where = source.get("registry") or source.get("url") or source.get("path") or "?"
+        parts.append(f"uv.lock: torch {locked[0].version} from {code(where)}")
+    elif project.lock_path is None:
+        parts.append("no uv.lock")
+    torch_source = project.sources.get("torch")
+    if torch_source:
+        parts.append(f"source {code(json.dumps(torch_source, separators=(', ', ': ')))}")
+    indexes = [i for i in project.indexes]
+    if indexes:
+        shown = ", ".join(code(f"{i.name or '(unnamed)'}={i.url}") for i in indexes[:4])
+        parts.append(f"indexes {shown}")
+    if any(str(m.get("name", "")).lower() == "torch" for m in project.dependency_metadata):
+        parts.append("has a torch dependency-metadata entry")
+    return " · ".join(parts)
+
+
+def _facts_table(report: Report) -> list[str]:
+    facts = report.facts
+    rows: list[tuple[str, str]] = [("torch", _torch_text(facts))]
+    interp = facts.interpreter
+    if interp is not None:
+        kind = "venv" if interp.is_venv else "no venv"
+        rows.append(
+            (
+                "Python",
+                f"{interp.version} ({interp.implementation}, {kind}) {code(interp.executable)}",
+            )
+        )
+    else:
+        rows.append(("Python", "could not be inspected"))
+    plat = facts.platform
+    if plat is not None:
+        libc = f" · {plat.libc} {plat.libc_version}" if plat.libc else ""
+        rows.append(("Platform", f"{plat.system} {plat.machine}{libc} · {md(plat.release)}"))
+    rows += _machine_rows(facts)
+    project = _project_text(facts)
+    if project is not None:
+        rows.append(("uv project", project))
+    return ["### Environment", "", *table(("fact", "value"), rows), ""]
+
+
+# --- CUDA libraries (doctor/facts/libraries.py) --------------------------------------------
+
+
+def _library_rows(facts: Facts) -> list[dict[str, Any]]:
+    """The libraries the library probes report, as plain dicts (shape-tolerant)."""
+    if facts.libraries is None:
+        return []
+    data = to_jsonable(facts.libraries)
+    for key in ("libraries", "loaded", "entries", "sonames"):
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            return value
+    return []
+
+
+def _first(row: dict[str, Any], *keys: str) -> str:
+    for key in keys:
+        value = row.get(key)
+        if value not in (None, "", [], {}):
+            return str(value)
+    return ""
+
+
+def _libraries(facts: Facts) -> list[str]:
+    rows = _library_rows(facts)
+    if not rows:
+        return []
+    body = []
+    for row in rows[:MAX_LIST]:
+        path = _first(row, "loaded_path", "loaded_from", "path", "resolved_path", "resolved")
+        body.append(
+            (
+                code(_first(row, "soname", "name")),
+                _first(row, "version", "loaded_version"),
+                code(short_path(path, facts)) if path else "—",
+                _first(row, "owner", "distribution", "wheel") or "—",
+                md(_first(row, "status", "state") or "—"),
+            )
+        )
+    lines = [
+        "### CUDA libraries",
+        "",
+        *table(("soname", "version", "loaded from", "wheel", "status"), body),
+    ]
+    if len(rows) > MAX_LIST:
+        lines.append("")
+        lines.append(_more(len(rows) - MAX_LIST, "libraries"))
+    return [*lines, ""]
+
+
+# --- Details ---------------------------------------------------------------------------------
+
+
+def _check_note(result: CheckResult) -> str:
+    if result.status is CheckStatus.FAILED and result.findings:
+        worst = max(result.findings, key=lambda f: f.severity.rank)
+        return md(worst.title)
+    note = md(result.spec.label)
+    if result.reason:
+        note += f" ({md(result.reason)})"
+    return note
+
+
+def _checks(report: Report) -> list[str]:
+    rows = [(code(r.spec.id), STATUS_MARK[r.status], _check_note(r)) for r in report.results]
+    return details(f"All checks ({len(rows)})", table(("check", "status", "note"), rows))
+
+
+def _relevant(facts: Facts) -> tuple[list[DistributionFacts], int]:
+    wanted: set[str] = set()
+    torch = facts.distribution("torch")
+    if torch is not None:
+        wanted.update(
+            re.split(r"[\s\[;<>=!~(]", r, maxsplit=1)[0].lower().replace("_", "-")
+            for r in torch.requires_dist
+        )
+    relevant = [
+        d
+        for d in facts.distributions
+        if d.name.startswith(RELEVANT_PREFIXES) or d.name in wanted or d.shadowed or d.error
+    ]
+    return relevant, len(facts.distributions) - len(relevant)
+
+
+def _distribution_note(dist: DistributionFacts) -> str:
+    notes = []
+    if dist.shadowed:
+        notes.append("shadowed by an earlier copy")
+    if dist.error:
+        notes.append(dist.error)
+    if dist.record is not None and dist.record.missing_count:
+        notes.append(f"{dist.record.missing_count} of {dist.record.files} files missing")
+    return md("; ".join(notes))
+
+
+def _distributions(facts: Facts) -> list[str]:
+    relevant, others = _relevant(facts)
+    rows = [
+        (
+            code(d.display_name),
+            code(d.version),
+            d.installer or "—",
+            code(short_path(d.location, facts)),
+            _distribution_note(d),
+        )
+        for d in relevant[:MAX_DISTRIBUTIONS]
+    ]
+    body = table(("distribution", "version", "installer", "location", "note"), rows)
+    if len(relevant) > MAX_DISTRIBUTIONS:
+        body += ["", _more(len(relevant) - MAX_DISTRIBUTIONS, "distributions")]
+    if others:
+        body += ["", f"{others} other distributions installed (not related to torch; not listed)."]
+    return details(f"Distributions related to torch ({len(relevant)})", body)
+
+
+def _environment(facts: Facts) -> list[str]:
+    lines: list[str] = []
+    if facts.environment:
+        rows = [
+            (code(k), code(v) if v else "(empty)") for k, v in sorted(facts.environment.items())
+        ]
+        lines += table(("variable", "value"), rows)
+    else:
+        lines.append("None of the variables torch-doctor reads is set.")
+    interp = facts.interpreter
+    if interp is not None:
+        entries = [code(short_path(p, facts)) for p in interp.sys_path[:MAX_LIST]]
+        if len(interp.sys_path) > MAX_LIST:
+            entries.append(_more(len(interp.sys_path) - MAX_LIST, "entries"))
+        lines += ["", "sys.path:", "", *(f"{i}. {e}" for i, e in enumerate(entries, 1))]
+    return details(f"Environment variables ({len(facts.environment)}) and sys.path", lines)
+
+
+def _failures(facts: Facts) -> list[str]:
+    if not facts.failures:
+        return []
+    rows = [(code(f.probe), md(f.reason)) for f in facts.failures[:MAX_LIST]]
+    body = table(("probe", "why it could not run"), rows)
+    if len(facts.failures) > MAX_LIST:
+        body += ["", _more(len(facts.failures) - MAX_LIST, "failures")]
+    return details(f"Probe failures ({len(facts.failures)})", body)
+
+
+def _raw_facts(facts: Facts) -> list[str]:
+    """Driver and library facts verbatim, for what the tables above do not show."""
+    out: list[str] = []
+    for title, value in (
+        ("Driver and GPU facts", facts.machine),
+        ("CUDA library facts", facts.libraries),
+    ):
+        if value is None:
+            continue
+        text = json.dumps(to_jsonable(value), indent=1, default=str)
+        if len(text) > MAX_RAW_JSON:
+            cut = len(text) - MAX_RAW_JSON
+            text = text[:MAX_RAW_JSON] + f"\n… {cut} more characters cut (run --format json)"
+        out += details(f"{title} (raw)", fence(text, "json"))
+    return out
+
+
+def _footer(command: str, redactions: Sequence[str] | None) -> list[str]:
+    if redactions is None:
+        privacy = "not redacted (`--no-redact`): check it for private data before posting"
+    elif redactions:
+        privacy = "redacted: " + ", ".join(KIND_LABELS.get(k, k) for k in redactions)
+    else:
+        privacy = "redaction on, nothing private found"
+    return [
+        "---",
+        f"<sub>Made by torch-doctor {__version__} · reproduce with {code(command)} · "
+        f"{md(privacy) if redactions is None else privacy}</sub>",
+        "",
+    ]
+
+
+def render_markdown(
+    report: Report,
+    *,
+    command: str = "torch-doctor --format markdown",
+    redactions: Sequence[str] | None = (),
+) -> str:
+    """The report as GitHub-flavoured Markdown. ``redactions`` None: redaction was off."""
+    lines = ["## torch-doctor report", "", _verdict_line(report), ""]
+    lines += _findings(report)
+    lines += _facts_table(report)
+    lines += _libraries(report.facts)
+    lines += ["### Details", ""]
+    lines += _checks(report)
+    lines += _distributions(report.facts)
+    lines += _environment(report.facts)
+    lines += _failures(report.facts)
+    lines += _raw_facts(report.facts)
+    lines += _footer(command, redactions)
+    text = "\n".join(lines)
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        # Drop the raw facts first: everything else is already capped.
+        lines = lines[
+            : len(lines) - len(_footer(command, redactions)) - len(_raw_facts(report.facts))
+        ]
+        lines += [
+            "_Raw driver and library facts left out to stay under 64 KB; "
+            "run `torch-doctor --format json` for them._",
+            "",
+        ]
+        lines += _footer(command, redactions)
+        text = "\n".join(lines)
+    return text
