@@ -20,6 +20,8 @@ class Verdict(str, enum.Enum):
     OK = "ok"
     WARNING = "warning"
     ERROR = "error"
+    # No error found, but the doctor could not do all its work (exit code 2).
+    INCOMPLETE = "incomplete"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Report:
         worst = max((f.severity.rank for f in self.findings), default=-1)
         if worst >= Severity.ERROR.rank:
             return Verdict.ERROR
+        if self.crashed or self.facts.interpreter is None:
+            return Verdict.INCOMPLETE
         if worst >= Severity.WARNING.rank:
             return Verdict.WARNING
         return Verdict.OK
@@ -48,7 +52,7 @@ class Report:
     def exit_code(self) -> int:
         if self.verdict is Verdict.ERROR:
             return EXIT_ERRORS
-        if self.crashed or self.facts.interpreter is None:
+        if self.verdict is Verdict.INCOMPLETE:
             return EXIT_DOCTOR_FAILED
         return EXIT_OK
 
@@ -62,4 +66,7 @@ class Report:
                 parts.append(f"{n} {word}{'s' if n != 1 else ''}")
         if self.facts.interpreter is None:
             parts.append("the environment could not be inspected")
+        elif self.crashed:
+            n = len(self.crashed)
+            parts.append(f"{n} check{'s' if n != 1 else ''} could not run")
         return ", ".join(parts) if parts else "no problems found"

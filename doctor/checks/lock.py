@@ -70,16 +70,19 @@ def _recorded(dependencies: tuple[LockedDependency, ...], environment: dict[str,
 )
 def lock_missing_dependencies(facts: Facts) -> Outcome:
     project = facts.project
+    if facts.interpreter is None:
+        return Skip("the inspected interpreter could not be probed")
     torch = facts.distribution("torch")
     if torch is None:
         return Skip("torch is not installed")
+    if torch.error is not None:
+        return Skip(f"torch's metadata cannot be used: {torch.error}")
     if project is None or project.lock_path is None:
         return Skip("no uv.lock found")
     if project.lock_error is not None:
         return Skip(f"uv.lock could not be read: {project.lock_error}")
     if not project.locked_torch:
         return Skip("uv.lock does not record torch")
-    assert facts.interpreter is not None
     environment = facts.interpreter.marker_environment
     entries = matching_locked_torch(facts)
     if not entries:

@@ -12,6 +12,7 @@ from doctor.findings import Finding, Severity
 __all__: list[str] = []
 
 NO_TORCH = Skip("torch is not installed")
+NOT_PROBED = Skip("the inspected interpreter could not be probed")
 
 
 def _wheel_data(wheel: ExpectedWheel) -> dict[str, object]:
@@ -37,7 +38,7 @@ def _inspected(facts: Facts) -> str:
 )
 def torch_not_installed(facts: Facts) -> Outcome:
     if facts.interpreter is None:
-        return Skip("the inspected interpreter could not be probed")
+        return NOT_PROBED
     if facts.distribution("torch") is not None:
         return []
     evidence = [f"no torch-*.dist-info on the sys.path of {_inspected(facts)}"]
@@ -66,8 +67,13 @@ def torch_not_installed(facts: Facts) -> Outcome:
 
 
 def _cuda_expectations(facts: Facts) -> Skip | Expectations:
-    if facts.distribution("torch") is None:
+    if facts.interpreter is None:
+        return NOT_PROBED
+    torch = facts.distribution("torch")
+    if torch is None:
         return NO_TORCH
+    if torch.error is not None:
+        return Skip(f"torch's metadata cannot be used: {torch.error}")
     expectations = expected_wheels(facts)
     if expectations is None:
         return Skip("the inspected interpreter could not be probed")
@@ -243,6 +249,8 @@ def missing_torch_dependency(facts: Facts) -> Outcome:
     label="torch built with CUDA",
 )
 def cpu_only_torch(facts: Facts) -> Outcome:
+    if facts.interpreter is None:
+        return NOT_PROBED
     build = facts.torch
     if build is None or facts.distribution("torch") is None:
         return NO_TORCH

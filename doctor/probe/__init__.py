@@ -35,6 +35,9 @@ def gather(options: ProbeOptions) -> Facts:
         root, found_by = located
         if root.is_dir():
             project = probe_project(root, found_by)
+            for error in (project.pyproject_error, project.lock_error):
+                if error is not None:
+                    failures.append(ProbeFailure("project", error))
         else:
             failures.append(ProbeFailure("project", f"{root}: no such directory"))
 

@@ -27,6 +27,7 @@ class ContainedResult:
     seconds: float
     timed_out: bool = False
     start_error: Optional[str] = None
+    timeout: Optional[float] = None  # the limit it ran under
 
     @property
     def ok(self) -> bool:
@@ -46,7 +47,8 @@ class ContainedResult:
         if self.start_error is not None:
             return f"could not start {self.argv[0]}: {self.start_error}"
         if self.timed_out:
-            return f"did not finish within {self.seconds:.1f} s and was stopped"
+            limit = self.timeout if self.timeout is not None else self.seconds
+            return f"did not finish within {limit:g} s (--timeout) and was stopped"
         if self.signal_name is not None:
             return f"crashed with {self.signal_name}" + _tail(self.stderr)
         return f"exited with status {self.returncode}" + _tail(self.stderr)
@@ -111,7 +113,7 @@ def run_contained(
         stdout, stderr = proc.communicate()
         return ContainedResult(
             tuple(argv), proc.returncode, stdout, stderr, time.perf_counter() - started,
-            timed_out=True,
+            timed_out=True, timeout=timeout,
         )
     return ContainedResult(
         tuple(argv), proc.returncode, stdout, stderr, time.perf_counter() - started

@@ -11,6 +11,7 @@ Keep it compatible with old interpreters (no walrus, no match, no PEP 604).
 import ast
 import csv
 import email.parser
+import io
 import json
 import os
 import platform
@@ -217,8 +218,20 @@ def check_record(dist):
     record_path = os.path.join(dist["metadata_dir"], "RECORD")
     location = dist["location"]
     try:
-        with open(record_path, encoding="utf-8", errors="replace", newline="") as handle:
-            rows = list(csv.reader(handle))
+        # RECORD is UTF-8 CSV (the wheel spec); anything else is damage, not a file list.
+        with open(record_path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+        if "\x00" in text:
+            raise ValueError("it contains NUL bytes")
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except UnicodeDecodeError:
+        return {
+            "present": True,
+            "files": 0,
+            "missing_count": 0,
+            "missing": [],
+            "error": "cannot parse RECORD: not UTF-8 text",
+        }
     except OSError as exc:
         if not os.path.exists(record_path):
             return {"present": False, "files": 0, "missing_count": 0, "missing": [], "error": None}

@@ -98,6 +98,17 @@ def _fill(result: InterpreterProbe, data: dict[str, Any]) -> None:
         )
     for error in data.get("errors", []):
         result.failures.append(ProbeFailure(error["probe"], error["reason"]))
+    # Damage the inside probe tolerated is still reported: a check may have to skip for it.
+    damage = []
+    for dist in result.distributions:
+        if dist.error is not None:
+            damage.append(ProbeFailure("distributions", f"{dist.metadata_dir}: {dist.error}"))
+        if dist.record is not None and dist.record.error is not None:
+            damage.append(ProbeFailure("record", f"{dist.metadata_dir}: {dist.record.error}"))
+    build = result.torch
+    if build is not None and build.error is not None:
+        damage.append(ProbeFailure("torch-build", f"{build.package_dir}: {build.error}"))
+    result.failures.extend(damage)
 
 
 def _distribution(data: dict[str, Any]) -> DistributionFacts:

@@ -126,6 +126,8 @@ def _read_lock(data: dict[str, Any]) -> dict[str, Any]:
         names.append(str(package["name"]))
         if package["name"] != "torch":
             continue
+        if not isinstance(package.get("dependencies", []), list):
+            raise TypeError("torch's dependencies are not a list")
         dependencies = tuple(
             LockedDependency(
                 name=str(dep["name"]),

@@ -35,7 +35,12 @@ STATUS_STYLE = {
     CheckStatus.SKIPPED: ("-", "dim"),
     CheckStatus.CRASHED: ("?", "bold magenta"),
 }
-VERDICT_STYLE = {Verdict.OK: "bold green", Verdict.WARNING: "bold yellow", Verdict.ERROR: "bold red"}
+VERDICT_STYLE = {
+    Verdict.OK: "bold green",
+    Verdict.WARNING: "bold yellow",
+    Verdict.ERROR: "bold red",
+    Verdict.INCOMPLETE: "bold magenta",
+}
 SYNTAX = {RemedyKind.TOML: "toml", RemedyKind.SHELL: "bash", RemedyKind.ENV: "bash"}
 
 
@@ -59,7 +64,8 @@ def _header(report: Report) -> Panel:
     torch = facts.distribution("torch")
     build = facts.torch
     if torch is not None:
-        line = Text(torch.version)
+        # torch/version.py carries the local tag (+cu130) that PyPI's dist-info lacks.
+        line = Text(build.version if build is not None and build.version else torch.version)
         if build is not None and build.cuda:
             line.append(f"  CUDA {build.cuda}")
         elif build is not None and build.hip:
@@ -69,6 +75,9 @@ def _header(report: Report) -> Panel:
         if torch.installer:
             line.append(f"  installed by {torch.installer}", style="dim")
         grid.add_row("torch", line)
+    elif facts.interpreter is None:
+        unknown = Text("unknown: the interpreter could not be inspected", style="magenta")
+        grid.add_row("torch", unknown)
     else:
         grid.add_row("torch", Text("not installed", style="red"))
     interp = facts.interpreter
