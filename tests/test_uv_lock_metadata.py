@@ -3,14 +3,15 @@
 How the real uv reproduces the bug (uv 0.13.9, verified by the index's request log):
 in universal resolution (`uv lock`) uv has no platform tags to rank wheels by, so every
 wheel of torch 2.6.0+cu126 is equally "compatible" and uv reads the core metadata of
-just one of them: the first in its sorted list of the version's files, whatever order
-the index page lists them in. `...-manylinux_2_28_aarch64.whl` sorts before
-`...-manylinux_2_28_x86_64.whl` (on the real PyTorch index the arm64 wheel was
-`linux_aarch64`, which sorts first too), so uv reads the aarch64 wheel's METADATA,
-which declares no nvidia wheels, and records torch without them for every platform.
-`uv sync` on x86_64 then installs the x86_64 wheel, whose own METADATA does declare
-them, and none of them: exactly uv#11945. No `environments` setting is needed; the
-served metadata is each wheel's own, byte for byte, as on the real index.
+just one of them: the first of the version's files in uv's own order, which is by file
+name, not the order the index page lists them in (renaming the x86_64 wheel to
+`linux_x86_64`, which sorts first, makes uv read that one instead). Here
+`...-manylinux_2_28_aarch64.whl` sorts before `...-manylinux_2_28_x86_64.whl`, so uv
+reads the aarch64 wheel's METADATA, which declares no nvidia wheels, and records torch
+without them for every platform. `uv sync` on x86_64 then installs the x86_64 wheel,
+whose own METADATA does declare them, and none of them: exactly uv#11945. No
+`environments` setting is needed; each wheel's metadata is served byte for byte as in
+the wheel, as on the real index.
 
 torch-doctor runs from this repository's venv (`python -m doctor`, cwd = the project)
 and finds the project's .venv itself. Installing torch-doctor into the project venv
@@ -225,7 +226,7 @@ def test_uv_locks_torch_without_its_nvidia_wheels_and_the_doctor_block_fixes_the
     stale = project.doctor().finding("lock-missing-dependencies")
     assert [(r["kind"], r["text"]) for r in stale["remedies"]] == [("shell", "uv lock\nuv sync")]
     relock = project.uv("lock")
-    # uv warns about keys it ignores in tool.uv (e.g. a misspelt `provides-extra`).
+    # A key uv does not know makes it warn and ignore all of [tool.uv], the index too.
     assert "warning" not in relock.stderr.lower(), relock.stderr
     assert project.locked_dependencies("torch") >= set(CUDA_WHEELS)
     project.uv("sync")
