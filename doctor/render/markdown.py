@@ -12,7 +12,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from doctor import __version__
 from doctor.checks import CheckResult, CheckStatus
@@ -33,6 +32,7 @@ MAX_LIST = 40
 MAX_RAW_JSON = 12_000
 
 VERDICT_MARK = {Verdict.OK: "✅", Verdict.WARNING: "⚠️", Verdict.ERROR: "❌"}
+UNKNOWN_VERDICT_MARK = "❓"  # e.g. incomplete: the doctor could not do all its work
 SEVERITY_MARK = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
 STATUS_MARK = {
     CheckStatus.PASSED: "✅ passed",
@@ -147,7 +147,8 @@ def _verdict_line(report: Report) -> str:
     if driver:
         context.append(f"driver {driver}")
     tail = f" ({' · '.join(context)})" if context else ""
-    return f"**{VERDICT_MARK[report.verdict]} {report.verdict.value}: {md(report.summary)}**{tail}"
+    mark = VERDICT_MARK.get(report.verdict, UNKNOWN_VERDICT_MARK)
+    return f"**{mark} {report.verdict.value}: {md(report.summary)}**{tail}"
 
 
 def _remedy(remedy: Remedy) -> list[str]:
@@ -228,54 +229,29 @@ def _driver_text(facts: Facts) -> str | None:
 
 
 def _machine_rows(facts: Facts) -> list[tuple[str, str]]:
+    """Driver and GPU rows, worded as in the terminal header (shared helper)."""
+    from doctor.render.machine_rows import machine_rows
+
     machine = facts.machine
     if machine is None:
         return [("Driver", "not probed")]
-    rows: list[tuple[str, str]] = []
-    driver = _driver_text(facts)
-    nvml = machine.nvml
-    if driver is not None:
-        rows.append(("Driver", driver))
-    elif nvml is not None and not nvml.ok:
-        reason = nvml.error_text or nvml.probe_error or ""
-        rows.append(("Driver", f"NVML: {nvml.status}" + (f" ({reason})" if reason else "")))
-    else:
-        rows.append(("Driver", "no NVIDIA driver answered"))
+    rows = [(label, md(text.plain)) for label, text in machine_rows(facts)[: MAX_LIST + 1]]
+    if len(machine.gpus) > MAX_LIST:
+        rows.append(("GPUs", _more(len(machine.gpus) - MAX_LIST, "GPUs")))
+    if not machine.gpus:
+        rows.append(
+            ("GPUs", f"{len(machine.pci_devices)} NVIDIA PCI device(s), no driver answer")
+            if machine.pci_devices
+            else ("GPUs", "none found")
+        )
     cuda_driver = machine.cuda_driver
-    if cuda_driver is not None and not cuda_driver.init_ok:
-        what = cuda_driver.error_name or cuda_driver.load_error or cuda_driver.probe_error
+    if cuda_driver is not None and cuda_driver.loaded and not cuda_driver.init_ok:
+        what = cuda_driver.error_name or cuda_driver.error_text or cuda_driver.probe_error
         rows.append(("cuInit", md(str(what or f"result {cuda_driver.init_result}"))))
     archs = machine.torch_archs
-    gpus = []
-    for gpu in machine.gpus[:MAX_LIST]:
-        text = f"{gpu.index}: {gpu.name}"
-        if gpu.cc_text:
-            text += f" (sm_{gpu.cc_text.replace('.', '')})"
-        if gpu.memory_total_bytes:
-            text += f", {gpu.memory_total_bytes / 2**30:.0f} GiB"
-        if gpu.mig_enabled:
-            text += ", MIG on"
-        if archs is not None and gpu.sm is not None and (archs.sm or archs.ptx):
-            covered = gpu.sm in archs.sm or _ptx_covers(archs.ptx, gpu.compute_capability)
-            text += ", built for by this torch" if covered else ", **not covered by this torch**"
-        gpus.append(md(text) if "**" not in text else text)
-    if len(machine.gpus) > MAX_LIST:
-        gpus.append(_more(len(machine.gpus) - MAX_LIST, "GPUs"))
-    if gpus:
-        rows.append(("GPUs", "<br>".join(gpus)))
-    elif machine.pci_devices:
-        rows.append(("GPUs", f"{len(machine.pci_devices)} NVIDIA PCI device(s), no driver answer"))
-    else:
-        rows.append(("GPUs", "none found"))
-    if archs is not None and archs.sm:
-        rows.append(
-            (
-                "torch GPU code",
-                f"{' '.join(archs.sm)} {' '.join(archs.ptx)} (from {archs.source})".replace(
-                    "  ", " "
-                ),
-            )
-        )
+    if archs is not None and (archs.sm or archs.ptx):
+        targets = " ".join((*archs.sm, *archs.ptx))
+        rows.append(("torch GPU code", f"{targets} (from {archs.source})"))
     where = []
     if machine.container:
         where.append(f"container ({machine.container})")
@@ -284,18 +260,6 @@ def _machine_rows(facts: Facts) -> list[tuple[str, str]]:
     if where:
         rows.append(("Runs in", ", ".join(where)))
     return rows
-
-
-def _ptx_covers(ptx: Sequence[str], capability: tuple[int, int] | None) -> bool:
-    # PTX for compute_XY is JIT-compiled for any GPU of equal or higher capability.
-    if capability is None:
-        return False
-    wanted = capability[0] * 10 + capability[1]
-    for target in ptx:
-        digits = re.sub(r"\D", "", target)
-        if digits and int(digits) <= wanted:
-            return True
-    return False
 
 
 def _project_text(facts: Facts) -> str | None:
@@ -350,40 +314,21 @@ def _facts_table(report: Report) -> list[str]:
 # --- CUDA libraries (doctor/facts/libraries.py) --------------------------------------------
 
 
-def _library_rows(facts: Facts) -> list[dict[str, Any]]:
-    """The libraries the library probes report, as plain dicts (shape-tolerant)."""
-    if facts.libraries is None:
-        return []
-    data = to_jsonable(facts.libraries)
-    for key in ("libraries", "loaded", "entries", "sonames"):
-        value = data.get(key) if isinstance(data, dict) else None
-        if isinstance(value, list) and value and isinstance(value[0], dict):
-            return value
-    return []
-
-
-def _first(row: dict[str, Any], *keys: str) -> str:
-    for key in keys:
-        value = row.get(key)
-        if value not in (None, "", [], {}):
-            return str(value)
-    return ""
-
-
 def _libraries(facts: Facts) -> list[str]:
-    rows = _library_rows(facts)
-    if not rows:
+    libraries = facts.libraries
+    if libraries is None or not libraries.cuda:
         return []
     body = []
-    for row in rows[:MAX_LIST]:
-        path = _first(row, "loaded_path", "loaded_from", "path", "resolved_path", "resolved")
+    for row in libraries.cuda[:MAX_LIST]:
+        version = row.load.version if row.load is not None and row.load.version else ""
+        path = row.path
         body.append(
             (
-                code(_first(row, "soname", "name")),
-                _first(row, "version", "loaded_version"),
+                code(row.soname),
+                version or "—",
                 code(short_path(path, facts)) if path else "—",
-                _first(row, "owner", "distribution", "wheel") or "—",
-                md(_first(row, "status", "state") or "—"),
+                row.owner or "—",
+                md(row.status),
             )
         )
     lines = [
@@ -391,10 +336,40 @@ def _libraries(facts: Facts) -> list[str]:
         "",
         *table(("soname", "version", "loaded from", "wheel", "status"), body),
     ]
-    if len(rows) > MAX_LIST:
-        lines.append("")
-        lines.append(_more(len(rows) - MAX_LIST, "libraries"))
+    if len(libraries.cuda) > MAX_LIST:
+        lines += ["", _more(len(libraries.cuda) - MAX_LIST, "libraries")]
     return [*lines, ""]
+
+
+def _loader_details(facts: Facts) -> list[str]:
+    """Load errors, loader path entries holding CUDA libraries, and how the probe ran."""
+    libraries = facts.libraries
+    if libraries is None:
+        return []
+    body: list[str] = []
+    probe = libraries.load_probe
+    if probe is not None:
+        ran = "ran" if probe.ran else f"did not run ({probe.skipped_reason or probe.error})"
+        body.append(f"Load probe {md(ran)}: {probe.processes} process(es), {probe.seconds:.2f} s.")
+        if probe.torch_import_error:
+            body += ["", "`import torch` would fail with:", "", *fence(probe.torch_import_error)]
+    failed = [load for load in libraries.loads if load.error or load.crashed_signal]
+    if failed:
+        body += ["", "Load failures:", ""]
+        for load in failed[:MAX_LIST]:
+            what = load.error or f"crashed with {load.crashed_signal}"
+            body.append(f"- {code(load.soname)} ({md(load.stage)}): {code(what)}")
+        if len(failed) > MAX_LIST:
+            body.append(f"- {_more(len(failed) - MAX_LIST, 'failures')}")
+    if libraries.loader_path:
+        rows = [
+            (code(e.variable), code(e.entry), ", ".join(e.cuda_files[:8]) or "—")
+            for e in libraries.loader_path[:MAX_LIST]
+        ]
+        body += ["", *table(("variable", "entry", "CUDA libraries there"), rows)]
+    if not body:
+        return []
+    return details("Library loading", body)
 
 
 # --- Details ---------------------------------------------------------------------------------
@@ -491,12 +466,10 @@ def _failures(facts: Facts) -> list[str]:
 
 
 def _raw_facts(facts: Facts) -> list[str]:
-    """Driver and library facts verbatim, for what the tables above do not show."""
+    """Driver facts verbatim, for what the tables above do not show (the library facts
+    are summed up above; their full ELF view is in --format json)."""
     out: list[str] = []
-    for title, value in (
-        ("Driver and GPU facts", facts.machine),
-        ("CUDA library facts", facts.libraries),
-    ):
+    for title, value in (("Driver and GPU facts", facts.machine),):
         if value is None:
             continue
         text = json.dumps(to_jsonable(value), indent=1, default=str)
@@ -537,6 +510,7 @@ def render_markdown(
     lines += _checks(report)
     lines += _distributions(report.facts)
     lines += _environment(report.facts)
+    lines += _loader_details(report.facts)
     lines += _failures(report.facts)
     lines += _raw_facts(report.facts)
     lines += _footer(command, redactions)

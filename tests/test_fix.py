@@ -1,0 +1,245 @@
+"""`torch-doctor fix`: the pyproject.toml edit, through the CLI on real venvs and files."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+import pytest
+
+from doctor.fix import FixError, apply_blocks
+from tests.factory import PLAIN_DEPENDENCIES, TORCH_2_14_REQUIRES, DoctorRun, FakeEnv, run_doctor
+from tests.test_scenarios_wheels import PYPROJECT, _uv_lock
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found]
+
+# The project file a user would have: comments and layout that fix must keep.
+COMMENTED_PYPROJECT = (
+    "# Demo project: the comments below must survive `torch-doctor fix`.\n"
+    + PYPROJECT.replace('version = "0.1.0"', 'version = "0.1.0"  # bumped by release.sh')
+    + "\n[tool.ruff]\n# house style\nline-length = 100\n"
+)
+
+
+def make_lock_project(root: Path, pyproject: str = COMMENTED_PYPROJECT) -> Path:
+    """A uv project whose .venv has torch 2.14.1+cu130 and whose uv.lock lacks its CUDA deps."""
+    root.mkdir(parents=True)
+    (root / "pyproject.toml").write_text(pyproject)
+    (root / "uv.lock").write_text(_uv_lock(sorted(PLAIN_DEPENDENCIES)))
+    FakeEnv.create(root / ".venv").install_healthy_cu130()
+    return root
+
+
+def fix(project: Path, *args: str) -> DoctorRun:
+    return run_doctor("fix", *args, cwd=project)
+
+
+def torch_entries(pyproject: Path) -> list[dict[str, object]]:
+    data = tomllib.loads(pyproject.read_text())
+    entries = data.get("tool", {}).get("uv", {}).get("dependency-metadata", [])
+    return [e for e in entries if e["name"] == "torch"]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_lock_project(tmp_path / "demo")
+
+
+def test_fix_yes_adds_the_metadata_entry_and_keeps_comments_and_a_backup(project: Path) -> None:
+    pyproject = project / "pyproject.toml"
+    original = pyproject.read_bytes()
+    run = fix(project, "--yes")
+    assert run.returncode == 0, run.stderr
+    text = pyproject.read_text()
+    # Only additions: every original line is kept, in order (comments included).
+    removed = [
+        line
+        for line in difflib.ndiff(original.decode().splitlines(), text.splitlines())
+        if line.startswith("- ")
+    ]
+    assert removed == []
+    assert "# bumped by release.sh" in text and "# house style" in text
+    [entry] = torch_entries(pyproject)
+    assert entry["version"] == "2.14.1+cu130"
+    assert entry["requires-dist"] == list(TORCH_2_14_REQUIRES)
+    backup = project / "pyproject.toml.bak"
+    assert backup.read_bytes() == original
+    assert f"kept as {backup}" in run.stdout
+    assert "+[[tool.uv.dependency-metadata]]" in run.stdout  # the diff was shown
+    assert "uv lock" in run.stdout and "uv sync" in run.stdout
+    # The doctor now sees the declaration and asks only for a re-lock.
+    after = run_doctor("--format", "json", cwd=project)
+    remedies = after.finding("lock-missing-dependencies")["remedies"]
+    assert [r["kind"] for r in remedies] == ["shell"]
+
+
+def test_second_fix_changes_nothing_and_says_so(project: Path) -> None:
+    assert fix(project, "--yes").returncode == 0
+    pyproject = project / "pyproject.toml"
+    first = pyproject.read_bytes()
+    backups = sorted(p.name for p in project.glob("pyproject.toml*.bak"))
+    run = fix(project, "--yes")
+    assert run.returncode == 0, run.stderr
+    assert "Nothing to change" in run.stdout or "already up to date" in run.stdout
+    assert pyproject.read_bytes() == first
+    assert sorted(p.name for p in project.glob("pyproject.toml*.bak")) == backups
+
+
+def test_existing_entry_for_the_same_version_is_updated_not_duplicated(tmp_path: Path) -> None:
+    stale = (
+        COMMENTED_PYPROJECT
+        + '\n[[tool.uv.dependency-metadata]]\n# written by hand last year\nname = "torch"\n'
+        'version = "2.14.1+cu130"\nrequires-dist = ["filelock"]\n'
+    )
+    project = make_lock_project(tmp_path / "demo", stale)
+    run = fix(project, "--yes")
+    assert run.returncode == 0, run.stderr
+    pyproject = project / "pyproject.toml"
+    [entry] = torch_entries(pyproject)
+    assert entry["requires-dist"] == list(TORCH_2_14_REQUIRES)
+    assert "# written by hand last year" in pyproject.read_text()
+
+
+def test_unparsable_pyproject_is_refused_and_left_byte_for_byte(tmp_path: Path) -> None:
+    broken = COMMENTED_PYPROJECT + "\n[tool.uv\nthis is = = not toml\n"
+    project = make_lock_project(tmp_path / "demo", broken)
+    before = (project / "pyproject.toml").read_bytes()
+    run = fix(project, "--yes")
+    assert run.returncode == 2
+    assert "not valid TOML" in run.stderr and "untouched" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert (project / "pyproject.toml").read_bytes() == before
+    assert not list(project.glob("pyproject.toml*.bak"))
+
+
+def test_read_only_pyproject_gives_a_clear_error_and_stays_unchanged(project: Path) -> None:
+    # Root writes through file modes, so fix checks the mode itself: a pyproject.toml
+    # with no write bit means "hands off" for root too. This test therefore means the
+    # same whether or not it runs as root.
+    pyproject = project / "pyproject.toml"
+    before = pyproject.read_bytes()
+    pyproject.chmod(0o444)
+    try:
+        run = fix(project, "--yes")
+    finally:
+        pyproject.chmod(0o644)
+    assert run.returncode == 2
+    assert "read-only" in run.stderr and "nothing was changed" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert pyproject.read_bytes() == before
+    assert not list(project.glob("pyproject.toml*.bak"))
+
+
+def test_dry_run_shows_the_diff_and_writes_nothing(project: Path) -> None:
+    before = (project / "pyproject.toml").read_bytes()
+    run = fix(project, "--dry-run")
+    assert run.returncode == 0, run.stderr
+    assert '+version = "2.14.1+cu130"' in run.stdout
+    assert "nothing was written" in run.stdout
+    assert (project / "pyproject.toml").read_bytes() == before
+    assert not list(project.glob("pyproject.toml*.bak"))
+    assert not [p for p in project.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_without_a_terminal_and_without_yes_fix_refuses(project: Path) -> None:
+    before = (project / "pyproject.toml").read_bytes()
+    run = fix(project)  # stdin is not a TTY under subprocess
+    assert run.returncode == 2
+    assert "--yes" in run.stderr and "nothing was changed" in run.stderr
+    assert (project / "pyproject.toml").read_bytes() == before
+
+
+def test_existing_backup_is_not_overwritten_and_the_new_name_is_said(project: Path) -> None:
+    (project / "pyproject.toml.bak").write_text("an older backup\n")
+    run = fix(project, "--yes")
+    assert run.returncode == 0, run.stderr
+    assert (project / "pyproject.toml.bak").read_text() == "an older backup\n"
+    [stamped] = [p for p in project.glob("pyproject.toml.*.bak")]
+    assert f"kept as {stamped}" in run.stdout
+
+
+def test_file_mode_survives_the_atomic_replace(project: Path) -> None:
+    pyproject = project / "pyproject.toml"
+    pyproject.chmod(0o640)
+    assert fix(project, "--yes").returncode == 0
+    assert pyproject.stat().st_mode & 0o777 == 0o640
+
+
+def test_healthy_project_has_nothing_to_fix(tmp_path: Path) -> None:
+    project = tmp_path / "demo"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(PYPROJECT)
+    FakeEnv.create(project / ".venv").install_healthy_cu130()
+    run = fix(project, "--yes")
+    assert run.returncode == 0, run.stderr
+    assert "Nothing to change in pyproject.toml" in run.stdout
+    assert (project / "pyproject.toml").read_text() == PYPROJECT
+
+
+# --- The merge itself, on text (pure) ------------------------------------------------------
+
+INDEX_BLOCK = """\
+[[tool.uv.index]]
+name = "pytorch-cu128"
+url = "https://download.pytorch.org/whl/cu128"
+explicit = true
+
+[tool.uv.sources]
+torch = [{ index = "pytorch-cu128", marker = "sys_platform == 'linux'" }]
+"""
+
+
+def test_index_and_sources_blocks_merge_into_existing_tables_by_name() -> None:
+    user = (
+        '[project]\nname = "x"\n\n[[tool.uv.index]]\nname = "pytorch-cu128"\n'
+        'url = "https://download.pytorch.org/whl/cu126"  # old\n\n'
+        '[tool.uv.sources]\nnumpy = { index = "mirror" }\n'
+    )
+    out = apply_blocks(user, [INDEX_BLOCK])
+    data = tomllib.loads(out)
+    assert data["tool"]["uv"]["index"] == [
+        {"name": "pytorch-cu128", "url": "https://download.pytorch.org/whl/cu128", "explicit": True}
+    ]
+    assert data["tool"]["uv"]["sources"]["numpy"] == {"index": "mirror"}
+    assert data["tool"]["uv"]["sources"]["torch"][0]["index"] == "pytorch-cu128"
+    assert apply_blocks(out, [INDEX_BLOCK]) == out  # idempotent
+
+
+def test_inline_array_style_is_kept_when_appending() -> None:
+    user = '[tool.uv]\ndependency-metadata = [{ name = "other", requires-dist = [] }]\n'
+    block = (
+        '[[tool.uv.dependency-metadata]]\nname = "torch"\nversion = "2.6.0+cu126"\n'
+        'requires-dist = ["filelock"]\n'
+    )
+    out = apply_blocks(user, [block])
+    names = [e["name"] for e in tomllib.loads(out)["tool"]["uv"]["dependency-metadata"]]
+    assert names == ["other", "torch"]
+    assert "[[tool.uv.dependency-metadata]]" not in out
+
+
+def test_entry_for_another_version_is_kept_and_a_new_one_added() -> None:
+    user = (
+        '[[tool.uv.dependency-metadata]]\nname = "torch"\nversion = "2.5.1"\nrequires-dist = []\n'
+    )
+    block = (
+        '[[tool.uv.dependency-metadata]]\nname = "Torch"\nversion = "2.6.0"\nrequires-dist = []\n'
+    )
+    out = apply_blocks(user, [block])
+    versions = [e["version"] for e in tomllib.loads(out)["tool"]["uv"]["dependency-metadata"]]
+    assert versions == ["2.5.1", "2.6.0"]
+
+
+def test_a_table_where_an_array_is_expected_is_refused() -> None:
+    user = '[tool.uv.dependency-metadata]\nname = "torch"\n'
+    block = '[[tool.uv.dependency-metadata]]\nname = "torch"\nrequires-dist = []\n'
+    with pytest.raises(FixError, match="not an array of tables"):
+        apply_blocks(user, [block])
+
+
+def test_unchanged_text_is_returned_as_is_even_with_odd_spacing() -> None:
+    user = "[project]\nname   =   'x'\n\n\n"
+    assert apply_blocks(user, ["[project]\nname = 'x'\n"]) == user

@@ -1,0 +1,167 @@
+"""`--format markdown`: the report pasted into a ticket, its structure and its size."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from doctor import __version__
+from doctor.facts import DistributionFacts, Facts, InterpreterFacts, PlatformFacts
+from doctor.findings import Finding, Remedy, RemedyKind, Severity
+from doctor.pipeline import judge
+from doctor.render.markdown import MAX_BYTES, cell, code, md, render_markdown
+from doctor.report import Report
+from tests.factory import run_doctor
+from tests.test_fix import make_lock_project
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found]
+
+
+def _fences(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced code block."""
+    return re.findall(r"^```(\w*)\n(.*?)\n```$", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def _table_rows(text: str, first_cell: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(f"| {first_cell} |")]
+
+
+def test_lock_scenario_report_has_verdict_findings_facts_and_details(tmp_path: Path) -> None:
+    project = make_lock_project(tmp_path / "demo")
+    run = run_doctor("--format", "markdown", cwd=project)
+    assert run.returncode == 1, run.stderr
+    text = run.stdout
+    lines = text.splitlines()
+    assert lines[0] == "## torch-doctor report"
+    assert lines[2].startswith("**❌ error: 1 error")
+    assert "torch 2.14.1+cu130" in lines[2]
+    headings = [line for line in lines if line.startswith("### ")]
+    assert headings[:3] == ["### Findings", "### Environment", "### Details"] or headings[:4] == [
+        "### Findings",
+        "### Environment",
+        "### CUDA libraries",
+        "### Details",
+    ]
+    assert any(line.startswith("#### ❌ error: `lock-missing-dependencies`") for line in lines)
+
+    # The remedies are fenced with their language; the TOML block parses on its own.
+    fences = dict((lang, body) for lang, body in _fences(text))
+    block = tomllib.loads(fences["toml"])
+    [entry] = block["tool"]["uv"]["dependency-metadata"]
+    assert entry["version"] == "2.14.1+cu130"
+    assert fences["bash"].splitlines() == ["uv lock", "uv sync"]
+
+    # The facts table.
+    [torch_row] = _table_rows(text, "torch")
+    assert "`2.14.1+cu130`" in torch_row and "CUDA 13.0" in torch_row
+    [python_row] = _table_rows(text, "Python")
+    assert ".venv/bin/python" in python_row
+    [project_row] = _table_rows(text, "uv project")
+    assert "https://download.pytorch.org/whl/cu130" in project_row
+    assert _table_rows(text, "Driver") and _table_rows(text, "GPUs")
+
+    # Collapsible details: balanced, each with a summary, tables inside render (blank line).
+    assert text.count("<details>") == text.count("</details>") >= 3
+    summaries = re.findall(r"<details>\n<summary>(.*?)</summary>\n\n", text)
+    assert len(summaries) == text.count("<details>")
+    assert any(s.startswith("All checks (") for s in summaries)
+    assert any(s.startswith("Distributions related to torch (") for s in summaries)
+    for check_id in ("missing-cuda-wheel", "cpu-only-torch", "lock-missing-dependencies"):
+        assert f"| `{check_id}` |" in text
+
+    # Footer: version and the command to reproduce.
+    assert f"torch-doctor {__version__}" in lines[-1]
+    assert "`torch-doctor --format markdown`" in lines[-1]
+    assert len(text.encode()) < MAX_BYTES
+
+
+def test_report_without_findings_says_ok_and_lists_none() -> None:
+    facts = Facts(
+        interpreter=_interpreter(),
+        platform=PlatformFacts("Linux", "x86_64", "6.8.0", "glibc", "2.39"),
+    )
+    text = render_markdown(Report(facts=facts, results=(), findings=()))
+    assert "**✅ ok: " in text
+    assert "None: every check that could run passed." in text
+    assert "#### " not in text
+
+
+def test_output_file_gets_the_report_and_stdout_stays_empty(tmp_path: Path) -> None:
+    project = make_lock_project(tmp_path / "demo")
+    target = tmp_path / "report.md"
+    run = run_doctor("--format", "markdown", "--output", str(target), cwd=project)
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert target.read_text().startswith("## torch-doctor report")
+    assert f"report written to {target}" in run.stderr
+
+
+# --- Size caps on hand-built facts ---------------------------------------------------------
+
+
+def _interpreter(sys_path: tuple[str, ...] = ()) -> InterpreterFacts:
+    return InterpreterFacts(
+        executable="/venv/bin/python",
+        version="3.12.3",
+        implementation="CPython",
+        prefix="/venv",
+        base_prefix="/usr",
+        is_venv=True,
+        purelib="/venv/lib/python3.12/site-packages",
+        platlib="/venv/lib/python3.12/site-packages",
+        sys_path=sys_path,
+        marker_environment={"platform_system": "Linux", "python_version": "3.12"},
+    )
+
+
+def _huge_report() -> Report:
+    interpreter = _interpreter(tuple(f"/opt/extra/path/number/{i}" for i in range(300)))
+    distributions = tuple(
+        DistributionFacts(
+            name=f"nvidia-fake-{i}",
+            display_name=f"nvidia-fake-{i}",
+            version="1.0",
+            location="/venv/lib/python3.12/site-packages",
+            metadata_dir=f"/venv/lib/python3.12/site-packages/nvidia_fake_{i}-1.0.dist-info",
+        )
+        for i in range(2000)
+    )
+    facts = Facts(
+        interpreter=interpreter,
+        platform=PlatformFacts("Linux", "x86_64", "6.8.0", "glibc", "2.39"),
+        distributions=distributions,
+        environment={f"VAR_{i}": "x" * 50 for i in range(20)},
+    )
+    report = judge(facts)
+    noisy = Finding(
+        id="missing-cuda-wheel",
+        severity=Severity.ERROR,
+        title="many",
+        detail="Lots of evidence.",
+        evidence=tuple(f"line {i}" for i in range(500)),
+        remedies=(Remedy(RemedyKind.SHELL, "do it", "echo fix"),),
+    )
+    return Report(facts=report.facts, results=report.results, findings=(noisy,))
+
+
+def test_long_lists_are_cut_with_a_count_and_the_report_stays_under_64_kb() -> None:
+    text = render_markdown(_huge_report())
+    assert len(text.encode()) < MAX_BYTES
+    assert "… and 1940 more distributions (not shown)" in text
+    assert "… and 488 more lines of evidence (not shown)" in text
+    assert "… and 260 more entries (not shown)" in text
+
+
+def test_markup_in_facts_cannot_break_the_report() -> None:
+    assert md("requires `a<b` and x<y *z*") == r"requires `a<b` and x&lt;y \*z\*"
+    assert code("a`b") == "``a`b``"
+    assert cell("`a|b`\nc") == r"`a\|b`<br>c"
+
+
+def test_unredacted_report_says_so_in_its_footer() -> None:
+    text = render_markdown(_huge_report(), redactions=None)
+    assert "not redacted" in text.splitlines()[-1]
