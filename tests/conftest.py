@@ -65,3 +65,25 @@ def real_torch_venv() -> FakeEnv:
             )
             done.write_text("ok\n")
     return FakeEnv(venv)
+
+
+# --- The NVIDIA driver stand-ins (tests/driver_stub.py, tests/c/) -------------------
+
+from tests.driver_stub import Driver, DriverStubs, compile_stubs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def driver_stubs(tmp_path_factory: pytest.TempPathFactory) -> DriverStubs:
+    """libnvidia-ml.so.1 and libcuda.so.1 compiled from tests/c, once per session.
+
+    ``driver_stubs.env(Driver(...))`` is the environment for ``run_doctor(env=...)``:
+    e.g. ``driver_stubs.env(Driver())`` is a healthy H100 on a 580 driver (CUDA 13.0).
+    """
+    root = tmp_path_factory.mktemp("driver-stubs")
+    return DriverStubs(compile_stubs(root / "lib"), root / "scenarios")
+
+
+@pytest.fixture
+def healthy_driver_env(driver_stubs: DriverStubs) -> dict[str, str]:
+    """A healthy machine for scenario tests that expect no findings: H100, driver 580."""
+    return driver_stubs.env(Driver())

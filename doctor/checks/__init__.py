@@ -30,3 +30,4 @@ __all__ = [
 # Importing a module registers its checks, in report order.
 from doctor.checks import wheels as _wheels  # noqa: E402,F401
 from doctor.checks import lock as _lock  # noqa: E402,F401
+from doctor.checks import driver as _driver  # noqa: E402,F401

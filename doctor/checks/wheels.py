@@ -262,11 +262,22 @@ def cpu_only_torch(facts: Facts) -> Outcome:
     evidence = [f"torch/version.py: __version__ = {build.version!r}, cuda = None"]
     if "libtorch_cuda.so" not in build.lib_files:
         evidence.append("torch/lib has no libtorch_cuda.so")
+    # With an NVIDIA GPU here, a CPU build is a mistake, not a choice (catalogue entry 17).
+    machine = facts.machine
+    gpus = machine.gpus if machine is not None else ()
+    gpu_present = machine is not None and machine.gpu_present
+    if machine is not None:
+        evidence += [f"GPU {g.index}: {g.name}, compute capability {g.cc_text}" for g in gpus]
+        if not gpus:
+            evidence += [
+                f"an NVIDIA GPU is on the PCI bus at {d.address}" for d in machine.pci_devices
+            ]
     return [
         Finding(
             id="cpu-only-torch",
-            severity=Severity.INFO,
-            title=f"torch {build.version} is a CPU-only build",
+            severity=Severity.ERROR if gpu_present else Severity.INFO,
+            title=f"torch {build.version} is a CPU-only build"
+            + (" on a machine with an NVIDIA GPU" if gpu_present else ""),
             detail=(
                 "This torch was built without CUDA: it never uses a GPU, whatever the driver. "
                 + (
@@ -274,8 +285,20 @@ def cpu_only_torch(facts: Facts) -> Outcome:
                     if tag == "cpu"
                     else "On Windows and macOS, PyPI's torch wheels are CPU-only."
                 )
+                + (
+                    " This machine has an NVIDIA GPU, so `torch.cuda.is_available()` is False "
+                    "for no good reason (`AssertionError: Torch not compiled with CUDA enabled`)."
+                    if gpu_present
+                    else ""
+                )
             ),
             evidence=tuple(evidence),
-            data={"version": build.version},
+            data={
+                "version": build.version,
+                "gpu_present": gpu_present,
+                "capabilities": [g.cc_text for g in gpus if g.cc_text],
+                "driver_version": machine.driver_version if machine is not None else None,
+                "driver_cuda": machine.driver_cuda_version if machine is not None else None,
+            },
         )
     ]

@@ -25,6 +25,9 @@ class ProbeOptions:
 def gather(options: ProbeOptions) -> Facts:
     """Run every probe and assemble one snapshot of facts."""
     failures: list[ProbeFailure] = []
+    from doctor.probe.machine import MachineProbe
+
+    machine_probe = MachineProbe(timeout=options.timeout)  # runs while the next probe does
     inside = probe_interpreter(options.target.python, timeout=options.timeout)
     failures.extend(inside.failures)
 
@@ -41,6 +44,10 @@ def gather(options: ProbeOptions) -> Facts:
         else:
             failures.append(ProbeFailure("project", f"{root}: no such directory"))
 
+    machine = machine_probe.finish(inside.torch)
+    if machine.nvml is not None and machine.nvml.probe_error is not None:
+        failures.append(ProbeFailure("nvml", machine.nvml.probe_error))
+
     return Facts(
         interpreter=inside.interpreter,
         platform=inside.platform,
@@ -48,5 +55,6 @@ def gather(options: ProbeOptions) -> Facts:
         torch=inside.torch,
         project=project,
         environment=inside.environment,
+        machine=machine,
         failures=tuple(failures),
     )

@@ -40,3 +40,4 @@ def attach_remedies(findings: Sequence[Finding], facts: Facts) -> list[Finding]:
 
 
 from doctor.remedies import packages as _packages  # noqa: E402,F401
+from doctor.remedies import driver as _driver  # noqa: E402,F401

@@ -19,6 +19,7 @@ from doctor import __version__
 from doctor.checks import CheckStatus
 from doctor.facts import Facts
 from doctor.findings import Finding, RemedyKind, Severity
+from doctor.render.machine_rows import machine_rows
 from doctor.report import Report, Verdict
 
 __all__ = ["render_terminal", "render_terminal_text"]
@@ -90,6 +91,8 @@ def _header(report: Report) -> Panel:
     if plat is not None:
         libc = f", {plat.libc} {plat.libc_version}" if plat.libc else ""
         grid.add_row("Platform", f"{plat.system} {plat.machine}{libc}")
+    for label, row in machine_rows(facts):
+        grid.add_row(label, row)
     project = facts.project
     if project is not None:
         text = Text(short_path(project.root, facts))

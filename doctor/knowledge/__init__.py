@@ -1,0 +1,116 @@
+"""Knowledge kept as data: TOML files with their sources and review dates, and a loader.
+
+Nothing here decides anything; checks and remedies read these tables.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "MvcFloor",
+    "ToolkitDriver",
+    "TorchBuild",
+    "gpu_family",
+    "load",
+    "mvc_floors",
+    "mvc_limitations",
+    "toolkit_drivers",
+    "torch_builds",
+]
+
+
+@cache
+def load(name: str) -> dict[str, Any]:
+    """One knowledge file, e.g. ``load("cuda_drivers")``."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.9/3.10 only
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    text = resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    data: dict[str, Any] = tomllib.loads(text)
+    return data
+
+
+def _cc(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+@dataclass(frozen=True)
+class ToolkitDriver:
+    """The driver a CUDA toolkit release natively needs."""
+
+    cuda: str  # "12.8"
+    release: str  # "GA", "Update 1"
+    linux: str | None
+    windows: str | None
+
+
+@dataclass(frozen=True)
+class MvcFloor:
+    """The lowest driver that runs any CUDA <major>.x application (minor-version compatibility)."""
+
+    major: int
+    linux: str
+    windows: str
+
+
+@dataclass(frozen=True)
+class TorchBuild:
+    """One published PyTorch CUDA variant and the GPU code it carries."""
+
+    variant: str  # "cu128"
+    cuda: str  # "12.8"
+    torch: str  # a PEP 440 specifier of the releases, ">=2.8,<2.11"
+    sm: tuple[tuple[int, int], ...]
+    ptx: tuple[tuple[int, int], ...]
+    source: str
+
+
+@cache
+def toolkit_drivers() -> tuple[ToolkitDriver, ...]:
+    rows = load("cuda_drivers")["toolkit"]["rows"]
+    return tuple(
+        ToolkitDriver(r["cuda"], r["release"], r.get("linux"), r.get("windows")) for r in rows
+    )
+
+
+@cache
+def mvc_floors() -> tuple[MvcFloor, ...]:
+    floors = load("cuda_drivers")["minor_version_compatibility"]["floors"]
+    return tuple(MvcFloor(int(f["major"]), f["linux"], f["windows"]) for f in floors)
+
+
+def mvc_limitations() -> str:
+    text: str = load("cuda_drivers")["minor_version_compatibility"]["limitations"]
+    return text
+
+
+@cache
+def torch_builds() -> tuple[TorchBuild, ...]:
+    return tuple(
+        TorchBuild(
+            variant=b["variant"],
+            cuda=b["cuda"],
+            torch=b["torch"],
+            sm=tuple(_cc(x) for x in b["sm"]),
+            ptx=tuple(_cc(x) for x in b["ptx"]),
+            source=b["source"],
+        )
+        for b in load("torch_arch_lists")["builds"]
+    )
+
+
+def gpu_family(capability: tuple[int, int]) -> str | None:
+    """Maxwell, Ampere, Blackwell ... for a compute capability."""
+    text = "{}.{}".format(*capability)
+    for family in load("gpu_architectures")["families"]:
+        if text in family["capabilities"]:
+            name: str = family["name"]
+            return name
+    return None

@@ -1,0 +1,141 @@
+"""Ask NVML about the driver and the GPUs; print one JSON object. Runs contained.
+
+This is run as ``<doctor's python> -I -B -c <this source>`` by doctor/probe/nvml.py,
+because loading libnvidia-ml.so.1 and calling into the driver can hang or crash. It
+imports nvidia-ml-py (pynvml), which is installed with torch-doctor, and nothing else
+outside the standard library. It writes nothing.
+"""
+
+import contextlib
+import json
+import os
+import sys
+
+# NVML return codes worth telling apart (nvml.h nvmlReturn_t).
+STATUS_BY_CODE = {
+    4: "no-permission",
+    9: "driver-not-loaded",
+    12: "library-not-found",
+    18: "rm-version-mismatch",
+}
+
+
+def loaded_path(fragment):
+    """The file the dynamic loader mapped for a library, from /proc/self/maps."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and fragment in parts[5]:
+                    return os.path.realpath(parts[5].strip())
+    except OSError:
+        pass
+    return None
+
+
+def text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def error_of(pynvml, exc):
+    """The return code and the driver's own text for it (nvmlErrorString), else pynvml's."""
+    code = getattr(exc, "value", None)
+    try:
+        return code, text(pynvml.nvmlErrorString(code))
+    except Exception:
+        pass  # the library is not loaded, or has no nvmlErrorString
+    try:
+        return code, str(exc)
+    except Exception:
+        return code, f"NVML error {code}"
+
+
+def query(pynvml, call, *args):
+    """(value, None) or (None, "message") for one optional query."""
+    try:
+        return call(*args), None
+    except pynvml.NVMLError as exc:
+        return None, error_of(pynvml, exc)[1]
+
+
+def gpu(pynvml, index):
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    out = {"index": index, "errors": []}
+    name, error = query(pynvml, pynvml.nvmlDeviceGetName, handle)
+    out["name"] = text(name) if name is not None else f"GPU {index}"
+    if error:
+        out["errors"].append("name: " + error)
+    cc, error = query(pynvml, pynvml.nvmlDeviceGetCudaComputeCapability, handle)
+    out["compute_capability"] = list(cc) if cc is not None else None
+    if error:
+        out["errors"].append("compute capability: " + error)
+    memory, error = query(pynvml, pynvml.nvmlDeviceGetMemoryInfo, handle)
+    out["memory_total_bytes"] = int(memory.total) if memory is not None else None
+    if error:
+        out["errors"].append("memory: " + error)
+    mig, error = query(pynvml, pynvml.nvmlDeviceGetMigMode, handle)
+    # "Not Supported" is the normal answer on GPUs without MIG: not an error worth listing.
+    out["mig_enabled"] = bool(mig[0]) if mig is not None else None
+    out["mig_pending"] = bool(mig[1]) if mig is not None else None
+    uuid, error = query(pynvml, pynvml.nvmlDeviceGetUUID, handle)
+    out["uuid"] = text(uuid) if uuid is not None else None
+    if error:
+        out["errors"].append("uuid: " + error)
+    pci, error = query(pynvml, pynvml.nvmlDeviceGetPciInfo_v3, handle)
+    out["pci_bus_id"] = text(pci.busId) if pci is not None else None
+    return out
+
+
+def main():
+    report = {"status": "ok"}
+    try:
+        import pynvml
+    except ImportError as exc:
+        report.update(status="unknown", error_text=f"nvidia-ml-py is not importable: {exc}")
+        print(json.dumps(report))
+        return 0
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        code, message = error_of(pynvml, exc)
+        report.update(
+            status=STATUS_BY_CODE.get(code, "unknown"),
+            error_code=code,
+            error_text=message,
+            library_path=loaded_path("libnvidia-ml"),
+        )
+        print(json.dumps(report))
+        return 0
+    report["library_path"] = loaded_path("libnvidia-ml")
+    try:
+        version, error = query(pynvml, pynvml.nvmlSystemGetDriverVersion)
+        report["driver_version"] = text(version) if version is not None else None
+        cuda, error = query(pynvml, pynvml.nvmlSystemGetCudaDriverVersion_v2)
+        report["cuda_driver_version"] = int(cuda) if cuda is not None else None
+        if error:
+            report["cuda_driver_version_error"] = error
+        count, error = query(pynvml, pynvml.nvmlDeviceGetCount)
+        gpus = []
+        for index in range(count or 0):
+            try:
+                gpus.append(gpu(pynvml, index))
+            except pynvml.NVMLError as exc:
+                gpus.append(
+                    {
+                        "index": index,
+                        "name": f"GPU {index}",
+                        "errors": ["handle: " + error_of(pynvml, exc)[1]],
+                    }
+                )
+        report["gpus"] = gpus
+        if error:
+            report["device_count_error"] = error
+    finally:
+        with contextlib.suppress(pynvml.NVMLError):
+            pynvml.nvmlShutdown()
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

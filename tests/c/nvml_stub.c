@@ -1,0 +1,147 @@
+/* A stand-in for libnvidia-ml.so.1 at its C ABI, for tests on machines without a GPU.
+ * It implements the NVML entry points nvidia-ml-py calls in doctor/probe/nvml_child.py
+ * and answers from the scenario in stub_config.h. Build:
+ *   cc -shared -fPIC -Wl,-soname,libnvidia-ml.so.1 -o libnvidia-ml.so.1 nvml_stub.c
+ */
+#include "stub_config.h"
+
+typedef int nvmlReturn_t;
+typedef struct stub_gpu *nvmlDevice_t;
+
+enum {
+    NVML_SUCCESS = 0,
+    NVML_ERROR_UNINITIALIZED = 1,
+    NVML_ERROR_INVALID_ARGUMENT = 2,
+    NVML_ERROR_NOT_SUPPORTED = 3,
+    NVML_ERROR_NO_PERMISSION = 4,
+    NVML_ERROR_INSUFFICIENT_SIZE = 7,
+    NVML_ERROR_DRIVER_NOT_LOADED = 9,
+    NVML_ERROR_LIBRARY_NOT_FOUND = 12,
+    NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18,
+    NVML_ERROR_UNKNOWN = 999,
+};
+
+typedef struct {
+    unsigned long long total, free, used;
+} nvmlMemory_t;
+
+typedef struct {
+    char busIdLegacy[16];
+    unsigned int domain, bus, device, pciDeviceId, pciSubSystemId;
+    char busId[32];
+} nvmlPciInfo_t;
+
+static int initialised;
+
+static nvmlReturn_t init(void) {
+    stub_load();
+    if (stub.nvml_init_error) return stub.nvml_init_error;
+    initialised = 1;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlInit_v2(void) { return init(); }
+nvmlReturn_t nvmlInit(void) { return init(); }
+nvmlReturn_t nvmlInitWithFlags(unsigned int flags) { (void)flags; return init(); }
+
+nvmlReturn_t nvmlShutdown(void) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    initialised = 0;
+    return NVML_SUCCESS;
+}
+
+const char *nvmlErrorString(nvmlReturn_t result) {
+    switch (result) {
+    case NVML_SUCCESS: return "Success";
+    case NVML_ERROR_UNINITIALIZED: return "Uninitialized";
+    case NVML_ERROR_INVALID_ARGUMENT: return "Invalid Argument";
+    case NVML_ERROR_NOT_SUPPORTED: return "Not Supported";
+    case NVML_ERROR_NO_PERMISSION: return "Insufficient Permissions";
+    case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
+    case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
+    case NVML_ERROR_LIBRARY_NOT_FOUND: return "NVML Shared Library Not Found";
+    case NVML_ERROR_LIB_RM_VERSION_MISMATCH: return "Driver/library version mismatch";
+    default: return "Unknown Error";
+    }
+}
+
+static nvmlReturn_t copy_out(char *dst, unsigned int length, const char *src) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (!dst) return NVML_ERROR_INVALID_ARGUMENT;
+    if (strlen(src) + 1 > length) return NVML_ERROR_INSUFFICIENT_SIZE;
+    strcpy(dst, src);
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
+    return copy_out(version, length, stub.driver_version);
+}
+
+nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *version) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    *version = stub.cuda_version;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *version) {
+    return nvmlSystemGetCudaDriverVersion_v2(version);
+}
+
+nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    *count = (unsigned int)stub.gpu_count;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (index >= (unsigned int)stub.gpu_count || !device) return NVML_ERROR_INVALID_ARGUMENT;
+    *device = &stub.gpus[index];
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
+    if (!device) return NVML_ERROR_INVALID_ARGUMENT;
+    return copy_out(name, length, device->name);
+}
+
+nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
+    if (!device) return NVML_ERROR_INVALID_ARGUMENT;
+    return copy_out(uuid, length, device->uuid);
+}
+
+nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int *major, int *minor) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (!device || !major || !minor) return NVML_ERROR_INVALID_ARGUMENT;
+    *major = device->cc_major;
+    *minor = device->cc_minor;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (!device || !memory) return NVML_ERROR_INVALID_ARGUMENT;
+    memory->total = device->memory_bytes;
+    memory->used = device->memory_bytes / 100;
+    memory->free = memory->total - memory->used;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *current, unsigned int *pending) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (!device || !current || !pending) return NVML_ERROR_INVALID_ARGUMENT;
+    if (device->mig < 0) return NVML_ERROR_NOT_SUPPORTED;
+    *current = *pending = (unsigned int)device->mig;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (!device || !pci) return NVML_ERROR_INVALID_ARGUMENT;
+    memset(pci, 0, sizeof *pci);
+    stub_copy(pci->busId, sizeof pci->busId, device->bus_id);
+    stub_copy(pci->busIdLegacy, sizeof pci->busIdLegacy, device->bus_id);
+    pci->bus = (unsigned int)(device - stub.gpus) + 1;
+    pci->pciDeviceId = 0x10de;
+    return NVML_SUCCESS;
+}

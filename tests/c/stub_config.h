@@ -1,0 +1,104 @@
+/* The scenario a driver stand-in plays, read from the file named by
+ * TORCH_DOCTOR_STUB_CONFIG. One "key=value" per line:
+ *
+ *   driver_version=580.95.05        nvmlSystemGetDriverVersion
+ *   cuda_version=13000              nvmlSystemGetCudaDriverVersion_v2, cuDriverGetVersion
+ *   nvml_init_error=18              returned by nvmlInit*, e.g. 18 = LIB_RM_VERSION_MISMATCH
+ *   cu_init_error=803               returned by cuInit
+ *   gpu=NAME|MAJOR.MINOR|MEMORY_MIB|MIG|UUID|BUS_ID    one line per GPU; MIG is 1, 0 or -
+ *                                   (- = the GPU does not support MIG)
+ */
+#ifndef TORCH_DOCTOR_STUB_CONFIG_H
+#define TORCH_DOCTOR_STUB_CONFIG_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STUB_MAX_GPUS 8
+
+struct stub_gpu {
+    char name[96];
+    int cc_major, cc_minor;
+    unsigned long long memory_bytes;
+    int mig; /* 1 enabled, 0 disabled, -1 not supported */
+    char uuid[96];
+    char bus_id[32];
+};
+
+struct stub_config {
+    int loaded;
+    char driver_version[80];
+    int cuda_version;
+    int nvml_init_error;
+    int cu_init_error;
+    int gpu_count;
+    struct stub_gpu gpus[STUB_MAX_GPUS];
+};
+
+static struct stub_config stub;
+
+static void stub_copy(char *dst, size_t size, const char *src) {
+    strncpy(dst, src ? src : "", size - 1);
+    dst[size - 1] = '\0';
+}
+
+static void stub_parse_gpu(const char *value) {
+    if (stub.gpu_count >= STUB_MAX_GPUS) return;
+    struct stub_gpu *gpu = &stub.gpus[stub.gpu_count];
+    char buffer[512];
+    stub_copy(buffer, sizeof buffer, value);
+    char *fields[6] = {0};
+    int n = 0;
+    char *cursor = buffer;
+    while (n < 6) {
+        fields[n++] = cursor;
+        char *bar = strchr(cursor, '|');
+        if (!bar) break;
+        *bar = '\0';
+        cursor = bar + 1;
+    }
+    stub_copy(gpu->name, sizeof gpu->name, fields[0]);
+    gpu->cc_major = 0;
+    gpu->cc_minor = 0;
+    if (fields[1]) sscanf(fields[1], "%d.%d", &gpu->cc_major, &gpu->cc_minor);
+    gpu->memory_bytes = fields[2] ? strtoull(fields[2], NULL, 10) * 1024ULL * 1024ULL : 0;
+    gpu->mig = (fields[3] && fields[3][0] == '1') ? 1 : (fields[3] && fields[3][0] == '0') ? 0 : -1;
+    if (fields[4] && fields[4][0]) {
+        stub_copy(gpu->uuid, sizeof gpu->uuid, fields[4]);
+    } else {
+        snprintf(gpu->uuid, sizeof gpu->uuid, "GPU-00000000-0000-0000-0000-%012d", stub.gpu_count);
+    }
+    if (fields[5] && fields[5][0]) {
+        stub_copy(gpu->bus_id, sizeof gpu->bus_id, fields[5]);
+    } else {
+        snprintf(gpu->bus_id, sizeof gpu->bus_id, "00000000:%02X:00.0", stub.gpu_count + 1);
+    }
+    stub.gpu_count++;
+}
+
+static void stub_load(void) {
+    if (stub.loaded) return;
+    stub.loaded = 1;
+    stub_copy(stub.driver_version, sizeof stub.driver_version, "580.95.05");
+    stub.cuda_version = 13000;
+    const char *path = getenv("TORCH_DOCTOR_STUB_CONFIG");
+    FILE *file = path ? fopen(path, "r") : NULL;
+    if (!file) return;
+    char line[600];
+    while (fgets(line, sizeof line, file)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        char *eq = strchr(line, '=');
+        if (!eq || line[0] == '#') continue;
+        *eq = '\0';
+        const char *key = line, *value = eq + 1;
+        if (!strcmp(key, "driver_version")) stub_copy(stub.driver_version, sizeof stub.driver_version, value);
+        else if (!strcmp(key, "cuda_version")) stub.cuda_version = atoi(value);
+        else if (!strcmp(key, "nvml_init_error")) stub.nvml_init_error = atoi(value);
+        else if (!strcmp(key, "cu_init_error")) stub.cu_init_error = atoi(value);
+        else if (!strcmp(key, "gpu")) stub_parse_gpu(value);
+    }
+    fclose(file);
+}
+
+#endif
