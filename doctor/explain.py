@@ -185,6 +185,8 @@ def _summary_data(matches: Sequence[Match], verdicts: Verdicts) -> dict[str, Any
 
 
 def _conclusion(data: dict[str, Any]) -> str:
+    if not (data["confirmed"] or data["ruled_out"] or data["undetermined"]):
+        return "torch-doctor has no check for this cause yet: follow the advice above."
     if data["confirmed"]:
         return "Confirmed here: " + ", ".join(data["confirmed"]) + " (remedies below)."
     if data["ruled_out"] and not data["undetermined"] and not data["not_checked"]:
@@ -270,6 +272,19 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
             write_output(UNKNOWN_MESSAGE, options.output)
         return EXIT_OK
 
+    wanted = {f for m in matches for f in m.signature.findings}
+    if not wanted & set(REGISTRY):
+        # Nothing here can confirm or rule it out: say what it is and what to do, quickly.
+        empty = Verdicts((), (), (), tuple(sorted(wanted)))
+        summary = _summary_data(matches, empty)
+        if options.fmt == "json":
+            write_output(json.dumps({"explain": summary}, indent=2) + "\n", options.output)
+        elif options.fmt == "markdown":
+            write_output("\n".join(_markdown_preface(summary)), options.output)
+        else:
+            write_output("\n".join(_terminal_preface(summary)), options.output)
+        return EXIT_OK
+
     report = diagnose()
     verdicts = _verdicts(matches, report)
     focused = _focus(report, verdicts.ids)
@@ -281,7 +296,8 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
     if options.fmt == "json":
         from doctor.render.output import report_dict
 
-        payload = {"explain": data, **report_dict(prepared)}
+        # The report stays one schema-valid object (docs/report.schema.json) under "report".
+        payload = {"explain": data, "report": report_dict(prepared)}
         write_output(json.dumps(payload, indent=2) + "\n", options.output)
     elif options.fmt == "markdown":
         body = render_text(prepared, "markdown").replace("## torch-doctor report", "### Report", 1)

@@ -1,0 +1,173 @@
+"""`torch-doctor explain`: pasted error text -> the failure's name and the checks that decide it."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from doctor.checks import REGISTRY
+from doctor.explain import Signature, load_signatures, match_signatures
+from tests.factory import PLAIN_DEPENDENCIES, FakeEnv, doctor_env, run_doctor
+
+SIGNATURES = load_signatures()
+
+
+@pytest.mark.parametrize("signature", SIGNATURES, ids=lambda s: s.id)
+def test_each_signature_recognises_its_real_error_and_maps_to_real_findings(
+    signature: Signature,
+) -> None:
+    assert signature.id in [m.signature.id for m in match_signatures(signature.example)]
+    if signature.findings:
+        assert set(signature.findings) <= set(REGISTRY), "a finding id this version lacks"
+    else:
+        assert signature.advice, "a signature with no check must say what to do"
+
+
+@pytest.mark.parametrize("signature", SIGNATURES, ids=lambda s: s.id)
+def test_each_signature_names_its_source_and_review_date(signature: Signature) -> None:
+    assert signature.source.startswith("https://")
+    datetime.date.fromisoformat(signature.reviewed)
+    assert "\n" not in signature.name and signature.catalogue
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("libcudnn.so.9: cannot open shared object file", "cudnn-not-found"),
+        (
+            "undefined symbol: __nvJitLinkComplete_12_4, version libnvJitLink.so.12",
+            "nvjitlink-undefined-symbol",
+        ),
+        ("The NVIDIA driver on your system is too old (found version 12020)", "driver-too-old"),
+        ("CUDA error: no kernel image is available for execution on the device", "no-kernel-image"),
+        ("Failed to initialize NVML: Driver/library version mismatch", "nvml-driver-mismatch"),
+        ("sm_120 is not compatible with the current PyTorch installation", "arch-not-compatible"),
+        ("AssertionError: Torch not compiled with CUDA enabled", "torch-not-compiled-with-cuda"),
+        ("Found no NVIDIA driver on your system", "no-nvidia-driver"),
+        (
+            "Error 803: system has unsupported display driver / cuda driver combination",
+            "cuda-error-803",
+        ),
+        ("libtorch_cuda.so: undefined symbol: ncclCommRegister", "nccl-undefined-symbol"),
+        ("RuntimeError: operator torchvision::nms does not exist", "torchvision-operator-missing"),
+    ],
+)
+def test_errors_named_in_the_issue_are_recognised(text: str, expected: str) -> None:
+    assert [m.signature.id for m in match_signatures(text)] == [expected]
+
+
+def test_unrelated_text_matches_no_signature() -> None:
+    assert match_signatures("SyntaxError: invalid syntax") == []
+    # A module *named like* torch is not torch.
+    assert match_signatures("ModuleNotFoundError: No module named 'torchvision'") == []
+
+
+# --- Through the CLI ------------------------------------------------------------------------
+
+
+def test_cudnn_error_is_confirmed_by_the_missing_wheel_with_its_install_command(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    error = "ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory"
+    run = run_doctor("explain", error, "--python", str(env.root), cwd=workdir)
+    assert run.returncode == 1, run.stderr
+    assert "Recognised: cuDNN 9 cannot be loaded" in run.stdout
+    assert "Confirmed here: missing-cuda-wheel" in run.stdout
+    assert "nvidia-cudnn-cu13==9.24.0.43" in run.stdout  # the remedy, with the pin
+    assert "cpu-only-torch" not in run.stdout  # only the checks that bear on this error
+
+
+def test_explain_json_lists_what_is_confirmed_and_what_is_ruled_out(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    run = run_doctor(
+        "explain",
+        "libcudnn.so.9: cannot open shared object file",
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
+    )
+    data = json.loads(run.stdout)
+    explained = data["explain"]
+    assert [r["id"] for r in explained["recognised"]] == ["cudnn-not-found"]
+    assert "missing-cuda-wheel" in explained["confirmed"]
+    assert "cuda-wheel-files-missing" in explained["ruled_out"]
+    checked = {c["id"] for c in data["report"]["checks"]}
+    [cudnn] = [s for s in SIGNATURES if s.id == "cudnn-not-found"]
+    assert checked <= set(cudnn.findings)
+    assert [f["id"] for f in data["report"]["findings"]] == ["missing-cuda-wheel"]
+
+
+def test_cpu_build_confirms_torch_not_compiled_with_cuda(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_torch("2.14.1+cpu", cuda=None, requires_dist=tuple(PLAIN_DEPENDENCIES))
+    for name, version in PLAIN_DEPENDENCIES.items():
+        env.install(name, version)
+    run = run_doctor(
+        "explain",
+        "AssertionError: Torch not compiled with CUDA enabled",
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
+    )
+    assert json.loads(run.stdout)["explain"]["confirmed"] == ["cpu-only-torch"]
+
+
+def test_cuda_build_rules_out_torch_not_compiled_with_cuda(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130()
+    run = run_doctor(
+        "explain", "Torch not compiled with CUDA enabled", "--python", str(env.root), cwd=workdir
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Ruled out here" in run.stdout
+
+
+def test_unknown_text_says_so_and_suggests_the_full_check(workdir: Path) -> None:
+    run = run_doctor("explain", "SyntaxError: invalid syntax", cwd=workdir)
+    assert run.returncode == 0
+    assert "does not recognise" in run.stdout
+    assert "Run `torch-doctor`" in run.stdout
+
+
+def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "doctor", "explain", "-", "--format", "json"],
+        input="Traceback (most recent call last):\n  ...\n"
+        "RuntimeError: operator torchvision::nms does not exist\n",
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env=doctor_env(),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    explained = json.loads(proc.stdout)["explain"]
+    [recognised] = explained["recognised"]
+    assert recognised["matched"] == "RuntimeError: operator torchvision::nms does not exist"
+    assert recognised["advice"]
+    assert explained["confirmed"] == [] and explained["ruled_out"] == []
+
+
+def test_empty_error_text_is_a_usage_error(workdir: Path) -> None:
+    run = run_doctor("explain", "  ", cwd=workdir)
+    assert run.returncode == 2
+    assert "give the error text" in run.stderr
