@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import os
+import platform
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,15 @@ import pytest
 from doctor.fix import FixError, apply_blocks
 from tests.factory import PLAIN_DEPENDENCIES, TORCH_2_14_REQUIRES, DoctorRun, FakeEnv, run_doctor
 from tests.test_scenarios_wheels import PYPROJECT, _uv_lock
+
+# The real-uv fixtures of the end-to-end test of uv#11945.
+from tests.test_uv_lock_metadata import (
+    CUDA_WHEELS,
+    UV,
+    UvProject,
+    uv_project,  # noqa: F401  (a fixture, requested by name below)
+)
+from tests.wheelhouse import WheelSpec, founding_case_wheels
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -243,3 +255,63 @@ def test_a_table_where_an_array_is_expected_is_refused() -> None:
 def test_unchanged_text_is_returned_as_is_even_with_odd_spacing() -> None:
     user = "[project]\nname   =   'x'\n\n\n"
     assert apply_blocks(user, ["[project]\nname = 'x'\n"]) == user
+
+
+# --- With the real uv: fix, then `uv lock` records what the lock had lost -------------------
+
+
+@pytest.fixture
+def broken_uv_project(request: pytest.FixtureRequest) -> UvProject:
+    """The founding case after `uv lock` and `uv sync`: torch without its nvidia wheels."""
+    make: Callable[[Sequence[WheelSpec]], UvProject] = request.getfixturevalue("uv_project")
+    project = make(founding_case_wheels())
+    project.uv("lock")
+    assert project.locked_dependencies("torch").isdisjoint(CUDA_WHEELS)  # uv#11945
+    project.uv("sync")
+    return project
+
+
+@pytest.mark.uv
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(UV is None, reason="uv is not installed")
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine() != "x86_64",
+    reason="torch 2.6.0+cu126 declares its nvidia wheels for Linux x86_64 only",
+)
+def test_fix_then_real_uv_lock_records_every_missing_dependency(
+    broken_uv_project: UvProject,
+) -> None:
+    project = broken_uv_project
+    comment = "# The local index replaces PyPI: nothing is resolved from anywhere else."
+    assert comment in project.pyproject.read_text()
+
+    run = run_doctor("fix", "--yes", cwd=project.root)
+    assert run.returncode == 0, run.stderr
+    assert comment in project.pyproject.read_text()
+    relock = project.uv("lock")
+    assert "warning" not in relock.stderr.lower(), relock.stderr
+    assert project.locked_dependencies("torch") >= set(CUDA_WHEELS)
+
+    again = run_doctor("fix", "--yes", cwd=project.root)
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to change" in again.stdout or "already up to date" in again.stdout
+
+
+@pytest.mark.uv
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(UV is None, reason="uv is not installed")
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine() != "x86_64",
+    reason="torch 2.6.0+cu126 declares its nvidia wheels for Linux x86_64 only",
+)
+def test_fix_sync_runs_uv_lock_and_sync_and_installs_the_lost_wheels(
+    broken_uv_project: UvProject,
+) -> None:
+    project = broken_uv_project
+    assert UV is not None
+    env = dict(project.env, PATH=f"{Path(UV).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    run = run_doctor("fix", "--yes", "--sync", cwd=project.root, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "$ uv lock" in run.stdout and "$ uv sync" in run.stdout
+    assert project.locked_dependencies("torch") >= set(CUDA_WHEELS)
+    assert project.installed() >= set(CUDA_WHEELS)
