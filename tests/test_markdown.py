@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from doctor import __version__
 from doctor.facts import DistributionFacts, Facts, InterpreterFacts, PlatformFacts
@@ -12,7 +15,8 @@ from doctor.findings import Finding, Remedy, RemedyKind, Severity
 from doctor.pipeline import judge
 from doctor.render.markdown import MAX_BYTES, cell, code, md, render_markdown
 from doctor.report import Report
-from tests.factory import run_doctor
+from tests.driver_stub import H100, RTX_5090, Driver, DriverStubs
+from tests.factory import FakeEnv, run_doctor
 from tests.test_fix import make_lock_project
 
 if sys.version_info >= (3, 11):
@@ -165,3 +169,36 @@ def test_markup_in_facts_cannot_break_the_report() -> None:
 def test_unredacted_report_says_so_in_its_footer() -> None:
     text = render_markdown(_huge_report(), redactions=None)
     assert "not redacted" in text.splitlines()[-1]
+
+
+def test_driver_and_gpus_appear_in_the_facts_table(
+    make_env: Callable[..., FakeEnv], workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130()
+    driver = driver_stubs.env(Driver("580.95.05", 13000, (H100, RTX_5090)))
+    text = run_doctor(
+        "--python", str(env.root), "--format", "markdown", cwd=workdir, env=driver
+    ).stdout
+    assert "driver 580.95.05 (supports CUDA 13.0)" in text.splitlines()[2]
+    [driver_row] = _table_rows(text, "Driver")
+    assert "580.95.05" in driver_row and "CUDA 13.0" in driver_row
+    [gpu0] = _table_rows(text, "GPU 0")
+    assert "NVIDIA H100" in gpu0 and "(sm_90)" in gpu0 and "covered by this torch build" in gpu0
+    [gpu1] = _table_rows(text, "GPU 1")
+    assert "RTX 5090" in gpu1 and "sm_120" in gpu1
+
+
+@pytest.mark.slow
+def test_real_torch_report_lists_the_loaded_cuda_libraries_under_64_kb(
+    real_torch_venv: FakeEnv, workdir: Path
+) -> None:
+    run = run_doctor("--python", str(real_torch_venv.root), "--format", "markdown", cwd=workdir)
+    text = run.stdout
+    assert len(text.encode()) < MAX_BYTES
+    assert "### CUDA libraries" in text
+    [cudnn] = _table_rows(text, "`libcudnn.so.9`")
+    assert "site-packages/nvidia/cudnn/lib/" in cudnn
+    assert "nvidia-cudnn-cu13" in cudnn and cudnn.endswith("| loaded |")
+    [torch_row] = _table_rows(text, "torch")
+    assert "CUDA 13.0" in torch_row and "installed by pip" in torch_row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from doctor.facts import Facts, MachineFacts
 from doctor.facts.machine import GpuFacts, NvmlFacts
 from doctor.redact import REDACTED, RedactionRules, Redactor, looks_secret, redact
-from tests.factory import DoctorRun, run_doctor
+from tests.driver_stub import Driver, DriverStubs, Gpu
+from tests.factory import DoctorRun, FakeEnv, run_doctor
 from tests.test_fix import make_lock_project
 from tests.test_scenarios_wheels import PYPROJECT
 
@@ -238,3 +240,27 @@ def test_user_named_ci_does_not_mangle_words_containing_it(tmp_path: Path) -> No
         assert "decision" in out
         if fmt == "json":
             assert "user-name" in json.loads(out)["redactions"]
+
+
+GPU_UUID = "GPU-5c1f4d6e-1a2b-4c3d-8e9f-0123456789ab"
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "json"])
+def test_gpu_uuids_from_the_driver_are_masked_unless_no_redact(
+    make_env: Callable[..., FakeEnv], workdir: Path, driver_stubs: DriverStubs, fmt: str
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130()
+    h100 = Gpu("NVIDIA H100 80GB HBM3", "9.0", 81559, mig=False, uuid=GPU_UUID)
+    driver = driver_stubs.env(Driver(gpus=(h100,)), CUDA_VISIBLE_DEVICES=GPU_UUID)
+    args = ("--python", str(env.root), "--format", fmt)
+    redacted = run_doctor(*args, cwd=workdir, env=driver).stdout
+    assert "5c1f4d6e" not in redacted
+    assert "NVIDIA H100 80GB HBM3" in redacted  # the GPU itself is still named
+    if fmt == "json":
+        data = json.loads(redacted)
+        assert "gpu-identifier" in data["redactions"]
+        [gpu] = data["facts"]["machine"]["nvml"]["gpus"]
+        assert gpu["uuid"] == f"GPU-{REDACTED}" and gpu["compute_capability"] == [9, 0]
+    kept = run_doctor(*args, "--no-redact", cwd=workdir, env=driver).stdout
+    assert GPU_UUID in kept

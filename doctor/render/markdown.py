@@ -314,6 +314,22 @@ def _facts_table(report: Report) -> list[str]:
 # --- CUDA libraries (doctor/facts/libraries.py) --------------------------------------------
 
 
+def _library_place(path: str, soname: str, facts: Facts) -> str:
+    """``site-packages/nvidia/cu13/lib/`` (the file name only when it is not the soname)."""
+    directory, name = os.path.split(path)
+    place = short_path(directory, facts)
+    interp = facts.interpreter
+    sites = {interp.purelib, interp.platlib} if interp is not None else set()
+    # Library paths are symlink-resolved; resolve the site dirs too (when still absolute:
+    # after redaction they may start with ~).
+    sites |= {os.path.realpath(s) for s in sites if s.startswith("/")}
+    for site in sorted(s for s in sites if s):
+        if directory == site or directory.startswith(site.rstrip("/") + "/"):
+            place = "site-packages/" + os.path.relpath(directory, site)
+            break
+    return place + ("/" if name == soname else f"/{name}")
+
+
 def _libraries(facts: Facts) -> list[str]:
     libraries = facts.libraries
     if libraries is None or not libraries.cuda:
@@ -326,7 +342,7 @@ def _libraries(facts: Facts) -> list[str]:
             (
                 code(row.soname),
                 version or "—",
-                code(short_path(path, facts)) if path else "—",
+                code(_library_place(path, row.soname, facts)) if path else "—",
                 row.owner or "—",
                 md(row.status),
             )
