@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import os
 import platform
+import pty
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from doctor.fix import FixError, apply_blocks
-from tests.factory import PLAIN_DEPENDENCIES, TORCH_2_14_REQUIRES, DoctorRun, FakeEnv, run_doctor
+from tests.factory import (
+    PLAIN_DEPENDENCIES,
+    TORCH_2_14_REQUIRES,
+    DoctorRun,
+    FakeEnv,
+    doctor_env,
+    run_doctor,
+)
 from tests.test_scenarios_wheels import PYPROJECT, _uv_lock
 
 # The real-uv fixtures of the end-to-end test of uv#11945.
@@ -315,3 +324,40 @@ def test_fix_sync_runs_uv_lock_and_sync_and_installs_the_lost_wheels(
     assert "$ uv lock" in run.stdout and "$ uv sync" in run.stdout
     assert project.locked_dependencies("torch") >= set(CUDA_WHEELS)
     assert project.installed() >= set(CUDA_WHEELS)
+
+
+def _fix_on_a_terminal(project: Path, answer: str) -> tuple[int, str]:
+    """Run `fix` with a pseudo-terminal as stdin (a real TTY) and type ``answer``."""
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "doctor", "fix"],
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=project,
+            env=doctor_env(),
+            text=True,
+        )
+        os.write(primary, answer.encode() + b"\n")
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    return proc.returncode, out
+
+
+def test_on_a_terminal_fix_asks_and_applies_on_yes(project: Path) -> None:
+    code, out = _fix_on_a_terminal(project, "y")
+    assert code == 0, out
+    assert "Apply? [y/N]" in out
+    assert len(torch_entries(project / "pyproject.toml")) == 1
+
+
+def test_on_a_terminal_any_other_answer_changes_nothing(project: Path) -> None:
+    before = (project / "pyproject.toml").read_bytes()
+    code, out = _fix_on_a_terminal(project, "n")
+    assert code == 0, out
+    assert "Nothing was changed." in out
+    assert (project / "pyproject.toml").read_bytes() == before
+    assert not list(project.glob("pyproject.toml*.bak"))

@@ -445,7 +445,11 @@ def _distributions(facts: Facts) -> list[str]:
         )
         for d in relevant[:MAX_DISTRIBUTIONS]
     ]
-    body = table(("distribution", "version", "installer", "location", "note"), rows)
+    body = (
+        table(("distribution", "version", "installer", "location", "note"), rows)
+        if rows
+        else ["None found."]
+    )
     if len(relevant) > MAX_DISTRIBUTIONS:
         body += ["", _more(len(relevant) - MAX_DISTRIBUTIONS, "distributions")]
     if others:
