@@ -93,12 +93,19 @@ class DriverStubs:
     libraries: Path
     scratch: Path
 
-    def env(self, driver: Driver, **extra: str) -> dict[str, str]:
+    def env(self, driver: Driver, *, libcuda: bool = True, **extra: str) -> dict[str, str]:
+        """The CLI's environment; ``libcuda=False`` leaves only libnvidia-ml.so.1 loadable."""
         self.scratch.mkdir(parents=True, exist_ok=True)
         config = self.scratch / f"driver-{abs(hash(driver.config())):x}.conf"
         config.write_text(driver.config())
+        libraries = self.libraries
+        if not libcuda:
+            libraries = self.scratch / "nvml-only"
+            libraries.mkdir(exist_ok=True)
+            if not (libraries / "libnvidia-ml.so.1").exists():
+                (libraries / "libnvidia-ml.so.1").symlink_to(self.libraries / "libnvidia-ml.so.1")
         return {
-            "LD_LIBRARY_PATH": str(self.libraries),
+            "LD_LIBRARY_PATH": str(libraries),
             "TORCH_DOCTOR_STUB_CONFIG": str(config),
             **extra,
         }

@@ -225,6 +225,12 @@ def test_cuinit_error_is_named_and_a_successful_cuinit_is_quiet() -> None:
     assert run("cuda-init-failed", with_machine(machine())) == []
 
 
+def test_no_gpu_visible_skips_when_no_gpu_is_known() -> None:
+    cvd = parse_visible_devices("CUDA_VISIBLE_DEVICES", "")
+    outcome = run("no-gpu-visible", with_machine(machine((), cuda_visible_devices=cvd)))
+    assert isinstance(outcome, Skip)
+
+
 # --- driver-too-old -----------------------------------------------------------------------
 
 
@@ -329,3 +335,29 @@ def test_cpu_build_remedy_is_the_index_block_for_the_computed_variant() -> None:
     assert block["tool"]["uv"]["index"][0]["url"] == "https://download.pytorch.org/whl/cu128"
     assert block["tool"]["uv"]["index"][0]["explicit"] is True
     assert block["tool"]["uv"]["sources"]["torch"][0]["marker"] == "sys_platform == 'linux'"
+
+
+# --- knowledge ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cuda_drivers", "gpu_architectures", "torch_arch_lists"])
+def test_knowledge_files_carry_sources_links_and_review_date(name: str) -> None:
+    import datetime
+
+    from doctor.knowledge import load
+
+    data = load(name)
+    assert data["reviewed"] == datetime.date(2026, 11, 24)
+    sections = [data] if "source" in data else [v for v in data.values() if isinstance(v, dict)]
+    assert sections
+    for section in sections:
+        assert section["source"]
+        assert all(link.startswith("https://") for link in section["links"])
+
+
+def test_every_published_variant_names_the_source_of_its_arch_list() -> None:
+    from doctor.knowledge import torch_builds
+
+    builds = torch_builds()
+    assert {b.variant for b in builds} >= {"cu118", "cu126", "cu128", "cu130", "cu132"}
+    assert all(b.source and b.sm for b in builds)

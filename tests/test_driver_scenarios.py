@@ -250,6 +250,18 @@ def test_cuda_compat_directory_in_ld_library_path_is_named_for_error_804(
     assert env_remedy["text"].startswith("export LD_LIBRARY_PATH=")
 
 
+def test_nvml_without_libcuda_in_a_container_asks_for_the_compute_capability(
+    cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    env = driver_stubs.env(Driver(), libcuda=False, NVIDIA_DRIVER_CAPABILITIES="utility")
+    run = doctor(cu130, workdir, env)
+    finding = run.finding("cuda-init-failed")
+    assert "libcuda.so.1 cannot be loaded" in finding["title"]
+    assert "no-nvidia-driver" not in run.finding_ids()
+    env_remedy = next(r for r in finding["remedies"] if r["kind"] == "env")
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env_remedy["text"]
+
+
 # --- visibility ---------------------------------------------------------------------------
 
 

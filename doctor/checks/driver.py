@@ -177,6 +177,8 @@ def cuda_init_failed(facts: Facts) -> Outcome:
     if isinstance(machine, Skip):
         return machine
     cuda = machine.cuda_driver
+    if cuda is not None and not cuda.loaded and _driver_answers(machine):
+        return [_libcuda_missing(facts, machine, cuda.load_error)]
     if cuda is None or not cuda.loaded:
         return NO_DRIVER
     if cuda.init_result == 0 and cuda.probe_error is None:
@@ -225,6 +227,44 @@ def cuda_init_failed(facts: Facts) -> Outcome:
             },
         )
     ]
+
+
+def _libcuda_missing(facts: Facts, machine: MachineFacts, load_error: str | None) -> Finding:
+    """NVML answers but the CUDA driver library is absent: half a driver."""
+    evidence = [f"libcuda.so.1 cannot be loaded: {load_error or 'unknown reason'}"]
+    if machine.nvml is not None and machine.nvml.driver_version:
+        evidence.append(f"NVML answers: driver {machine.nvml.driver_version}")
+    capabilities = facts.environment.get("NVIDIA_DRIVER_CAPABILITIES")
+    lacks_compute = capabilities is not None and not (
+        {"compute", "all"} & {c.strip() for c in capabilities.split(",")}
+    )
+    if capabilities is not None:
+        evidence.append(f"NVIDIA_DRIVER_CAPABILITIES={capabilities!r}")
+    return Finding(
+        id="cuda-init-failed",
+        severity=Severity.ERROR,
+        title="the CUDA driver library libcuda.so.1 cannot be loaded",
+        detail=(
+            "NVML answers, so the kernel driver is there, but the CUDA part of the driver "
+            "(libcuda.so.1) is not on the loader's path, so torch cannot initialise CUDA. "
+            + (
+                "In a container, NVIDIA_DRIVER_CAPABILITIES without `compute` leaves it out."
+                if lacks_compute
+                else "The driver's compute libraries are missing or not registered with ldconfig."
+            )
+        ),
+        evidence=tuple(evidence),
+        data={
+            "code": None,
+            "name": None,
+            "text": load_error,
+            "library_path": None,
+            "compat_paths": [],
+            "probe_error": None,
+            "libcuda_missing": True,
+            "capabilities_lack_compute": lacks_compute,
+        },
+    )
 
 
 def _init_error_meaning(code: int | None) -> str:
@@ -281,6 +321,8 @@ def no_gpu_visible(facts: Facts) -> Outcome:
     cvd = machine.cuda_visible_devices
     nvd = _nvidia_visible_hides(machine)
     gpus = machine.gpus
+    if not machine.gpu_present:
+        return Skip("no GPU is known")
     if cvd is not None and _hidden_by(cvd, gpus):
         reason = cvd.reason or (
             f"CUDA_VISIBLE_DEVICES={cvd.value!r} names none of the {len(gpus)} GPU(s) here"

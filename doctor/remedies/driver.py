@@ -262,7 +262,26 @@ def cuda_init_failed(finding: Finding, facts: Facts) -> Sequence[Remedy]:
             )
         )
     code = data.get("code")
-    if code == 803:
+    if data.get("libcuda_missing"):
+        if data.get("capabilities_lack_compute"):
+            remedies.append(
+                Remedy(
+                    RemedyKind.ENV,
+                    "ask the container runtime for the CUDA driver library",
+                    "export NVIDIA_DRIVER_CAPABILITIES=compute,utility\n"
+                    "# set it where the container is started (docker run -e ..., the image's ENV)",
+                )
+            )
+        else:
+            remedies.append(
+                Remedy(
+                    RemedyKind.TEXT,
+                    "install the driver's CUDA library",
+                    "Install the compute part of the NVIDIA driver (e.g. the libnvidia-compute "
+                    "package of the same version as the driver) and run `sudo ldconfig`.",
+                )
+            )
+    elif code == 803:
         remedies.append(
             Remedy(
                 RemedyKind.SHELL,
