@@ -74,6 +74,8 @@ class Driver:
     gpus: Sequence[Gpu] = field(default_factory=lambda: (H100,))
     nvml_init_error: int = 0
     cu_init_error: int = 0
+    nvml_init_sleep: int = 0  # seconds: a driver that hangs
+    cu_init_crash: bool = False  # cuInit aborts the process
 
     def config(self) -> str:
         lines = [
@@ -81,6 +83,8 @@ class Driver:
             f"cuda_version={self.cuda}",
             f"nvml_init_error={self.nvml_init_error}",
             f"cu_init_error={self.cu_init_error}",
+            f"nvml_init_sleep={self.nvml_init_sleep}",
+            f"cu_init_crash={int(self.cu_init_crash)}",
             *(gpu.line(i) for i, gpu in enumerate(self.gpus)),
         ]
         return "\n".join(lines) + "\n"

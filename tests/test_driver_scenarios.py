@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,27 @@ def test_nvml_rm_version_mismatch_is_one_error(
     assert any("sudo reboot" in r["text"] for r in finding["remedies"])
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "text"),
+    [
+        (9, "driver-not-loaded", "Driver Not Loaded"),
+        (4, "no-permission", "Insufficient Permissions"),
+        (999, "unknown", "Unknown Error"),
+    ],
+)
+def test_nvml_errors_become_clear_facts(
+    code: int, status: str, text: str, cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    run = doctor(cu130, workdir, driver_stubs.env(Driver(nvml_init_error=code, cu_init_error=100)))
+    nvml = run.json["facts"]["machine"]["nvml"]
+    assert (nvml["status"], nvml["error_code"], nvml["error_text"]) == (status, code, text)
+    if status == "driver-not-loaded":
+        assert run.finding("no-nvidia-driver")["severity"] == "warning"
+    else:
+        finding = run.finding("cuda-init-failed")
+        assert any(text in e for e in finding["evidence"])
+
+
 def test_cuinit_803_names_the_error_and_its_text(
     cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
 ) -> None:
@@ -248,6 +270,37 @@ def test_cuda_compat_directory_in_ld_library_path_is_named_for_error_804(
     env_remedy = next(r for r in finding["remedies"] if r["kind"] == "env")
     assert "/usr/local/cuda/compat" not in env_remedy["text"]
     assert env_remedy["text"].startswith("export LD_LIBRARY_PATH=")
+
+
+def test_a_crash_inside_cuinit_is_a_finding_not_a_doctor_crash(
+    cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    run = doctor(cu130, workdir, driver_stubs.env(Driver(cu_init_crash=True)))
+    assert run.returncode == 1
+    finding = run.finding("cuda-init-failed")
+    assert any("crashed with SIGABRT" in e for e in finding["evidence"])
+    assert "Traceback" not in run.stderr
+
+
+def test_a_hanging_nvml_is_stopped_at_the_timeout_and_reported(
+    cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    started = time.monotonic()
+    run = run_doctor(
+        "--python",
+        str(cu130.root),
+        "--format",
+        "json",
+        "--timeout",
+        "3",
+        cwd=workdir,
+        env=driver_stubs.env(Driver(nvml_init_sleep=60)),
+    )
+    assert time.monotonic() - started < 30
+    assert run.json["facts"]["machine"]["nvml"]["status"] == "probe-failed"
+    failures = {f["probe"]: f["reason"] for f in run.json["facts"]["failures"]}
+    assert "did not finish within" in failures["nvml"]
+    assert "Traceback" not in run.stderr
 
 
 def test_nvml_without_libcuda_in_a_container_asks_for_the_compute_capability(

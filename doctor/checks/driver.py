@@ -207,6 +207,8 @@ def cuda_init_failed(facts: Facts) -> Outcome:
         )
     if nvml is not None and nvml.driver_version:
         evidence.append(f"NVML reports driver {nvml.driver_version}")
+    elif nvml is not None and nvml.error_text:
+        evidence.append(f"NVML fails too: {nvml.error_text} ({nvml.status})")
     return [
         Finding(
             id="cuda-init-failed",

@@ -69,6 +69,7 @@ static int count_visible(void) {
 CUresult cuInit(unsigned int flags) {
     (void)flags;
     stub_load();
+    if (stub.cu_init_crash) abort();
     if (stub.cu_init_error) return stub.cu_init_error;
     visible = count_visible();
     if (visible == 0) return 100; /* CUDA_ERROR_NO_DEVICE */

@@ -3,6 +3,8 @@
  * and answers from the scenario in stub_config.h. Build:
  *   cc -shared -fPIC -Wl,-soname,libnvidia-ml.so.1 -o libnvidia-ml.so.1 nvml_stub.c
  */
+#include <unistd.h>
+
 #include "stub_config.h"
 
 typedef int nvmlReturn_t;
@@ -35,6 +37,7 @@ static int initialised;
 
 static nvmlReturn_t init(void) {
     stub_load();
+    if (stub.nvml_init_sleep) sleep((unsigned int)stub.nvml_init_sleep);
     if (stub.nvml_init_error) return stub.nvml_init_error;
     initialised = 1;
     return NVML_SUCCESS;

@@ -5,6 +5,8 @@
  *   cuda_version=13000              nvmlSystemGetCudaDriverVersion_v2, cuDriverGetVersion
  *   nvml_init_error=18              returned by nvmlInit*, e.g. 18 = LIB_RM_VERSION_MISMATCH
  *   cu_init_error=803               returned by cuInit
+ *   nvml_init_sleep=30              nvmlInit* sleeps this many seconds first (a hung driver)
+ *   cu_init_crash=1                 cuInit aborts the process (a crashing driver)
  *   gpu=NAME|MAJOR.MINOR|MEMORY_MIB|MIG|UUID|BUS_ID    one line per GPU; MIG is 1, 0 or -
  *                                   (- = the GPU does not support MIG)
  */
@@ -32,6 +34,8 @@ struct stub_config {
     int cuda_version;
     int nvml_init_error;
     int cu_init_error;
+    int nvml_init_sleep;
+    int cu_init_crash;
     int gpu_count;
     struct stub_gpu gpus[STUB_MAX_GPUS];
 };
@@ -96,6 +100,8 @@ static void stub_load(void) {
         else if (!strcmp(key, "cuda_version")) stub.cuda_version = atoi(value);
         else if (!strcmp(key, "nvml_init_error")) stub.nvml_init_error = atoi(value);
         else if (!strcmp(key, "cu_init_error")) stub.cu_init_error = atoi(value);
+        else if (!strcmp(key, "nvml_init_sleep")) stub.nvml_init_sleep = atoi(value);
+        else if (!strcmp(key, "cu_init_crash")) stub.cu_init_crash = atoi(value);
         else if (!strcmp(key, "gpu")) stub_parse_gpu(value);
     }
     fclose(file);
