@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 __all__ = ["Finding", "Remedy", "RemedyKind", "Severity"]
 
@@ -32,7 +32,7 @@ class Remedy:
     summary: str
     text: str
     # For TOML remedies: the file the block belongs in (what `fix` edits).
-    target: Optional[str] = None
+    target: str | None = None
 
 
 @dataclass(frozen=True)

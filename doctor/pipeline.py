@@ -15,7 +15,9 @@ def judge(facts: Facts) -> Report:
     """Checks and remedies over facts: pure, used by tests with hand-built facts."""
     results = run_checks(facts)
     findings = [f for r in results for f in r.findings]
-    return Report(facts=facts, results=tuple(results), findings=tuple(attach_remedies(findings, facts)))
+    return Report(
+        facts=facts, results=tuple(results), findings=tuple(attach_remedies(findings, facts))
+    )
 
 
 def diagnose(options: ProbeOptions) -> Report:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 from doctor.facts import Facts
 from doctor.findings import Finding
@@ -45,7 +45,7 @@ class CheckResult:
     spec: CheckSpec
     status: CheckStatus
     findings: tuple[Finding, ...] = ()
-    reason: Optional[str] = None  # why skipped or crashed
+    reason: str | None = None  # why skipped or crashed
 
 
 REGISTRY: dict[str, CheckSpec] = {}
@@ -67,12 +67,12 @@ def check(
     return register
 
 
-def run_checks(facts: Facts, specs: Optional[Sequence[CheckSpec]] = None) -> list[CheckResult]:
+def run_checks(facts: Facts, specs: Sequence[CheckSpec] | None = None) -> list[CheckResult]:
     results = []
     for spec in specs if specs is not None else list(REGISTRY.values()):
         try:
             outcome = spec.function(facts)
-        except Exception as exc:  # noqa: BLE001 - one broken check never stops the report
+        except Exception as exc:  # one broken check never stops the report
             results.append(
                 CheckResult(spec, CheckStatus.CRASHED, reason=f"{type(exc).__name__}: {exc}")
             )

@@ -6,14 +6,13 @@ doctor must go on and report that as a fact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional
-
 
 __all__ = ["ContainedResult", "run_contained"]
 
@@ -21,20 +20,20 @@ __all__ = ["ContainedResult", "run_contained"]
 @dataclass(frozen=True)
 class ContainedResult:
     argv: tuple[str, ...]
-    returncode: Optional[int]
+    returncode: int | None
     stdout: str
     stderr: str
     seconds: float
     timed_out: bool = False
-    start_error: Optional[str] = None
-    timeout: Optional[float] = None  # the limit it ran under
+    start_error: str | None = None
+    timeout: float | None = None  # the limit it ran under
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0 and not self.timed_out and self.start_error is None
 
     @property
-    def signal_name(self) -> Optional[str]:
+    def signal_name(self) -> str | None:
         if self.returncode is not None and self.returncode < 0:
             try:
                 return signal.Signals(-self.returncode).name
@@ -68,19 +67,17 @@ def _kill_tree(pid: int) -> None:
     except psutil.Error:
         return
     for proc in [*children, parent]:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
 
 
 def run_contained(
     argv: Sequence[str],
     *,
     timeout: float,
-    env: Optional[Mapping[str, str]] = None,
-    stdin_text: Optional[str] = None,
-    cwd: Optional[str] = None,
+    env: Mapping[str, str] | None = None,
+    stdin_text: str | None = None,
+    cwd: str | None = None,
 ) -> ContainedResult:
     """Run ``argv``; never raises for the child's failures."""
     started = time.perf_counter()
@@ -99,21 +96,28 @@ def run_contained(
         )
     except OSError as exc:
         return ContainedResult(
-            tuple(argv), None, "", "", time.perf_counter() - started,
+            tuple(argv),
+            None,
+            "",
+            "",
+            time.perf_counter() - started,
             start_error=exc.strerror or str(exc),
         )
     try:
         stdout, stderr = proc.communicate(stdin_text, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_tree(proc.pid)
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
         stdout, stderr = proc.communicate()
         return ContainedResult(
-            tuple(argv), proc.returncode, stdout, stderr, time.perf_counter() - started,
-            timed_out=True, timeout=timeout,
+            tuple(argv),
+            proc.returncode,
+            stdout,
+            stderr,
+            time.perf_counter() - started,
+            timed_out=True,
+            timeout=timeout,
         )
     return ContainedResult(
         tuple(argv), proc.returncode, stdout, stderr, time.perf_counter() - started

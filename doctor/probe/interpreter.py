@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from doctor.facts import (
     DistributionFacts,
@@ -26,10 +26,10 @@ class InterpreterProbe:
     """What the inside probe reported, as facts."""
 
     def __init__(self) -> None:
-        self.interpreter: Optional[InterpreterFacts] = None
-        self.platform: Optional[PlatformFacts] = None
+        self.interpreter: InterpreterFacts | None = None
+        self.platform: PlatformFacts | None = None
         self.distributions: tuple[DistributionFacts, ...] = ()
-        self.torch: Optional[TorchBuildFacts] = None
+        self.torch: TorchBuildFacts | None = None
         self.environment: dict[str, str] = {}
         self.failures: list[ProbeFailure] = []
 
@@ -41,14 +41,18 @@ def probe_interpreter(python: str, timeout: float = 60.0) -> InterpreterProbe:
     run = run_contained([python, "-B", "-c", source], timeout=timeout, env=os.environ)
     if not run.ok:
         result.failures.append(
-            ProbeFailure("interpreter", f"the inspected interpreter {python} {run.describe_failure()}")
+            ProbeFailure(
+                "interpreter", f"the inspected interpreter {python} {run.describe_failure()}"
+            )
         )
         return result
     try:
         data = json.loads(run.stdout)
     except ValueError:
         result.failures.append(
-            ProbeFailure("interpreter", f"the inspected interpreter {python} printed no JSON report")
+            ProbeFailure(
+                "interpreter", f"the inspected interpreter {python} printed no JSON report"
+            )
         )
         return result
     try:

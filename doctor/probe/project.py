@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from doctor.facts import IndexFacts, LockedDependency, LockedPackage, ProjectFacts
 
@@ -30,14 +30,15 @@ def load_toml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise TomlError(f"{path}: not UTF-8 text") from exc
     try:
-        return tomllib.loads(text)
+        data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TomlError(f"{path}: not valid TOML: {exc}") from exc
+    return data
 
 
 def locate_project(
-    project: Optional[str], venv_prefix: Optional[str], cwd: Path
-) -> Optional[tuple[Path, str]]:
+    project: str | None, venv_prefix: str | None, cwd: Path
+) -> tuple[Path, str] | None:
     """The project root and how it was found: --project, the venv's parent, the cwd."""
     if project is not None:
         return Path(project).expanduser().absolute(), "--project"

@@ -6,7 +6,6 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 __all__ = ["Target", "TargetError", "find_project_root", "resolve_target"]
 
@@ -21,7 +20,7 @@ class Target:
     chosen_by: str  # "--python", "VIRTUAL_ENV", "project .venv", "current interpreter"
 
 
-def _venv_python(venv: Path) -> Optional[Path]:
+def _venv_python(venv: Path) -> Path | None:
     for relative in ("bin/python", "bin/python3", "Scripts/python.exe"):
         candidate = venv / relative
         if candidate.exists():
@@ -29,7 +28,7 @@ def _venv_python(venv: Path) -> Optional[Path]:
     return None
 
 
-def find_project_root(start: Path) -> Optional[Path]:
+def find_project_root(start: Path) -> Path | None:
     """The nearest directory at or above ``start`` holding a pyproject.toml, as uv finds it."""
     try:
         start = start.resolve()
@@ -42,7 +41,7 @@ def find_project_root(start: Path) -> Optional[Path]:
 
 
 def resolve_target(
-    python: Optional[str], project: Optional[str], environ: Optional[dict[str, str]] = None
+    python: str | None, project: str | None, environ: dict[str, str] | None = None
 ) -> Target:
     environ = dict(os.environ) if environ is None else environ
     if python:
@@ -51,8 +50,7 @@ def resolve_target(
             found = _venv_python(path)
             if found is None:
                 raise TargetError(
-                    f"{path} is a directory but not a virtual environment "
-                    "(no bin/python in it)"
+                    f"{path} is a directory but not a virtual environment (no bin/python in it)"
                 )
             return Target(str(found.absolute()), "--python")
         if not path.exists():

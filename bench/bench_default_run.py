@@ -1,0 +1,195 @@
+"""How long the default `torch-doctor --python <venv>` takes, against torch's own collect_env.
+
+Not a test: run it by hand (see bench/README.md). It uses the real torch 2.14.1 venv the
+slow tests use (same cache directory, built the same way when missing), times N runs of
+each command as subprocesses after a warm-up, prints the medians and their ratio, and
+exits 1 when the doctor takes more than BUDGET (10 %) of collect_env's time.
+
+Bytecode caches are allowed (PYTHONDONTWRITEBYTECODE is removed from the environment), as
+on a user's machine after the first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TORCH_VERSION = "2.14.1"
+BUDGET = 0.10
+
+
+def real_torch_venv() -> Path:
+    """The cached venv of tests/conftest.py `real_torch_venv`, built the same way if missing."""
+    import fcntl
+
+    cache = Path(
+        os.environ.get("TORCH_DOCTOR_TEST_CACHE", Path.home() / ".cache" / "torch-doctor-tests")
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    tag = f"torch-{TORCH_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}"
+    venv = cache / tag
+    done = cache / f"{tag}.done"
+    with open(cache / f"{tag}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            print(f"building {venv} (pip installs torch=={TORCH_VERSION}) ...", flush=True)
+            shutil.rmtree(venv, ignore_errors=True)
+            base = getattr(sys, "_base_executable", sys.executable)
+            subprocess.run([base, "-m", "venv", str(venv)], check=True)
+            subprocess.run(
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    f"torch=={TORCH_VERSION}",
+                ],
+                check=True,
+            )
+            done.write_text("ok\n")
+    return venv
+
+
+def doctor_command(venv: Path) -> list[str]:
+    script = Path(sys.executable).parent / "torch-doctor"
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    return [*launcher, "--python", str(venv)]
+
+
+def environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.pop("VIRTUAL_ENV", None)
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def time_runs(argv: Sequence[str], runs: int, cwd: Path) -> list[float]:
+    env = environment()
+    subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=600)  # warm-up
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=600)
+        seconds.append(time.perf_counter() - started)
+        if proc.returncode not in (0, 1):
+            sys.exit(f"{argv[0]} failed with status {proc.returncode}:\n{proc.stderr.decode()}")
+    return seconds
+
+
+def phase_timings(venv: Path) -> list[tuple[str, float]]:
+    """The doctor's phases, one after the other in this process (imports paid first).
+
+    Mirrors doctor.probe.gather; a phase whose API moved is reported as unavailable
+    rather than failing the benchmark.
+    """
+    sys.path.insert(0, str(REPO))
+    phases: list[tuple[str, float]] = []
+
+    def timed(name: str, work: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            result = work()
+        except Exception as exc:
+            phases.append((f"{name} (unavailable: {type(exc).__name__})", 0.0))
+            return None
+        phases.append((name, time.perf_counter() - started))
+        return result
+
+    modules = timed("import the pipeline and renderer", _import_pipeline)
+    if modules is None:
+        return phases
+    from doctor.pipeline import judge
+    from doctor.probe import ProbeOptions, gather
+    from doctor.probe.interpreter import probe_interpreter
+    from doctor.probe.target import resolve_target
+    from doctor.render.terminal import render_terminal_text
+
+    target = resolve_target(str(venv), None)
+    inside = timed("inside probe (target interpreter)", lambda: probe_interpreter(target.python))
+
+    def libraries(load: bool) -> Any:
+        from doctor.probe.libraries import probe_libraries
+
+        return probe_libraries(
+            target.python,
+            inside.torch,
+            inside.interpreter,
+            inside.distributions,
+            inside.environment,
+            timeout=60.0,
+            load=load,
+        )
+
+    def machine() -> Any:
+        from doctor.probe.machine import MachineProbe
+
+        return MachineProbe(timeout=60.0).finish(inside.torch)
+
+    if inside is not None:
+        timed("library probe, static (ELF)", lambda: libraries(False))
+        timed("library probe, with contained load", lambda: libraries(True))
+        timed("machine probe (NVML, libcuda, fatbin)", machine)
+    facts = timed("all probes (gather, as run)", lambda: gather(ProbeOptions(target=target)))
+    report = timed("checks and remedies", lambda: judge(facts))
+    timed("terminal rendering", lambda: render_terminal_text(report))
+    return phases
+
+
+def _import_pipeline() -> bool:
+    import doctor.cli
+    import doctor.pipeline
+    import doctor.render.terminal  # noqa: F401
+
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed runs of each (default: 7)")
+    parser.add_argument("--no-phases", action="store_true", help="skip the phase breakdown")
+    args = parser.parse_args(argv)
+
+    venv = real_torch_venv()
+    cwd = Path("/")  # no project around: the default run of a plain venv
+    doctor = time_runs(doctor_command(venv), args.runs, cwd)
+    collect_env = time_runs(
+        [str(venv / "bin" / "python"), "-m", "torch.utils.collect_env"], args.runs, cwd
+    )
+    doctor_median = statistics.median(doctor)
+    collect_median = statistics.median(collect_env)
+    ratio = doctor_median / collect_median
+
+    print(f"venv: {venv}")
+    print(f"runs: {args.runs} of each, after one warm-up; bytecode caches allowed")
+    print(
+        f"torch-doctor --python <venv>       median {doctor_median * 1000:7.0f} ms  "
+        f"(min {min(doctor) * 1000:.0f}, max {max(doctor) * 1000:.0f})"
+    )
+    print(
+        f"python -m torch.utils.collect_env  median {collect_median * 1000:7.0f} ms  "
+        f"(min {min(collect_env) * 1000:.0f}, max {max(collect_env) * 1000:.0f})"
+    )
+    print(f"ratio: {ratio:.3f} (budget {BUDGET:.2f})")
+    if not args.no_phases:
+        print("doctor phases, in-process:")
+        for name, seconds in phase_timings(venv):
+            print(f"  {name:<44} {seconds * 1000:7.1f} ms")
+    if ratio > BUDGET:
+        print(f"FAIL: the default run takes {ratio:.1%} of collect_env's time", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
