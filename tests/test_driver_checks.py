@@ -361,3 +361,19 @@ def test_every_published_variant_names_the_source_of_its_arch_list() -> None:
     builds = torch_builds()
     assert {b.variant for b in builds} >= {"cu118", "cu126", "cu128", "cu130", "cu132"}
     assert all(b.source and b.sm for b in builds)
+
+
+def test_the_index_block_marker_follows_the_platform() -> None:
+    from doctor.facts import PlatformFacts
+
+    facts = with_machine(machine(), version="2.14.1+cpu", cuda=None)
+    windows = dataclasses.replace(
+        facts, platform=PlatformFacts("Windows", "AMD64", "10", None, None)
+    )
+    for platform_facts, marker in (
+        (facts, "sys_platform == 'linux'"),
+        (windows, "sys_platform == 'win32'"),
+    ):
+        finding = next(f for f in judge(platform_facts).findings if f.id == "cpu-only-torch")
+        block = tomllib.loads(next(r.text for r in finding.remedies if r.kind.value == "toml"))
+        assert block["tool"]["uv"]["sources"]["torch"][0]["marker"] == marker

@@ -21,10 +21,14 @@ __all__ = ["choose_variant", "render_index_block"]
 # torch's companions that must come from the same index (catalogue entry 18).
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
 LINUX_MARKER = "sys_platform == 'linux'"
+# PyTorch publishes CUDA wheels for Linux and Windows only; the marker follows the platform.
+PLATFORM_MARKERS = {"Linux": LINUX_MARKER, "Windows": "sys_platform == 'win32'"}
 
 
-def render_index_block(choice: VariantChoice, packages: Sequence[str]) -> str:
-    """``[[tool.uv.index]]`` (explicit) and ``[tool.uv.sources]`` for one CUDA variant, on Linux."""
+def render_index_block(
+    choice: VariantChoice, packages: Sequence[str], marker: str = LINUX_MARKER
+) -> str:
+    """``[[tool.uv.index]]`` (explicit) and ``[tool.uv.sources]`` for one CUDA variant."""
     import tomlkit  # only when a block is needed: keeps start-up fast
     from tomlkit.items import AoT
 
@@ -35,7 +39,7 @@ def render_index_block(choice: VariantChoice, packages: Sequence[str]) -> str:
     sources = tomlkit.table()
     for package in packages:
         entry = tomlkit.inline_table()
-        entry.update({"index": choice.index_name, "marker": LINUX_MARKER})
+        entry.update({"index": choice.index_name, "marker": marker})
         pinned = tomlkit.array()
         pinned.append(entry)
         sources.add(package, pinned)
@@ -68,6 +72,11 @@ def _family(facts: Facts) -> list[str]:
     return [name for name in TORCH_FAMILY if name == "torch" or facts.distribution(name)]
 
 
+def _marker(facts: Facts) -> str:
+    system = facts.platform.system if facts.platform is not None else "Linux"
+    return PLATFORM_MARKERS.get(system, LINUX_MARKER)
+
+
 def _pyproject(facts: Facts) -> str:
     if facts.project is not None and facts.project.pyproject_path:
         return facts.project.pyproject_path
@@ -82,7 +91,7 @@ def _variant_remedies(facts: Facts, choice: VariantChoice, why: str) -> list[Rem
         Remedy(
             RemedyKind.TOML,
             summary,
-            render_index_block(choice, packages),
+            render_index_block(choice, packages, _marker(facts)),
             target=_pyproject(facts),
         )
     ]
