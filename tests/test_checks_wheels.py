@@ -336,3 +336,11 @@ def test_unreadable_torch_build_skips_the_cpu_check_with_the_reason() -> None:
     outcome = run("cpu-only-torch", broken)
     assert isinstance(outcome, Skip)
     assert "version.py" in outcome.reason
+
+
+def test_missing_wheel_detail_names_the_build_version_with_its_local_tag() -> None:
+    # PyPI's dist-info says 2.14.1; torch/version.py says 2.14.1+cu130.
+    dists = healthy_distributions(skip=["nvidia-nccl-cu13"])
+    dists[0] = dataclasses.replace(dists[0], version="2.14.1")
+    finding = only("missing-cuda-wheel", facts(dists, build=torch_build("2.14.1+cu130")))
+    assert "torch 2.14.1+cu130 declares" in finding.detail

@@ -26,6 +26,14 @@ def _wheel_data(wheel: ExpectedWheel) -> dict[str, object]:
     }
 
 
+def _torch_version(facts: Facts) -> str:
+    """torch/version.py's version (with the +cu130 tag PyPI's dist-info lacks), else the dist's."""
+    if facts.torch is not None and facts.torch.version:
+        return facts.torch.version
+    torch = facts.distribution("torch")
+    return torch.version if torch is not None else "(unknown version)"
+
+
 def _inspected(facts: Facts) -> str:
     return facts.interpreter.executable if facts.interpreter else "the inspected interpreter"
 
@@ -94,10 +102,8 @@ def missing_cuda_wheel(facts: Facts) -> Outcome:
     if not missing and not expectations.toolkit_extras_unknown:
         return []
     evidence = [f"{w.requirement} (required by {w.required_by}): not installed" for w in missing]
-    torch = facts.distribution("torch")
-    version = torch.version if torch is not None else "?"
     detail = (
-        f"torch {version} declares these CUDA wheels for this "
+        f"torch {_torch_version(facts)} declares these CUDA wheels for this "
         "platform, and they are not installed. torch's CUDA libraries load from them, so "
         "`import torch` fails with errors such as `libcudnn.so.9: cannot open shared "
         "object file`."
