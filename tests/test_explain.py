@@ -9,11 +9,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from doctor.checks import REGISTRY
 from doctor.explain import Signature, load_signatures, match_signatures
-from tests.factory import PLAIN_DEPENDENCIES, FakeEnv, doctor_env, run_doctor
+from tests.factory import PLAIN_DEPENDENCIES, REPO, FakeEnv, doctor_env, run_doctor
 
 SIGNATURES = load_signatures()
 
@@ -104,6 +105,9 @@ def test_explain_json_lists_what_is_confirmed_and_what_is_ruled_out(
     assert [r["id"] for r in explained["recognised"]] == ["cudnn-not-found"]
     assert "missing-cuda-wheel" in explained["confirmed"]
     assert "cuda-wheel-files-missing" in explained["ruled_out"]
+    # The focused report is a report like any other: valid against the schema.
+    schema = json.loads((REPO / "docs" / "report.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(data["report"], schema, cls=jsonschema.Draft202012Validator)
     checked = {c["id"] for c in data["report"]["checks"]}
     [cudnn] = [s for s in SIGNATURES if s.id == "cudnn-not-found"]
     assert checked <= set(cudnn.findings)

@@ -8,13 +8,14 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from doctor.facts import Facts, MachineFacts
 from doctor.facts.machine import GpuFacts, NvmlFacts
 from doctor.redact import REDACTED, RedactionRules, Redactor, looks_secret, redact
 from tests.driver_stub import Driver, DriverStubs, Gpu
-from tests.factory import DoctorRun, FakeEnv, run_doctor
+from tests.factory import REPO, DoctorRun, FakeEnv, run_doctor
 from tests.test_fix import make_lock_project
 from tests.test_scenarios_wheels import PYPROJECT
 
@@ -195,6 +196,8 @@ def test_report_for_a_ticket_carries_no_secret_but_all_findings(
     assert "~/work/" in out  # the home directory became ~
     if fmt == "json":
         data = json.loads(out)
+        schema = json.loads((REPO / "docs" / "report.schema.json").read_text(encoding="utf-8"))
+        jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
         assert data["redacted"] is True
         assert {"home-directory", "url-credentials"} <= set(data["redactions"])
         if not HOST_IS_GENERIC:
