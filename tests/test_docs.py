@@ -47,3 +47,17 @@ def test_findings_index_links_every_page() -> None:
     index = (FINDINGS / "README.md").read_text(encoding="utf-8")
     linked = set(re.findall(r"\]\(([a-z0-9-]+)\.md\)", index))
     assert linked == {p.stem for p in pages()}
+
+
+def test_readme_links_every_finding_page() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\(docs/findings/([a-z0-9-]+)\.md\)", readme))
+    assert linked == set(REGISTRY)
+
+
+def test_readme_test_command_is_the_one_ci_runs() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    ci_command = [line for line in ci.splitlines() if line.startswith("uv run")][-1]
+    assert ci_command == "uv run --group dev pytest"
+    assert f"```\n{ci_command}\n```" in readme
