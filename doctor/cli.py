@@ -50,6 +50,11 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="time limit for each contained probe (default: 60)",
     )
+    parser.add_argument(
+        "--no-load",
+        action="store_true",
+        help="do not load torch's CUDA libraries in a contained process (ELF view only)",
+    )
 
 
 def _report_options(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +156,10 @@ def _diagnose(args: argparse.Namespace) -> Report:
     except TargetError as exc:
         raise UsageError(str(exc)) from exc
     return diagnose(
-        ProbeOptions(target=target, project=args.project, cwd=Path.cwd(), timeout=args.timeout)
+        ProbeOptions(
+            target=target, project=args.project, cwd=Path.cwd(), timeout=args.timeout,
+            load_libraries=not args.no_load,
+        )
     )
 
 

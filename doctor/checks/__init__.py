@@ -31,3 +31,4 @@ __all__ = [
 from doctor.checks import wheels as _wheels  # noqa: E402,F401
 from doctor.checks import lock as _lock  # noqa: E402,F401
 from doctor.checks import driver as _driver  # noqa: E402,F401
+from doctor.checks import libraries as _libraries  # noqa: E402,F401

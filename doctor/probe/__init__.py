@@ -20,6 +20,7 @@ class ProbeOptions:
     project: Optional[str] = None
     cwd: Path = Path(".")
     timeout: float = 60.0
+    load_libraries: bool = True  # run the contained CUDA library load probe (--no-load)
 
 
 def gather(options: ProbeOptions) -> Facts:
@@ -44,6 +45,14 @@ def gather(options: ProbeOptions) -> Facts:
         else:
             failures.append(ProbeFailure("project", f"{root}: no such directory"))
 
+    from doctor.probe.libraries import probe_libraries
+
+    libraries, library_failures = probe_libraries(
+        options.target.python, inside.torch, inside.interpreter, inside.distributions,
+        inside.environment, timeout=options.timeout, load=options.load_libraries,
+    )
+    failures.extend(library_failures)
+
     machine = machine_probe.finish(inside.torch)
     if machine.nvml is not None and machine.nvml.probe_error is not None:
         failures.append(ProbeFailure("nvml", machine.nvml.probe_error))
@@ -55,6 +64,7 @@ def gather(options: ProbeOptions) -> Facts:
         torch=inside.torch,
         project=project,
         environment=inside.environment,
+        libraries=libraries,
         machine=machine,
         failures=tuple(failures),
     )

@@ -158,10 +158,51 @@ def _finding(finding: Finding) -> RenderableType:
     return Group(*parts)
 
 
+def _cuda_libraries(report: Report) -> Optional[Table]:
+    """torch's CUDA libraries: soname, version, where loaded from, owner wheel, status."""
+    libraries = report.facts.libraries
+    if libraries is None or not libraries.cuda:
+        return None
+    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+    table.add_column("soname", overflow="fold", min_width=14)
+    table.add_column("version", no_wrap=True)
+    table.add_column("loaded from", overflow="fold", min_width=24, ratio=1)
+    table.add_column("wheel", overflow="fold", min_width=12)
+    table.add_column("status", no_wrap=True)
+    interpreter = report.facts.interpreter
+    site = {interpreter.purelib, interpreter.platlib} if interpreter is not None else set()
+    for row in libraries.cuda:
+        version = row.load.version if row.load is not None and row.load.version else ""
+        where = ""
+        if row.path:
+            directory, name = os.path.split(row.path)
+            where = _site_relative(directory, site) or short_path(directory, report.facts)
+            # The directory says where; the file name only when it is not the soname.
+            where += "/" if name == row.soname else f"/{name}"
+        table.add_row(row.soname, version, where, row.owner or "", row.status)
+    return table
+
+
+def _site_relative(path: str, site_dirs: set[str]) -> Optional[str]:
+    """``site-packages/nvidia/cu13/lib`` for a path inside the inspected site-packages."""
+    for site in site_dirs:
+        if not site:
+            continue
+        real = os.path.realpath(site)
+        if path == real or path.startswith(real.rstrip("/") + "/"):
+            return "site-packages/" + os.path.relpath(path, real)
+    return None
+
+
 def _sections(report: Report) -> Iterator[RenderableType]:
     yield _header(report)
     yield Text("Checks", style="bold underline")
     yield _checks(report)
+    libraries = _cuda_libraries(report)
+    if libraries is not None:
+        yield Text("")
+        yield Text("CUDA libraries", style="bold underline")
+        yield libraries
     if report.findings:
         yield Text("")
         yield Text("Findings", style="bold underline")

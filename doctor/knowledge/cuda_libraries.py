@@ -1,0 +1,110 @@
+"""Typed access to cuda_libraries.toml: CUDA sonames, their wheels, version APIs, preloads."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from doctor.knowledge import load
+
+__all__ = [
+    "CudaLibrary",
+    "TorchPreload",
+    "VersionApi",
+    "cuda_library",
+    "cuda_library_stems",
+    "cudnn_sublibraries",
+    "default_torch_preload",
+    "driver_sonames",
+    "soname_stem",
+    "wheel_matches",
+]
+
+
+@dataclass(frozen=True)
+class VersionApi:
+    function: str
+    call: str  # "int_out", "size_t", "two_out", "property"
+    decode: str | None = None  # "thousands", "cudnn", "nccl", "ten_thousands"
+
+
+@dataclass(frozen=True)
+class CudaLibrary:
+    stem: str  # "libcudnn"
+    wheels: tuple[str, ...]  # distribution names without the -cuXX suffix
+    version: VersionApi | None
+
+
+@dataclass(frozen=True)
+class TorchPreload:
+    """How torch/__init__.py preloads CUDA libraries (see cuda_libraries.toml)."""
+
+    source: str  # where the list came from
+    after_success: bool  # preload even when libtorch_global_deps.so loads
+    libraries: tuple[tuple[str, str], ...]  # (folder, glob), in order
+    optional: tuple[tuple[str, str], ...] = ()
+
+
+def soname_stem(soname: str) -> str:
+    """'libcublasLt.so.13' -> 'libcublasLt'; 'libcudnn_graph.so.9' -> 'libcudnn_graph'."""
+    return soname.split(".so", 1)[0]
+
+
+@cache
+def _libraries() -> dict[str, CudaLibrary]:
+    rows: list[dict[str, Any]] = load("cuda_libraries")["libraries"]
+    out = {}
+    for row in rows:
+        version = row.get("version")
+        out[row["stem"]] = CudaLibrary(
+            stem=row["stem"],
+            wheels=tuple(row["wheels"]),
+            version=VersionApi(version["function"], version["call"], version.get("decode"))
+            if version
+            else None,
+        )
+    cudnn = out["libcudnn"]
+    for stem in cudnn_sublibraries():
+        out.setdefault(stem, CudaLibrary(stem, cudnn.wheels, None))
+    return out
+
+
+def cuda_library(soname: str) -> CudaLibrary | None:
+    """The CUDA library a soname names (any cuDNN sub-library counts), or None."""
+    stem = soname_stem(soname)
+    found = _libraries().get(stem)
+    if found is None and stem.startswith("libcudnn_"):
+        return CudaLibrary(stem, _libraries()["libcudnn"].wheels, None)
+    return found
+
+
+def cuda_library_stems() -> tuple[str, ...]:
+    return tuple(_libraries())
+
+
+@cache
+def cudnn_sublibraries() -> tuple[str, ...]:
+    return tuple(load("cuda_libraries")["cudnn"]["sublibraries"])
+
+
+@cache
+def driver_sonames() -> tuple[str, ...]:
+    return tuple(load("cuda_libraries")["driver_sonames"])
+
+
+@cache
+def default_torch_preload() -> TorchPreload:
+    data = load("cuda_libraries")["torch_preload"]
+    return TorchPreload(
+        source=f"torch-doctor's copy of torch {data['torch']}'s list",
+        after_success=bool(data["after_success"]),
+        libraries=tuple((str(a), str(b)) for a, b in data["libraries"]),
+        optional=tuple((str(a), str(b)) for a, b in data["optional"]),
+    )
+
+
+def wheel_matches(wheel_stem: str, distribution: str) -> bool:
+    """Whether a distribution name is that wheel, with or without a -cuXX suffix."""
+    return re.fullmatch(re.escape(wheel_stem) + r"(-cu\d+)?", distribution) is not None

@@ -1,0 +1,302 @@
+"""ELF dynamic sections and a model of how glibc's loader resolves a soname.
+
+One module owns "where does the loader find libfoo.so.1 for this object", in the spirit of
+auditwheel's lddtree. The rules, as ld.so(8) states them for a NEEDED entry without a
+slash (glibc, Linux):
+
+1. an object already loaded with that soname is reused (LD_PRELOAD, earlier loads);
+2. DT_RPATH of the loading object, then of the object that loaded it, and so on up the
+   chain, but only when the loading object has no DT_RUNPATH (RUNPATH disables RPATH);
+3. LD_LIBRARY_PATH;
+4. DT_RUNPATH of the loading object only (never inherited);
+5. /etc/ld.so.cache;
+6. the default directories.
+
+ELF files are read with pyelftools, and only the program headers, the dynamic segment and
+the strings it names are read: libtorch_cuda.so is about 1 GB. Results are cached per
+path for the run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+
+from doctor.facts.libraries import Resolution, ResolvedDependency
+
+__all__ = [
+    "ElfDynamic",
+    "LoaderModel",
+    "expand_origin",
+    "ld_so_cache",
+    "read_dynamic",
+    "split_search_path",
+]
+
+
+@dataclass(frozen=True)
+class ElfDynamic:
+    path: str
+    soname: str | None = None
+    needed: tuple[str, ...] = ()
+    rpath: tuple[str, ...] = ()
+    runpath: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def split_search_path(value: str) -> tuple[str, ...]:
+    """RPATH/RUNPATH/LD_LIBRARY_PATH entries; an empty entry means the working directory."""
+    return tuple(part for part in value.replace(";", ":").split(":"))
+
+
+def _file_key(path: str) -> tuple[str, int, int]:
+    stat = os.stat(path)
+    return (path, stat.st_mtime_ns, stat.st_size)
+
+
+def read_dynamic(path: str) -> ElfDynamic:
+    """SONAME, NEEDED, RPATH and RUNPATH of an ELF file (never raises)."""
+    try:
+        return _read_dynamic_cached(_file_key(path))
+    except OSError as exc:
+        return ElfDynamic(path, error=exc.strerror or str(exc))
+
+
+@cache
+def _read_dynamic_cached(key: tuple[str, int, int]) -> ElfDynamic:
+    path = key[0]
+    try:
+        return _read_dynamic(path)
+    except OSError as exc:
+        return ElfDynamic(path, error=exc.strerror or str(exc))
+    except Exception as exc:
+        return ElfDynamic(path, error=f"not a readable ELF file ({type(exc).__name__}: {exc})")
+
+
+def _read_dynamic(path: str) -> ElfDynamic:
+    from elftools.common.utils import parse_cstring_from_stream, struct_parse
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as stream:
+        elf = ELFFile(stream)
+        structs = elf.structs
+        headers = [
+            struct_parse(structs.Elf_Phdr, stream, elf["e_phoff"] + i * elf["e_phentsize"])
+            for i in range(elf["e_phnum"])
+        ]
+        dynamic = next((h for h in headers if h["p_type"] == "PT_DYNAMIC"), None)
+        if dynamic is None:
+            return ElfDynamic(path, error="no dynamic section (a static or non-library file)")
+        entry_size = structs.Elf_Dyn.sizeof()
+        entries: list[tuple[str, int]] = []
+        for i in range(dynamic["p_filesz"] // entry_size):
+            entry = struct_parse(structs.Elf_Dyn, stream, dynamic["p_offset"] + i * entry_size)
+            if entry["d_tag"] == "DT_NULL":
+                break
+            entries.append((str(entry["d_tag"]), int(entry["d_val"])))
+        strtab = next((value for tag, value in entries if tag == "DT_STRTAB"), None)
+        if strtab is None:
+            return ElfDynamic(path, error="the dynamic section has no string table")
+        # DT_STRTAB is a virtual address: map it to a file offset through the PT_LOAD segments.
+        offset = None
+        for header in headers:
+            start = header["p_vaddr"]
+            if header["p_type"] == "PT_LOAD" and start <= strtab < start + header["p_filesz"]:
+                offset = strtab - start + header["p_offset"]
+                break
+        if offset is None:
+            return ElfDynamic(path, error="the string table lies outside the file")
+
+        def string(value: int) -> str:
+            raw = parse_cstring_from_stream(stream, offset + value) or b""
+            return raw.decode("utf-8", "replace")
+
+        soname = None
+        needed: list[str] = []
+        rpath: tuple[str, ...] = ()
+        runpath: tuple[str, ...] = ()
+        for tag, value in entries:
+            if tag == "DT_NEEDED":
+                needed.append(string(value))
+            elif tag == "DT_SONAME":
+                soname = string(value)
+            elif tag == "DT_RPATH":
+                rpath = split_search_path(string(value))
+            elif tag == "DT_RUNPATH":
+                runpath = split_search_path(string(value))
+        return ElfDynamic(path, soname, tuple(needed), rpath, runpath)
+
+
+def _lib_dir_name() -> str:
+    return "lib64" if struct.calcsize("P") == 8 else "lib"
+
+
+def expand_origin(entry: str, object_path: str) -> str:
+    """$ORIGIN (the object's directory), $LIB and $PLATFORM, as ld.so expands them."""
+    origin = os.path.dirname(object_path)
+    out = entry
+    for token, value in (
+        ("ORIGIN", origin),
+        ("LIB", _lib_dir_name()),
+        ("PLATFORM", platform.machine()),
+    ):
+        out = out.replace("${" + token + "}", value).replace("$" + token, value)
+    return out
+
+
+# /etc/ld.so.cache, new format ("glibc-ld.so.cache1.1"): header, then entries of
+# (int32 flags, uint32 key, uint32 value, uint32 osversion, uint64 hwcap); key and value
+# are offsets of the soname and the path from the start of the new-format header.
+_CACHE_MAGIC = b"glibc-ld.so.cache1.1"
+_CACHE_HEADER = struct.Struct("<II B3x I 12x")
+_CACHE_ENTRY = struct.Struct("<iIIIQ")
+_FLAG_ELF_LIBC6 = 0x0003
+_REQUIRED_FLAGS = {"x86_64": 0x0300, "aarch64": 0x0A00, "ppc64le": 0x0500, "s390x": 0x0400}
+
+
+@lru_cache(maxsize=4)
+def ld_so_cache(path: str = "/etc/ld.so.cache") -> Mapping[str, str]:
+    """soname -> path from the loader's cache, first entry wins as in ld.so; {} if unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return {}
+    start = data.find(_CACHE_MAGIC)
+    if start < 0:
+        return {}
+    try:
+        count, _strings, _flags, _ext = _CACHE_HEADER.unpack_from(data, start + len(_CACHE_MAGIC))
+    except struct.error:
+        return {}
+    base = start + len(_CACHE_MAGIC) + _CACHE_HEADER.size
+    wanted = _REQUIRED_FLAGS.get(platform.machine())
+    out: dict[str, str] = {}
+
+    def text(offset: int) -> str:
+        end = data.find(b"\0", start + offset)
+        return data[start + offset : end].decode("utf-8", "replace")
+
+    for i in range(count):
+        try:
+            flags, key, value, _os, _hwcap = _CACHE_ENTRY.unpack_from(
+                data, base + i * _CACHE_ENTRY.size
+            )
+        except struct.error:
+            break
+        if flags & 0xFF != _FLAG_ELF_LIBC6:
+            continue
+        if wanted is not None and flags & 0xFF00 != wanted:
+            continue
+        out.setdefault(text(key), text(value))
+    return out
+
+
+def default_dirs() -> tuple[str, ...]:
+    """The loader's built-in directories (multiarch ones first, as Debian's glibc has them)."""
+    machine = platform.machine()
+    multiarch = f"{machine}-linux-gnu"
+    lib = _lib_dir_name()
+    candidates: tuple[str, ...] = (
+        f"/lib/{multiarch}", f"/usr/lib/{multiarch}", f"/{lib}", f"/usr/{lib}"
+    )
+    if lib != "lib":
+        candidates += ("/lib", "/usr/lib")
+    return candidates
+
+
+@dataclass
+class LoaderModel:
+    """Resolves sonames for objects as glibc's loader would, given the environment."""
+
+    ld_library_path: Sequence[str] = ()
+    ld_preload: Mapping[str, str] = field(default_factory=dict)  # soname -> path
+    cache: Mapping[str, str] | None = None
+    defaults: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.cache is None:
+            self.cache = ld_so_cache()
+        if not self.defaults:
+            self.defaults = default_dirs()
+
+    @staticmethod
+    def _found(directory: str, soname: str) -> str | None:
+        candidate = os.path.join(directory or ".", soname)
+        if os.path.isfile(candidate):
+            return os.path.realpath(candidate)
+        return None
+
+    def search(
+        self,
+        soname: str,
+        chain: Sequence[ElfDynamic],
+        *,
+        loaded: Mapping[str, ResolvedDependency] | None = None,
+    ) -> ResolvedDependency:
+        """Resolve ``soname`` NEEDED by ``chain[-1]``; ``chain`` runs from the root object.
+
+        ``loaded`` maps sonames already in the process to how they got there.
+        """
+        expected = self._expected(soname, chain)
+        if soname in self.ld_preload:
+            return ResolvedDependency(
+                soname, Resolution.LD_PRELOAD, os.path.realpath(self.ld_preload[soname]),
+                entry=self.ld_preload[soname], expected_path=expected,
+            )
+        if loaded and soname in loaded:
+            return loaded[soname]
+        requester = chain[-1]
+        if not requester.runpath:
+            for ancestor in reversed(chain):
+                for entry in ancestor.rpath:
+                    found = self._found(expand_origin(entry, ancestor.path), soname)
+                    if found:
+                        return ResolvedDependency(
+                            soname, Resolution.RPATH, found, entry=entry,
+                            entry_from=ancestor.path, expected_path=expected,
+                        )
+        for entry in self.ld_library_path:
+            found = self._found(entry, soname)
+            if found:
+                return ResolvedDependency(
+                    soname, Resolution.LD_LIBRARY_PATH, found, entry=entry,
+                    expected_path=expected,
+                )
+        for entry in requester.runpath:
+            found = self._found(expand_origin(entry, requester.path), soname)
+            if found:
+                return ResolvedDependency(
+                    soname, Resolution.RUNPATH, found, entry=entry,
+                    entry_from=requester.path, expected_path=expected,
+                )
+        cached = (self.cache or {}).get(soname)
+        if cached:
+            return ResolvedDependency(
+                soname, Resolution.CACHE, os.path.realpath(cached), entry=cached,
+                expected_path=expected,
+            )
+        for entry in self.defaults:
+            found = self._found(entry, soname)
+            if found:
+                return ResolvedDependency(
+                    soname, Resolution.DEFAULT, found, entry=entry, expected_path=expected
+                )
+        return ResolvedDependency(soname, Resolution.NOT_FOUND, expected_path=expected)
+
+    def _expected(self, soname: str, chain: Sequence[ElfDynamic]) -> str | None:
+        """Where the objects' own RPATH/RUNPATH find it: what the wheels were built for."""
+        requester = chain[-1]
+        entries: list[tuple[str, str]] = []
+        if not requester.runpath:
+            entries += [(e, a.path) for a in reversed(chain) for e in a.rpath]
+        entries += [(e, requester.path) for e in requester.runpath]
+        for entry, origin_of in entries:
+            found = self._found(expand_origin(entry, origin_of), soname)
+            if found:
+                return found
+        return None

@@ -1,0 +1,625 @@
+"""Which CUDA libraries torch will load, from where, and whether they load.
+
+Static view: the ELF files of torch (torch/lib/*.so*, torch/_C*.so) and every library they
+reach, resolved by doctor/probe/elf.py's loader model in the order the process meets them
+(libtorch_global_deps.so, torch's Python preloads, then torch._C). Dynamic view: a
+contained process of the inspected interpreter runs doctor/probe/load_inside.py with a
+plan built here. When a library kills or hangs that process, the plan is run again
+without it, so one bad library never hides the others.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from doctor.facts import (
+    DistributionFacts,
+    InterpreterFacts,
+    ProbeFailure,
+    TorchBuildFacts,
+)
+from doctor.facts.libraries import (
+    CudaLibraryFacts,
+    ElfObjectFacts,
+    LibrariesFacts,
+    LoadedLibraryFacts,
+    LoaderPathEntry,
+    LoadProbeFacts,
+    Resolution,
+    ResolvedDependency,
+)
+from doctor.knowledge.cuda_libraries import (
+    TorchPreload,
+    cuda_library,
+    cuda_library_stems,
+    cudnn_sublibraries,
+    default_torch_preload,
+    driver_sonames,
+    soname_stem,
+)
+from doctor.probe.contained import ContainedResult, run_contained
+from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic
+
+__all__ = ["probe_libraries", "torch_preload_flow"]
+
+LOAD_INSIDE_SOURCE = Path(__file__).with_name("load_inside.py")
+# A plan is run again after each crash or hang, at most this many times.
+MAX_LOAD_PROCESSES = 6
+OWNER_FAMILIES = ("nvidia-", "cuda-", "torch", "triton", "pytorch-triton")
+
+
+def torch_preload_flow(torch_dir: str) -> TorchPreload:
+    """The preload list and behaviour of the installed torch/__init__.py (read, not run)."""
+    path = os.path.join(torch_dir, "__init__.py")
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        # Only the loader functions are parsed: the whole file takes ~70 ms to parse.
+        tree = ast.parse("\n".join(_top_level_functions(text, _FLOW_FUNCTIONS)), path)
+    except (OSError, SyntaxError, ValueError):
+        return default_torch_preload()
+    libraries: list[tuple[str, str]] = []
+    optional: list[tuple[str, str]] = []
+    after_success = False
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if not any(isinstance(t, ast.Name) and t.id == "cuda_libs" for t in targets):
+                continue
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            pairs = value.items() if isinstance(value, dict) else value
+            libraries = [
+                (str(pair[0]), str(pair[1]))
+                for pair in pairs
+                if isinstance(pair, (tuple, list)) and len(pair) == 2
+            ]
+        elif isinstance(node, ast.Call) and _called(node) == "_preload_cuda_lib":
+            args = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            if len(args) == 2 and all(isinstance(a, str) for a in args):
+                optional.append((str(args[0]), str(args[1])))
+        elif isinstance(node, ast.FunctionDef) and node.name == "_load_global_deps":
+            # A preload in the `try` body (not the handler) runs even when the load worked.
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Try):
+                    for statement in inner.body:
+                        if any(
+                            isinstance(c, ast.Call) and _called(c) == "_preload_cuda_deps"
+                            for c in ast.walk(statement)
+                        ):
+                            after_success = True
+    if not libraries:
+        return default_torch_preload()
+    return TorchPreload(
+        source=path, after_success=after_success, libraries=tuple(libraries),
+        optional=tuple(optional),
+    )
+
+
+_FLOW_FUNCTIONS = ("_load_global_deps", "_preload_cuda_deps", "_preload_cuda_lib")
+
+
+def _top_level_functions(text: str, names: Sequence[str]) -> list[str]:
+    """The source of the named module-level functions (a def runs to the next top-level line)."""
+    lines = text.splitlines()
+    out: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("def ") and line[4:].split("(", 1)[0].strip() in names:
+            block = [line]
+            index += 1
+            while index < len(lines) and (
+                not lines[index] or lines[index][0] in " \t#)" or lines[index].startswith("]")
+            ):
+                block.append(lines[index])
+                index += 1
+            out.append("\n".join(block))
+            continue
+        index += 1
+    return out
+
+
+def _called(call: ast.Call) -> str | None:
+    return call.func.id if isinstance(call.func, ast.Name) else None
+
+
+def record_owners(distributions: Iterable[DistributionFacts]) -> dict[str, str]:
+    """Shared-library file (real path) -> owning distribution, from RECORD."""
+    owners: dict[str, str] = {}
+    for dist in distributions:
+        if dist.shadowed or not dist.name.startswith(OWNER_FAMILIES):
+            continue
+        record = os.path.join(dist.metadata_dir, "RECORD")
+        try:
+            with open(record, encoding="utf-8", errors="replace", newline="") as handle:
+                for row in csv.reader(handle):
+                    if row and ".so" in row[0]:
+                        full = os.path.realpath(os.path.join(dist.location, row[0]))
+                        owners.setdefault(full, dist.name)
+        except (OSError, csv.Error):
+            continue
+    return owners
+
+
+def _is_cuda(soname: str) -> bool:
+    return cuda_library(soname) is not None or soname in driver_sonames()
+
+
+def _preload_candidates(
+    sys_path: Sequence[str], folder: str, pattern: str, cuda_major: str | None
+) -> str | None:
+    """The file torch's _preload_cuda_lib picks: the first sys.path entry with a match."""
+    for entry in sys_path:
+        found = glob.glob(os.path.join(entry, "nvidia", folder, "lib", pattern))
+        if cuda_major:
+            found += glob.glob(os.path.join(entry, "nvidia", f"cu{cuda_major}", "lib", pattern))
+        found += glob.glob(os.path.join(entry, folder, "lib", pattern))
+        if found:
+            return os.path.realpath(found[0])
+    return None
+
+
+class _StaticWalk:
+    """Walks the objects in the order the process meets them, resolving each NEEDED."""
+
+    def __init__(self, loader: LoaderModel, owners: Mapping[str, str], roots: Sequence[str]):
+        self.loader = loader
+        self.owners = owners
+        self.roots = tuple(os.path.realpath(r) for r in roots)
+        self.loaded: dict[str, ResolvedDependency] = {}
+        self.objects: dict[str, ElfObjectFacts] = {}
+        self.needed_by: dict[str, list[str]] = {}
+
+    def _descend(self, path: str) -> bool:
+        return path.startswith(self.roots) or _is_cuda(os.path.basename(path))
+
+    def add_loaded(self, dependency: ResolvedDependency) -> None:
+        self.loaded.setdefault(dependency.soname, dependency)
+
+    def visit(self, path: str) -> None:
+        queue: deque[tuple[str, tuple[ElfDynamic, ...]]] = deque([(path, ())])
+        while queue:
+            current, chain = queue.popleft()
+            if current in self.objects:
+                continue
+            dynamic = read_dynamic(current)
+            here = (*chain, dynamic)
+            dependencies = []
+            for soname in dynamic.needed:
+                found = self.loader.search(soname, here, loaded=self.loaded)
+                owner = self.owners.get(found.path) if found.path else None
+                if owner != found.owner:
+                    found = replace(found, owner=owner)
+                dependencies.append(found)
+                if found.path is not None:
+                    self.add_loaded(found)
+                self.needed_by.setdefault(soname, [])
+                name = os.path.basename(current)
+                if name not in self.needed_by[soname]:
+                    self.needed_by[soname].append(name)
+                if found.path and found.path not in self.objects and self._descend(found.path):
+                    queue.append((found.path, here))
+            self.objects[current] = ElfObjectFacts(
+                path=current,
+                soname=dynamic.soname,
+                needed=dynamic.needed,
+                rpath=dynamic.rpath,
+                runpath=dynamic.runpath,
+                dependencies=tuple(dependencies),
+                owner=self.owners.get(current),
+                error=dynamic.error,
+            )
+
+
+def _loader_path_entries(
+    ld_library_path: Sequence[str], ld_preload: Sequence[str]
+) -> tuple[LoaderPathEntry, ...]:
+    entries = []
+    for directory in ld_library_path:
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            names = []
+        cuda = tuple(n for n in names if ".so" in n and cuda_library(n) is not None)
+        entries.append(LoaderPathEntry("LD_LIBRARY_PATH", directory, cuda))
+    for item in ld_preload:
+        name = os.path.basename(item)
+        soname = read_dynamic(item).soname if os.path.isfile(item) else None
+        cuda = tuple(n for n in {name, soname or ""} if n and cuda_library(n) is not None)
+        entries.append(LoaderPathEntry("LD_PRELOAD", item, tuple(sorted(cuda))))
+    return tuple(entries)
+
+
+def split_preload(value: str) -> list[str]:
+    """LD_PRELOAD entries: separated by colons or white space (ld.so(8))."""
+    return [part for part in value.replace(":", " ").split() if part]
+
+
+def probe_libraries(
+    python: str,
+    torch: TorchBuildFacts | None,
+    interpreter: InterpreterFacts | None,
+    distributions: Sequence[DistributionFacts],
+    environment: Mapping[str, str],
+    *,
+    timeout: float = 60.0,
+    load: bool = True,
+) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
+    """The static and dynamic views of torch's CUDA libraries (None without a CUDA torch)."""
+    if torch is None or interpreter is None or not torch.is_cuda_build:
+        return None, []
+    torch_dir = os.path.realpath(torch.package_dir)
+    lib_dir = os.path.join(torch_dir, "lib")
+    flow = torch_preload_flow(torch_dir)
+    cuda_major = torch.cuda.split(".")[0] if torch.cuda else None
+    global_deps = os.path.join(lib_dir, "libtorch_global_deps.so")
+    has_global_deps = os.path.isfile(global_deps)
+    preload_plan: list[dict[str, Any]] = []
+    for entries, required in ((flow.libraries, True), (flow.optional, False)):
+        for folder, pattern in entries:
+            path = _preload_candidates(interpreter.sys_path, folder, pattern, cuda_major)
+            preload_plan.append(
+                {"folder": folder, "glob": pattern, "path": path,
+                 "soname": os.path.basename(path) if path else None, "required": required}
+            )
+    # torch's own flow needs no ELF reading: it starts now and runs while the files are read.
+    session = None
+    flow_plan: dict[str, Any] = {
+        "global_deps": global_deps if has_global_deps else None,
+        "preload": {
+            "after_success": flow.after_success,
+            "error_keys": [p["glob"].split(".", 1)[0] for p in preload_plan if p["required"]],
+            "libraries": preload_plan,
+        },
+        "versions": _version_table(),
+        "rtld_global": bool(environment.get("TORCH_USE_RTLD_GLOBAL")),
+    }
+    if load:
+        session = _LoadSession(python, timeout, flow_plan)
+
+    started = time.perf_counter()
+    owners = record_owners(distributions)
+    ld_library_path = [e for e in environment.get("LD_LIBRARY_PATH", "").split(":") if e]
+    preload_items = split_preload(environment.get("LD_PRELOAD", ""))
+    preloaded: dict[str, str] = {}
+    for item in preload_items:
+        if os.path.isfile(item):
+            dynamic = read_dynamic(item)
+            preloaded.setdefault(dynamic.soname or os.path.basename(item), item)
+    loader = LoaderModel(ld_library_path=ld_library_path, ld_preload=preloaded)
+    site_dirs = [os.path.realpath(p) for p in interpreter.sys_path if os.path.isdir(p)]
+    walk = _StaticWalk(loader, owners, [torch_dir, *site_dirs])
+    for preloaded_soname, item in preloaded.items():
+        # LD_PRELOAD objects are in the process first, so every NEEDED lookup of their
+        # soname binds to them (torch's later preload by path loads a second, unused copy).
+        real = os.path.realpath(item)
+        walk.add_loaded(
+            ResolvedDependency(preloaded_soname, Resolution.LD_PRELOAD, real, entry=item,
+                               owner=owners.get(real))
+        )
+    if has_global_deps:
+        walk.visit(os.path.realpath(global_deps))
+    for entry in preload_plan:
+        path = entry["path"]
+        if not path or not flow.after_success:
+            continue
+        soname = read_dynamic(path).soname or os.path.basename(path)
+        entry["soname"] = soname
+        walk.add_loaded(
+            ResolvedDependency(
+                soname, Resolution.TORCH_PRELOAD, path, entry=entry["glob"],
+                owner=owners.get(path), expected_path=path,
+            )
+        )
+        walk.needed_by.setdefault(soname, []).append("torch/__init__.py")
+        walk.visit(path)
+    roots = sorted(glob.glob(os.path.join(torch_dir, "_C*.so")))
+    with contextlib.suppress(OSError):
+        roots += sorted(os.path.join(lib_dir, n) for n in os.listdir(lib_dir) if ".so" in n)
+    for root in roots:
+        if os.path.isfile(root):
+            walk.visit(os.path.realpath(root))
+    rows = _rows(walk, owners, preload_plan)
+    static_seconds = time.perf_counter() - started
+
+    failures: list[ProbeFailure] = []
+    loads: tuple[LoadedLibraryFacts, ...] = ()
+    if session is None:
+        probe = LoadProbeFacts(ran=False, skipped_reason="--no-load", flow=flow.source)
+    else:
+        probe, loads, failure = session.finish(_needed_plan(walk, rows, torch_dir), owners,
+                                               flow.source)
+        if failure is not None:
+            failures.append(failure)
+        rows = _merge_loads(rows, loads)
+
+    facts = LibrariesFacts(
+        torch_lib_dir=lib_dir,
+        objects=tuple(walk.objects.values()),
+        cuda=tuple(rows.values()),
+        loads=loads,
+        loader_path=_loader_path_entries(ld_library_path, preload_items),
+        load_probe=probe,
+        static_seconds=round(static_seconds, 4),
+    )
+    return facts, failures
+
+
+def _rows(
+    walk: _StaticWalk, owners: Mapping[str, str], preload_plan: Sequence[Mapping[str, Any]]
+) -> dict[str, CudaLibraryFacts]:
+    """One row per CUDA soname the walk met, with how it resolved first."""
+    rows: dict[str, CudaLibraryFacts] = {}
+    for soname, users in walk.needed_by.items():
+        if not _is_cuda(soname):
+            continue
+        resolved = walk.loaded.get(soname)
+        if resolved is None:
+            resolved = ResolvedDependency(soname, Resolution.NOT_FOUND)
+            for obj in walk.objects.values():
+                match = next((d for d in obj.dependencies if d.soname == soname), None)
+                if match is not None:
+                    resolved = match
+                    break
+        if resolved.expected_path is None:
+            expected = _expected_path(soname, walk, preload_plan)
+            if expected is not None:
+                resolved = replace(resolved, expected_path=expected)
+        expected_owner = owners.get(resolved.expected_path) if resolved.expected_path else None
+        rows[soname] = CudaLibraryFacts(
+            soname=soname, needed_by=tuple(users), resolved=resolved,
+            expected_owner=expected_owner,
+        )
+    return rows
+
+
+def _needed_plan(
+    walk: _StaticWalk, rows: Mapping[str, CudaLibraryFacts], torch_dir: str
+) -> dict[str, Any]:
+    """The second half of the load plan: what torch's libraries NEED, what to report."""
+    torch_sonames = [
+        soname
+        for obj in walk.objects.values()
+        if obj.path.startswith(torch_dir + os.sep)
+        for soname in obj.needed
+    ]
+    needed = []
+    for soname in dict.fromkeys(torch_sonames):
+        if cuda_library(soname) is None:
+            continue
+        resolved = walk.loaded.get(soname)
+        needed.append({"soname": soname, "path": resolved.path if resolved else None})
+    cudnn = next((s for s in rows if soname_stem(s) == "libcudnn" and ".so." in s), None)
+    return {
+        "needed": needed,
+        "cudnn": {
+            "soname": cudnn,
+            "major": cudnn.split(".so.", 1)[1].split(".")[0],
+            "sublibraries": list(cudnn_sublibraries()),
+        }
+        if cudnn
+        else None,
+        "report": [s for s in rows if s not in driver_sonames()],
+    }
+
+
+def _expected_path(
+    soname: str, walk: _StaticWalk, preload_plan: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """The wheel's file for a soname: torch's preload path, else an RPATH/RUNPATH match."""
+    for entry in preload_plan:
+        if entry["soname"] == soname and entry["path"]:
+            return str(entry["path"])
+    for obj in walk.objects.values():
+        for dependency in obj.dependencies:
+            if dependency.soname == soname and dependency.expected_path:
+                return dependency.expected_path
+    return None
+
+
+def _version_table() -> dict[str, dict[str, str | None]]:
+    table = {}
+    for stem in cuda_library_stems():
+        library = cuda_library(stem + ".so")
+        if library is not None and library.version is not None:
+            api = library.version
+            table[stem] = {"function": api.function, "call": api.call, "decode": api.decode}
+    return table
+
+
+def _argv(python: str) -> list[str]:
+    return [python, "-B", "-I", "-S", "-c", LOAD_INSIDE_SOURCE.read_text(encoding="utf-8")]
+
+
+class _LoadSession:
+    """The contained load process: started with torch's flow, finished with the rest."""
+
+    def __init__(self, python: str, timeout: float, flow_plan: dict[str, Any]) -> None:
+        self.python = python
+        self.timeout = timeout
+        self.flow_plan = flow_plan
+        self.started = time.perf_counter()
+        self.proc: subprocess.Popen[str] | None = None
+        self.start_error: str | None = None
+        try:
+            self.proc = subprocess.Popen(
+                _argv(python),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                start_new_session=True,
+            )
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps(flow_plan) + "\n")
+            self.proc.stdin.flush()
+        except OSError as exc:  # includes a child that died before reading
+            self.start_error = exc.strerror or str(exc)
+
+    def _first_run(self, rest: dict[str, Any]) -> ContainedResult:
+        argv = (self.python, "-B", "-I", "-S", "-c", "<load_inside.py>")
+        proc = self.proc
+        if proc is None:
+            return ContainedResult(argv, None, "", "", 0.0, start_error=self.start_error)
+        remaining = max(0.1, self.timeout - (time.perf_counter() - self.started))
+        try:
+            # communicate() sends the second line and closes stdin; a child that already
+            # died is not an error here (its exit status says what happened).
+            stdout, stderr = proc.communicate(json.dumps(rest) + "\n", timeout=remaining)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            return ContainedResult(argv, proc.returncode, stdout, stderr,
+                                   time.perf_counter() - self.started, timed_out=True)
+        return ContainedResult(argv, proc.returncode, stdout, stderr,
+                               time.perf_counter() - self.started)
+
+    def finish(
+        self, rest: dict[str, Any], owners: Mapping[str, str], flow: str
+    ) -> tuple[LoadProbeFacts, tuple[LoadedLibraryFacts, ...], ProbeFailure | None]:
+        return _run_load_plan(self, rest, owners, flow)
+
+
+def _run_load_plan(
+    session: _LoadSession, rest: dict[str, Any], owners: Mapping[str, str], flow: str
+) -> tuple[LoadProbeFacts, tuple[LoadedLibraryFacts, ...], ProbeFailure | None]:
+    steps: dict[str, dict[str, Any]] = {}  # step id -> begin/end, merged over the runs
+    skip: list[str] = []
+    skip_requested: list[str] = []
+    result: dict[str, Any] | None = None
+    failure: ProbeFailure | None = None
+    processes = 0
+    while processes < MAX_LOAD_PROCESSES:
+        processes += 1
+        if processes == 1:
+            run = session._first_run(rest)
+        else:
+            # Again without the files that crashed or hung: both halves of the plan at once.
+            first = {**session.flow_plan, "skip": skip, "skip_requested": skip_requested}
+            run = run_contained(
+                _argv(session.python),
+                timeout=session.timeout,
+                env=os.environ,
+                stdin_text=json.dumps(first) + "\n" + json.dumps(rest) + "\n",
+            )
+        unfinished = None
+        for line in run.stdout.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            kind = event.get("event")
+            if kind == "begin":
+                steps[event["step"]] = dict(event)
+                unfinished = event["step"]
+            elif kind == "end" and event["step"] in steps:
+                steps[event["step"]].update(ok=event["ok"], error=event["error"], done=True)
+                unfinished = None
+            elif kind == "result":
+                result = event
+        if result is not None:
+            break
+        if run.start_error is not None or unfinished is None:
+            failure = ProbeFailure("libraries", f"the library load probe {run.describe_failure()}")
+            break
+        # The library being loaded when the process died or hung is the culprit.
+        steps[unfinished].update(
+            done=True, ok=False, crashed=run.signal_name if not run.timed_out else None,
+            timed_out=run.timed_out,
+            error=None if run.timed_out or run.signal_name else run.describe_failure(),
+        )
+        skip.append(unfinished)
+        skip_requested.append(steps[unfinished]["requested"])
+    else:
+        failure = ProbeFailure(
+            "libraries", f"the library load probe stopped after {processes} crashed processes"
+        )
+    started = session.started
+
+    libraries: dict[str, Any] = (result or {}).get("libraries", {})
+    loads: list[LoadedLibraryFacts] = []
+    seen: set[str] = set()
+    for step in steps.values():
+        if step.get("stage") == "version" and not step.get("crashed") and not step.get(
+            "timed_out"
+        ):
+            continue
+        requested = step["requested"]
+        soname = step.get("soname") or os.path.basename(requested)
+        if step.get("stage") == "torch preload" and os.path.isabs(requested):
+            soname = read_dynamic(requested).soname or soname  # the plan named it by file
+        info = libraries.get(soname, {}) if step.get("ok") else {}
+        path = info.get("path")
+        loads.append(
+            LoadedLibraryFacts(
+                soname=soname,
+                stage=step.get("stage", ""),
+                requested=step["requested"],
+                loaded=bool(step.get("ok")),
+                path=path,
+                owner=owners.get(path) if path else None,
+                version=info.get("version"),
+                version_api=info.get("version_api"),
+                error=step.get("error"),
+                crashed_signal=step.get("crashed"),
+                timed_out=bool(step.get("timed_out")),
+            )
+        )
+        seen.add(soname)
+    for soname, info in libraries.items():
+        if soname in seen:
+            continue
+        path = info.get("path")
+        loads.append(
+            LoadedLibraryFacts(
+                soname=soname, stage="dependency", requested=soname, loaded=True, path=path,
+                owner=owners.get(path) if path else None, version=info.get("version"),
+                version_api=info.get("version_api"),
+            )
+        )
+    probe = LoadProbeFacts(
+        ran=True,
+        flow=flow,
+        processes=processes,
+        seconds=round(time.perf_counter() - started, 4),
+        torch_import_error=(result or {}).get("torch_import_error"),
+        error=failure.reason if failure else None,
+    )
+    return probe, tuple(loads), failure
+
+
+def _merge_loads(
+    rows: dict[str, CudaLibraryFacts], loads: Sequence[LoadedLibraryFacts]
+) -> dict[str, CudaLibraryFacts]:
+    """Attach to each soname the load that tells most: loaded with a path, else the failure."""
+    best: dict[str, LoadedLibraryFacts] = {}
+    for load in loads:
+        current = best.get(load.soname)
+        failed = bool(load.crashed_signal or load.timed_out or load.error)
+        if current is None or (not current.path and (load.path or failed)):
+            best[load.soname] = load
+    out = dict(rows)
+    for soname, load in best.items():
+        if soname in out:
+            out[soname] = replace(out[soname], load=load)
+        elif cuda_library(soname) is not None:
+            out[soname] = CudaLibraryFacts(soname=soname, needed_by=(load.stage,), load=load)
+    return out

@@ -1,0 +1,87 @@
+"""The real torch 2.14.1 CUDA 13 venv: every CUDA library loads from its wheel, no false alarm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.elf_fixtures import ElfBuilder, compiler, cudnn
+from tests.factory import FakeEnv, run_doctor
+
+pytestmark = pytest.mark.slow
+
+LIBRARY_IDS = {
+    "library-not-found",
+    "library-load-failed",
+    "library-shadowed",
+    "library-version-mismatch",
+    "cuda-libs-in-loader-path",
+}
+
+
+def _path(shown: str) -> str:
+    """A path from the JSON report (which may show the home directory as ~)."""
+    return str(Path.home()) + shown[1:] if shown.startswith("~/") else shown
+
+
+def _versions(env: FakeEnv) -> dict[str, str]:
+    out = {}
+    for dist_info in env.site_packages.glob("*.dist-info"):
+        name, _, version = dist_info.name[: -len(".dist-info")].partition("-")
+        out[name.replace("_", "-").lower()] = version
+    return out
+
+
+def test_real_torch_loads_every_cuda_library_from_its_wheels_without_a_gpu(
+    real_torch_venv: FakeEnv, workdir: Path
+) -> None:
+    run = run_doctor("--python", str(real_torch_venv.root), "--format", "json", cwd=workdir)
+    assert not LIBRARY_IDS & set(run.finding_ids()), run.json["findings"]
+    libraries = run.json["facts"]["libraries"]
+    assert libraries["load_probe"]["ran"] and libraries["load_probe"]["processes"] == 1
+    assert libraries["load_probe"]["torch_import_error"] is None
+    site = str(real_torch_venv.site_packages.resolve())
+    installed = _versions(real_torch_venv)
+    rows = {row["soname"]: row for row in libraries["cuda"]}
+    for soname in (
+        "libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcudnn.so.9",
+        "libnvrtc.so.13", "libcufft.so.12", "libcurand.so.10", "libcusparse.so.12",
+        "libcusolver.so.12", "libnvJitLink.so.13", "libnccl.so.2", "libcusparseLt.so.0",
+        "libcudnn_graph.so.9", "libcudnn_engines_precompiled.so.9", "libcudnn_adv.so.9",
+    ):
+        load = rows[soname]["load"]
+        assert load["loaded"], (soname, load)
+        assert _path(load["path"]).startswith(site + "/nvidia/"), (soname, load["path"])
+        assert load["owner"] is not None
+        if load["version"]:
+            wheel_version = installed[load["owner"]]
+            assert wheel_version.startswith(load["version"]), (soname, load, wheel_version)
+    assert rows["libcudnn.so.9"]["load"]["version"] == "9.24.0"
+    assert rows["libcudart.so.13"]["load"]["version"] == "13.0"
+    # No GPU and no driver here: libcuda.so.1 is needed only by libcaffe2_nvrtc.so (which
+    # torch loads lazily), and nothing else needs it to load.
+    assert rows["libcuda.so.1"]["needed_by"] == ["libcaffe2_nvrtc.so"]
+    assert rows["libcuda.so.1"]["resolved"]["how"] in ("not found", "ld.so.cache", "default dir")
+
+
+@pytest.mark.skipif(compiler() is None, reason="needs a C compiler")
+def test_old_cudnn_preloaded_into_real_torch_is_named_as_shadowed(
+    real_torch_venv: FakeEnv, workdir: Path, tmp_path: Path
+) -> None:
+    old = cudnn(ElfBuilder(tmp_path / "elf"), 90100)
+    run = run_doctor(
+        "--python", str(real_torch_venv.root), "--format", "json", cwd=workdir,
+        env={"LD_PRELOAD": str(old)},
+    )
+    shadowed = run.finding("library-shadowed")
+    item = next(s for s in shadowed["data"]["shadowed"] if s["soname"] == "libcudnn.so.9")
+    assert _path(item["path"]) == str(old.resolve())
+    assert item["how"] == "LD_PRELOAD"
+    site = real_torch_venv.site_packages.resolve()
+    assert _path(item["expected_path"]) == str(site / "nvidia/cudnn/lib/libcudnn.so.9")
+    mismatch = run.finding("library-version-mismatch")
+    assert {"soname": "libcudnn.so.9", "version": "9.1.0"}.items() <= mismatch["data"][
+        "mismatched"
+    ][0].items()
+    assert "unset LD_PRELOAD" in [r["text"] for r in shadowed["remedies"]]
