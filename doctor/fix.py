@@ -117,6 +117,31 @@ def _same_identity(existing: Any, new: Any, keys: Sequence[str]) -> bool:
 class _Merger:
     def __init__(self) -> None:
         self.changed = False
+        # What this run's earlier blocks set, by key path: a later block that sets the
+        # same key to something else means the remedies disagree.
+        self._set_by_block: dict[tuple[str, ...], tuple[int, Any]] = {}
+        self.block = 0
+
+    def _record(self, path: tuple[str, ...], value: Any) -> None:
+        earlier = self._set_by_block.get(path)
+        plain = _plain(value)
+        if earlier is not None and earlier[0] != self.block and earlier[1] != plain:
+            raise FixError(
+                f"two remedies set `{'.'.join(path)}` differently; nothing was changed. "
+                "Apply the one you choose by hand (see `torch-doctor`)."
+            )
+        self._set_by_block[path] = (self.block, plain)
+
+    def record(self, source: Any, path: tuple[str, ...] = ()) -> None:
+        """Note every plain value a block sets (entries of arrays of tables are matched
+        by identity instead, so they cannot disagree)."""
+        from tomlkit.items import AoT, Table
+
+        for key, value in source.items():
+            if isinstance(value, Table):
+                self.record(value, (*path, key))
+            elif not isinstance(value, AoT):
+                self._record((*path, key), value)
 
     def table(self, target: Any, source: Any) -> None:
         from tomlkit.items import AoT, Table
@@ -189,7 +214,8 @@ def apply_blocks(text: str, blocks: Sequence[str], name: str = "pyproject.toml")
             "Fix the syntax error, then run `torch-doctor fix` again."
         ) from exc
     merger = _Merger()
-    for block in blocks:
+    for number, block in enumerate(blocks):
+        merger.block = number
         try:
             addition = tomlkit.parse(block)
         except TOMLKitError as exc:  # a defect of a remedy builder, not of the user's file
@@ -197,6 +223,7 @@ def apply_blocks(text: str, blocks: Sequence[str], name: str = "pyproject.toml")
                 f"a remedy block is not valid TOML ({exc}); nothing was changed"
             ) from exc
         try:
+            merger.record(addition)
             merger.table(document, addition)
         except (TypeError, ValueError, KeyError) as exc:
             raise FixError(
@@ -227,11 +254,17 @@ def plan_edits(report: Report) -> list[PlannedEdit]:
         try:
             before = path.read_text(encoding="utf-8")
         except FileNotFoundError as exc:
-            raise FixError(f"{path} does not exist; nothing was changed") from exc
+            raise FixError(
+                f"{path} does not exist: `torch-doctor fix` edits an existing project's "
+                "pyproject.toml (run it in the uv project, or pass --project DIR); "
+                "nothing was changed"
+            ) from exc
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise FixError(f"{path} cannot be read ({reason}); nothing was changed") from exc
-        after = apply_blocks(before, [r.text for _, r in remedies], name=str(path))
+        # Several findings often carry the same block (one index choice): apply it once.
+        blocks = list(dict.fromkeys(r.text for _, r in remedies))
+        after = apply_blocks(before, blocks, name=str(path))
         edits.append(PlannedEdit(path, tuple(remedies), before, after))
     return edits
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from doctor.fix import FixError, apply_blocks
+from tests.driver_stub import Driver, DriverStubs
 from tests.factory import (
     PLAIN_DEPENDENCIES,
     TORCH_2_14_REQUIRES,
@@ -361,3 +362,47 @@ def test_on_a_terminal_any_other_answer_changes_nothing(project: Path) -> None:
     assert "Nothing was changed." in out
     assert (project / "pyproject.toml").read_bytes() == before
     assert not list(project.glob("pyproject.toml*.bak"))
+
+
+def test_cpu_torch_on_a_gpu_machine_gets_the_cuda_index_and_sources_blocks(
+    tmp_path: Path, driver_stubs: DriverStubs
+) -> None:
+    project = tmp_path / "demo"
+    project.mkdir()
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\nname = "demo"\nversion = "0.1.0"\n'
+        'dependencies = ["torch==2.14.1"]  # the model\n'
+    )
+    env = FakeEnv.create(project / ".venv")
+    env.install_torch("2.14.1+cpu", cuda=None, requires_dist=tuple(PLAIN_DEPENDENCIES))
+    for name, version in PLAIN_DEPENDENCIES.items():
+        env.install(name, version)
+    h100 = driver_stubs.env(Driver())  # an H100 on a 580 driver: CUDA 13.0
+
+    run = run_doctor("fix", "--yes", cwd=project, env=h100)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "(for cpu-only-torch" in run.stdout
+    text = pyproject.read_text()
+    assert "# the model" in text
+    uv = tomllib.loads(text)["tool"]["uv"]
+    [index] = uv["index"]
+    assert index["url"].startswith("https://download.pytorch.org/whl/cu")
+    assert index["explicit"] is True
+    assert [s["index"] for s in uv["sources"]["torch"]] == [index["name"]]
+
+    again = run_doctor("fix", "--yes", cwd=project, env=h100)
+    assert again.returncode == 0, again.stderr
+    assert pyproject.read_text() == text
+
+
+def test_remedies_that_disagree_are_refused() -> None:
+    def block(variant: str) -> str:
+        return (
+            f'[[tool.uv.index]]\nname = "pytorch-{variant}"\n'
+            f'url = "https://download.pytorch.org/whl/{variant}"\nexplicit = true\n\n'
+            f'[tool.uv.sources]\ntorch = [{{ index = "pytorch-{variant}" }}]\n'
+        )
+
+    with pytest.raises(FixError, match="differently"):
+        apply_blocks('[project]\nname = "x"\n', [block("cu126"), block("cu130")])
