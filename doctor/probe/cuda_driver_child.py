@@ -4,13 +4,16 @@ Run as ``python -I -B -c <this source>`` by doctor/probe/cuda_driver.py: cuInit 
 hang or crash, so it never runs in the doctor's own process. Standard library only.
 """
 
+from __future__ import annotations
+
 import ctypes
 import json
 import os
 import sys
+from typing import Any
 
 
-def loaded_path(fragment):
+def loaded_path(fragment: str) -> str | None:
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
@@ -22,11 +25,11 @@ def loaded_path(fragment):
     return None
 
 
-def describe(lib, code):
+def describe(lib: ctypes.CDLL, code: int) -> dict[str, str]:
     """cuGetErrorName / cuGetErrorString for a CUresult (they work before cuInit)."""
     name = ctypes.c_char_p()
     text = ctypes.c_char_p()
-    out = {}
+    out: dict[str, str] = {}
     try:
         if lib.cuGetErrorName(code, ctypes.byref(name)) == 0 and name.value:
             out["error_name"] = name.value.decode("utf-8", "replace")
@@ -37,8 +40,8 @@ def describe(lib, code):
     return out
 
 
-def main():
-    report = {"loaded": False}
+def main() -> int:
+    report: dict[str, Any] = {"loaded": False}
     try:
         lib = ctypes.CDLL("libcuda.so.1")
     except OSError as exc:

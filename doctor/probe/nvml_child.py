@@ -6,10 +6,13 @@ imports nvidia-ml-py (pynvml), which is installed with torch-doctor, and nothing
 outside the standard library. It writes nothing.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import sys
+from typing import Any, Callable
 
 # NVML return codes worth telling apart (nvml.h nvmlReturn_t).
 STATUS_BY_CODE = {
@@ -20,7 +23,7 @@ STATUS_BY_CODE = {
 }
 
 
-def loaded_path(fragment):
+def loaded_path(fragment: str) -> str | None:
     """The file the dynamic loader mapped for a library, from /proc/self/maps."""
     try:
         with open("/proc/self/maps") as maps:
@@ -33,11 +36,11 @@ def loaded_path(fragment):
     return None
 
 
-def text(value):
+def text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def error_of(pynvml, exc):
+def error_of(pynvml: Any, exc: Exception) -> tuple[int | None, str]:
     """The return code and the driver's own text for it (nvmlErrorString), else pynvml's."""
     code = getattr(exc, "value", None)
     try:
@@ -50,7 +53,7 @@ def error_of(pynvml, exc):
         return code, f"NVML error {code}"
 
 
-def query(pynvml, call, *args):
+def query(pynvml: Any, call: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
     """(value, None) or (None, "message") for one optional query."""
     try:
         return call(*args), None
@@ -58,9 +61,9 @@ def query(pynvml, call, *args):
         return None, error_of(pynvml, exc)[1]
 
 
-def gpu(pynvml, index):
+def gpu(pynvml: Any, index: int) -> dict[str, Any]:
     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-    out = {"index": index, "errors": []}
+    out: dict[str, Any] = {"index": index, "errors": []}
     name, error = query(pynvml, pynvml.nvmlDeviceGetName, handle)
     out["name"] = text(name) if name is not None else f"GPU {index}"
     if error:
@@ -86,8 +89,8 @@ def gpu(pynvml, index):
     return out
 
 
-def main():
-    report = {"status": "ok"}
+def main() -> int:
+    report: dict[str, Any] = {"status": "ok"}
     try:
         import pynvml
     except ImportError as exc:
@@ -99,7 +102,7 @@ def main():
     except pynvml.NVMLError as exc:
         code, message = error_of(pynvml, exc)
         report.update(
-            status=STATUS_BY_CODE.get(code, "unknown"),
+            status=STATUS_BY_CODE.get(code or 0, "unknown"),
             error_code=code,
             error_text=message,
             library_path=loaded_path("libnvidia-ml"),
