@@ -501,14 +501,14 @@ def gpu_arch_unsupported(facts: Facts) -> Outcome:
             + ")"
         )
     evidence.append(f"this build carries {carried} ({where})")
-    if not archs.ptx:
-        evidence.append("no PTX in this build: the driver has nothing to compile for a newer GPU")
     first = unsupported[0]
     too_old = all(
         g.compute_capability is not None
         and all(g.compute_capability < t.capability for t in targets)
         for g in unsupported
     )
+    if not archs.ptx and not too_old:
+        evidence.append("no PTX in this build: the driver has nothing to compile for a newer GPU")
     return [
         Finding(
             id="gpu-arch-unsupported",
