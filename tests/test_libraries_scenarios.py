@@ -70,6 +70,19 @@ def test_healthy_stand_in_set_loads_from_the_wheels_with_their_versions(
     assert all(checks[i] == "passed" for i in LIBRARY_IDS)
 
 
+def test_terminal_report_shows_the_cuda_library_table(
+    make_env: Callable[..., FakeEnv], workdir: Path, kit: CudaTorchKit
+) -> None:
+    env = make_env()
+    kit.install(env, kit.healthy_wheels())
+    run = run_doctor("--python", str(env.root), cwd=workdir, env={"COLUMNS": "120"})
+    table = run.stdout.split("CUDA libraries", 1)[1]
+    row = next(line for line in table.splitlines() if line.strip().startswith("libcudnn.so.9"))
+    assert row.split() == [
+        "libcudnn.so.9", "9.1.0", "site-packages/nvidia/cudnn/lib/", "nvidia-cudnn-cu12", "loaded"
+    ]
+
+
 def test_missing_soname_names_the_wheel_that_should_provide_it(
     make_env: Callable[..., FakeEnv], workdir: Path, kit: CudaTorchKit
 ) -> None:

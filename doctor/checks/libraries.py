@@ -28,7 +28,7 @@ from doctor.facts.libraries import (
 from doctor.findings import Finding, Severity
 from doctor.knowledge.cuda_libraries import cuda_library, driver_sonames, wheel_matches
 
-__all__ = ["providing_wheels", "reference_version"]
+__all__ = ["pinned_wheels", "providing_wheels", "reference_version"]
 
 # How an outside copy gets in ahead of the wheel's (the loader-path variables and the system).
 OUTSIDE = (Resolution.LD_PRELOAD, Resolution.LD_LIBRARY_PATH, Resolution.CACHE, Resolution.DEFAULT)
@@ -56,19 +56,26 @@ def _is_driver(soname: str) -> bool:
     return soname in driver_sonames()
 
 
+def pinned_wheels(facts: Facts, soname: str) -> list[str]:
+    """The wheels torch's own requirements name for this soname (none for a torch built
+    against a system CUDA, e.g. conda's or a distribution's, which pins no NVIDIA wheel)."""
+    library = cuda_library(soname)
+    expectations = expected_wheels(facts)
+    if library is None or expectations is None:
+        return []
+    return [
+        w.name
+        for w in expectations.cuda
+        if any(wheel_matches(stem, w.name) for stem in library.wheels)
+    ]
+
+
 def providing_wheels(facts: Facts, soname: str) -> list[str]:
-    """The wheels torch pins that ship this soname (installed or not), best first."""
+    """The wheels that ship this soname (installed or not), torch's pins first."""
     library = cuda_library(soname)
     if library is None:
         return []
-    expectations = expected_wheels(facts)
-    names = []
-    if expectations is not None:
-        names = [
-            w.name
-            for w in expectations.cuda
-            if any(wheel_matches(stem, w.name) for stem in library.wheels)
-        ]
+    names = pinned_wheels(facts, soname)
     if not names:
         names = [
             d.name
@@ -246,7 +253,13 @@ def library_load_failed(facts: Facts) -> Outcome:
         # fails because its NEEDED libcusparse does): report that object.
         named = UNDEFINED_SYMBOL.search(load.error or "")
         subject = os.path.basename(named.group("object")) if named else load.soname
-        key = (subject, load.error or load.crashed_signal or str(load.timed_out))
+        # The same failure reached by two paths (torch/lib/../../nvidia/… and nvidia/…) is one.
+        what = (
+            f"{named.group('symbol')}@{named.group('version')}"
+            if named
+            else load.error or load.crashed_signal or str(load.timed_out)
+        )
+        key = (subject, what)
         if key in seen:
             continue
         seen.add(key)
@@ -337,7 +350,9 @@ def library_shadowed(facts: Facts) -> Outcome:
         path, verb, resolved = _actual(row)
         if path is None:
             continue
-        wheels = providing_wheels(facts, row.soname)
+        wheels = pinned_wheels(facts, row.soname)
+        if not wheels:
+            continue  # torch pins no wheel for it: a system CUDA is where it belongs
         owner = row.owner
         if owner is not None and owner in wheels:
             continue
@@ -414,7 +429,7 @@ def library_version_mismatch(facts: Facts) -> Outcome:
         if load is None or not load.version:
             continue
         loaded = _version_parts(load.version)
-        for wheel in providing_wheels(facts, row.soname):
+        for wheel in pinned_wheels(facts, row.soname):
             reference = reference_version(facts, wheel)
             expected = _version_parts(reference) if reference else None
             if loaded is None or expected is None:

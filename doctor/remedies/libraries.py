@@ -94,7 +94,8 @@ def _load_failed(finding: Finding, facts: Facts) -> list[Remedy]:
         )
     wheels = [w for f in failures for w in providing_wheels(facts, f["soname"])[:1]]
     wheels += [w for c in causes for w in providing_wheels(facts, c["soname"])[:1]]
-    remedies += _reinstall(facts, wheels, "then make sure the pinned wheels are intact")
+    summary = "then reinstall the pinned wheels" if remedies else "reinstall the pinned wheels"
+    remedies += _reinstall(facts, wheels, summary)
     return remedies
 
 

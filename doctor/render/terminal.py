@@ -158,7 +158,7 @@ def _finding(finding: Finding) -> RenderableType:
     return Group(*parts)
 
 
-def _cuda_libraries(report: Report) -> Optional[Table]:
+def _cuda_libraries(report: Report) -> Table | None:
     """torch's CUDA libraries: soname, version, where loaded from, owner wheel, status."""
     libraries = report.facts.libraries
     if libraries is None or not libraries.cuda:
@@ -183,7 +183,7 @@ def _cuda_libraries(report: Report) -> Optional[Table]:
     return table
 
 
-def _site_relative(path: str, site_dirs: set[str]) -> Optional[str]:
+def _site_relative(path: str, site_dirs: set[str]) -> str | None:
     """``site-packages/nvidia/cu13/lib`` for a path inside the inspected site-packages."""
     for site in site_dirs:
         if not site:
