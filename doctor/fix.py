@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ __all__ = [
     "PlannedEdit",
     "apply_blocks",
     "backup_path",
+    "follow_up_commands",
     "plan_edits",
     "run_fix",
     "write_atomically",
@@ -341,18 +343,35 @@ def _ask(question: str, stdin: IO[str], stdout: IO[str]) -> bool:
     return answer in ("y", "yes")
 
 
-def _run_uv(project: Path, out: IO[str]) -> int:
+def follow_up_commands(edits: Sequence[PlannedEdit]) -> list[str]:
+    """The uv commands the edited-for findings ask for next (their shell remedies)."""
+    commands: list[str] = []
+    for edit in edits:
+        for finding, _ in edit.remedies:
+            for remedy in finding.remedies:
+                if remedy.kind is not RemedyKind.SHELL:
+                    continue
+                for line in remedy.text.splitlines():
+                    line = line.strip()
+                    if line.startswith("uv ") and line not in commands:
+                        commands.append(line)
+    return commands or ["uv lock", "uv sync"]
+
+
+def _run_uv(commands: Sequence[str], project: Path, out: IO[str]) -> int:
     uv = shutil.which("uv")
     if uv is None:
-        out.write("torch-doctor: uv is not on PATH; run `uv lock` and `uv sync` yourself.\n")
+        out.write("torch-doctor: uv is not on PATH; run these yourself:\n")
+        out.writelines(f"  {c}\n" for c in commands)
         return EXIT_DOCTOR_FAILED
-    for step in (["lock"], ["sync"]):
-        out.write(f"$ uv {' '.join(step)}\n")
+    for command in commands:
+        out.write(f"$ {command}\n")
         out.flush()
-        result = subprocess.run([uv, *step], cwd=project, check=False)
+        argv = [uv, *shlex.split(command)[1:]]
+        result = subprocess.run(argv, cwd=project, check=False)
         if result.returncode != 0:
             out.write(
-                f"torch-doctor: `uv {' '.join(step)}` failed (exit {result.returncode}); "
+                f"torch-doctor: `{command}` failed (exit {result.returncode}); "
                 "pyproject.toml keeps the edit, the backup is beside it.\n"
             )
             return EXIT_DOCTOR_FAILED
@@ -376,7 +395,7 @@ def run_fix(
         if not edit.changes:
             stdout.write(f"{edit.target}: already up to date; nothing to change.\n")
     if not pending:
-        _next_steps(report, stdout)
+        _next_steps(report, follow_up_commands(edits), stdout)
         return EXIT_OK
     for edit in pending:
         ids = ", ".join(sorted({f.id for f, _ in edit.remedies}))
@@ -398,9 +417,10 @@ def run_fix(
     for edit in pending:
         backup = write_atomically(edit.target, edit.after)
         stdout.write(f"Wrote {edit.target} (the original is kept as {backup}).\n")
+    commands = follow_up_commands(pending)
     if options.sync:
-        return _run_uv(pending[0].target.parent, stdout)
-    _next_steps(report, stdout)
+        return _run_uv(commands, pending[0].target.parent, stdout)
+    _next_steps(report, commands, stdout)
     return EXIT_OK
 
 
@@ -415,7 +435,8 @@ def _other_steps(report: Report, out: IO[str]) -> None:
         out.write("Run `torch-doctor` for the full report.\n")
 
 
-def _next_steps(report: Report, out: IO[str]) -> None:
+def _next_steps(report: Report, commands: Sequence[str], out: IO[str]) -> None:
     project = report.facts.project
     where = f" in {project.root}" if project is not None else ""
-    out.write(f"Next: run `uv lock` then `uv sync`{where} (or `torch-doctor fix --sync`).\n")
+    out.write(f"Next, run{where} (or use `torch-doctor fix --sync`):\n")
+    out.writelines(f"  {c}\n" for c in commands)

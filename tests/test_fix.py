@@ -383,6 +383,8 @@ def test_cpu_torch_on_a_gpu_machine_gets_the_cuda_index_and_sources_blocks(
     run = run_doctor("fix", "--yes", cwd=project, env=h100)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "(for cpu-only-torch" in run.stdout
+    # What to run next comes from the finding's own remedy, not a generic list.
+    assert "  uv sync --reinstall-package torch\n" in run.stdout
     text = pyproject.read_text()
     assert "# the model" in text
     uv = tomllib.loads(text)["tool"]["uv"]
