@@ -386,6 +386,9 @@ def run_fix(
     stdout: IO[str] = sys.stdout,
 ) -> int:
     edits = plan_edits(report)
+    if not edits and report.facts.interpreter is None:
+        reasons = "; ".join(f.reason for f in report.facts.failures) or "unknown reason"
+        raise FixError(f"the environment could not be inspected ({reasons}); nothing was changed")
     if not edits:
         stdout.write("Nothing to change in pyproject.toml: no finding needs an edit there.\n")
         _other_steps(report, stdout)

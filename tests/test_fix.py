@@ -408,3 +408,11 @@ def test_remedies_that_disagree_are_refused() -> None:
 
     with pytest.raises(FixError, match="differently"):
         apply_blocks('[project]\nname = "x"\n', [block("cu126"), block("cu130")])
+
+
+def test_an_environment_that_cannot_be_inspected_is_not_reported_as_nothing_to_fix(
+    workdir: Path,
+) -> None:
+    run = run_doctor("fix", "--yes", "--python", "/bin/false", cwd=workdir)
+    assert run.returncode == 2
+    assert "could not be inspected" in run.stderr and "Traceback" not in run.stderr
