@@ -229,6 +229,8 @@ def library_load_failed(facts: Facts) -> Outcome:
     probe = libraries.load_probe
     if probe is None or not probe.ran:
         return Skip("the load probe did not run" + (f" ({probe.skipped_reason})" if probe else ""))
+    if probe.error and not libraries.loads:
+        return Skip(probe.error)
     failures: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     loaded = {row.soname for row in libraries.cuda if row.load is not None and row.load.loaded}
@@ -423,6 +425,8 @@ def library_version_mismatch(facts: Facts) -> Outcome:
     probe = libraries.load_probe
     if probe is None or not probe.ran:
         return Skip("the load probe did not run")
+    if probe.error and not libraries.loads:
+        return Skip(probe.error)
     mismatched: list[dict[str, Any]] = []
     for row in libraries.cuda:
         load = row.load

@@ -260,6 +260,28 @@ def probe_libraries(
     timeout: float = 60.0,
     load: bool = True,
 ) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
+    """The static and dynamic views of torch's CUDA libraries (None without a CUDA torch).
+
+    Never raises: a bug here is one probe failure in the report, not a traceback.
+    """
+    try:
+        return _probe_libraries(
+            python, torch, interpreter, distributions, environment, timeout=timeout, load=load
+        )
+    except Exception as exc:  # the report goes on without this probe
+        return None, [ProbeFailure("libraries", f"internal error: {type(exc).__name__}: {exc}")]
+
+
+def _probe_libraries(
+    python: str,
+    torch: TorchBuildFacts | None,
+    interpreter: InterpreterFacts | None,
+    distributions: Sequence[DistributionFacts],
+    environment: Mapping[str, str],
+    *,
+    timeout: float = 60.0,
+    load: bool = True,
+) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
     """The static and dynamic views of torch's CUDA libraries (None without a CUDA torch)."""
     if torch is None or interpreter is None or not torch.is_cuda_build:
         return None, []
@@ -291,7 +313,29 @@ def probe_libraries(
     }
     if load:
         session = _LoadSession(python, timeout, flow_plan)
+    try:
+        return _complete(
+            session, flow, preload_plan, torch_dir, lib_dir, global_deps,
+            interpreter, distributions, environment,
+        )
+    finally:
+        if session is not None:
+            session.kill()
 
+
+def _complete(
+    session: _LoadSession | None,
+    flow: TorchPreload,
+    preload_plan: list[dict[str, Any]],
+    torch_dir: str,
+    lib_dir: str,
+    global_deps: str,
+    interpreter: InterpreterFacts,
+    distributions: Sequence[DistributionFacts],
+    environment: Mapping[str, str],
+) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
+    """The ELF walk (while torch's flow loads), then the rest of the load plan."""
+    has_global_deps = os.path.isfile(global_deps)
     started = time.perf_counter()
     owners = record_owners(distributions)
     ld_library_path = [e for e in environment.get("LD_LIBRARY_PATH", "").split(":") if e]
@@ -491,6 +535,14 @@ class _LoadSession:
                                    time.perf_counter() - self.started, timed_out=True)
         return ContainedResult(argv, proc.returncode, stdout, stderr,
                                time.perf_counter() - self.started)
+
+    def kill(self) -> None:
+        """Stop the process if it still runs (after an error in the doctor itself)."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+                self.proc.communicate(timeout=5)
 
     def finish(
         self, rest: dict[str, Any], owners: Mapping[str, str], flow: str
