@@ -71,9 +71,43 @@ _SECRET_PARTS = frozenset({"KEY", "PASS", "PAT", "SESSION", "SIG", "PWD"})
 _NOT_SECRET = frozenset({"PWD", "OLDPWD"})
 
 # Names too common to remove as words without mangling ordinary text (user "root" is
-# no secret; its home directory is still replaced by ~).
-_GENERIC_USERS = frozenset({"root", "user", "users", "admin", "nobody", "home"})
-_GENERIC_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+# no secret; its home directory is still replaced by ~). The report's own vocabulary
+# counts too: a user called "torch" or "cuda" identifies no one, and removing those
+# words would make the report unreadable.
+_REPORT_WORDS = frozenset(
+    {
+        "torch",
+        "cuda",
+        "nvidia",
+        "python",
+        "python3",
+        "uv",
+        "pip",
+        "triton",
+        "venv",
+        "lib",
+        "lib64",
+        "bin",
+        "usr",
+        "local",
+        "opt",
+        "src",
+        "app",
+        "dev",
+        "tmp",
+        "docker",
+        "conda",
+        "cudnn",
+        "nccl",
+        "gpu",
+        "linux",
+        "test",
+        "work",
+        "data",
+    }
+)
+_GENERIC_USERS = frozenset({"root", "user", "users", "admin", "nobody", "home"}) | _REPORT_WORDS
+_GENERIC_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"}) | _REPORT_WORDS
 
 _WORD_CHARS = r"A-Za-z0-9_\-"
 _URL_USERINFO = re.compile(

@@ -122,11 +122,12 @@ def test_serial_numbers_under_any_key_are_masked() -> None:
 
 
 def test_generic_names_are_not_used_as_words_to_remove() -> None:
-    rules = RedactionRules.build(homes=["/root"], users=["root", "a"], hosts=["localhost"])
-    assert rules.users == () and rules.hosts == ()
-    assert (
-        Redactor(rules).text("project root /root/x on localhost") == "project root ~/x on localhost"
+    rules = RedactionRules.build(
+        homes=["/root"], users=["root", "a", "torch"], hosts=["localhost", "gpu"]
     )
+    assert rules.users == () and rules.hosts == ()
+    text = "project root /root/x on localhost: torch has no gpu"
+    assert Redactor(rules).text(text) == "project root ~/x on localhost: torch has no gpu"
 
 
 # --- End to end: the CLI on a project with secrets around it ------------------------------
