@@ -19,10 +19,12 @@ CHILD_SOURCE = Path(__file__).with_name("cuda_driver_child.py")
 
 def probe_cuda_driver(timeout: float, env: Mapping[str, str] | None = None) -> CudaDriverFacts:
     source = CHILD_SOURCE.read_text(encoding="utf-8")
+    # cwd "/" keeps the caller's directory off the child's sys.path; -B: no bytecode.
     run = run_contained(
-        [sys.executable, "-I", "-B", "-c", source],
+        [sys.executable, "-B", "-c", source],
         timeout=timeout,
         env=os.environ if env is None else env,
+        cwd="/",
     )
     if not run.ok:
         # A crash inside cuInit is itself a fact about the driver, not a doctor failure.

@@ -1,6 +1,6 @@
 """Call cuInit and cuDriverGetVersion in libcuda.so.1; print one JSON object. Runs contained.
 
-Run as ``python -I -B -c <this source>`` by doctor/probe/cuda_driver.py: cuInit can
+Run as ``python -B -c <this source>`` by doctor/probe/cuda_driver.py: cuInit can
 hang or crash, so it never runs in the doctor's own process. Standard library only.
 """
 

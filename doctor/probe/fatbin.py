@@ -123,8 +123,11 @@ def _container_at(data: bytes | mmap.mmap, position: int) -> tuple[bool, int, in
 
 def read_fatbin_summary(path: Path) -> FatbinSummary:
     """Walk every fat binary section of one ELF shared library."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
+    try:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+    except (ImportError, SyntaxError) as exc:  # a pyelftools too new for this Python
+        raise FatbinError(f"pyelftools cannot be imported: {exc}") from exc
 
     carriers: Counter[str] = Counter()
     containers = 0

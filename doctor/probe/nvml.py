@@ -23,11 +23,13 @@ CHILD_SOURCE = Path(__file__).with_name("nvml_child.py")
 
 def probe_nvml(timeout: float, env: Mapping[str, str] | None = None) -> NvmlFacts:
     source = CHILD_SOURCE.read_text(encoding="utf-8")
-    # -I: neither the working directory nor PYTHONPATH can shadow pynvml; -B: no bytecode.
+    # The doctor's own interpreter and sys.path settings (PYTHONPATH, user site) find
+    # pynvml as they found the doctor; cwd "/" keeps the caller's directory off sys.path.
     run = run_contained(
-        [sys.executable, "-I", "-B", "-c", source],
+        [sys.executable, "-B", "-c", source],
         timeout=timeout,
         env=os.environ if env is None else env,
+        cwd="/",
     )
     if not run.ok:
         return NvmlFacts(

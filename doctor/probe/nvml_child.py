@@ -1,6 +1,6 @@
 """Ask NVML about the driver and the GPUs; print one JSON object. Runs contained.
 
-This is run as ``<doctor's python> -I -B -c <this source>`` by doctor/probe/nvml.py,
+This is run as ``<doctor's python> -B -c <this source>`` by doctor/probe/nvml.py,
 because loading libnvidia-ml.so.1 and calling into the driver can hang or crash. It
 imports nvidia-ml-py (pynvml), which is installed with torch-doctor, and nothing else
 outside the standard library. It writes nothing.
