@@ -110,3 +110,14 @@ def test_preload_flow_is_read_from_the_installed_torch_init(tmp_path: Path) -> N
     default = torch_preload_flow(str(tmp_path))
     assert default.after_success is True
     assert ("nvjitlink", "libnvJitLink.so.*[0-9]") in default.libraries
+
+
+def test_a_soname_only_the_system_cache_knows_resolves_through_it(
+    builder: ElfBuilder, tmp_path: Path
+) -> None:
+    system = _copy(builder.build(StandIn("libcudart.so.12")), tmp_path / "usr-local-cuda")
+    obj = read_dynamic(str(_copy(builder.build(StandIn("libneeds.so", search=("$ORIGIN/x",))),
+                                 tmp_path)))
+    loader = LoaderModel(cache={"libcudart.so.12": str(system)}, defaults=("/nonexistent",))
+    found = loader.search("libcudart.so.12", [obj])
+    assert (found.how, found.path, found.expected_path) == ("ld.so.cache", str(system), None)
