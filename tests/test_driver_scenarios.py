@@ -133,6 +133,16 @@ def test_header_shows_driver_cuda_and_gpu_coverage(
     assert "covered by this torch build" in header
 
 
+def test_header_says_when_this_build_does_not_cover_a_gpu(
+    cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    env = driver_stubs.env(Driver(gpus=(H100, GTX_980)))
+    header = run_doctor("--python", str(cu130.root), cwd=workdir, env=env).stdout
+    header = " ".join(header.split("Checks")[0].replace("│", " ").split())
+    assert "GPU 0 NVIDIA H100 80GB HBM3 compute capability 9.0 (sm_90) covered" in header
+    assert "GPU 1 NVIDIA GeForce GTX 980 compute capability 5.2 (sm_52) NOT covered" in header
+
+
 # --- driver too old ---------------------------------------------------------------------
 
 
