@@ -43,7 +43,8 @@ def describe(lib: ctypes.CDLL, code: int) -> dict[str, str]:
 def main() -> int:
     report: dict[str, Any] = {"loaded": False}
     try:
-        lib = ctypes.CDLL("libcuda.so.1")
+        # The CUDA driver library is nvcuda.dll on Windows, libcuda.so.1 everywhere else.
+        lib = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
     except OSError as exc:
         report["load_error"] = str(exc)
         print(json.dumps(report))
