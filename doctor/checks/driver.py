@@ -407,7 +407,8 @@ def driver_too_old(facts: Facts) -> Outcome:
             Finding(
                 id="driver-too-old",
                 severity=Severity.ERROR,
-                title=f"driver {driver or ''} is too old for CUDA {torch_text}".replace("  ", " "),
+                title=f"{f'driver {driver}' if driver else 'the driver'} is too old for "
+                f"CUDA {torch_text}",
                 detail=(
                     f"The driver supports CUDA {cuda_int_text(driver_cuda)} and torch needs "
                     f"CUDA {torch_text}. Minor-version compatibility only works within one "
