@@ -31,6 +31,7 @@ def gather(options: ProbeOptions) -> Facts:
     machine_probe = MachineProbe(timeout=options.timeout)  # runs while the next probe does
     inside = probe_interpreter(options.target.python, timeout=options.timeout)
     failures.extend(inside.failures)
+    machine_probe.torch_found(inside.torch)  # torch's GPU code is read while others probe
 
     project = None
     prefix = inside.interpreter.prefix if inside.interpreter else None

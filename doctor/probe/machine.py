@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from doctor.facts.environment import TorchBuildFacts
@@ -62,11 +62,16 @@ class MachineProbe:
         self._nvml = self._pool.submit(probe_nvml, timeout, self._environ)
         self._cuda = self._pool.submit(probe_cuda_driver, timeout, self._environ)
         self._pool.submit(_import_elftools)
+        self._archs: Future[ArchListFacts | None] | None = None
+
+    def torch_found(self, torch: TorchBuildFacts | None) -> None:
+        """Start reading torch's fat binary headers while other probes run."""
+        self._archs = self._pool.submit(_arch_list_of, torch)
 
     def finish(self, torch: TorchBuildFacts | None) -> MachineFacts:
         try:
             root, environ = self._root, self._environ
-            archs = torch_arch_list(torch) if torch is not None and torch.is_cuda_build else None
+            archs = self._archs.result() if self._archs is not None else _arch_list_of(torch)
             cvd = environ.get("CUDA_VISIBLE_DEVICES")
             nvd = environ.get("NVIDIA_VISIBLE_DEVICES")
             return MachineFacts(
@@ -88,6 +93,10 @@ class MachineProbe:
             )
         finally:
             self._pool.shutdown(wait=True)
+
+
+def _arch_list_of(torch: TorchBuildFacts | None) -> ArchListFacts | None:
+    return torch_arch_list(torch) if torch is not None and torch.is_cuda_build else None
 
 
 def _import_elftools() -> None:
