@@ -337,3 +337,13 @@ def test_huge_environment_values_are_harmless(healthy: FakeEnv, workdir: Path) -
     run = run_with_environ(healthy, workdir, huge, "--format", "json")
     assert run.returncode == 0, run.stderr
     assert len(run.json["facts"]["environment"]["LD_LIBRARY_PATH"]) > 90_000
+
+
+def test_venv_whose_base_python_is_gone_is_a_usage_error(workdir: Path) -> None:
+    venv = workdir / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to("/nonexistent/python3.11")
+    message = usage_error("--python", str(venv), cwd=workdir)
+    assert "broken link to /nonexistent/python3.11" in message
+    message = usage_error("--python", str(venv / "bin" / "python"), cwd=workdir)
+    assert "the Python this virtual environment was made from is gone" in message

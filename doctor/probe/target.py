@@ -28,6 +28,20 @@ def _venv_python(venv: Path) -> Path | None:
     return None
 
 
+def _broken_link(path: Path) -> str | None:
+    """Why ``path`` is a dangling symlink (a venv whose base Python was removed), if it is."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        points_to = os.readlink(path)
+    except OSError:
+        points_to = "?"
+    return (
+        f"{path} is a broken link to {points_to}: the Python this virtual environment "
+        "was made from is gone (recreate the venv, e.g. `uv venv` and `uv sync`)"
+    )
+
+
 def find_project_root(start: Path) -> Path | None:
     """The nearest directory at or above ``start`` holding a pyproject.toml, as uv finds it."""
     try:
@@ -49,11 +63,17 @@ def resolve_target(
         if path.is_dir():
             found = _venv_python(path)
             if found is None:
+                broken = _broken_link(path / "bin" / "python")
+                if broken is not None:
+                    raise TargetError(broken)
                 raise TargetError(
                     f"{path} is a directory but not a virtual environment (no bin/python in it)"
                 )
             return Target(str(found.absolute()), "--python")
         if not path.exists():
+            broken = _broken_link(path)
+            if broken is not None:
+                raise TargetError(broken)
             raise TargetError(f"{path}: no such interpreter or virtual environment")
         if not os.access(path, os.X_OK):
             raise TargetError(f"{path}: not executable")
