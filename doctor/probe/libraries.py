@@ -337,7 +337,12 @@ def _complete(
     """The ELF walk (while torch's flow loads), then the rest of the load plan."""
     has_global_deps = os.path.isfile(global_deps)
     started = time.perf_counter()
-    owners = record_owners(distributions)
+    # torch's RECORD is the longest by far; its shared libraries are all under torch/.
+    owners = record_owners(d for d in distributions if d.name != "torch")
+    if any(d.name == "torch" and not d.shadowed for d in distributions):
+        for pattern in ("_C*.so", "lib/*.so*"):
+            for path in glob.glob(os.path.join(torch_dir, pattern)):
+                owners.setdefault(os.path.realpath(path), "torch")
     ld_library_path = [e for e in environment.get("LD_LIBRARY_PATH", "").split(":") if e]
     preload_items = split_preload(environment.get("LD_PRELOAD", ""))
     preloaded: dict[str, str] = {}
