@@ -264,10 +264,8 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
     matches = match_signatures(text)
     if not matches:
         if options.fmt == "json":
-            write_output(
-                json.dumps({"recognised": [], "message": UNKNOWN_MESSAGE.strip()}, indent=2) + "\n",
-                options.output,
-            )
+            unknown = {**_summary_data([], Verdicts((), (), (), ())), "message": UNKNOWN_MESSAGE}
+            write_output(json.dumps({"explain": unknown}, indent=2) + "\n", options.output)
         else:
             write_output(UNKNOWN_MESSAGE, options.output)
         return EXIT_OK

@@ -150,6 +150,9 @@ def test_unknown_text_says_so_and_suggests_the_full_check(workdir: Path) -> None
     assert run.returncode == 0
     assert "does not recognise" in run.stdout
     assert "Run `torch-doctor`" in run.stdout
+    data = run_doctor("explain", "SyntaxError", "--format", "json", cwd=workdir).json
+    assert data["explain"]["recognised"] == []
+    assert "Run `torch-doctor`" in data["explain"]["message"]
 
 
 def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
