@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from doctor import __version__
+from doctor.checks import CheckResult, CheckSpec, CheckStatus
 from doctor.facts import DistributionFacts, Facts, InterpreterFacts, PlatformFacts
 from doctor.findings import Finding, Remedy, RemedyKind, Severity
 from doctor.pipeline import judge
@@ -202,3 +204,85 @@ def test_real_torch_report_lists_the_loaded_cuda_libraries_under_64_kb(
     assert "nvidia-cudnn-cu13" in cudnn and cudnn.endswith("| loaded |")
     [torch_row] = _table_rows(text, "torch")
     assert "CUDA 13.0" in torch_row and "installed by pip" in torch_row
+
+
+# --- Golden file: the whole layout, pinned --------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden" / "markdown_report.md"
+
+
+def _golden_report() -> Report:
+    interpreter = _interpreter(("/venv/lib/python3.12/site-packages",))
+    torch = DistributionFacts(
+        name="torch",
+        display_name="torch",
+        version="2.6.0+cu126",
+        location="/venv/lib/python3.12/site-packages",
+        metadata_dir="/venv/lib/python3.12/site-packages/torch-2.6.0+cu126.dist-info",
+        installer="uv",
+        requires_dist=("filelock", "nvidia-cudnn-cu12==9.5.1.17"),
+    )
+    filelock = DistributionFacts(
+        name="filelock",
+        display_name="filelock",
+        version="3.16.1",
+        location="/venv/lib/python3.12/site-packages",
+        metadata_dir="/venv/lib/python3.12/site-packages/filelock-3.16.1.dist-info",
+        installer="uv",
+    )
+    facts = Facts(
+        interpreter=interpreter,
+        platform=PlatformFacts("Linux", "x86_64", "6.8.0", "glibc", "2.39"),
+        distributions=(filelock, torch),
+        environment={"LD_LIBRARY_PATH": "/usr/local/cuda/lib64"},
+    )
+    finding = Finding(
+        id="missing-cuda-wheel",
+        severity=Severity.ERROR,
+        title="1 CUDA wheel required by torch not installed",
+        detail="torch needs `nvidia-cudnn-cu12` here; <without it> import fails.",
+        evidence=("nvidia-cudnn-cu12==9.5.1.17 (required by torch): not installed",),
+        remedies=(
+            Remedy(
+                RemedyKind.SHELL,
+                "install the pinned wheels",
+                "uv pip install --python /venv/bin/python nvidia-cudnn-cu12==9.5.1.17",
+            ),
+            Remedy(
+                RemedyKind.TOML,
+                "or declare it",
+                '[tool.uv]\nfoo = "bar"\n',
+                target="/proj/pyproject.toml",
+            ),
+        ),
+    )
+    passed = CheckSpec(
+        "cpu-only-torch", "wheels", "CPU build.", "torch built with CUDA", lambda facts: []
+    )
+    failed = CheckSpec(
+        "missing-cuda-wheel", "wheels", "Missing.", "CUDA wheels installed", lambda facts: []
+    )
+    skipped = CheckSpec(
+        "lock-missing-dependencies", "lock", "Lock.", "uv.lock records torch", lambda facts: []
+    )
+    results = (
+        CheckResult(failed, CheckStatus.FAILED, findings=(finding,)),
+        CheckResult(passed, CheckStatus.PASSED),
+        CheckResult(skipped, CheckStatus.SKIPPED, reason="no uv.lock found"),
+    )
+    return Report(facts=facts, results=results, findings=(finding,))
+
+
+def test_markdown_layout_matches_the_golden_file() -> None:
+    text = render_markdown(
+        _golden_report(),
+        command="torch-doctor --format markdown",
+        redactions=("home-directory",),
+    ).replace(f"torch-doctor {__version__}", "torch-doctor <version>")
+    if os.environ.get("TORCH_DOCTOR_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert text == GOLDEN.read_text(encoding="utf-8"), (
+        "the Markdown layout changed; if on purpose, re-run with TORCH_DOCTOR_UPDATE_GOLDEN=1 "
+        "and review the diff of tests/golden/markdown_report.md"
+    )
