@@ -230,3 +230,19 @@ def test_cpu_only_torch_skips_the_library_checks(
         assert checks[finding_id]["status"] == "skipped"
         assert "CPU-only" in checks[finding_id]["reason"]
     assert run.json["facts"]["libraries"] is None
+
+
+def test_ld_library_path_into_the_venvs_own_wheels_is_not_a_hygiene_problem(
+    make_env: Callable[..., FakeEnv], workdir: Path, kit: CudaTorchKit
+) -> None:
+    # The documented last-resort workaround (catalogue entry 6): the wheels' own directories.
+    env = make_env()
+    kit.install(env, kit.healthy_wheels())
+    own = env.site_packages / "nvidia" / "nvjitlink" / "lib"
+    run = run_doctor(
+        "--python", str(env.root), "--format", "json", cwd=workdir,
+        env={"LD_LIBRARY_PATH": str(own)},
+    )
+    assert not LIBRARY_IDS & set(run.finding_ids()), run.json["findings"]
+    entry = run.json["facts"]["libraries"]["loader_path"][0]
+    assert (entry["cuda_files"], entry["wheel_files"]) == ([], ["libnvJitLink.so.12"])

@@ -89,7 +89,10 @@ class LoaderPathEntry:
 
     variable: str  # "LD_LIBRARY_PATH" or "LD_PRELOAD"
     entry: str
-    cuda_files: tuple[str, ...] = ()  # file names of CUDA libraries found there
+    cuda_files: tuple[str, ...] = ()  # CUDA libraries found there that no installed wheel owns
+    # CUDA libraries found there that belong to an installed wheel (an entry pointing into
+    # the venv's own nvidia/*/lib, a known workaround): the same files torch would load.
+    wheel_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -227,21 +227,29 @@ class _StaticWalk:
 
 
 def _loader_path_entries(
-    ld_library_path: Sequence[str], ld_preload: Sequence[str]
+    ld_library_path: Sequence[str], ld_preload: Sequence[str], owners: Mapping[str, str]
 ) -> tuple[LoaderPathEntry, ...]:
     entries = []
+
+    def split(directory: str, names: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        cuda = [n for n in names if ".so" in n and cuda_library(n) is not None]
+        owned = [n for n in cuda if os.path.realpath(os.path.join(directory, n)) in owners]
+        return tuple(n for n in cuda if n not in owned), tuple(owned)
+
     for directory in ld_library_path:
         try:
             names = sorted(os.listdir(directory))
         except OSError:
             names = []
-        cuda = tuple(n for n in names if ".so" in n and cuda_library(n) is not None)
-        entries.append(LoaderPathEntry("LD_LIBRARY_PATH", directory, cuda))
+        foreign, owned = split(directory, names)
+        entries.append(LoaderPathEntry("LD_LIBRARY_PATH", directory, foreign, owned))
     for item in ld_preload:
         name = os.path.basename(item)
         soname = read_dynamic(item).soname if os.path.isfile(item) else None
-        cuda = tuple(n for n in {name, soname or ""} if n and cuda_library(n) is not None)
-        entries.append(LoaderPathEntry("LD_PRELOAD", item, tuple(sorted(cuda))))
+        foreign, owned = split(os.path.dirname(item), [name] if name else [])
+        if soname and soname != name and cuda_library(soname) is not None and not owned:
+            foreign = (*foreign, soname)
+        entries.append(LoaderPathEntry("LD_PRELOAD", item, foreign, owned))
     return tuple(entries)
 
 
@@ -402,7 +410,7 @@ def _complete(
         objects=tuple(walk.objects.values()),
         cuda=tuple(rows.values()),
         loads=loads,
-        loader_path=_loader_path_entries(ld_library_path, preload_items),
+        loader_path=_loader_path_entries(ld_library_path, preload_items, owners),
         load_probe=probe,
         static_seconds=round(static_seconds, 4),
     )
