@@ -37,7 +37,7 @@ from tests.wheelhouse import WheelSpec, founding_case_wheels
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found]
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 # The project file a user would have: comments and layout that fix must keep.
 COMMENTED_PYPROJECT = (

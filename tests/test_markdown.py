@@ -24,7 +24,7 @@ from tests.test_fix import make_lock_project
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found]
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 
 def _fences(text: str) -> list[tuple[str, str]]:
