@@ -187,6 +187,8 @@ def _fix(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from doctor.explain import ExplainOptions, explain
 
+    if args.text == "-" and sys.stdin.isatty():
+        print("torch-doctor: paste the error, then press Ctrl-D", file=sys.stderr)
     text = sys.stdin.read() if args.text == "-" else args.text
     if not text.strip():
         raise UsageError("explain: give the error text (or - and the text on stdin)")
