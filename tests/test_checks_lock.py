@@ -96,6 +96,18 @@ def test_uv_conflict_markers_with_extra_count_as_recorded() -> None:
     assert run(with_lock(gated)) == []
 
 
+def test_conflict_marker_for_another_platform_does_not_count_here() -> None:
+    # The extra is active when synced with it, but the dependency is still Windows-only.
+    windows_gated = locked_torch(
+        dependencies=deps(PLAIN)
+        + deps(
+            TORCH_LINUX_DEPENDENCIES[7:],
+            "sys_platform == 'win32' and extra == 'extra-4-demo-cu130'",
+        )
+    )
+    assert sorted(missing(run(with_lock(windows_gated)))) == sorted(TORCH_LINUX_DEPENDENCIES[7:])
+
+
 def test_uv_group_markers_count_as_recorded() -> None:
     gated = locked_torch(
         dependencies=deps(PLAIN) + deps(TORCH_LINUX_DEPENDENCIES[7:], "group == 'group-4-demo-gpu'")

@@ -7,6 +7,8 @@ lock recorded torch without its nvidia dependencies and `uv sync` never installs
 
 from __future__ import annotations
 
+import re
+
 from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -28,18 +30,23 @@ def _same_version(a: str | None, b: str | None) -> bool:
         return a == b
 
 
+_MARKER_EXTRA = re.compile(r"""\bextra\s*==\s*['"]([^'"]+)['"]""")
+
+
 def _applies(marker: str | None, environment: dict[str, str]) -> bool:
     if not marker:
         return True
     try:
         parsed = Marker(marker)
     except InvalidMarker:
-        return True  # cannot judge: never raise a false alarm on it
-    if "extra" in marker or "group" in marker:
-        # uv's conflict markers name extras and groups; whether they are active depends
-        # on how the user syncs, so the dependency counts as recorded.
+        # Includes uv's `group == '...'` markers, which are not PEP 508: cannot judge, so
+        # never raise a false alarm on it.
         return True
-    return marker_applies(parsed, environment)
+    # uv's conflict markers name the project's extras (`extra == 'extra-4-demo-cu130'`).
+    # Whether one is active depends on how the user syncs, so each extra the marker names
+    # counts as active; the rest of the marker (the platform) must still hold here.
+    extras = _MARKER_EXTRA.findall(marker)
+    return marker_applies(parsed, environment, extras or ("",))
 
 
 def matching_locked_torch(facts: Facts) -> list[LockedPackage]:
