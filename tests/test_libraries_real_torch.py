@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,44 @@ def test_old_cudnn_preloaded_into_real_torch_is_named_as_shadowed(
         "mismatched"
     ][0].items()
     assert "unset LD_PRELOAD" in [r["text"] for r in shadowed["remedies"]]
+
+
+GROUND_TRUTH = r"""
+import ctypes, json, os, sys
+lib = sys.argv[1]
+ctypes.CDLL(os.path.join(lib, "libtorch_global_deps.so"), mode=ctypes.RTLD_GLOBAL)
+ctypes.CDLL(os.path.join(lib, "libtorch_cuda.so"))  # what torch._C pulls in, minus Python
+maps = {}
+for line in open("/proc/self/maps"):
+    parts = line.split(None, 5)
+    if len(parts) == 6 and parts[5].startswith("/"):
+        path = parts[5].strip()
+        maps[os.path.basename(path)] = path
+print(json.dumps(maps))
+"""
+
+
+def test_the_probe_agrees_with_the_loader_loading_libtorch_cuda_itself(
+    real_torch_venv: FakeEnv, workdir: Path
+) -> None:
+    # Ground truth without torch's Python: the loader resolving libtorch_cuda.so's NEEDED.
+    import json
+    import subprocess
+
+    lib = real_torch_venv.site_packages / "torch" / "lib"
+    truth = json.loads(
+        subprocess.run(
+            [str(real_torch_venv.python), "-I", "-c", GROUND_TRUTH, str(lib)],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    )
+    run = run_doctor("--python", str(real_torch_venv.root), "--format", "json", cwd=workdir)
+    reported = {
+        row["soname"]: _path(row["load"]["path"])
+        for row in run.json["facts"]["libraries"]["cuda"]
+        if row["load"] and row["load"]["path"]
+    }
+    for soname in ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcudnn.so.9",
+                   "libcusparse.so.12", "libnvJitLink.so.13", "libcufft.so.12",
+                   "libcurand.so.10", "libnccl.so.2", "libcusparseLt.so.0", "libnvrtc.so.13"):
+        assert os.path.realpath(truth[soname]) == reported[soname], soname
