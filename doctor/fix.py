@@ -146,7 +146,7 @@ class _Merger:
                 self._record((*path, key), value)
 
     def table(self, target: Any, source: Any) -> None:
-        from tomlkit.items import AoT, Table
+        from tomlkit.items import AoT
 
         for key, value in source.items():
             if key not in target:
@@ -158,14 +158,15 @@ class _Merger:
                 continue
             current = target[key]
             if isinstance(value, AoT):
-                self.array_of_tables(target, key, current, value)
-            elif isinstance(value, Table) and isinstance(current, (Table, dict)):
+                self.array_of_tables(key, current, value)
+            elif isinstance(value, dict) and isinstance(current, dict):
+                # Tables, inline or not, merge key by key: the user's other keys stay.
                 self.table(current, value)
             elif _plain(current) != _plain(value):
                 target[key] = value
                 self.changed = True
 
-    def array_of_tables(self, parent: Any, key: str, current: Any, new: Any) -> None:
+    def array_of_tables(self, key: str, current: Any, new: Any) -> None:
         import tomlkit
         from tomlkit.items import AoT, Array
 

@@ -416,3 +416,11 @@ def test_an_environment_that_cannot_be_inspected_is_not_reported_as_nothing_to_f
     run = run_doctor("fix", "--yes", "--python", "/bin/false", cwd=workdir)
     assert run.returncode == 2
     assert "could not be inspected" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_inline_sources_table_is_merged_into_not_replaced() -> None:
+    user = '[tool.uv]\nsources = { numpy = { index = "mirror" } }  # mine\n'
+    out = apply_blocks(user, ['[tool.uv.sources]\ntorch = [{ index = "pytorch-cu128" }]\n'])
+    sources = tomllib.loads(out)["tool"]["uv"]["sources"]
+    assert sources == {"numpy": {"index": "mirror"}, "torch": [{"index": "pytorch-cu128"}]}
+    assert "# mine" in out
