@@ -283,6 +283,9 @@ def _project_text(facts: Facts) -> str | None:
         parts.append(f"indexes {shown}")
     if any(str(m.get("name", "")).lower() == "torch" for m in project.dependency_metadata):
         parts.append("has a torch dependency-metadata entry")
+    for error in (project.pyproject_error, project.lock_error):
+        if error:
+            parts.append(f"**unreadable:** {md(error)}")
     return " · ".join(parts)
 
 
