@@ -178,3 +178,18 @@ def test_empty_error_text_is_a_usage_error(workdir: Path) -> None:
     run = run_doctor("explain", "  ", cwd=workdir)
     assert run.returncode == 2
     assert "give the error text" in run.stderr
+
+
+def test_pasted_text_is_redacted_in_json_like_the_report(tmp_path: Path, workdir: Path) -> None:
+    home = tmp_path / "home" / "alice"
+    home.mkdir(parents=True)
+    error = (
+        f"ImportError: {home}/proj/.venv/lib/python3.12/site-packages/torch/lib/"
+        "libtorch_cuda.so: undefined symbol: ncclCommRegister"
+    )
+    run = run_doctor(
+        "explain", error, "--format", "json", cwd=workdir, env={"HOME": str(home), "USER": "alice"}
+    )
+    [recognised] = run.json["explain"]["recognised"]
+    assert recognised["matched"].startswith("ImportError: ~/proj/.venv/")
+    assert str(home) not in run.stdout
