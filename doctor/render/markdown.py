@@ -380,6 +380,13 @@ def _loader_details(facts: Facts) -> list[str]:
             body.append(f"- {code(load.soname)} ({md(load.stage)}): {code(what)}")
         if len(failed) > MAX_LIST:
             body.append(f"- {_more(len(failed) - MAX_LIST, 'failures')}")
+    unreadable = [o for o in libraries.objects if o.error]
+    if unreadable:
+        body += ["", "ELF files that could not be read:", ""]
+        for obj in unreadable[:MAX_LIST]:
+            body.append(f"- {code(short_path(obj.path, facts))}: {md(str(obj.error))}")
+        if len(unreadable) > MAX_LIST:
+            body.append(f"- {_more(len(unreadable) - MAX_LIST, 'files')}")
     if libraries.loader_path:
         rows = [
             (code(e.variable), code(e.entry), ", ".join(e.cuda_files[:8]) or "—")
