@@ -246,3 +246,21 @@ def test_ld_library_path_into_the_venvs_own_wheels_is_not_a_hygiene_problem(
     assert not LIBRARY_IDS & set(run.finding_ids()), run.json["findings"]
     entry = run.json["facts"]["libraries"]["loader_path"][0]
     assert (entry["cuda_files"], entry["wheel_files"]) == ([], ["libnvJitLink.so.12"])
+
+
+def test_a_cudnn_sub_library_missing_from_its_wheel_is_not_found(
+    make_env: Callable[..., FakeEnv], workdir: Path, kit: CudaTorchKit
+) -> None:
+    env = make_env()
+    cudnn_wheel = kit.cudnn()
+    libraries = {k: v for k, v in cudnn_wheel.libraries.items() if k != "libcudnn_graph.so.9"}
+    damaged = type(cudnn_wheel)(cudnn_wheel.name, cudnn_wheel.version, "cudnn", libraries)
+    kit.install(env, [kit.runtime(), damaged, kit.nvjitlink(), kit.cusparse()])
+    run = run_doctor("--python", str(env.root), "--format", "json", cwd=workdir)
+    finding = run.finding("library-not-found")
+    missing = finding["data"]["missing"]
+    assert [m["soname"] for m in missing] == ["libcudnn_graph.so.9"]
+    assert missing[0]["installed"] == ["nvidia-cudnn-cu12"]
+    assert any("nvidia-cudnn-cu12 (installed, but without this file)" in e
+               for e in finding["evidence"])
+    assert "library-load-failed" not in run.finding_ids()
