@@ -47,6 +47,15 @@ def scrub(text: str) -> str:
             "https://s3.example/w.whl?X-Amz-Signature=ff00&X-Amz-Date=1",
             f"https://s3.example/w.whl?X-Amz-Signature={REDACTED}&X-Amz-Date=1",
         ),
+        # pip.conf and uv.toml lines, as a probe reading them would carry them.
+        (
+            "index-url = https://bob:hunter2@pypi.corp.example/simple",
+            f"index-url = https://{REDACTED}@pypi.corp.example/simple",
+        ),
+        (
+            'url = "https://__token__:pypi-AgEIcHlwaS5vcmc@upload.pypi.org/legacy/"',
+            f'url = "https://{REDACTED}@upload.pypi.org/legacy/"',
+        ),
         ("HF_TOKEN=hf_secretvalue123 python train.py", f"HF_TOKEN={REDACTED} python train.py"),
         ("PATH=/usr/bin LD_PRELOAD=/x.so", None),
         (
