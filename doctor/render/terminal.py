@@ -166,7 +166,9 @@ def _cuda_libraries(report: Report) -> Table | None:
     table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
     table.add_column("soname", overflow="fold", min_width=14)
     table.add_column("version", no_wrap=True)
-    table.add_column("loaded from", overflow="fold", min_width=24, ratio=1)
+    probe = libraries.load_probe
+    where_header = "loaded from" if probe is not None and probe.ran else "resolves to"
+    table.add_column(where_header, overflow="fold", min_width=24, ratio=1)
     table.add_column("wheel", overflow="fold", min_width=12)
     table.add_column("status", no_wrap=True)
     interpreter = report.facts.interpreter
