@@ -152,14 +152,12 @@ def _verdicts(matches: Sequence[Match], report: Report) -> Verdicts:
 
 def _focus(report: Report, ids: Sequence[str]) -> Report:
     """The report cut down to the checks and findings of ``ids``."""
-    from doctor.report import Report as ReportType
-
     order = {finding_id: i for i, finding_id in enumerate(ids)}
     results = sorted(
         (r for r in report.results if r.spec.id in order), key=lambda r: order[r.spec.id]
     )
     findings = tuple(f for f in report.findings if f.id in order)
-    return ReportType(facts=report.facts, results=tuple(results), findings=findings)
+    return Report(facts=report.facts, results=tuple(results), findings=findings)
 
 
 def _summary_data(matches: Sequence[Match], verdicts: Verdicts) -> dict[str, Any]:
