@@ -296,7 +296,9 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
         payload = {"explain": data, "report": report_dict(prepared)}
         write_output(json.dumps(payload, indent=2) + "\n", options.output)
     elif options.fmt == "markdown":
-        body = render_text(prepared, "markdown").replace("## torch-doctor report", "### Report", 1)
+        body = render_text(prepared, "markdown").replace(
+            "## torch-doctor report", "## What this environment says", 1
+        )
         write_output("\n".join(_markdown_preface(data)) + "\n" + body, options.output)
     elif options.output is not None:
         write_output(

@@ -193,3 +193,26 @@ def test_pasted_text_is_redacted_in_json_like_the_report(tmp_path: Path, workdir
     [recognised] = run.json["explain"]["recognised"]
     assert recognised["matched"].startswith("ImportError: ~/proj/.venv/")
     assert str(home) not in run.stdout
+
+
+def test_explain_markdown_names_the_failure_then_the_focused_report(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    run = run_doctor(
+        "explain",
+        "libcudnn.so.9: cannot open shared object file",
+        "--python",
+        str(env.root),
+        "--format",
+        "markdown",
+        cwd=workdir,
+    )
+    text = run.stdout
+    assert text.startswith("## torch-doctor explain\n")
+    assert "**Recognised:** cuDNN 9 cannot be loaded" in text
+    assert text.index("**Confirmed here: missing-cuda-wheel") < text.index(
+        "## What this environment says"
+    )
+    assert "#### ❌ error: `missing-cuda-wheel`" in text
