@@ -157,7 +157,10 @@ def _diagnose(args: argparse.Namespace) -> Report:
         raise UsageError(str(exc)) from exc
     return diagnose(
         ProbeOptions(
-            target=target, project=args.project, cwd=Path.cwd(), timeout=args.timeout,
+            target=target,
+            project=args.project,
+            cwd=Path.cwd(),
+            timeout=args.timeout,
             load_libraries=not args.no_load,
         )
     )

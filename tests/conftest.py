@@ -59,8 +59,15 @@ def real_torch_venv() -> FakeEnv:
             base = getattr(sys, "_base_executable", sys.executable)
             subprocess.run([base, "-m", "venv", str(venv)], check=True)
             subprocess.run(
-                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                 "--disable-pip-version-check", f"torch=={REAL_TORCH_VERSION}"],
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    f"torch=={REAL_TORCH_VERSION}",
+                ],
                 check=True,
             )
             done.write_text("ok\n")

@@ -57,8 +57,15 @@ class ElfBuilder:
         cc = compiler()
         assert cc is not None, "no C compiler"
         command = [
-            cc, "-shared", "-fPIC", "-O0", "-o", str(out), str(SOURCE),
-            f"-Wl,-soname,{spec.soname}", "-Wl,--no-as-needed",
+            cc,
+            "-shared",
+            "-fPIC",
+            "-O0",
+            "-o",
+            str(out),
+            str(SOURCE),
+            f"-Wl,-soname,{spec.soname}",
+            "-Wl,--no-as-needed",
         ]
         command += [f"-D{name}={value}" for name, value in spec.defines.items()]
         if spec.version_script is not None:
@@ -76,8 +83,11 @@ class ElfBuilder:
 def nvjitlink(builder: ElfBuilder, minor: int, exports: Sequence[str]) -> Path:
     """libnvJitLink.so.12 whose symbols carry the version node libnvJitLink.so.12, as NVIDIA's."""
     symbols = " ".join(f"{s};" for s in (*exports, "nvJitLinkVersion"))
-    defines = {"TWO_OUT_VERSION": "nvJitLinkVersion", "VERSION_MAJOR": "12",
-               "VERSION_MINOR": str(minor)}
+    defines = {
+        "TWO_OUT_VERSION": "nvJitLinkVersion",
+        "VERSION_MAJOR": "12",
+        "VERSION_MINOR": str(minor),
+    }
     if exports:
         defines["EXPORTED_SYMBOL"] = exports[0]
     return builder.build(
@@ -100,8 +110,13 @@ def cudnn(builder: ElfBuilder, version: int) -> Path:
 
 
 CUDNN_SUBLIBRARIES = (
-    "libcudnn_graph", "libcudnn_engines_precompiled", "libcudnn_engines_runtime_compiled",
-    "libcudnn_heuristic", "libcudnn_ops", "libcudnn_cnn", "libcudnn_adv",
+    "libcudnn_graph",
+    "libcudnn_engines_precompiled",
+    "libcudnn_engines_runtime_compiled",
+    "libcudnn_heuristic",
+    "libcudnn_ops",
+    "libcudnn_cnn",
+    "libcudnn_adv",
 )
 
 # torch 2.3's _load_global_deps (abridged to the wheels these tests install): the CUDA
@@ -171,11 +186,14 @@ class CudaTorchKit:
 
     def runtime(self) -> Wheel:
         lib = self.builder.build(
-            StandIn("libcudart.so.12", defines={"INT_OUT_VERSION": "cudaRuntimeGetVersion",
-                                                "VERSION_VALUE": "12040"})
+            StandIn(
+                "libcudart.so.12",
+                defines={"INT_OUT_VERSION": "cudaRuntimeGetVersion", "VERSION_VALUE": "12040"},
+            )
         )
-        return Wheel("nvidia-cuda-runtime-cu12", "12.4.127", "cuda_runtime",
-                     {"libcudart.so.12": lib})
+        return Wheel(
+            "nvidia-cuda-runtime-cu12", "12.4.127", "cuda_runtime", {"libcudart.so.12": lib}
+        )
 
     def cudnn(self, version: int = 90100, wheel_version: str = "9.1.0.70") -> Wheel:
         libraries = {"libcudnn.so.9": cudnn(self.builder, version)}
@@ -195,9 +213,13 @@ class CudaTorchKit:
         lib = self.builder.build(
             StandIn(
                 "libcusparse.so.12",
-                defines={"PROPERTY_VERSION": "cusparseGetProperty", "VERSION_MAJOR": "12",
-                         "VERSION_MINOR": "3", "VERSION_PATCH": "1",
-                         "USED_SYMBOL": "__nvJitLinkComplete_12_4"},
+                defines={
+                    "PROPERTY_VERSION": "cusparseGetProperty",
+                    "VERSION_MAJOR": "12",
+                    "VERSION_MINOR": "3",
+                    "VERSION_PATCH": "1",
+                    "USED_SYMBOL": "__nvJitLinkComplete_12_4",
+                },
                 needed=(nvjitlink(self.builder, 4, ["__nvJitLinkComplete_12_4"]),),
                 search=("$ORIGIN/../../nvjitlink/lib", "$ORIGIN"),
                 runpath=True,
@@ -206,16 +228,24 @@ class CudaTorchKit:
         return Wheel("nvidia-cusparse-cu12", "12.3.1.170", "cusparse", {"libcusparse.so.12": lib})
 
     def cufft(self, constructor: str | None = None) -> Wheel:
-        defines = {"PROPERTY_VERSION": "cufftGetProperty", "VERSION_MAJOR": "11",
-                   "VERSION_MINOR": "2", "VERSION_PATCH": "1"}
+        defines = {
+            "PROPERTY_VERSION": "cufftGetProperty",
+            "VERSION_MAJOR": "11",
+            "VERSION_MINOR": "2",
+            "VERSION_PATCH": "1",
+        }
         if constructor:
             defines[constructor] = "1"
         lib = self.builder.build(StandIn("libcufft.so.11", defines=defines))
         return Wheel("nvidia-cufft-cu12", "11.2.1.3", "cufft", {"libcufft.so.11": lib})
 
     def curand(self, constructor: str | None = None) -> Wheel:
-        defines = {"PROPERTY_VERSION": "curandGetProperty", "VERSION_MAJOR": "10",
-                   "VERSION_MINOR": "3", "VERSION_PATCH": "5"}
+        defines = {
+            "PROPERTY_VERSION": "curandGetProperty",
+            "VERSION_MAJOR": "10",
+            "VERSION_MINOR": "3",
+            "VERSION_PATCH": "5",
+        }
         if constructor:
             defines[constructor] = "1"
         lib = self.builder.build(StandIn("libcurand.so.10", defines=defines))
@@ -241,19 +271,21 @@ class CudaTorchKit:
         components = [w.component for w in (*wheels, *pinned)]
         rpath = [f"$ORIGIN/../../nvidia/{c}/lib" for c in components] + ["$ORIGIN"]
         by_soname = {name: lib for w in wheels for name, lib in w.libraries.items()}
-        torch_needs = [
-            s for w in (*wheels, *pinned) for s in self._sonames(w)
-        ]
+        torch_needs = [s for w in (*wheels, *pinned) for s in self._sonames(w)]
         # Link against whatever is built; a pinned-only library is linked too (NEEDED only).
         global_deps = self.builder.build(
-            StandIn("libtorch_global_deps.so", needed=tuple(self._lib(s, by_soname, pinned)
-                                                              for s in global_deps_needs),
-                    search=tuple(rpath))
+            StandIn(
+                "libtorch_global_deps.so",
+                needed=tuple(self._lib(s, by_soname, pinned) for s in global_deps_needs),
+                search=tuple(rpath),
+            )
         )
         torch_cuda = self.builder.build(
-            StandIn("libtorch_cuda.so", needed=tuple(self._lib(s, by_soname, pinned)
-                                                       for s in torch_needs),
-                    search=tuple(rpath))
+            StandIn(
+                "libtorch_cuda.so",
+                needed=tuple(self._lib(s, by_soname, pinned) for s in torch_needs),
+                search=tuple(rpath),
+            )
         )
         version_py = (
             f"__version__ = {self.TORCH_VERSION!r}\n"

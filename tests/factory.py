@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ PLAIN_DEPENDENCIES = {
 }
 
 # torch 2.6.0+cu126 for Linux x86_64: the founding case (uv#11945).
-_X86 = "platform_system == \"Linux\" and platform_machine == \"x86_64\""
+_X86 = 'platform_system == "Linux" and platform_machine == "x86_64"'
 TORCH_2_6_CU126_NVIDIA = {
     "nvidia-cuda-nvrtc-cu12": "12.6.77",
     "nvidia-cuda-runtime-cu12": "12.6.77",
@@ -175,12 +175,12 @@ class FakeEnv:
         *,
         requires_dist: Iterable[str] = (),
         provides_extra: Iterable[str] = (),
-        requires_python: Optional[str] = None,
-        files: Optional[Mapping[str, FileContent]] = None,
-        installer: Optional[str] = "uv",
+        requires_python: str | None = None,
+        files: Mapping[str, FileContent] | None = None,
+        installer: str | None = "uv",
         wheel_tag: str = "py3-none-any",
         record: bool = True,
-        metadata_text: Optional[str] = None,
+        metadata_text: str | None = None,
     ) -> Path:
         """Install a distribution: files (paths relative to site-packages) and its dist-info."""
         site = self.site_packages
@@ -229,11 +229,11 @@ class FakeEnv:
         self,
         version: str = "2.14.1+cu130",
         *,
-        cuda: Optional[str] = "13.0",
+        cuda: str | None = "13.0",
         requires_dist: Sequence[str] = TORCH_2_14_REQUIRES,
         provides_extra: Sequence[str] = TORCH_2_14_EXTRAS,
-        lib_files: Optional[Mapping[str, FileContent]] = None,
-        installer: Optional[str] = "uv",
+        lib_files: Mapping[str, FileContent] | None = None,
+        installer: str | None = "uv",
         requires_python: str = ">=3.10",
     ) -> Path:
         """A torch distribution: torch/__init__.py, torch/version.py, torch/lib/*."""
@@ -320,7 +320,7 @@ class DoctorRun:
         raise AssertionError(f"no {finding_id} finding in {self.finding_ids()}")
 
 
-def doctor_env(extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+def doctor_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """A clean environment for the CLI under test (no venv of ours leaking in)."""
     env = {
         k: v
@@ -335,8 +335,8 @@ def doctor_env(extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
 
 def run_doctor(
     *args: str,
-    cwd: Optional[Path] = None,
-    env: Optional[Mapping[str, str]] = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
     timeout: float = 120,
 ) -> DoctorRun:
     """Run the torch-doctor CLI as a subprocess, as a user would."""

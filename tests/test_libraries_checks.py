@@ -21,19 +21,33 @@ SITE = "/venv/lib/python3.11/site-packages"
 CUDNN = f"{SITE}/nvidia/cudnn/lib/libcudnn.so.9"
 OLD_LIB = "/usr/local/cuda-12.1/lib64"
 LINUX = {
-    "platform_system": "Linux", "sys_platform": "linux", "platform_machine": "x86_64",
-    "python_version": "3.11", "python_full_version": "3.11.7", "os_name": "posix",
-    "implementation_name": "cpython", "platform_python_implementation": "CPython",
+    "platform_system": "Linux",
+    "sys_platform": "linux",
+    "platform_machine": "x86_64",
+    "python_version": "3.11",
+    "python_full_version": "3.11.7",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
 }
-LIBRARY_IDS = ("library-not-found", "library-load-failed", "library-shadowed",
-               "library-version-mismatch", "cuda-libs-in-loader-path")
+LIBRARY_IDS = (
+    "library-not-found",
+    "library-load-failed",
+    "library-shadowed",
+    "library-version-mismatch",
+    "cuda-libs-in-loader-path",
+)
 
 
 def _dist(name: str, version: str, requires: tuple[str, ...] = ()) -> DistributionFacts:
     return DistributionFacts(
-        name=name, display_name=name, version=version, location=SITE,
+        name=name,
+        display_name=name,
+        version=version,
+        location=SITE,
         metadata_dir=f"{SITE}/{name.replace('-', '_')}-{version}.dist-info",
-        installer="uv", requires_dist=requires,
+        installer="uv",
+        requires_dist=requires,
     )
 
 
@@ -48,34 +62,63 @@ def _facts(
     cuda: str | None = "13.0",
 ) -> Facts:
     interpreter = InterpreterFacts(
-        executable="/venv/bin/python", version="3.11.7", implementation="CPython",
-        prefix="/venv", base_prefix="/usr", is_venv=True, purelib=SITE, platlib=SITE,
-        sys_path=(SITE,), marker_environment=LINUX,
+        executable="/venv/bin/python",
+        version="3.11.7",
+        implementation="CPython",
+        prefix="/venv",
+        base_prefix="/usr",
+        is_venv=True,
+        purelib=SITE,
+        platlib=SITE,
+        sys_path=(SITE,),
+        marker_environment=LINUX,
     )
     return Facts(
         interpreter=interpreter,
         distributions=(
-            _dist("torch", "2.14.1+cu130", pins), _dist("nvidia-cudnn-cu13", "9.24.0.43")
+            _dist("torch", "2.14.1+cu130", pins),
+            _dist("nvidia-cudnn-cu13", "9.24.0.43"),
         ),
-        torch=TorchBuildFacts(package_dir=f"{SITE}/torch", version="2.14.1+cu130", cuda=cuda,
-                              lib_files=("libtorch_cuda.so",) if cuda else ()),
+        torch=TorchBuildFacts(
+            package_dir=f"{SITE}/torch",
+            version="2.14.1+cu130",
+            cuda=cuda,
+            lib_files=("libtorch_cuda.so",) if cuda else (),
+        ),
         environment=environment or {},
         libraries=LibrariesFacts(
-            torch_lib_dir=f"{SITE}/torch/lib", objects=objects, cuda=rows, loads=loads,
-            loader_path=loader_path, load_probe=LoadProbeFacts(ran=True, processes=1),
+            torch_lib_dir=f"{SITE}/torch/lib",
+            objects=objects,
+            cuda=rows,
+            loads=loads,
+            loader_path=loader_path,
+            load_probe=LoadProbeFacts(ran=True, processes=1),
         ),
     )
 
 
-def _cudnn_row(path: str = CUDNN, version: str = "9.24.0", owner: str | None = "nvidia-cudnn-cu13",
-               how: str = "torch preload") -> CudaLibraryFacts:
+def _cudnn_row(
+    path: str = CUDNN,
+    version: str = "9.24.0",
+    owner: str | None = "nvidia-cudnn-cu13",
+    how: str = "torch preload",
+) -> CudaLibraryFacts:
     return CudaLibraryFacts(
         soname="libcudnn.so.9",
         needed_by=("libtorch_cuda.so",),
-        resolved=ResolvedDependency("libcudnn.so.9", how, path, entry=path, owner=owner,
-                                    expected_path=CUDNN),
-        load=LoadedLibraryFacts("libcudnn.so.9", "torch preload", path, loaded=True, path=path,
-                                owner=owner, version=version, version_api="cudnnGetVersion"),
+        resolved=ResolvedDependency(
+            "libcudnn.so.9", how, path, entry=path, owner=owner, expected_path=CUDNN
+        ),
+        load=LoadedLibraryFacts(
+            "libcudnn.so.9",
+            "torch preload",
+            path,
+            loaded=True,
+            path=path,
+            owner=owner,
+            version=version,
+            version_api="cudnnGetVersion",
+        ),
     )
 
 
@@ -103,8 +146,10 @@ def test_cpu_only_torch_and_missing_torch_skip_every_library_check() -> None:
 
 def test_an_older_cudnn_from_ld_preload_is_shadowed_and_mismatched() -> None:
     old = "/opt/cudnn-9.1/lib/libcudnn.so.9"
-    facts = _facts((_cudnn_row(old, "9.1.0", None, "LD_PRELOAD"),),
-                   environment={"LD_PRELOAD": f"{old} /usr/lib/libjemalloc.so.2"})
+    facts = _facts(
+        (_cudnn_row(old, "9.1.0", None, "LD_PRELOAD"),),
+        environment={"LD_PRELOAD": f"{old} /usr/lib/libjemalloc.so.2"},
+    )
     shadowed = _finding(facts, "library-shadowed")
     assert shadowed.evidence == (
         f"libcudnn.so.9: loaded from {old} (through the LD_PRELOAD entry {old}); expected {CUDNN}",
@@ -127,17 +172,31 @@ def test_a_torch_built_against_a_system_cuda_is_not_told_its_libraries_are_shado
 
 def test_undefined_symbol_names_the_ld_library_path_entry_and_drops_every_copy_of_it() -> None:
     cusparse = f"{SITE}/nvidia/cusparse/lib/libcusparse.so.12"
-    error = (f"{SITE}/torch/lib/../../nvidia/cusparse/lib/libcusparse.so.12: undefined symbol: "
-             "__nvJitLinkComplete_12_4, version libnvJitLink.so.12")
+    error = (
+        f"{SITE}/torch/lib/../../nvidia/cusparse/lib/libcusparse.so.12: undefined symbol: "
+        "__nvJitLinkComplete_12_4, version libnvJitLink.so.12"
+    )
     jitlink = ResolvedDependency(
-        "libnvJitLink.so.12", "LD_LIBRARY_PATH", f"{OLD_LIB}/libnvJitLink.so.12", entry=OLD_LIB,
+        "libnvJitLink.so.12",
+        "LD_LIBRARY_PATH",
+        f"{OLD_LIB}/libnvJitLink.so.12",
+        entry=OLD_LIB,
         expected_path=f"{SITE}/nvidia/nvjitlink/lib/libnvJitLink.so.12",
     )
     facts = _facts(
-        objects=(ElfObjectFacts(cusparse, "libcusparse.so.12", ("libnvJitLink.so.12",),
-                                dependencies=(jitlink,)),),
-        loads=(LoadedLibraryFacts("libtorch_global_deps.so", "torch global deps",
-                                  f"{SITE}/torch/lib/libtorch_global_deps.so", error=error),),
+        objects=(
+            ElfObjectFacts(
+                cusparse, "libcusparse.so.12", ("libnvJitLink.so.12",), dependencies=(jitlink,)
+            ),
+        ),
+        loads=(
+            LoadedLibraryFacts(
+                "libtorch_global_deps.so",
+                "torch global deps",
+                f"{SITE}/torch/lib/libtorch_global_deps.so",
+                error=error,
+            ),
+        ),
         environment={"LD_LIBRARY_PATH": f"{OLD_LIB}:/opt/x:{OLD_LIB}"},
     )
     failed = _finding(facts, "library-load-failed")
@@ -151,8 +210,9 @@ def test_undefined_symbol_names_the_ld_library_path_entry_and_drops_every_copy_o
 
 
 def test_the_drivers_own_library_is_never_reported_as_not_found() -> None:
-    driver = CudaLibraryFacts("libcuda.so.1", ("libcaffe2_nvrtc.so",),
-                              ResolvedDependency("libcuda.so.1", "not found"))
+    driver = CudaLibraryFacts(
+        "libcuda.so.1", ("libcaffe2_nvrtc.so",), ResolvedDependency("libcuda.so.1", "not found")
+    )
     results = _results(_facts((_cudnn_row(), driver)))
     assert results["library-not-found"].status is CheckStatus.PASSED
 
@@ -160,15 +220,20 @@ def test_the_drivers_own_library_is_never_reported_as_not_found() -> None:
 def test_loader_path_entry_with_cuda_libraries_is_named_with_the_value_to_keep() -> None:
     facts = _facts(
         (_cudnn_row(),),
-        loader_path=(LoaderPathEntry("LD_LIBRARY_PATH", OLD_LIB, ("libcudart.so.12",)),
-                     LoaderPathEntry("LD_LIBRARY_PATH", "/opt/x", ())),
+        loader_path=(
+            LoaderPathEntry("LD_LIBRARY_PATH", OLD_LIB, ("libcudart.so.12",)),
+            LoaderPathEntry("LD_LIBRARY_PATH", "/opt/x", ()),
+        ),
         environment={"LD_LIBRARY_PATH": f"{OLD_LIB}:/opt/x"},
     )
     finding = _finding(facts, "cuda-libs-in-loader-path")
     assert finding.evidence == (f"LD_LIBRARY_PATH entry {OLD_LIB} holds libcudart.so.12",)
     assert [r.text for r in finding.remedies] == ["export LD_LIBRARY_PATH=/opt/x"]
-    only = _facts((_cudnn_row(),), environment={"LD_LIBRARY_PATH": OLD_LIB},
-                  loader_path=(LoaderPathEntry("LD_LIBRARY_PATH", OLD_LIB, ("libcudart.so.12",)),))
+    only = _facts(
+        (_cudnn_row(),),
+        environment={"LD_LIBRARY_PATH": OLD_LIB},
+        loader_path=(LoaderPathEntry("LD_LIBRARY_PATH", OLD_LIB, ("libcudart.so.12",)),),
+    )
     assert [r.text for r in _finding(only, "cuda-libs-in-loader-path").remedies] == [
         "unset LD_LIBRARY_PATH"
     ]

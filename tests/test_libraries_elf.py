@@ -32,8 +32,12 @@ def test_dynamic_section_gives_soname_needed_rpath_and_runpath(builder: ElfBuild
         StandIn("libu.so.2", needed=(dep,), search=("$ORIGIN",), runpath=True)
     )
     r = read_dynamic(str(with_rpath))
-    assert (r.soname, r.needed[0], r.rpath, r.runpath) == ("libr.so.1", "libdep.so.3",
-                                                           ("$ORIGIN/a", "/x"), ())
+    assert (r.soname, r.needed[0], r.rpath, r.runpath) == (
+        "libr.so.1",
+        "libdep.so.3",
+        ("$ORIGIN/a", "/x"),
+        (),
+    )
     u = read_dynamic(str(with_runpath))
     assert (u.soname, u.rpath, u.runpath) == ("libu.so.2", (), ("$ORIGIN",))
     assert "libc.so.6" in u.needed
@@ -52,11 +56,11 @@ def test_rpath_beats_ld_library_path_but_runpath_does_not(
     dep = builder.build(StandIn("libdep.so.7"))
     wheel = _copy(dep, tmp_path / "wheel")
     system = _copy(dep, tmp_path / "system")
-    rpath = _copy(builder.build(StandIn("librp.so", needed=(dep,), search=("$ORIGIN/wheel",))),
-                  tmp_path)
+    rpath = _copy(
+        builder.build(StandIn("librp.so", needed=(dep,), search=("$ORIGIN/wheel",))), tmp_path
+    )
     runpath = _copy(
-        builder.build(StandIn("librun.so", needed=(dep,), search=("$ORIGIN/wheel",),
-                              runpath=True)),
+        builder.build(StandIn("librun.so", needed=(dep,), search=("$ORIGIN/wheel",), runpath=True)),
         tmp_path,
     )
     loader = LoaderModel(ld_library_path=[str(tmp_path / "system")], cache={})
@@ -72,11 +76,18 @@ def test_rpath_is_inherited_down_the_chain_unless_the_object_has_runpath(
 ) -> None:
     dep = builder.build(StandIn("libleaf.so.1"))
     _copy(dep, tmp_path / "deps")
-    root = read_dynamic(str(_copy(
-        builder.build(StandIn("libroot.so", search=("$ORIGIN/deps",))), tmp_path)))
+    root = read_dynamic(
+        str(_copy(builder.build(StandIn("libroot.so", search=("$ORIGIN/deps",))), tmp_path))
+    )
     plain = read_dynamic(str(_copy(builder.build(StandIn("libplain.so")), tmp_path / "mid")))
-    own_runpath = read_dynamic(str(_copy(
-        builder.build(StandIn("libown.so", search=("/nowhere",), runpath=True)), tmp_path / "mid")))
+    own_runpath = read_dynamic(
+        str(
+            _copy(
+                builder.build(StandIn("libown.so", search=("/nowhere",), runpath=True)),
+                tmp_path / "mid",
+            )
+        )
+    )
     loader = LoaderModel(cache={}, defaults=("/nonexistent",))
     inherited = loader.search("libleaf.so.1", [root, plain])
     assert inherited.how == "RPATH" and inherited.entry_from == root.path
@@ -86,8 +97,7 @@ def test_rpath_is_inherited_down_the_chain_unless_the_object_has_runpath(
 def test_ld_preload_wins_over_everything(builder: ElfBuilder, tmp_path: Path) -> None:
     dep = builder.build(StandIn("libdep.so.9"))
     preloaded = _copy(dep, tmp_path / "preload")
-    obj = read_dynamic(str(_copy(builder.build(StandIn("libo.so", search=("$ORIGIN",))),
-                                 tmp_path)))
+    obj = read_dynamic(str(_copy(builder.build(StandIn("libo.so", search=("$ORIGIN",))), tmp_path)))
     _copy(dep, tmp_path)
     loader = LoaderModel(ld_preload={"libdep.so.9": str(preloaded)}, cache={})
     found = loader.search("libdep.so.9", [obj])
@@ -116,8 +126,9 @@ def test_a_soname_only_the_system_cache_knows_resolves_through_it(
     builder: ElfBuilder, tmp_path: Path
 ) -> None:
     system = _copy(builder.build(StandIn("libcudart.so.12")), tmp_path / "usr-local-cuda")
-    obj = read_dynamic(str(_copy(builder.build(StandIn("libneeds.so", search=("$ORIGIN/x",))),
-                                 tmp_path)))
+    obj = read_dynamic(
+        str(_copy(builder.build(StandIn("libneeds.so", search=("$ORIGIN/x",))), tmp_path))
+    )
     loader = LoaderModel(cache={"libcudart.so.12": str(system)}, defaults=("/nonexistent",))
     found = loader.search("libcudart.so.12", [obj])
     assert (found.how, found.path, found.expected_path) == ("ld.so.cache", str(system), None)

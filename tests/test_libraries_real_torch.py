@@ -46,10 +46,21 @@ def test_real_torch_loads_every_cuda_library_from_its_wheels_without_a_gpu(
     installed = _versions(real_torch_venv)
     rows = {row["soname"]: row for row in libraries["cuda"]}
     for soname in (
-        "libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcudnn.so.9",
-        "libnvrtc.so.13", "libcufft.so.12", "libcurand.so.10", "libcusparse.so.12",
-        "libcusolver.so.12", "libnvJitLink.so.13", "libnccl.so.2", "libcusparseLt.so.0",
-        "libcudnn_graph.so.9", "libcudnn_engines_precompiled.so.9", "libcudnn_adv.so.9",
+        "libcudart.so.13",
+        "libcublas.so.13",
+        "libcublasLt.so.13",
+        "libcudnn.so.9",
+        "libnvrtc.so.13",
+        "libcufft.so.12",
+        "libcurand.so.10",
+        "libcusparse.so.12",
+        "libcusolver.so.12",
+        "libnvJitLink.so.13",
+        "libnccl.so.2",
+        "libcusparseLt.so.0",
+        "libcudnn_graph.so.9",
+        "libcudnn_engines_precompiled.so.9",
+        "libcudnn_adv.so.9",
     ):
         load = rows[soname]["load"]
         assert load["loaded"], (soname, load)
@@ -72,7 +83,11 @@ def test_old_cudnn_preloaded_into_real_torch_is_named_as_shadowed(
 ) -> None:
     old = cudnn(ElfBuilder(tmp_path / "elf"), 90100)
     run = run_doctor(
-        "--python", str(real_torch_venv.root), "--format", "json", cwd=workdir,
+        "--python",
+        str(real_torch_venv.root),
+        "--format",
+        "json",
+        cwd=workdir,
         env={"LD_PRELOAD": str(old)},
     )
     shadowed = run.finding("library-shadowed")
@@ -114,7 +129,9 @@ def test_the_probe_agrees_with_the_loader_loading_libtorch_cuda_itself(
     truth = json.loads(
         subprocess.run(
             [str(real_torch_venv.python), "-I", "-c", GROUND_TRUTH, str(lib)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     )
     run = run_doctor("--python", str(real_torch_venv.root), "--format", "json", cwd=workdir)
@@ -123,7 +140,17 @@ def test_the_probe_agrees_with_the_loader_loading_libtorch_cuda_itself(
         for row in run.json["facts"]["libraries"]["cuda"]
         if row["load"] and row["load"]["path"]
     }
-    for soname in ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcudnn.so.9",
-                   "libcusparse.so.12", "libnvJitLink.so.13", "libcufft.so.12",
-                   "libcurand.so.10", "libnccl.so.2", "libcusparseLt.so.0", "libnvrtc.so.13"):
+    for soname in (
+        "libcudart.so.13",
+        "libcublas.so.13",
+        "libcublasLt.so.13",
+        "libcudnn.so.9",
+        "libcusparse.so.12",
+        "libnvJitLink.so.13",
+        "libcufft.so.12",
+        "libcurand.so.10",
+        "libnccl.so.2",
+        "libcusparseLt.so.0",
+        "libnvrtc.so.13",
+    ):
         assert os.path.realpath(truth[soname]) == reported[soname], soname

@@ -79,7 +79,11 @@ def test_terminal_report_shows_the_cuda_library_table(
     table = run.stdout.split("CUDA libraries", 1)[1]
     row = next(line for line in table.splitlines() if line.strip().startswith("libcudnn.so.9"))
     assert row.split() == [
-        "libcudnn.so.9", "9.1.0", "site-packages/nvidia/cudnn/lib/", "nvidia-cudnn-cu12", "loaded"
+        "libcudnn.so.9",
+        "9.1.0",
+        "site-packages/nvidia/cudnn/lib/",
+        "nvidia-cudnn-cu12",
+        "loaded",
     ]
 
 
@@ -100,7 +104,10 @@ def test_missing_soname_names_the_wheel_that_should_provide_it(
 
 
 def test_older_nvjitlink_first_in_ld_library_path_fails_with_undefined_symbol(
-    make_env: Callable[..., FakeEnv], workdir: Path, kit: CudaTorchKit, builder: ElfBuilder,
+    make_env: Callable[..., FakeEnv],
+    workdir: Path,
+    kit: CudaTorchKit,
+    builder: ElfBuilder,
     tmp_path: Path,
 ) -> None:
     # A system CUDA 12.1 whose libnvJitLink.so.12 lacks the 12.4 symbol libcusparse needs,
@@ -111,11 +118,17 @@ def test_older_nvjitlink_first_in_ld_library_path_fails_with_undefined_symbol(
     (system / "libnvJitLink.so.12").write_bytes(old.read_bytes())
     env = make_env()
     kit.install(
-        env, kit.healthy_wheels(), torch_init=OLD_TORCH_INIT,
+        env,
+        kit.healthy_wheels(),
+        torch_init=OLD_TORCH_INIT,
         global_deps_needs=("libcudart.so.12", "libcusparse.so.12"),
     )
     run = run_doctor(
-        "--python", str(env.root), "--format", "json", cwd=workdir,
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
         env={"LD_LIBRARY_PATH": f"{system}:/opt/nothing-here"},
     )
     assert run.returncode == 1
@@ -126,9 +139,7 @@ def test_older_nvjitlink_first_in_ld_library_path_fails_with_undefined_symbol(
     assert failure["soname"] == "libcusparse.so.12"
     assert failure["cause"]["how"] == "LD_LIBRARY_PATH"
     assert failure["cause"]["entry"] == str(system)
-    assert any(
-        f"through the LD_LIBRARY_PATH entry {system}" in line for line in failed["evidence"]
-    )
+    assert any(f"through the LD_LIBRARY_PATH entry {system}" in line for line in failed["evidence"])
     assert failed["data"]["torch_import_error"].startswith("OSError: ")
     assert failed["remedies"][0]["text"] == "export LD_LIBRARY_PATH=/opt/nothing-here"
     hygiene = run.finding("cuda-libs-in-loader-path")
@@ -139,7 +150,10 @@ def test_older_nvjitlink_first_in_ld_library_path_fails_with_undefined_symbol(
 
 
 def test_same_older_nvjitlink_is_harmless_when_torch_preloads_the_wheels_copy(
-    make_env: Callable[..., FakeEnv], workdir: Path, kit: CudaTorchKit, builder: ElfBuilder,
+    make_env: Callable[..., FakeEnv],
+    workdir: Path,
+    kit: CudaTorchKit,
+    builder: ElfBuilder,
     tmp_path: Path,
 ) -> None:
     # torch >= 2.5 preloads libnvJitLink from its wheel before libcusparse (pytorch#131295).
@@ -150,7 +164,11 @@ def test_same_older_nvjitlink_is_harmless_when_torch_preloads_the_wheels_copy(
     env = make_env()
     kit.install(env, kit.healthy_wheels(), global_deps_needs=("libcudart.so.12",))
     run = run_doctor(
-        "--python", str(env.root), "--format", "json", cwd=workdir,
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
         env={"LD_LIBRARY_PATH": str(system)},
     )
     ids = run.finding_ids()
@@ -166,7 +184,11 @@ def test_older_cudnn_through_ld_preload_is_reported_as_shadowed(
     env = make_env()
     kit.install(env, kit.healthy_wheels())
     run = run_doctor(
-        "--python", str(env.root), "--format", "json", cwd=workdir,
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
         env={"LD_PRELOAD": str(old)},
     )
     shadowed = run.finding("library-shadowed")
@@ -192,7 +214,13 @@ def test_aborting_and_hanging_libraries_are_reported_and_the_others_still_load(
     ]
     kit.install(env, wheels)
     run = run_doctor(
-        "--python", str(env.root), "--format", "json", "--timeout", "2", cwd=workdir,
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        "--timeout",
+        "2",
+        cwd=workdir,
         timeout=60,
     )
     assert run.returncode == 1
@@ -240,7 +268,11 @@ def test_ld_library_path_into_the_venvs_own_wheels_is_not_a_hygiene_problem(
     kit.install(env, kit.healthy_wheels())
     own = env.site_packages / "nvidia" / "nvjitlink" / "lib"
     run = run_doctor(
-        "--python", str(env.root), "--format", "json", cwd=workdir,
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
         env={"LD_LIBRARY_PATH": str(own)},
     )
     assert not LIBRARY_IDS & set(run.finding_ids()), run.json["findings"]
@@ -261,6 +293,7 @@ def test_a_cudnn_sub_library_missing_from_its_wheel_is_not_found(
     missing = finding["data"]["missing"]
     assert [m["soname"] for m in missing] == ["libcudnn_graph.so.9"]
     assert missing[0]["installed"] == ["nvidia-cudnn-cu12"]
-    assert any("nvidia-cudnn-cu12 (installed, but without this file)" in e
-               for e in finding["evidence"])
+    assert any(
+        "nvidia-cudnn-cu12 (installed, but without this file)" in e for e in finding["evidence"]
+    )
     assert "library-load-failed" not in run.finding_ids()

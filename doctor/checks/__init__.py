@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # Importing a module registers its checks, in report order.
-from doctor.checks import wheels as _wheels  # noqa: E402,F401
-from doctor.checks import lock as _lock  # noqa: E402,F401
-from doctor.checks import driver as _driver  # noqa: E402,F401
-from doctor.checks import libraries as _libraries  # noqa: E402,F401
+from doctor.checks import wheels as _wheels  # noqa: F401
+from doctor.checks import lock as _lock  # noqa: F401
+from doctor.checks import driver as _driver  # noqa: F401
+from doctor.checks import libraries as _libraries  # noqa: F401

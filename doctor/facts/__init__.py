@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from doctor.facts.environment import (
     DistributionFacts,
@@ -56,17 +56,17 @@ class ProbeFailure:
 class Facts:
     """Everything torch-doctor knows about the inspected environment."""
 
-    interpreter: Optional[InterpreterFacts] = None
-    platform: Optional[PlatformFacts] = None
+    interpreter: InterpreterFacts | None = None
+    platform: PlatformFacts | None = None
     distributions: tuple[DistributionFacts, ...] = ()
-    torch: Optional[TorchBuildFacts] = None
-    project: Optional[ProjectFacts] = None
+    torch: TorchBuildFacts | None = None
+    project: ProjectFacts | None = None
     environment: dict[str, str] = field(default_factory=dict)
-    libraries: Optional[LibrariesFacts] = None
-    machine: Optional[MachineFacts] = None
+    libraries: LibrariesFacts | None = None
+    machine: MachineFacts | None = None
     failures: tuple[ProbeFailure, ...] = ()
 
-    def distribution(self, name: str) -> Optional[DistributionFacts]:
+    def distribution(self, name: str) -> DistributionFacts | None:
         """The installed distribution that wins on sys.path, by normalised name."""
         wanted = _normalise(name)
         for dist in self.distributions:
@@ -79,7 +79,7 @@ class Facts:
         wanted = _normalise(name)
         return [d for d in self.distributions if d.name == wanted]
 
-    def failure(self, probe: str) -> Optional[ProbeFailure]:
+    def failure(self, probe: str) -> ProbeFailure | None:
         for failure in self.failures:
             if failure.probe == probe:
                 return failure

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -25,8 +24,8 @@ class PlatformFacts:
     system: str
     machine: str
     release: str
-    libc: Optional[str]
-    libc_version: Optional[str]
+    libc: str | None
+    libc_version: str | None
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class RecordFacts:
     files: int = 0
     missing_count: int = 0
     missing: tuple[str, ...] = ()  # the first few missing paths, relative to location
-    error: Optional[str] = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,14 +46,14 @@ class DistributionFacts:
     version: str
     location: str  # the sys.path entry holding the .dist-info
     metadata_dir: str
-    installer: Optional[str] = None
+    installer: str | None = None
     requires_dist: tuple[str, ...] = ()
     provides_extra: tuple[str, ...] = ()
-    requires_python: Optional[str] = None
+    requires_python: str | None = None
     wheel_tags: tuple[str, ...] = ()
-    record: Optional[RecordFacts] = None
+    record: RecordFacts | None = None
     shadowed: bool = False  # an earlier sys.path entry holds another copy
-    error: Optional[str] = None  # corrupt or unreadable metadata
+    error: str | None = None  # corrupt or unreadable metadata
 
 
 @dataclass(frozen=True)
@@ -62,16 +61,16 @@ class TorchBuildFacts:
     """torch's build, read from torch/version.py as text (torch is never imported)."""
 
     package_dir: str
-    version: Optional[str] = None
-    cuda: Optional[str] = None
-    hip: Optional[str] = None
-    git_version: Optional[str] = None
-    debug: Optional[bool] = None
+    version: str | None = None
+    cuda: str | None = None
+    hip: str | None = None
+    git_version: str | None = None
+    debug: bool | None = None
     lib_files: tuple[str, ...] = ()  # names in torch/lib
-    error: Optional[str] = None
+    error: str | None = None
 
     @property
-    def local_tag(self) -> Optional[str]:
+    def local_tag(self) -> str | None:
         if self.version and "+" in self.version:
             return self.version.split("+", 1)[1]
         return None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass(frozen=True)
 class IndexFacts:
-    name: Optional[str]
+    name: str | None
     url: str
     explicit: bool = False
     default: bool = False
@@ -17,14 +17,14 @@ class IndexFacts:
 @dataclass(frozen=True)
 class LockedDependency:
     name: str
-    marker: Optional[str] = None
+    marker: str | None = None
     extras: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class LockedPackage:
     name: str
-    version: Optional[str]
+    version: str | None
     source: dict[str, str] = field(default_factory=dict)
     dependencies: tuple[LockedDependency, ...] = ()
     resolution_markers: tuple[str, ...] = ()
@@ -33,12 +33,12 @@ class LockedPackage:
 @dataclass(frozen=True)
 class ProjectFacts:
     root: str
-    pyproject_path: Optional[str]
-    lock_path: Optional[str]
+    pyproject_path: str | None
+    lock_path: str | None
     found_by: str  # "--project", "venv parent", "working directory"
-    name: Optional[str] = None
-    pyproject_error: Optional[str] = None
-    lock_error: Optional[str] = None
+    name: str | None = None
+    pyproject_error: str | None = None
+    lock_error: str | None = None
     declared_dependencies: tuple[str, ...] = ()
     indexes: tuple[IndexFacts, ...] = ()
     sources: dict[str, Any] = field(default_factory=dict)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from doctor.facts import Facts, ProbeFailure
 from doctor.probe.interpreter import probe_interpreter
@@ -17,7 +16,7 @@ __all__ = ["ProbeOptions", "gather"]
 @dataclass(frozen=True)
 class ProbeOptions:
     target: Target
-    project: Optional[str] = None
+    project: str | None = None
     cwd: Path = Path(".")
     timeout: float = 60.0
     load_libraries: bool = True  # run the contained CUDA library load probe (--no-load)
@@ -49,8 +48,13 @@ def gather(options: ProbeOptions) -> Facts:
     from doctor.probe.libraries import probe_libraries
 
     libraries, library_failures = probe_libraries(
-        options.target.python, inside.torch, inside.interpreter, inside.distributions,
-        inside.environment, timeout=options.timeout, load=options.load_libraries,
+        options.target.python,
+        inside.torch,
+        inside.interpreter,
+        inside.distributions,
+        inside.environment,
+        timeout=options.timeout,
+        load=options.load_libraries,
     )
     failures.extend(library_failures)
 

@@ -202,7 +202,10 @@ def default_dirs() -> tuple[str, ...]:
     multiarch = f"{machine}-linux-gnu"
     lib = _lib_dir_name()
     candidates: tuple[str, ...] = (
-        f"/lib/{multiarch}", f"/usr/lib/{multiarch}", f"/{lib}", f"/usr/{lib}"
+        f"/lib/{multiarch}",
+        f"/usr/lib/{multiarch}",
+        f"/{lib}",
+        f"/usr/{lib}",
     )
     if lib != "lib":
         candidates += ("/lib", "/usr/lib")
@@ -245,8 +248,11 @@ class LoaderModel:
         expected = self._expected(soname, chain)
         if soname in self.ld_preload:
             return ResolvedDependency(
-                soname, Resolution.LD_PRELOAD, os.path.realpath(self.ld_preload[soname]),
-                entry=self.ld_preload[soname], expected_path=expected,
+                soname,
+                Resolution.LD_PRELOAD,
+                os.path.realpath(self.ld_preload[soname]),
+                entry=self.ld_preload[soname],
+                expected_path=expected,
             )
         if loaded and soname in loaded:
             return loaded[soname]
@@ -257,27 +263,41 @@ class LoaderModel:
                     found = self._found(expand_origin(entry, ancestor.path), soname)
                     if found:
                         return ResolvedDependency(
-                            soname, Resolution.RPATH, found, entry=entry,
-                            entry_from=ancestor.path, expected_path=expected,
+                            soname,
+                            Resolution.RPATH,
+                            found,
+                            entry=entry,
+                            entry_from=ancestor.path,
+                            expected_path=expected,
                         )
         for entry in self.ld_library_path:
             found = self._found(entry, soname)
             if found:
                 return ResolvedDependency(
-                    soname, Resolution.LD_LIBRARY_PATH, found, entry=entry,
+                    soname,
+                    Resolution.LD_LIBRARY_PATH,
+                    found,
+                    entry=entry,
                     expected_path=expected,
                 )
         for entry in requester.runpath:
             found = self._found(expand_origin(entry, requester.path), soname)
             if found:
                 return ResolvedDependency(
-                    soname, Resolution.RUNPATH, found, entry=entry,
-                    entry_from=requester.path, expected_path=expected,
+                    soname,
+                    Resolution.RUNPATH,
+                    found,
+                    entry=entry,
+                    entry_from=requester.path,
+                    expected_path=expected,
                 )
         cached = (self.cache or {}).get(soname)
         if cached:
             return ResolvedDependency(
-                soname, Resolution.CACHE, os.path.realpath(cached), entry=cached,
+                soname,
+                Resolution.CACHE,
+                os.path.realpath(cached),
+                entry=cached,
                 expected_path=expected,
             )
         for entry in self.defaults:

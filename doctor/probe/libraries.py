@@ -105,7 +105,9 @@ def torch_preload_flow(torch_dir: str) -> TorchPreload:
     if not libraries:
         return default_torch_preload()
     return TorchPreload(
-        source=path, after_success=after_success, libraries=tuple(libraries),
+        source=path,
+        after_success=after_success,
+        libraries=tuple(libraries),
         optional=tuple(optional),
     )
 
@@ -304,8 +306,13 @@ def _probe_libraries(
         for folder, pattern in entries:
             path = _preload_candidates(interpreter.sys_path, folder, pattern, cuda_major)
             preload_plan.append(
-                {"folder": folder, "glob": pattern, "path": path,
-                 "soname": os.path.basename(path) if path else None, "required": required}
+                {
+                    "folder": folder,
+                    "glob": pattern,
+                    "path": path,
+                    "soname": os.path.basename(path) if path else None,
+                    "required": required,
+                }
             )
     # torch's own flow needs no ELF reading: it starts now and runs while the files are read.
     session = None
@@ -323,8 +330,15 @@ def _probe_libraries(
         session = _LoadSession(python, timeout, flow_plan)
     try:
         return _complete(
-            session, flow, preload_plan, torch_dir, lib_dir, global_deps,
-            interpreter, distributions, environment,
+            session,
+            flow,
+            preload_plan,
+            torch_dir,
+            lib_dir,
+            global_deps,
+            interpreter,
+            distributions,
+            environment,
         )
     finally:
         if session is not None:
@@ -366,8 +380,9 @@ def _complete(
         # soname binds to them (torch's later preload by path loads a second, unused copy).
         real = os.path.realpath(item)
         walk.add_loaded(
-            ResolvedDependency(preloaded_soname, Resolution.LD_PRELOAD, real, entry=item,
-                               owner=owners.get(real))
+            ResolvedDependency(
+                preloaded_soname, Resolution.LD_PRELOAD, real, entry=item, owner=owners.get(real)
+            )
         )
     if has_global_deps:
         walk.visit(os.path.realpath(global_deps))
@@ -379,8 +394,12 @@ def _complete(
         entry["soname"] = soname
         walk.add_loaded(
             ResolvedDependency(
-                soname, Resolution.TORCH_PRELOAD, path, entry=entry["glob"],
-                owner=owners.get(path), expected_path=path,
+                soname,
+                Resolution.TORCH_PRELOAD,
+                path,
+                entry=entry["glob"],
+                owner=owners.get(path),
+                expected_path=path,
             )
         )
         walk.needed_by.setdefault(soname, []).append("torch/__init__.py")
@@ -399,8 +418,9 @@ def _complete(
     if session is None:
         probe = LoadProbeFacts(ran=False, skipped_reason="--no-load", flow=flow.source)
     else:
-        probe, loads, failure = session.finish(_needed_plan(walk, rows, torch_dir), owners,
-                                               flow.source)
+        probe, loads, failure = session.finish(
+            _needed_plan(walk, rows, torch_dir), owners, flow.source
+        )
         if failure is not None:
             failures.append(failure)
         rows = _merge_loads(rows, loads)
@@ -439,7 +459,9 @@ def _rows(
                 resolved = replace(resolved, expected_path=expected)
         expected_owner = owners.get(resolved.expected_path) if resolved.expected_path else None
         rows[soname] = CudaLibraryFacts(
-            soname=soname, needed_by=tuple(users), resolved=resolved,
+            soname=soname,
+            needed_by=tuple(users),
+            resolved=resolved,
             expected_owner=expected_owner,
         )
     return rows
@@ -544,10 +566,17 @@ class _LoadSession:
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
-            return ContainedResult(argv, proc.returncode, stdout, stderr,
-                                   time.perf_counter() - self.started, timed_out=True)
-        return ContainedResult(argv, proc.returncode, stdout, stderr,
-                               time.perf_counter() - self.started)
+            return ContainedResult(
+                argv,
+                proc.returncode,
+                stdout,
+                stderr,
+                time.perf_counter() - self.started,
+                timed_out=True,
+            )
+        return ContainedResult(
+            argv, proc.returncode, stdout, stderr, time.perf_counter() - self.started
+        )
 
     def kill(self) -> None:
         """Stop the process if it still runs (after an error in the doctor itself)."""
@@ -607,7 +636,9 @@ def _run_load_plan(
             break
         # The library being loaded when the process died or hung is the culprit.
         steps[unfinished].update(
-            done=True, ok=False, crashed=run.signal_name if not run.timed_out else None,
+            done=True,
+            ok=False,
+            crashed=run.signal_name if not run.timed_out else None,
             timed_out=run.timed_out,
             error=None if run.timed_out or run.signal_name else run.describe_failure(),
         )
@@ -623,9 +654,7 @@ def _run_load_plan(
     loads: list[LoadedLibraryFacts] = []
     seen: set[str] = set()
     for step in steps.values():
-        if step.get("stage") == "version" and not step.get("crashed") and not step.get(
-            "timed_out"
-        ):
+        if step.get("stage") == "version" and not step.get("crashed") and not step.get("timed_out"):
             continue
         requested = step["requested"]
         soname = step.get("soname") or os.path.basename(requested)
@@ -655,8 +684,13 @@ def _run_load_plan(
         path = info.get("path")
         loads.append(
             LoadedLibraryFacts(
-                soname=soname, stage="dependency", requested=soname, loaded=True, path=path,
-                owner=owners.get(path) if path else None, version=info.get("version"),
+                soname=soname,
+                stage="dependency",
+                requested=soname,
+                loaded=True,
+                path=path,
+                owner=owners.get(path) if path else None,
+                version=info.get("version"),
                 version_api=info.get("version_api"),
             )
         )

@@ -160,18 +160,39 @@ class Runner(object):
             self.sonames.append(soname)
         if step in self.skip or requested in self.skip_requested:
             return False, None
-        emit({"event": "begin", "step": step, "requested": requested, "soname": soname,
-              "stage": stage})
+        emit(
+            {
+                "event": "begin",
+                "step": step,
+                "requested": requested,
+                "soname": soname,
+                "stage": stage,
+            }
+        )
         started = time.time()
         try:
             self.handles.append(ctypes.CDLL(requested, mode=mode))
         except OSError as exc:
             error = str(exc)
-            emit({"event": "end", "step": step, "ok": False, "error": error,
-                  "seconds": round(time.time() - started, 4)})
+            emit(
+                {
+                    "event": "end",
+                    "step": step,
+                    "ok": False,
+                    "error": error,
+                    "seconds": round(time.time() - started, 4),
+                }
+            )
             return False, error
-        emit({"event": "end", "step": step, "ok": True, "error": None,
-              "seconds": round(time.time() - started, 4)})
+        emit(
+            {
+                "event": "end",
+                "step": step,
+                "ok": True,
+                "error": None,
+                "seconds": round(time.time() - started, 4),
+            }
+        )
         return True, None
 
     def preload(self, entries, required, stop_on_error):
@@ -181,8 +202,13 @@ class Runner(object):
                 if required and entry.get("required", True):
                     return "ValueError: {} not found in the system path".format(entry["glob"])
                 continue
-            ok, error = self.load("preload:{}".format(index), entry["path"], RTLD_LOCAL,
-                                  entry.get("soname"), "torch preload")
+            ok, error = self.load(
+                "preload:{}".format(index),
+                entry["path"],
+                RTLD_LOCAL,
+                entry.get("soname"),
+                "torch preload",
+            )
             if not ok and error is not None and stop_on_error:
                 return "OSError: " + error
         return None
@@ -195,16 +221,25 @@ class Runner(object):
         preload = plan.get("preload", {})
         entries = preload.get("libraries", [])
         if global_deps:
-            ok, error = self.load("global", global_deps, RTLD_GLOBAL | os.RTLD_NOW,
-                                  "libtorch_global_deps.so", "torch global deps")
+            ok, error = self.load(
+                "global",
+                global_deps,
+                RTLD_GLOBAL | os.RTLD_NOW,
+                "libtorch_global_deps.so",
+                "torch global deps",
+            )
             if not ok and error is not None:
                 keys = preload.get("error_keys", [])
                 if any(key in error for key in keys):
                     import_error = self.preload(entries, True, True)
                     if import_error is None:
-                        ok, error = self.load("global-retry", global_deps,
-                                              RTLD_GLOBAL | os.RTLD_NOW,
-                                              "libtorch_global_deps.so", "torch global deps")
+                        ok, error = self.load(
+                            "global-retry",
+                            global_deps,
+                            RTLD_GLOBAL | os.RTLD_NOW,
+                            "libtorch_global_deps.so",
+                            "torch global deps",
+                        )
                         if not ok and error is not None:
                             import_error = "OSError: " + error
                 else:
@@ -222,8 +257,9 @@ class Runner(object):
             soname = entry["soname"]
             if loaded_handle(soname) is not None:
                 continue
-            self.load("needed:" + soname, entry.get("path") or soname, mode, soname,
-                      "needed by torch")
+            self.load(
+                "needed:" + soname, entry.get("path") or soname, mode, soname, "needed by torch"
+            )
         self.cudnn_sublibraries(plan.get("cudnn"))
         return import_error
 
@@ -243,8 +279,11 @@ class Runner(object):
             present = sorted(os.listdir(directory))
         except OSError:
             present = []
-        names += [n for n in present if n.startswith("libcudnn_") and n.endswith(suffix)
-                  and n not in names]
+        names += [
+            n
+            for n in present
+            if n.startswith("libcudnn_") and n.endswith(suffix) and n not in names
+        ]
         for name in names:
             candidate = os.path.join(directory, name)
             # cuDNN dlopens them by name; its DT_RPATH $ORIGIN finds its own directory first.
@@ -258,13 +297,19 @@ class Runner(object):
             handle = loaded_handle(soname)
             if handle is None:
                 continue
-            entry = {"path": path_of(handle, soname, maps), "version": None,
-                     "version_api": None}
+            entry = {"path": path_of(handle, soname, maps), "version": None, "version_api": None}
             api = versions.get(soname.split(".so", 1)[0])
             step = "version:" + soname
             if api and step not in self.skip:
-                emit({"event": "begin", "step": step, "requested": soname, "soname": soname,
-                      "stage": "version"})
+                emit(
+                    {
+                        "event": "begin",
+                        "step": step,
+                        "requested": soname,
+                        "soname": soname,
+                        "stage": "version",
+                    }
+                )
                 try:
                     entry["version"] = version_of(handle, api)
                     entry["version_api"] = api["function"]

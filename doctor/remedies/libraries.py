@@ -29,9 +29,7 @@ def drop_entries(facts: Facts, variable: str, entries: Iterable[str]) -> Remedy:
     current = facts.environment.get(variable, "")
     kept = [part for part in _split(variable, current) if part and part not in drop]
     separator = ":"
-    text = (
-        f"export {variable}={shlex.quote(separator.join(kept))}" if kept else f"unset {variable}"
-    )
+    text = f"export {variable}={shlex.quote(separator.join(kept))}" if kept else f"unset {variable}"
     names = ", ".join(sorted(drop))
     return Remedy(
         RemedyKind.ENV,

@@ -6,7 +6,6 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
 
 from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
@@ -85,7 +84,8 @@ def _header(report: Report) -> Panel:
     if interp is not None:
         kind = "venv" if interp.is_venv else "no venv"
         grid.add_row(
-            "Python", Text(f"{interp.version} ({interp.implementation}, {kind})  {interp.executable}")
+            "Python",
+            Text(f"{interp.version} ({interp.implementation}, {kind})  {interp.executable}"),
         )
     plat = facts.platform
     if plat is not None:
@@ -121,7 +121,9 @@ def _checks(report: Report) -> Table:
             note = Text(worst.title, style=style.replace("bold ", ""))
         else:
             mark, style = STATUS_STYLE[result.status]
-            note = Text(result.spec.label, style="dim" if result.status is CheckStatus.PASSED else "")
+            note = Text(
+                result.spec.label, style="dim" if result.status is CheckStatus.PASSED else ""
+            )
             if result.reason:
                 note.append(f" ({result.reason})", style="dim")
         table.add_row(Text(mark, style=style), Text(result.spec.id), note)
@@ -224,7 +226,7 @@ def render_terminal(report: Report, console: Console) -> None:
         console.print(section)
 
 
-def render_terminal_text(report: Report, width: Optional[int] = 100) -> str:
+def render_terminal_text(report: Report, width: int | None = 100) -> str:
     """Plain text without colour, for --output and tests."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, no_color=True, color_system=None, highlight=False)
