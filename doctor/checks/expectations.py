@@ -8,9 +8,10 @@ will really be needed is named with its pin.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
@@ -71,6 +72,23 @@ def applicable_requirements(
     return applicable, unparsable
 
 
+# cuda-toolkit declares ~60 requirements, each only for one of its extras, e.g.
+# `nvidia-cublas==13.1.1.3.*; (sys_platform == 'linux' and ...) and extra == 'cublas'`.
+# Parsing one costs ~0.4 ms, and torch requests a few extras. A marker of exactly this
+# shape, "(<no parentheses>) and extra == 'X'" (or just "extra == 'X'"), is false for
+# every other extra, so its text tells which single extra it can hold for. Anything else
+# (another shape, a URL requirement, which may hold ";") is parsed as usual.
+_ONLY_FOR_EXTRA = re.compile(
+    r"""[^;@]*;\s*(?:\([^()]*\)\s+and\s+)?extra\s*==\s*(?P<q>['"])(?P<extra>[^'"]+)(?P=q)\s*"""
+)
+
+
+def only_for_extra(text: str) -> str | None:
+    """The one extra a requirement string can apply for, when its text says so plainly."""
+    match = _ONLY_FOR_EXTRA.fullmatch(text)
+    return canonicalize_name(match.group("extra")) if match else None
+
+
 @lru_cache(maxsize=4096)
 def parse_requirement(text: str) -> Requirement | None:
     """A PEP 508 requirement, or None when it does not parse (parsed once per string)."""
@@ -125,11 +143,13 @@ class Expectations:
     # cuda-toolkit is required but absent: the wheels its extras bring cannot be named.
     toolkit_extras_unknown: tuple[str, ...] = ()
 
-    @property
+    # Cached: every library check asks once per soname (cached_property writes the
+    # instance __dict__ directly, so it works on a frozen dataclass).
+    @cached_property
     def cuda(self) -> tuple[ExpectedWheel, ...]:
         return tuple(w for w in self.wheels if w.is_cuda)
 
-    @property
+    @cached_property
     def other(self) -> tuple[ExpectedWheel, ...]:
         return tuple(w for w in self.wheels if not w.is_cuda)
 
@@ -173,12 +193,18 @@ def _expected_wheels(facts: Facts) -> Expectations | None:
         pulled_by: dict[str, list[str]] = {}
         first: dict[str, Requirement] = {}
         for text in installed.requires_dist:
+            candidates = extras
+            only_for = only_for_extra(text)
+            if only_for is not None:
+                candidates = tuple(e for e in extras if canonicalize_name(e) == only_for)
+                if not candidates:
+                    continue  # for an extra torch does not request: cannot apply here
             sub = parse_requirement(text)
             if sub is None:
                 unparsable.append(text)
                 continue
             sub_name = canonicalize_name(sub.name)
-            for extra in extras:
+            for extra in candidates:
                 if marker_applies(sub.marker, environment, (extra,)):
                     first.setdefault(sub_name, sub)
                     if extra not in pulled_by.setdefault(sub_name, []):

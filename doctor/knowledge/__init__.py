@@ -8,8 +8,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
+
+# The TOML files sit next to this module, in the source tree and in the wheel (hatch
+# packages the whole doctor/ directory). A plain path read avoids importing
+# importlib.resources (~10 ms of start-up); torch-doctor is never run from a zip.
+_HERE = Path(__file__).parent
 
 __all__ = [
     "MvcFloor",
@@ -31,7 +36,7 @@ def load(name: str) -> dict[str, Any]:
         import tomllib
     else:  # pragma: no cover - exercised on 3.9/3.10 only
         import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-    text = resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    text = (_HERE / f"{name}.toml").read_text(encoding="utf-8")
     data: dict[str, Any] = tomllib.loads(text)
     return data
 

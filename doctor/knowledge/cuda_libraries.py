@@ -107,4 +107,10 @@ def default_torch_preload() -> TorchPreload:
 
 def wheel_matches(wheel_stem: str, distribution: str) -> bool:
     """Whether a distribution name is that wheel, with or without a -cuXX suffix."""
-    return re.fullmatch(re.escape(wheel_stem) + r"(-cu\d+)?", distribution) is not None
+    return _wheel_pattern(wheel_stem).fullmatch(distribution) is not None
+
+
+@cache
+def _wheel_pattern(wheel_stem: str) -> re.Pattern[str]:
+    # Compiled once per stem: the library checks ask for every soname and every wheel.
+    return re.compile(re.escape(wheel_stem) + r"(-cu\d+)?")
