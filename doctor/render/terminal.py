@@ -10,7 +10,6 @@ from pathlib import Path
 from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
 from rich.panel import Panel
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -61,6 +60,12 @@ def _header(report: Report) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
+
+    def row(label: str, value: Text | str) -> None:
+        # Text cells, not strings: rich parses a string as markup and emoji codes (which
+        # imports its emoji table, ~3 ms), and a "[...]" in a value would become a style.
+        grid.add_row(Text(label), value if isinstance(value, Text) else Text(value))
+
     torch = facts.distribution("torch")
     build = facts.torch
     if torch is not None:
@@ -74,25 +79,25 @@ def _header(report: Report) -> Panel:
             line.append("  CPU-only build")
         if torch.installer:
             line.append(f"  installed by {torch.installer}", style="dim")
-        grid.add_row("torch", line)
+        row("torch", line)
     elif facts.interpreter is None:
         unknown = Text("unknown: the interpreter could not be inspected", style="magenta")
-        grid.add_row("torch", unknown)
+        row("torch", unknown)
     else:
-        grid.add_row("torch", Text("not installed", style="red"))
+        row("torch", Text("not installed", style="red"))
     interp = facts.interpreter
     if interp is not None:
         kind = "venv" if interp.is_venv else "no venv"
-        grid.add_row(
+        row(
             "Python",
             Text(f"{interp.version} ({interp.implementation}, {kind})  {interp.executable}"),
         )
     plat = facts.platform
     if plat is not None:
         libc = f", {plat.libc} {plat.libc_version}" if plat.libc else ""
-        grid.add_row("Platform", f"{plat.system} {plat.machine}{libc}")
-    for label, row in machine_rows(facts):
-        grid.add_row(label, row)
+        row("Platform", f"{plat.system} {plat.machine}{libc}")
+    for label, value in machine_rows(facts):
+        row(label, value)
     project = facts.project
     if project is not None:
         text = Text(short_path(project.root, facts))
@@ -103,10 +108,10 @@ def _header(report: Report) -> Panel:
             text.append(f"  uv.lock: torch {entry.version} {where}".rstrip(), style="dim")
         elif project.lock_path is None:
             text.append("  no uv.lock", style="dim")
-        grid.add_row("Project", text)
+        row("Project", text)
     verdict = Text(report.summary, style=VERDICT_STYLE[report.verdict])
-    grid.add_row("Verdict", verdict)
-    return Panel(grid, title=f"torch-doctor {__version__}", title_align="left", expand=False)
+    row("Verdict", verdict)
+    return Panel(grid, title=Text(f"torch-doctor {__version__}"), title_align="left", expand=False)
 
 
 def _checks(report: Report) -> Table:
@@ -150,14 +155,18 @@ def _finding(finding: Finding) -> RenderableType:
     for remedy in finding.remedies:
         parts.append(Padding(Text(f"→ {remedy.summary}", style="bold cyan"), (0, 0, 0, 2)))
         lexer = SYNTAX.get(remedy.kind)
-        body: RenderableType = (
-            Syntax(remedy.text.rstrip("\n"), lexer, theme="ansi_dark", word_wrap=True)
-            if lexer
-            else Text(remedy.text)
-        )
+        body: RenderableType = _code(remedy.text, lexer) if lexer else Text(remedy.text)
         parts.append(Padding(body, (0, 0, 0, 4)))
     parts.append(Padding(Text(DOCS_URL.format(id=finding.id), style="dim"), (0, 0, 0, 2)))
     return Group(*parts)
+
+
+def _code(text: str, lexer: str) -> RenderableType:
+    # rich.syntax pulls in pygments (~12 ms): imported only when a report has a code
+    # block to show, which a healthy run never has.
+    from rich.syntax import Syntax
+
+    return Syntax(text.rstrip("\n"), lexer, theme="ansi_dark", word_wrap=True)
 
 
 def _cuda_libraries(report: Report) -> Table | None:
@@ -166,33 +175,35 @@ def _cuda_libraries(report: Report) -> Table | None:
     if libraries is None or not libraries.cuda:
         return None
     table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
-    table.add_column("soname", overflow="fold", min_width=14)
-    table.add_column("version", no_wrap=True)
+    table.add_column(Text("soname"), overflow="fold", min_width=14)
+    table.add_column(Text("version"), no_wrap=True)
     probe = libraries.load_probe
     where_header = "loaded from" if probe is not None and probe.ran else "resolves to"
-    table.add_column(where_header, overflow="fold", min_width=24, ratio=1)
-    table.add_column("wheel", overflow="fold", min_width=12)
-    table.add_column("status", no_wrap=True)
+    table.add_column(Text(where_header), overflow="fold", min_width=24, ratio=1)
+    table.add_column(Text("wheel"), overflow="fold", min_width=12)
+    table.add_column(Text("status"), no_wrap=True)
     interpreter = report.facts.interpreter
-    site = {interpreter.purelib, interpreter.platlib} if interpreter is not None else set()
+    sites = {interpreter.purelib, interpreter.platlib} if interpreter is not None else set()
+    # Resolved once per table, not once per row (realpath is a system call per component).
+    real_sites = [os.path.realpath(site) for site in sorted(sites) if site]
     for row in libraries.cuda:
         version = row.load.version if row.load is not None and row.load.version else ""
         where = ""
         if row.path:
             directory, name = os.path.split(row.path)
-            where = _site_relative(directory, site) or short_path(directory, report.facts)
+            where = _site_relative(directory, real_sites) or short_path(directory, report.facts)
             # The directory says where; the file name only when it is not the soname.
             where += "/" if name == row.soname else f"/{name}"
-        table.add_row(row.soname, version, where, row.owner or "", row.status)
+        # Text cells and headers, not strings: rich parses a string as markup (slow, and
+        # a "[...]" in a path would be taken for a style).
+        cells = (row.soname, version, where, row.owner or "", row.status)
+        table.add_row(*(Text(cell) for cell in cells))
     return table
 
 
-def _site_relative(path: str, site_dirs: set[str]) -> str | None:
+def _site_relative(path: str, real_site_dirs: list[str]) -> str | None:
     """``site-packages/nvidia/cu13/lib`` for a path inside the inspected site-packages."""
-    for site in site_dirs:
-        if not site:
-            continue
-        real = os.path.realpath(site)
+    for real in real_site_dirs:
         if path == real or path.startswith(real.rstrip("/") + "/"):
             return "site-packages/" + os.path.relpath(path, real)
     return None
