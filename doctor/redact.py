@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import getpass
 import os
 import re
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -168,6 +167,10 @@ class RedactionRules:
     @classmethod
     def current(cls, environ: Mapping[str, str] | None = None) -> RedactionRules:
         """The user, home directory and host name of this process."""
+        # Imported here: only a redacted report needs them (socket alone is ~3 ms).
+        import getpass
+        import socket
+
         environ = os.environ if environ is None else environ
         homes: list[str] = []
         home = environ.get("HOME") or _safe(lambda: str(Path.home()))
@@ -217,9 +220,13 @@ class Redactor:
     def __init__(self, rules: RedactionRules) -> None:
         self.rules = rules
         self.counts: Counter[str] = Counter()
-        self._homes = [re.compile(re.escape(h) + r"(?=/|$|[\s\"'`),:;\]}])") for h in rules.homes]
-        self._users = [_word_pattern(u, ignore_case=False) for u in rules.users]
-        self._hosts = [_word_pattern(h, ignore_case=False) for h in rules.hosts]
+        # (literal, pattern): a pattern can only match where its literal occurs, and an
+        # `in` test is far cheaper than a regex scan over thousands of report strings.
+        self._homes = [
+            (h, re.compile(re.escape(h) + r"(?=/|$|[\s\"'`),:;\]}])")) for h in rules.homes
+        ]
+        self._users = [(u, _word_pattern(u, ignore_case=False)) for u in rules.users]
+        self._hosts = [(h, _word_pattern(h, ignore_case=False)) for h in rules.hosts]
 
     @property
     def kinds(self) -> list[str]:
@@ -227,19 +234,27 @@ class Redactor:
         return [kind for kind in KIND_LABELS if self.counts[kind]]
 
     def text(self, value: str) -> str:
+        # Each substitution runs only when the text holds what its pattern needs (a
+        # report has thousands of strings, nearly all clean); the result is the same.
         out = value
-        out = self._sub(
-            _URL_USERINFO, lambda m: m.group("scheme") + REDACTED + "@", out, "url-credentials"
-        )
-        out = self._sub(_QUERY_PARAMETER, self._query_parameter, out, None)
-        out = self._sub(_ASSIGNMENT, self._assignment, out, None)
-        out = self._sub(_GPU_ID, lambda m: m.group("prefix") + REDACTED, out, "gpu-identifier")
-        for pattern in self._homes:
-            out = self._sub(pattern, lambda m: "~", out, "home-directory")
-        for pattern in self._users:
-            out = self._sub(pattern, lambda m: USER_TOKEN, out, "user-name")
-        for pattern in self._hosts:
-            out = self._sub(pattern, lambda m: HOST_TOKEN, out, "host-name")
+        if "://" in out and "@" in out:
+            out = self._sub(
+                _URL_USERINFO, lambda m: m.group("scheme") + REDACTED + "@", out, "url-credentials"
+            )
+        if "=" in out:
+            out = self._sub(_QUERY_PARAMETER, self._query_parameter, out, None)
+            out = self._sub(_ASSIGNMENT, self._assignment, out, None)
+        if "GPU-" in out or "MIG-" in out:
+            out = self._sub(_GPU_ID, lambda m: m.group("prefix") + REDACTED, out, "gpu-identifier")
+        for home, pattern in self._homes:
+            if home in out:
+                out = self._sub(pattern, lambda m: "~", out, "home-directory")
+        for user, pattern in self._users:
+            if user in out:
+                out = self._sub(pattern, lambda m: USER_TOKEN, out, "user-name")
+        for host, pattern in self._hosts:
+            if host in out:
+                out = self._sub(pattern, lambda m: HOST_TOKEN, out, "host-name")
         return out
 
     def _query_parameter(self, match: re.Match[str]) -> str:
@@ -267,24 +282,13 @@ class Redactor:
         return self._walk(value, key)  # type: ignore[no-any-return]
 
     def _walk(self, value: Any, key: str | None) -> Any:
+        # Plain strings are most of a report: tested first (a str enum is not exactly str).
+        if type(value) is str:
+            return self._string(value, key)
         if isinstance(value, enum.Enum) or value is None or isinstance(value, (bool, int, float)):
             return value
         if isinstance(value, str):
-            if (
-                key is not None
-                and value
-                and _is_variable_name(key)
-                and looks_secret(key)
-                and value != REDACTED
-            ):
-                self.counts["secret-variable"] += 1
-                return REDACTED
-            if key is not None and value and _ID_KEYS.search(key):
-                masked = self._mask_identifier(value)
-                if masked != value:
-                    self.counts["gpu-identifier"] += 1
-                    return masked
-            return self.text(value)
+            return self._string(value, key)
         if isinstance(value, Mapping):
             items = {
                 (self.text(k) if isinstance(k, str) else k): self._walk(v, str(k))
@@ -304,6 +308,19 @@ class Redactor:
             return dataclasses.replace(value, **changes)
         return value
 
+    def _string(self, value: str, key: str | None) -> str:
+        if key is not None and value:
+            secret_key, identifier_key = _key_kind(key)
+            if secret_key and value != REDACTED:
+                self.counts["secret-variable"] += 1
+                return REDACTED
+            if identifier_key:
+                masked = self._mask_identifier(value)
+                if masked != value:
+                    self.counts["gpu-identifier"] += 1
+                    return masked
+        return self.text(value)
+
     @staticmethod
     def _mask_identifier(value: str) -> str:
         if value == REDACTED or value.endswith("-" + REDACTED):
@@ -312,10 +329,22 @@ class Redactor:
         return (prefix.group(0) if prefix else "") + REDACTED
 
 
+_VARIABLE_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+@lru_cache(maxsize=1024)
+def _key_kind(key: str) -> tuple[bool, bool]:
+    """Whether a value held under ``key`` is a secret, and whether it is a GPU identifier.
+
+    Cached: the same few field and variable names hold thousands of strings.
+    """
+    return _is_variable_name(key) and looks_secret(key), _ID_KEYS.search(key) is not None
+
+
 def _is_variable_name(key: str) -> bool:
     # Environment variables are upper case by convention; lower-case keys are field
     # names of facts (their values are still scanned as text).
-    return bool(re.match(r"^[A-Z_][A-Z0-9_]*$", key))
+    return _VARIABLE_NAME.match(key) is not None
 
 
 def _word_pattern(word: str, *, ignore_case: bool) -> re.Pattern[str]:

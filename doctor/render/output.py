@@ -11,10 +11,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from doctor.redact import KIND_LABELS, RedactionRules, redact
 from doctor.report import Report
+
+if TYPE_CHECKING:
+    from doctor.redact import RedactionRules
 
 __all__ = [
     "FORMATS",
@@ -60,6 +62,10 @@ def prepare(
 ) -> Prepared:
     if not redacted:
         return Prepared(report, command, None, extra)
+    # Imported only when redacting (the default terminal run does not): its patterns
+    # compile at import.
+    from doctor.redact import redact
+
     # One walk over everything that will be shown: one set of rules for all of it.
     (clean_report, clean_command, clean_extra), kinds = redact((report, command, extra), rules)
     return Prepared(clean_report, clean_command, tuple(kinds), clean_extra)
@@ -92,6 +98,8 @@ def render_text(prepared: Prepared, fmt: str, width: int | None = 100) -> str:
 def _redaction_note(prepared: Prepared) -> str:
     if not prepared.redactions:
         return ""
+    from doctor.redact import KIND_LABELS
+
     return "Redacted: " + ", ".join(KIND_LABELS[k] for k in prepared.redactions) + "\n"
 
 
