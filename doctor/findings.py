@@ -28,6 +28,8 @@ class RemedyKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Remedy:
+    """One way to fix a finding: a TOML block, shell commands, a variable or advice."""
+
     kind: RemedyKind
     summary: str
     text: str
@@ -37,6 +39,8 @@ class Remedy:
 
 @dataclass(frozen=True)
 class Finding:
+    """What one check concluded: id, severity, explanation, evidence and remedies."""
+
     id: str
     severity: Severity
     title: str

@@ -26,6 +26,8 @@ class Verdict(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Report:
+    """The facts, every check's result and the findings with their remedies."""
+
     facts: Facts
     results: tuple[CheckResult, ...]
     findings: tuple[Finding, ...]

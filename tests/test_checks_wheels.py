@@ -21,6 +21,7 @@ from tests.handmade import (
     locked_torch,
     marker_env,
     project,
+    replace_dist,
     torch_build,
     torch_dist,
 )
@@ -120,6 +121,38 @@ def test_extra_that_torch_does_not_request_is_not_expected() -> None:
     assert wheels is not None
     assert "nvidia-npp" not in {w.name for w in wheels.wheels}
     assert "nvidia-cuda-runtime" in {w.name for w in wheels.wheels}
+
+
+def toolkit_with_extra_requirement(requirement: str) -> Facts:
+    """The healthy facts, with one more requirement in cuda-toolkit's metadata."""
+    toolkit = next(d for d in healthy_distributions() if d.name == "cuda-toolkit")
+    extended = dataclasses.replace(toolkit, requires_dist=(*toolkit.requires_dist, requirement))
+    return replace_dist(healthy_facts(), extended)
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        # Not of the plain "(...) and extra == 'X'" shape: it holds on Linux whatever the
+        # extra, so the shortcut that skips other extras' requirements must not skip it.
+        "nvidia-npp==13.0.1.2.*; extra == 'npp' or sys_platform == 'linux'",
+        # Extras compare normalised, as packaging compares them.
+        "nvidia-npp==13.0.1.2.*; (sys_platform == 'linux') and extra == 'CuBLAS'",
+    ],
+)
+def test_toolkit_requirement_that_holds_for_a_requested_extra_is_expected(
+    requirement: str,
+) -> None:
+    wheels = expected_wheels(toolkit_with_extra_requirement(requirement))
+    assert wheels is not None
+    assert "nvidia-npp" in {w.name for w in wheels.wheels}
+
+
+def test_toolkit_requirement_only_for_an_unrequested_extra_is_not_expected() -> None:
+    requirement = "nvidia-npp==13.0.1.2.*; (sys_platform == 'linux') and extra == 'npp'"
+    wheels = expected_wheels(toolkit_with_extra_requirement(requirement))
+    assert wheels is not None
+    assert "nvidia-npp" not in {w.name for w in wheels.wheels}
 
 
 def test_missing_cuda_toolkit_says_its_extras_cannot_be_named() -> None:

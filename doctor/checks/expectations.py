@@ -56,22 +56,6 @@ def marker_applies(
     return False
 
 
-def applicable_requirements(
-    requires_dist: Iterable[str], environment: Mapping[str, str], extras: Iterable[str] = ("",)
-) -> tuple[list[Requirement], list[str]]:
-    """Requirements whose markers hold here, and the strings that did not parse."""
-    applicable = []
-    unparsable = []
-    extras = tuple(extras)
-    for text in requires_dist:
-        requirement = parse_requirement(text)
-        if requirement is None:
-            unparsable.append(text)
-        elif marker_applies(requirement.marker, environment, extras):
-            applicable.append(requirement)
-    return applicable, unparsable
-
-
 # cuda-toolkit declares ~60 requirements, each only for one of its extras, e.g.
 # `nvidia-cublas==13.1.1.3.*; (sys_platform == 'linux' and ...) and extra == 'cublas'`.
 # Parsing one costs ~0.4 ms, and torch requests a few extras. A marker of exactly this
@@ -89,6 +73,29 @@ def only_for_extra(text: str) -> str | None:
     return canonicalize_name(match.group("extra")) if match else None
 
 
+def applicable_requirements(
+    requires_dist: Iterable[str], environment: Mapping[str, str], extras: Iterable[str] = ("",)
+) -> tuple[list[Requirement], list[str]]:
+    """Requirements whose markers hold here, and the strings that did not parse.
+
+    A string whose marker plainly holds only for an extra not asked for is skipped
+    without being parsed (see ``only_for_extra``).
+    """
+    applicable = []
+    unparsable = []
+    extras = tuple(extras)
+    for text in requires_dist:
+        only_for = only_for_extra(text)
+        if only_for is not None and all(canonicalize_name(e) != only_for for e in extras):
+            continue
+        requirement = parse_requirement(text)
+        if requirement is None:
+            unparsable.append(text)
+        elif marker_applies(requirement.marker, environment, extras):
+            applicable.append(requirement)
+    return applicable, unparsable
+
+
 @lru_cache(maxsize=4096)
 def parse_requirement(text: str) -> Requirement | None:
     """A PEP 508 requirement, or None when it does not parse (parsed once per string)."""
@@ -100,6 +107,8 @@ def parse_requirement(text: str) -> Requirement | None:
 
 @dataclass(frozen=True)
 class ExpectedWheel:
+    """A distribution torch requires here (directly or through cuda-toolkit's extras)."""
+
     name: str  # normalised
     requirement: str  # as declared, e.g. "nvidia-cudnn-cu13==9.24.0.43; platform_system == ..."
     specifier: str  # e.g. "==9.24.0.43" ("" when any version will do)
@@ -138,6 +147,8 @@ class ExpectedWheel:
 
 @dataclass(frozen=True)
 class Expectations:
+    """Every distribution torch requires here, and what could not be named."""
+
     wheels: tuple[ExpectedWheel, ...]
     unparsable: tuple[str, ...] = ()
     # cuda-toolkit is required but absent: the wheels its extras bring cannot be named.

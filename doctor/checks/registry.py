@@ -26,6 +26,8 @@ CheckFunction = Callable[[Facts], Outcome]
 
 @dataclass(frozen=True)
 class CheckSpec:
+    """A registered check: its finding id, family, descriptions and function."""
+
     id: str  # the finding id this check emits: a stable contract
     family: str
     summary: str  # one line: what a finding of this id means
@@ -42,6 +44,8 @@ class CheckStatus(str, enum.Enum):
 
 @dataclass(frozen=True)
 class CheckResult:
+    """How one check ended: passed, failed with findings, skipped or crashed."""
+
     spec: CheckSpec
     status: CheckStatus
     findings: tuple[Finding, ...] = ()

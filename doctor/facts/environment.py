@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class InterpreterFacts:
+    """The inspected interpreter: where it is, its version, its paths and PEP 508 markers."""
+
     executable: str
     version: str
     implementation: str
@@ -21,6 +23,8 @@ class InterpreterFacts:
 
 @dataclass(frozen=True)
 class PlatformFacts:
+    """The operating system, machine and C library the interpreter runs on."""
+
     system: str
     machine: str
     release: str
@@ -41,6 +45,8 @@ class RecordFacts:
 
 @dataclass(frozen=True)
 class DistributionFacts:
+    """One installed distribution (a .dist-info directory) and its metadata."""
+
     name: str  # PEP 503 normalised
     display_name: str
     version: str

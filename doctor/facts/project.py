@@ -8,6 +8,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class IndexFacts:
+    """A package index declared in pyproject.toml ([[tool.uv.index]])."""
+
     name: str | None
     url: str
     explicit: bool = False
@@ -16,6 +18,8 @@ class IndexFacts:
 
 @dataclass(frozen=True)
 class LockedDependency:
+    """One dependency of a locked package, as uv.lock records it."""
+
     name: str
     marker: str | None = None
     extras: tuple[str, ...] = ()
@@ -23,6 +27,8 @@ class LockedDependency:
 
 @dataclass(frozen=True)
 class LockedPackage:
+    """One package entry of uv.lock (here: torch's)."""
+
     name: str
     version: str | None
     source: dict[str, str] = field(default_factory=dict)
@@ -32,6 +38,8 @@ class LockedPackage:
 
 @dataclass(frozen=True)
 class ProjectFacts:
+    """The uv project: what pyproject.toml declares and what uv.lock records."""
+
     root: str
     pyproject_path: str | None
     lock_path: str | None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -25,6 +24,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class VersionApi:
+    """The exported function a CUDA library reports its version with, and how."""
+
     function: str
     call: str  # "int_out", "size_t", "two_out", "property"
     decode: str | None = None  # "thousands", "cudnn", "nccl", "ten_thousands"
@@ -32,6 +33,8 @@ class VersionApi:
 
 @dataclass(frozen=True)
 class CudaLibrary:
+    """A CUDA library stem and the wheels that ship it."""
+
     stem: str  # "libcudnn"
     wheels: tuple[str, ...]  # distribution names without the -cuXX suffix
     version: VersionApi | None
@@ -107,10 +110,9 @@ def default_torch_preload() -> TorchPreload:
 
 def wheel_matches(wheel_stem: str, distribution: str) -> bool:
     """Whether a distribution name is that wheel, with or without a -cuXX suffix."""
-    return _wheel_pattern(wheel_stem).fullmatch(distribution) is not None
-
-
-@cache
-def _wheel_pattern(wheel_stem: str) -> re.Pattern[str]:
-    # Compiled once per stem: the library checks ask for every soname and every wheel.
-    return re.compile(re.escape(wheel_stem) + r"(-cu\d+)?")
+    # String tests, not a regex per stem: the library checks ask for every soname and
+    # wheel, and compiling the patterns cost more than the checks themselves.
+    if not distribution.startswith(wheel_stem):
+        return False
+    suffix = distribution[len(wheel_stem) :]
+    return suffix == "" or (suffix.startswith("-cu") and suffix[3:].isdecimal())
