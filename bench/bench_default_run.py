@@ -93,8 +93,9 @@ def time_runs(
 def phase_timings(venv: Path) -> list[tuple[str, float]]:
     """The doctor's phases, one after the other in this process (imports paid first).
 
-    Mirrors doctor.probe.gather; a phase whose API moved is reported as unavailable
-    rather than failing the benchmark.
+    Each probe runs here alone, its processes started when it starts; in the real run
+    (`all probes`) every probe process starts at once and they overlap. A phase whose API
+    moved is reported as unavailable rather than failing the benchmark.
     """
     sys.path.insert(0, str(REPO))
     phases: list[tuple[str, float]] = []
@@ -132,6 +133,7 @@ def phase_timings(venv: Path) -> list[tuple[str, float]]:
             inside.environment,
             timeout=60.0,
             load=load,
+            shared_libraries=inside.shared_libraries,
         )
 
     def machine() -> Any:

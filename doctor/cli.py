@@ -16,9 +16,12 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from doctor import __version__
-from doctor.report import EXIT_DOCTOR_FAILED, Report
+
+if TYPE_CHECKING:
+    from doctor.report import Report
 
 __all__ = ["main"]
 
@@ -143,8 +146,8 @@ def _command_line(args: argparse.Namespace, command: Sequence[str] = ()) -> str:
 
 
 def _diagnose(args: argparse.Namespace) -> Report:
-    from doctor.pipeline import diagnose
     from doctor.probe import ProbeOptions
+    from doctor.probe.start import start_probes
     from doctor.probe.target import TargetError, resolve_target
 
     if args.timeout <= 0:
@@ -155,21 +158,29 @@ def _diagnose(args: argparse.Namespace) -> Report:
         target = resolve_target(args.python, args.project)
     except TargetError as exc:
         raise UsageError(str(exc)) from exc
-    return diagnose(
-        ProbeOptions(
-            target=target,
-            project=args.project,
-            cwd=Path.cwd(),
-            timeout=args.timeout,
-            load_libraries=not args.no_load,
+    # The probe processes start before the heavy imports below and run while they happen.
+    started = start_probes(target.python, timeout=args.timeout, load=not args.no_load)
+    try:
+        from doctor.pipeline import diagnose
+
+        return diagnose(
+            ProbeOptions(
+                target=target,
+                project=args.project,
+                cwd=Path.cwd(),
+                timeout=args.timeout,
+                load_libraries=not args.no_load,
+                started=started,
+            )
         )
-    )
+    finally:
+        started.kill()  # only what an error left running
 
 
 def _check(args: argparse.Namespace) -> int:
+    report = _diagnose(args)  # first: it starts the probe processes before heavy imports
     from doctor.render.output import default_redaction, prepare, show
 
-    report = _diagnose(args)
     redacted = default_redaction(args.format, args.redact)
     show(
         prepare(report, _command_line(args), redacted=redacted),
@@ -213,17 +224,20 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
-    command = {"check": _check, "fix": _fix, "explain": _explain, "list": _list}[args.command]
+def _reported(exc: Exception) -> bool:
+    """A usage, fix or output error: a message and exit code 2. doctor.fix and the output
+    module are imported only here, so the probe processes start before their imports."""
     from doctor.fix import FixError
     from doctor.render.output import OutputError
 
+    return isinstance(exc, (UsageError, FixError, OutputError))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
+    command = {"check": _check, "fix": _fix, "explain": _explain, "list": _list}[args.command]
     try:
         return command(args)
-    except (UsageError, FixError, OutputError) as exc:
-        print(f"torch-doctor: error: {exc}", file=sys.stderr)
-        return EXIT_DOCTOR_FAILED
     except KeyboardInterrupt:
         print("torch-doctor: interrupted", file=sys.stderr)
         return 130
@@ -232,6 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
+    except Exception as exc:
+        if not _reported(exc):
+            raise
+        from doctor.report import EXIT_DOCTOR_FAILED
+
+        print(f"torch-doctor: error: {exc}", file=sys.stderr)
+        return EXIT_DOCTOR_FAILED
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
-"""Probes gather facts. Each probe records its own failure instead of raising."""
+"""Probes gather facts. Each probe records its own failure instead of raising.
+
+Importing this package is cheap (it imports no facts, checks or libraries), so the CLI
+can start the probe processes (doctor/probe/start.py) before its heavy imports.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from doctor.facts import Facts, ProbeFailure
-from doctor.probe.interpreter import probe_interpreter
-from doctor.probe.project import locate_project, probe_project
-from doctor.probe.target import Target
+if TYPE_CHECKING:
+    from doctor.facts import Facts
+    from doctor.probe.start import StartedProbes
+    from doctor.probe.target import Target
 
 __all__ = ["ProbeOptions", "gather"]
 
@@ -20,17 +25,35 @@ class ProbeOptions:
     cwd: Path = Path(".")
     timeout: float = 60.0
     load_libraries: bool = True  # run the contained CUDA library load probe (--no-load)
+    started: StartedProbes | None = None  # the probe processes, when already started
 
 
 def gather(options: ProbeOptions) -> Facts:
     """Run every probe and assemble one snapshot of facts."""
-    failures: list[ProbeFailure] = []
-    from doctor.probe.machine import MachineProbe
+    from doctor.probe.start import start_probes
 
-    machine_probe = MachineProbe(timeout=options.timeout)  # runs while the next probe does
-    inside = probe_interpreter(options.target.python, timeout=options.timeout)
+    started = options.started
+    if started is None:
+        started = start_probes(
+            options.target.python, timeout=options.timeout, load=options.load_libraries
+        )
+    try:
+        return _gather(options, started)
+    finally:
+        started.kill()  # only processes an error left running: the others were collected
+
+
+def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
+    from doctor.facts import Facts, ProbeFailure
+    from doctor.probe.interpreter import finish_interpreter_probe
+    from doctor.probe.libraries import probe_libraries
+    from doctor.probe.machine import MachineProbe
+    from doctor.probe.project import locate_project, probe_project
+
+    failures: list[ProbeFailure] = []
+    machine_probe = MachineProbe(timeout=options.timeout, driver=started.driver)
+    inside = finish_interpreter_probe(options.target.python, started.inside)
     failures.extend(inside.failures)
-    machine_probe.torch_found(inside.torch)  # torch's GPU code is read while others probe
 
     project = None
     prefix = inside.interpreter.prefix if inside.interpreter else None
@@ -45,8 +68,6 @@ def gather(options: ProbeOptions) -> Facts:
         else:
             failures.append(ProbeFailure("project", f"{root}: no such directory"))
 
-    from doctor.probe.libraries import probe_libraries
-
     libraries, library_failures = probe_libraries(
         options.target.python,
         inside.torch,
@@ -55,6 +76,11 @@ def gather(options: ProbeOptions) -> Facts:
         inside.environment,
         timeout=options.timeout,
         load=options.load_libraries,
+        shared_libraries=inside.shared_libraries,
+        session=started.load,
+        # torch's GPU code is read while the load process finishes, not during the ELF
+        # walk the load process waits for (both need this process's CPU).
+        while_loading=lambda: machine_probe.torch_found(inside.torch),
     )
     failures.extend(library_failures)
 

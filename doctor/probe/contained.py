@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ContainedResult", "run_contained"]
+__all__ = ["Contained", "ContainedResult", "run_contained"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,94 @@ def _kill_tree(pid: int) -> None:
             proc.kill()
 
 
+class Contained:
+    """A started contained process; ``wait`` collects it, its timeout counted from the start.
+
+    Starting every probe's process first and waiting on them later lets them run side by
+    side. With ``open_stdin`` the process reads lines sent with ``send`` and ``wait``.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        stdin_text: str | None = None,
+        open_stdin: bool = False,
+        cwd: str | None = None,
+    ) -> None:
+        self.argv = tuple(argv)
+        self.timeout = timeout
+        self.started = time.perf_counter()
+        self.start_error: str | None = None
+        self._stdin_text = stdin_text
+        self.proc: subprocess.Popen[str] | None = None
+        piped = stdin_text is not None or open_stdin
+        try:
+            self.proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE if piped else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.start_error = exc.strerror or str(exc)
+
+    def send(self, text: str) -> None:
+        """Write to the process's stdin now (it may already have died: that is no error)."""
+        if self.proc is None or self.proc.stdin is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.write(text)
+            self.proc.stdin.flush()
+
+    def wait(self, stdin_text: str | None = None) -> ContainedResult:
+        """Send the last input, close stdin, and collect the process; never raises."""
+        proc = self.proc
+        if proc is None:
+            return ContainedResult(self.argv, None, "", "", 0.0, start_error=self.start_error)
+        text = stdin_text if stdin_text is not None else self._stdin_text
+        if proc.stdin is not None and proc.stdin.closed:
+            text = None  # collected before
+        remaining = max(0.1, self.timeout - (time.perf_counter() - self.started))
+        try:
+            stdout, stderr = proc.communicate(text, timeout=remaining)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            return ContainedResult(
+                self.argv,
+                proc.returncode,
+                stdout,
+                stderr,
+                time.perf_counter() - self.started,
+                timed_out=True,
+                timeout=self.timeout,
+            )
+        return ContainedResult(
+            self.argv, proc.returncode, stdout, stderr, time.perf_counter() - self.started
+        )
+
+    def kill(self) -> None:
+        """Stop the process if it still runs (it is no longer needed, or the doctor failed)."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+            proc.communicate(timeout=5)
+
+
 def run_contained(
     argv: Sequence[str],
     *,
@@ -80,45 +168,4 @@ def run_contained(
     cwd: str | None = None,
 ) -> ContainedResult:
     """Run ``argv``; never raises for the child's failures."""
-    started = time.perf_counter()
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return ContainedResult(
-            tuple(argv),
-            None,
-            "",
-            "",
-            time.perf_counter() - started,
-            start_error=exc.strerror or str(exc),
-        )
-    try:
-        stdout, stderr = proc.communicate(stdin_text, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_tree(proc.pid)
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        return ContainedResult(
-            tuple(argv),
-            proc.returncode,
-            stdout,
-            stderr,
-            time.perf_counter() - started,
-            timed_out=True,
-            timeout=timeout,
-        )
-    return ContainedResult(
-        tuple(argv), proc.returncode, stdout, stderr, time.perf_counter() - started
-    )
+    return Contained(argv, timeout=timeout, env=env, stdin_text=stdin_text, cwd=cwd).wait()

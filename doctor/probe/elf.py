@@ -25,12 +25,15 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
+from typing import Any, BinaryIO
 
 from doctor.facts.libraries import Resolution, ResolvedDependency
 
 __all__ = [
     "ElfDynamic",
     "LoaderModel",
+    "elf_header",
+    "elf_sections",
     "expand_origin",
     "ld_so_cache",
     "read_dynamic",
@@ -77,13 +80,101 @@ def _read_dynamic_cached(key: tuple[str, int, int]) -> ElfDynamic:
         return ElfDynamic(path, error=f"not a readable ELF file ({type(exc).__name__}: {exc})")
 
 
-def _read_dynamic(path: str) -> ElfDynamic:
+@cache
+def _elf_structs(
+    little_endian: bool, elfclass: int, e_type: str, e_machine: str, osabi: str
+) -> Any:
+    """pyelftools' parsers for one kind of ELF file, built once (ELFFile builds them for
+    every file it opens, a third of the time of reading a dynamic section)."""
+    from elftools.elf.structs import ELFStructs
+
+    structs = ELFStructs(little_endian=little_endian, elfclass=elfclass)
+    structs.create_basic_structs()
+    structs.create_advanced_structs(e_type, e_machine, osabi)
+    return structs
+
+
+@cache
+def _header_structs(little_endian: bool, elfclass: int) -> Any:
+    from elftools.elf.structs import ELFStructs
+
+    structs = ELFStructs(little_endian=little_endian, elfclass=elfclass)
+    structs.create_basic_structs()
+    return structs
+
+
+def elf_header(stream: BinaryIO) -> tuple[Any, Any]:
+    """The ELF header and pyelftools' parsers for the file (ELFError if it is not ELF)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.common.utils import struct_parse
+
+    # e_ident, read as ELFFile reads it: magic, class, byte order.
+    stream.seek(0)
+    ident = stream.read(6)
+    if ident[:4] != b"\x7fELF":
+        raise ELFError("Magic number does not match")
+    if ident[4:5] not in (b"\x01", b"\x02"):
+        raise ELFError(f"Invalid EI_CLASS {ident[4:5]!r}")
+    if ident[5:6] not in (b"\x01", b"\x02"):
+        raise ELFError(f"Invalid EI_DATA {ident[5:6]!r}")
+    little_endian = ident[5:6] == b"\x01"
+    elfclass = 32 if ident[4:5] == b"\x01" else 64
+    header = struct_parse(_header_structs(little_endian, elfclass).Elf_Ehdr, stream, 0)
+    structs = _elf_structs(
+        little_endian,
+        elfclass,
+        header["e_type"],
+        header["e_machine"],
+        header["e_ident"]["EI_OSABI"],
+    )
+    return header, structs
+
+
+SHN_XINDEX = 0xFFFF
+
+
+def elf_sections(stream: BinaryIO) -> list[tuple[str, str, int, int]]:
+    """(name, type, file offset, size) of every section, as ELFFile.iter_sections names them."""
     from elftools.common.utils import parse_cstring_from_stream, struct_parse
-    from elftools.elf.elffile import ELFFile
+
+    header, structs = elf_header(stream)
+
+    def section(index: int) -> Any:
+        offset = header["e_shoff"] + index * header["e_shentsize"]
+        return struct_parse(structs.Elf_Shdr, stream, offset)
+
+    count = header["e_shnum"]
+    names_index = header["e_shstrndx"]
+    if header["e_shoff"] and (count == 0 or names_index == SHN_XINDEX):
+        first = section(0)  # extended numbering keeps the real values here
+        count = count or first["sh_size"]
+        if names_index == SHN_XINDEX:
+            names_index = first["sh_link"]
+    if not header["e_shoff"] or count == 0:
+        return []
+    headers = [section(i) for i in range(count)]
+    names_offset = headers[names_index]["sh_offset"]
+    out = []
+    for entry in headers:
+        raw = parse_cstring_from_stream(stream, names_offset + entry["sh_name"]) or b""
+        out.append(
+            (
+                raw.decode("utf-8", "replace"),
+                str(entry["sh_type"]),
+                int(entry["sh_offset"]),
+                int(entry["sh_size"]),
+            )
+        )
+    return out
+
+
+def _read_dynamic(path: str) -> ElfDynamic:
+    # elftools.elf.elffile imports DWARF and more; the header, program headers and
+    # dynamic entries need only these.
+    from elftools.common.utils import parse_cstring_from_stream, struct_parse
 
     with open(path, "rb") as stream:
-        elf = ELFFile(stream)
-        structs = elf.structs
+        elf, structs = elf_header(stream)
         headers = [
             struct_parse(structs.Elf_Phdr, stream, elf["e_phoff"] + i * elf["e_phentsize"])
             for i in range(elf["e_phnum"])
@@ -135,6 +226,7 @@ def _lib_dir_name() -> str:
     return "lib64" if struct.calcsize("P") == 8 else "lib"
 
 
+@lru_cache(maxsize=4096)  # a walk expands the same few entries for every NEEDED
 def expand_origin(entry: str, object_path: str) -> str:
     """$ORIGIN (the object's directory), $LIB and $PLATFORM, as ld.so expands them."""
     origin = os.path.dirname(object_path)
@@ -226,13 +318,15 @@ class LoaderModel:
             self.cache = ld_so_cache()
         if not self.defaults:
             self.defaults = default_dirs()
+        # (directory, soname) -> file: a walk asks the same RPATH entries hundreds of times.
+        self._seen: dict[tuple[str, str], str | None] = {}
 
-    @staticmethod
-    def _found(directory: str, soname: str) -> str | None:
-        candidate = os.path.join(directory or ".", soname)
-        if os.path.isfile(candidate):
-            return os.path.realpath(candidate)
-        return None
+    def _found(self, directory: str, soname: str) -> str | None:
+        key = (directory, soname)
+        if key not in self._seen:
+            candidate = os.path.join(directory or ".", soname)
+            self._seen[key] = os.path.realpath(candidate) if os.path.isfile(candidate) else None
+        return self._seen[key]
 
     def search(
         self,

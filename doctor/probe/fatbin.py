@@ -125,7 +125,8 @@ def read_fatbin_summary(path: Path) -> FatbinSummary:
     """Walk every fat binary section of one ELF shared library."""
     try:
         from elftools.common.exceptions import ELFError
-        from elftools.elf.elffile import ELFFile
+
+        from doctor.probe.elf import elf_sections
     except (ImportError, SyntaxError) as exc:  # a pyelftools too new for this Python
         raise FatbinError(f"pyelftools cannot be imported: {exc}") from exc
 
@@ -134,11 +135,10 @@ def read_fatbin_summary(path: Path) -> FatbinSummary:
     try:
         with open(path, "rb") as handle:
             try:
-                elf = ELFFile(handle)
                 sections = [
-                    (s["sh_offset"], s["sh_size"])
-                    for s in elf.iter_sections()
-                    if s.name in FATBIN_SECTIONS and s["sh_type"] != "SHT_NOBITS"
+                    (offset, size)
+                    for name, kind, offset, size in elf_sections(handle)
+                    if name in FATBIN_SECTIONS and kind != "SHT_NOBITS"
                 ]
             except (ELFError, struct.error, ValueError) as exc:
                 raise FatbinError(f"{path.name} is not a readable ELF file: {exc}") from exc

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from doctor.facts import (
@@ -15,11 +13,10 @@ from doctor.facts import (
     RecordFacts,
     TorchBuildFacts,
 )
-from doctor.probe.contained import run_contained
+from doctor.probe.contained import Contained
+from doctor.probe.start import start_inside
 
-__all__ = ["InterpreterProbe", "probe_interpreter"]
-
-INSIDE_SOURCE = Path(__file__).with_name("inside.py")
+__all__ = ["InterpreterProbe", "finish_interpreter_probe", "probe_interpreter"]
 
 
 class InterpreterProbe:
@@ -31,14 +28,19 @@ class InterpreterProbe:
         self.distributions: tuple[DistributionFacts, ...] = ()
         self.torch: TorchBuildFacts | None = None
         self.environment: dict[str, str] = {}
+        # metadata directory -> real paths of the shared libraries its RECORD lists (the
+        # torch family and the CUDA wheels), for the library probe's owners
+        self.shared_libraries: dict[str, list[str]] = {}
         self.failures: list[ProbeFailure] = []
 
 
 def probe_interpreter(python: str, timeout: float = 60.0) -> InterpreterProbe:
+    return finish_interpreter_probe(python, start_inside(python, timeout))
+
+
+def finish_interpreter_probe(python: str, child: Contained) -> InterpreterProbe:
     result = InterpreterProbe()
-    source = INSIDE_SOURCE.read_text(encoding="utf-8")
-    # -B: write no bytecode into the inspected environment.
-    run = run_contained([python, "-B", "-c", source], timeout=timeout, env=os.environ)
+    run = child.wait()
     if not run.ok:
         result.failures.append(
             ProbeFailure(
@@ -88,6 +90,10 @@ def _fill(result: InterpreterProbe, data: dict[str, Any]) -> None:
     )
     result.environment = {str(k): str(v) for k, v in data.get("environment", {}).items()}
     result.distributions = tuple(_distribution(d) for d in data.get("distributions", []))
+    for dist in data.get("distributions", []):
+        libraries = (dist.get("record") or {}).get("shared_libraries")
+        if libraries:
+            result.shared_libraries[dist["metadata_dir"]] = [str(p) for p in libraries]
     torch = data.get("torch")
     if torch is not None:
         result.torch = TorchBuildFacts(

@@ -10,19 +10,14 @@ without it, so one bad library never hides the others.
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import csv
 import glob
 import json
 import os
-import signal
-import subprocess
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from doctor.facts import (
@@ -50,130 +45,50 @@ from doctor.knowledge.cuda_libraries import (
     driver_sonames,
     soname_stem,
 )
-from doctor.probe.contained import ContainedResult, run_contained
+from doctor.probe import load_inside
+from doctor.probe.contained import run_contained
 from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic
+from doctor.probe.start import LoadSession, load_argv
 
-__all__ = ["probe_libraries", "torch_preload_flow"]
+__all__ = ["probe_libraries", "start_load_probe", "torch_preload_flow"]
 
-LOAD_INSIDE_SOURCE = Path(__file__).with_name("load_inside.py")
 # A plan is run again after each crash or hang, at most this many times.
 MAX_LOAD_PROCESSES = 6
+# load_inside.py is unannotated (old interpreters run it): the two readers used here, typed.
+_read_preload_flow: Callable[[str], dict[str, Any] | None] = load_inside.preload_flow
+_make_flow_plan: Callable[..., dict[str, Any]] = load_inside.flow_plan
 OWNER_FAMILIES = ("nvidia-", "cuda-", "torch", "triton", "pytorch-triton")
 
 
 def torch_preload_flow(torch_dir: str) -> TorchPreload:
     """The preload list and behaviour of the installed torch/__init__.py (read, not run)."""
-    path = os.path.join(torch_dir, "__init__.py")
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-        # Only the loader functions are parsed: the whole file takes ~70 ms to parse.
-        tree = ast.parse("\n".join(_top_level_functions(text, _FLOW_FUNCTIONS)), path)
-    except (OSError, SyntaxError, ValueError):
-        return default_torch_preload()
-    libraries: list[tuple[str, str]] = []
-    optional: list[tuple[str, str]] = []
-    after_success = False
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if not any(isinstance(t, ast.Name) and t.id == "cuda_libs" for t in targets):
-                continue
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
-                continue
-            pairs = value.items() if isinstance(value, dict) else value
-            libraries = [
-                (str(pair[0]), str(pair[1]))
-                for pair in pairs
-                if isinstance(pair, (tuple, list)) and len(pair) == 2
-            ]
-        elif isinstance(node, ast.Call) and _called(node) == "_preload_cuda_lib":
-            args = [a.value for a in node.args if isinstance(a, ast.Constant)]
-            if len(args) == 2 and all(isinstance(a, str) for a in args):
-                optional.append((str(args[0]), str(args[1])))
-        elif isinstance(node, ast.FunctionDef) and node.name == "_load_global_deps":
-            # A preload in the `try` body (not the handler) runs even when the load worked.
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.Try):
-                    for statement in inner.body:
-                        if any(
-                            isinstance(c, ast.Call) and _called(c) == "_preload_cuda_deps"
-                            for c in ast.walk(statement)
-                        ):
-                            after_success = True
-    if not libraries:
+    flow = _read_preload_flow(torch_dir)
+    if flow is None:
         return default_torch_preload()
     return TorchPreload(
-        source=path,
-        after_success=after_success,
-        libraries=tuple(libraries),
-        optional=tuple(optional),
+        source=str(flow["source"]),
+        after_success=bool(flow["after_success"]),
+        libraries=tuple((str(f), str(g)) for f, g in flow["libraries"]),
+        optional=tuple((str(f), str(g)) for f, g in flow["optional"]),
     )
 
 
-_FLOW_FUNCTIONS = ("_load_global_deps", "_preload_cuda_deps", "_preload_cuda_lib")
-
-
-def _top_level_functions(text: str, names: Sequence[str]) -> list[str]:
-    """The source of the named module-level functions (a def runs to the next top-level line)."""
-    lines = text.splitlines()
-    out: list[str] = []
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        if line.startswith("def ") and line[4:].split("(", 1)[0].strip() in names:
-            block = [line]
-            index += 1
-            while index < len(lines) and (
-                not lines[index] or lines[index][0] in " \t#)" or lines[index].startswith("]")
-            ):
-                block.append(lines[index])
-                index += 1
-            out.append("\n".join(block))
-            continue
-        index += 1
-    return out
-
-
-def _called(call: ast.Call) -> str | None:
-    return call.func.id if isinstance(call.func, ast.Name) else None
-
-
-def record_owners(distributions: Iterable[DistributionFacts]) -> dict[str, str]:
-    """Shared-library file (real path) -> owning distribution, from RECORD."""
+def record_owners(
+    distributions: Iterable[DistributionFacts], shared_libraries: Mapping[str, Sequence[str]]
+) -> dict[str, str]:
+    """Shared-library file (real path) -> owning distribution, from the RECORD files the
+    inside probe read (``shared_libraries``: metadata directory -> real paths)."""
     owners: dict[str, str] = {}
     for dist in distributions:
         if dist.shadowed or not dist.name.startswith(OWNER_FAMILIES):
             continue
-        record = os.path.join(dist.metadata_dir, "RECORD")
-        try:
-            with open(record, encoding="utf-8", errors="replace", newline="") as handle:
-                for row in csv.reader(handle):
-                    if row and ".so" in row[0]:
-                        full = os.path.realpath(os.path.join(dist.location, row[0]))
-                        owners.setdefault(full, dist.name)
-        except (OSError, csv.Error):
-            continue
+        for path in shared_libraries.get(dist.metadata_dir, ()):
+            owners.setdefault(path, dist.name)
     return owners
 
 
 def _is_cuda(soname: str) -> bool:
     return cuda_library(soname) is not None or soname in driver_sonames()
-
-
-def _preload_candidates(
-    sys_path: Sequence[str], folder: str, pattern: str, cuda_major: str | None
-) -> str | None:
-    """The file torch's _preload_cuda_lib picks: the first sys.path entry with a match."""
-    for entry in sys_path:
-        found = glob.glob(os.path.join(entry, "nvidia", folder, "lib", pattern))
-        if cuda_major:
-            found += glob.glob(os.path.join(entry, "nvidia", f"cu{cuda_major}", "lib", pattern))
-        found += glob.glob(os.path.join(entry, folder, "lib", pattern))
-        if found:
-            return os.path.realpath(found[0])
-    return None
 
 
 class _StaticWalk:
@@ -269,17 +184,35 @@ def probe_libraries(
     *,
     timeout: float = 60.0,
     load: bool = True,
+    shared_libraries: Mapping[str, Sequence[str]] | None = None,
+    session: LoadSession | None = None,
+    while_loading: Callable[[], object] | None = None,
 ) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
     """The static and dynamic views of torch's CUDA libraries (None without a CUDA torch).
 
-    Never raises: a bug here is one probe failure in the report, not a traceback.
+    ``session`` is the load probe when the caller started it already (start_load_probe);
+    ``shared_libraries`` the inside probe's RECORD view, for owners; ``while_loading`` runs
+    once the load process has all its plan, before waiting for it. Never raises: a bug
+    here is one probe failure in the report, not a traceback.
     """
     try:
         return _probe_libraries(
-            python, torch, interpreter, distributions, environment, timeout=timeout, load=load
+            python,
+            torch,
+            interpreter,
+            distributions,
+            environment,
+            timeout=timeout,
+            load=load,
+            shared_libraries=shared_libraries or {},
+            session=session,
+            while_loading=while_loading,
         )
     except Exception as exc:  # the report goes on without this probe
         return None, [ProbeFailure("libraries", f"internal error: {type(exc).__name__}: {exc}")]
+    finally:
+        if session is not None:
+            session.kill()
 
 
 def _probe_libraries(
@@ -289,8 +222,11 @@ def _probe_libraries(
     distributions: Sequence[DistributionFacts],
     environment: Mapping[str, str],
     *,
-    timeout: float = 60.0,
-    load: bool = True,
+    timeout: float,
+    load: bool,
+    shared_libraries: Mapping[str, Sequence[str]],
+    session: LoadSession | None,
+    while_loading: Callable[[], object] | None,
 ) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
     """The static and dynamic views of torch's CUDA libraries (None without a CUDA torch)."""
     if torch is None or interpreter is None or not torch.is_cuda_build:
@@ -300,45 +236,38 @@ def _probe_libraries(
     flow = torch_preload_flow(torch_dir)
     cuda_major = torch.cuda.split(".")[0] if torch.cuda else None
     global_deps = os.path.join(lib_dir, "libtorch_global_deps.so")
-    has_global_deps = os.path.isfile(global_deps)
-    preload_plan: list[dict[str, Any]] = []
-    for entries, required in ((flow.libraries, True), (flow.optional, False)):
-        for folder, pattern in entries:
-            path = _preload_candidates(interpreter.sys_path, folder, pattern, cuda_major)
-            preload_plan.append(
-                {
-                    "folder": folder,
-                    "glob": pattern,
-                    "path": path,
-                    "soname": os.path.basename(path) if path else None,
-                    "required": required,
-                }
-            )
-    # torch's own flow needs no ELF reading: it starts now and runs while the files are read.
-    session = None
-    flow_plan: dict[str, Any] = {
-        "global_deps": global_deps if has_global_deps else None,
-        "preload": {
+    # The same plan the load process makes for itself from torch/__init__.py; when it
+    # cannot read that file, it runs this one (with torch-doctor's copy of the list).
+    flow_plan = _make_flow_plan(
+        torch_dir,
+        {
             "after_success": flow.after_success,
-            "error_keys": [p["glob"].split(".", 1)[0] for p in preload_plan if p["required"]],
-            "libraries": preload_plan,
+            "libraries": [list(pair) for pair in flow.libraries],
+            "optional": [list(pair) for pair in flow.optional],
         },
-        "versions": _version_table(),
-        "rtld_global": bool(environment.get("TORCH_USE_RTLD_GLOBAL")),
-    }
+        interpreter.sys_path,
+        cuda_major,
+        environment.get("TORCH_USE_RTLD_GLOBAL"),
+    )
+    preload_plan: list[dict[str, Any]] = flow_plan["preload"]["libraries"]
     if load:
-        session = _LoadSession(python, timeout, flow_plan)
+        if session is None:
+            session = start_load_probe(python, timeout)
+        session.send_flow(flow_plan)
+    static_plan = [dict(entry) for entry in preload_plan]  # the walk names sonames in it
     try:
         return _complete(
-            session,
+            session if load else None,
             flow,
-            preload_plan,
+            static_plan,
             torch_dir,
             lib_dir,
             global_deps,
             interpreter,
             distributions,
             environment,
+            shared_libraries,
+            while_loading,
         )
     finally:
         if session is not None:
@@ -346,7 +275,7 @@ def _probe_libraries(
 
 
 def _complete(
-    session: _LoadSession | None,
+    session: LoadSession | None,
     flow: TorchPreload,
     preload_plan: list[dict[str, Any]],
     torch_dir: str,
@@ -355,12 +284,14 @@ def _complete(
     interpreter: InterpreterFacts,
     distributions: Sequence[DistributionFacts],
     environment: Mapping[str, str],
+    shared_libraries: Mapping[str, Sequence[str]],
+    while_loading: Callable[[], object] | None,
 ) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
     """The ELF walk (while torch's flow loads), then the rest of the load plan."""
     has_global_deps = os.path.isfile(global_deps)
     started = time.perf_counter()
-    # torch's RECORD is the longest by far; its shared libraries are all under torch/.
-    owners = record_owners(d for d in distributions if d.name != "torch")
+    owners = record_owners(distributions, shared_libraries)
+    # torch's own libraries also when its RECORD does not list them.
     if any(d.name == "torch" and not d.shadowed for d in distributions):
         for pattern in ("_C*.so", "lib/*.so*"):
             for path in glob.glob(os.path.join(torch_dir, pattern)):
@@ -416,11 +347,15 @@ def _complete(
     failures: list[ProbeFailure] = []
     loads: tuple[LoadedLibraryFacts, ...] = ()
     if session is None:
+        if while_loading is not None:
+            while_loading()
         probe = LoadProbeFacts(ran=False, skipped_reason="--no-load", flow=flow.source)
     else:
-        probe, loads, failure = session.finish(
-            _needed_plan(walk, rows, torch_dir), owners, flow.source
-        )
+        rest = {**_needed_plan(walk, rows, torch_dir), "versions": _version_table()}
+        session.send_rest(rest)
+        if while_loading is not None:
+            while_loading()
+        probe, loads, failure = _run_load_plan(session, rest, owners, flow.source)
         if failure is not None:
             failures.append(failure)
         rows = _merge_loads(rows, loads)
@@ -521,79 +456,13 @@ def _version_table() -> dict[str, dict[str, str | None]]:
     return table
 
 
-def _argv(python: str) -> list[str]:
-    return [python, "-B", "-I", "-S", "-c", LOAD_INSIDE_SOURCE.read_text(encoding="utf-8")]
-
-
-class _LoadSession:
-    """The contained load process: started with torch's flow, finished with the rest."""
-
-    def __init__(self, python: str, timeout: float, flow_plan: dict[str, Any]) -> None:
-        self.python = python
-        self.timeout = timeout
-        self.flow_plan = flow_plan
-        self.started = time.perf_counter()
-        self.proc: subprocess.Popen[str] | None = None
-        self.start_error: str | None = None
-        try:
-            self.proc = subprocess.Popen(
-                _argv(python),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                start_new_session=True,
-            )
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(json.dumps(flow_plan) + "\n")
-            self.proc.stdin.flush()
-        except OSError as exc:  # includes a child that died before reading
-            self.start_error = exc.strerror or str(exc)
-
-    def _first_run(self, rest: dict[str, Any]) -> ContainedResult:
-        argv = (self.python, "-B", "-I", "-S", "-c", "<load_inside.py>")
-        proc = self.proc
-        if proc is None:
-            return ContainedResult(argv, None, "", "", 0.0, start_error=self.start_error)
-        remaining = max(0.1, self.timeout - (time.perf_counter() - self.started))
-        try:
-            # communicate() sends the second line and closes stdin; a child that already
-            # died is not an error here (its exit status says what happened).
-            stdout, stderr = proc.communicate(json.dumps(rest) + "\n", timeout=remaining)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            stdout, stderr = proc.communicate()
-            return ContainedResult(
-                argv,
-                proc.returncode,
-                stdout,
-                stderr,
-                time.perf_counter() - self.started,
-                timed_out=True,
-            )
-        return ContainedResult(
-            argv, proc.returncode, stdout, stderr, time.perf_counter() - self.started
-        )
-
-    def kill(self) -> None:
-        """Stop the process if it still runs (after an error in the doctor itself)."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
-                self.proc.communicate(timeout=5)
-
-    def finish(
-        self, rest: dict[str, Any], owners: Mapping[str, str], flow: str
-    ) -> tuple[LoadProbeFacts, tuple[LoadedLibraryFacts, ...], ProbeFailure | None]:
-        return _run_load_plan(self, rest, owners, flow)
+def start_load_probe(python: str, timeout: float) -> LoadSession:
+    """Start the load process now: it reads torch's flow itself and runs it at once."""
+    return LoadSession(python, timeout)
 
 
 def _run_load_plan(
-    session: _LoadSession, rest: dict[str, Any], owners: Mapping[str, str], flow: str
+    session: LoadSession, rest: dict[str, Any], owners: Mapping[str, str], flow: str
 ) -> tuple[LoadProbeFacts, tuple[LoadedLibraryFacts, ...], ProbeFailure | None]:
     steps: dict[str, dict[str, Any]] = {}  # step id -> begin/end, merged over the runs
     skip: list[str] = []
@@ -604,15 +473,16 @@ def _run_load_plan(
     while processes < MAX_LOAD_PROCESSES:
         processes += 1
         if processes == 1:
-            run = session._first_run(rest)
+            run = session.first_run()
         else:
-            # Again without the files that crashed or hung: both halves of the plan at once.
-            first = {**session.flow_plan, "skip": skip, "skip_requested": skip_requested}
+            # Again without the files that crashed or hung: every line of the plan at once.
+            options = {"skip": skip, "skip_requested": skip_requested}
+            lines = (options, session.flow_plan, rest)
             run = run_contained(
-                _argv(session.python),
+                load_argv(session.python),
                 timeout=session.timeout,
                 env=os.environ,
-                stdin_text=json.dumps(first) + "\n" + json.dumps(rest) + "\n",
+                stdin_text="".join(json.dumps(line) + "\n" for line in lines),
             )
         unfinished = None
         for line in run.stdout.splitlines():

@@ -1,8 +1,10 @@
 """Load torch's CUDA libraries for real, inside the inspected interpreter.
 
-Standard library only; run as ``python -B -I -S -c <source>`` in a contained process by
-doctor/probe/libraries.py, which sends a load plan as JSON on stdin. torch is never
-imported: the plan repeats what torch/__init__.py does before ``from torch._C import *``:
+Standard library only; run as ``python -B -c <source>`` in a contained process by
+doctor/probe/libraries.py, started as the doctor starts (before it knows anything about
+the environment). torch is never imported. The process finds torch as ``import torch``
+would (the first sys.path entry with torch/__init__.py), reads torch's own preload list
+from torch/__init__.py, and repeats what torch does before ``from torch._C import *``:
 
 1. ``ctypes.CDLL(torch/lib/libtorch_global_deps.so, RTLD_GLOBAL)``;
 2. on an OSError naming a CUDA library: preload each CUDA library by path (a missing one
@@ -17,11 +19,21 @@ imported: the plan repeats what torch/__init__.py does before ``from torch._C im
 Then it reads /proc/self/maps to say which file each soname came from and asks each
 library its version through its own API. Every step is announced on the report stream
 before it starts, so when a library's constructor aborts or hangs the parent knows which
-one it was and runs the plan again without it. Keep it compatible with old interpreters.
+one it was and runs the plan again without it.
+
+stdin carries three JSON lines: options (steps and files to skip, after a crash), the
+doctor's copy of torch's flow (used only when torch/__init__.py cannot be read here), and
+what torch's libraries NEED (from the doctor's ELF view) with what to report. The third
+is read only after torch's flow has run, so the flow overlaps the doctor's work.
+
+The doctor imports this module too, for the functions that read torch's preload list,
+so both sides read it with the same rules. Keep it compatible with old interpreters.
 """
 # ruff: noqa: UP004, UP032  (no f-strings or new-style classes assumed in old interpreters)
 
+import ast
 import ctypes
+import fnmatch
 import json
 import os
 import sys
@@ -62,7 +74,13 @@ def _dlinfo():
     return None
 
 
-DLINFO = _dlinfo()
+DLINFO = []  # [dlinfo or None] once looked up: the doctor imports this module too
+
+
+def dlinfo():
+    if not DLINFO:
+        DLINFO.append(_dlinfo())
+    return DLINFO[0]
 
 
 def mapped_files():
@@ -88,9 +106,10 @@ def loaded_handle(soname):
 
 def path_of(handle, soname, maps):
     """The file mapped for a loaded library: its link map name, checked against the maps."""
-    if DLINFO is not None:
+    function = dlinfo()
+    if function is not None:
         pointer = ctypes.POINTER(LinkMap)()
-        if DLINFO(handle._handle, RTLD_DI_LINKMAP, ctypes.byref(pointer)) == 0 and pointer:
+        if function(handle._handle, RTLD_DI_LINKMAP, ctypes.byref(pointer)) == 0 and pointer:
             raw = pointer.contents.l_name
             if raw:
                 name = os.path.realpath(os.fsdecode(raw))
@@ -146,11 +165,11 @@ def version_of(handle, api):
 
 
 class Runner(object):
-    def __init__(self, plan):
+    def __init__(self, plan, options):
         self.plan = plan
-        self.skip = set(plan.get("skip", ()))
+        self.skip = set(options.get("skip", ()))
         # Files that crashed or hung an earlier run: never loaded again, by any step.
-        self.skip_requested = set(plan.get("skip_requested", ()))
+        self.skip_requested = set(options.get("skip_requested", ()))
         self.handles = []  # keep every library loaded until the end
         self.sonames = []  # every soname a step asked for, in order
 
@@ -320,20 +339,229 @@ class Runner(object):
         return libraries
 
 
+def find_torch_dir(sys_path):
+    """The torch package ``import torch`` would pick: the first sys.path entry with it."""
+    for entry in sys_path:
+        candidate = os.path.join(entry or os.getcwd(), "torch")
+        if os.path.isfile(os.path.join(candidate, "__init__.py")):
+            return candidate
+    return None
+
+
+def torch_cuda_major(torch_dir):
+    """The major of ``cuda`` in torch/version.py ("13" for "13.0"), or None."""
+    try:
+        with open(os.path.join(torch_dir, "version.py"), encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "cuda" for t in targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            return value.split(".")[0] if isinstance(value, str) and value else None
+    return None
+
+
+FLOW_FUNCTIONS = ("_load_global_deps", "_preload_cuda_deps", "_preload_cuda_lib")
+
+
+def top_level_functions(text, names):
+    """The source of the named module-level functions (a def runs to the next top-level line)."""
+    lines = text.splitlines()
+    out = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("def ") and line[4:].split("(", 1)[0].strip() in names:
+            block = [line]
+            index += 1
+            while index < len(lines) and (
+                not lines[index] or lines[index][0] in " \t#)" or lines[index].startswith("]")
+            ):
+                block.append(lines[index])
+                index += 1
+            out.append("\n".join(block))
+            continue
+        index += 1
+    return out
+
+
+def _called(call):
+    return call.func.id if isinstance(call.func, ast.Name) else None
+
+
+def preload_flow(torch_dir):
+    """torch/__init__.py's preload list and behaviour, read (not run), or None.
+
+    {"source", "after_success", "libraries": [[folder, glob], ...], "optional": [...]}
+    """
+    path = os.path.join(torch_dir, "__init__.py")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+        # Only the loader functions are parsed: the whole file takes ~70 ms to parse.
+        tree = ast.parse("\n".join(top_level_functions(text, FLOW_FUNCTIONS)), path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    libraries = []
+    optional = []
+    after_success = False
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if not any(isinstance(t, ast.Name) and t.id == "cuda_libs" for t in targets):
+                continue
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            pairs = value.items() if isinstance(value, dict) else value
+            libraries = [
+                [str(pair[0]), str(pair[1])]
+                for pair in pairs
+                if isinstance(pair, (tuple, list)) and len(pair) == 2
+            ]
+        elif isinstance(node, ast.Call) and _called(node) == "_preload_cuda_lib":
+            args = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            if len(args) == 2 and all(isinstance(a, str) for a in args):
+                optional.append([str(args[0]), str(args[1])])
+        elif isinstance(node, ast.FunctionDef) and node.name == "_load_global_deps":
+            # A preload in the `try` body (not the handler) runs even when the load worked.
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Try):
+                    for statement in inner.body:
+                        if any(
+                            isinstance(c, ast.Call) and _called(c) == "_preload_cuda_deps"
+                            for c in ast.walk(statement)
+                        ):
+                            after_success = True
+    if not libraries:
+        return None
+    return {
+        "source": path,
+        "after_success": after_success,
+        "libraries": libraries,
+        "optional": optional,
+    }
+
+
+def _glob_names(directory, pattern, listings):
+    """glob.glob(os.path.join(directory, pattern)) for a pattern without a slash, with each
+    directory listed once (a plan globs the same wheel directory a dozen times)."""
+    names = listings.get(directory)
+    if names is None:
+        try:
+            names = os.listdir(directory)  # glob's own order: the directory's
+        except OSError:
+            names = []
+        listings[directory] = names
+    if not pattern.startswith("."):
+        names = [n for n in names if not n.startswith(".")]  # glob skips hidden files
+    return [os.path.join(directory, n) for n in fnmatch.filter(names, pattern)]
+
+
+def preload_candidate(sys_path, folder, pattern, cuda_major, listings=None):
+    """The file torch's _preload_cuda_lib picks: the first sys.path entry with a match."""
+    listings = {} if listings is None else listings
+    for entry in sys_path:
+        found = _glob_names(os.path.join(entry, "nvidia", folder, "lib"), pattern, listings)
+        if cuda_major:
+            cu = os.path.join(entry, "nvidia", "cu" + cuda_major, "lib")
+            found += _glob_names(cu, pattern, listings)
+        found += _glob_names(os.path.join(entry, folder, "lib"), pattern, listings)
+        if found:
+            return os.path.realpath(found[0])
+    return None
+
+
+def flow_plan(torch_dir, flow, sys_path, cuda_major, rtld_global):
+    """What to load for torch's own flow, from a preload_flow() result."""
+    global_deps = os.path.join(torch_dir, "lib", "libtorch_global_deps.so")
+    entries = []
+    listings = {}
+    for pairs, required in ((flow["libraries"], True), (flow["optional"], False)):
+        for folder, pattern in pairs:
+            path = preload_candidate(sys_path, folder, pattern, cuda_major, listings)
+            entries.append(
+                {
+                    "folder": folder,
+                    "glob": pattern,
+                    "path": path,
+                    "soname": os.path.basename(path) if path else None,
+                    "required": required,
+                }
+            )
+    return {
+        "global_deps": global_deps if os.path.isfile(global_deps) else None,
+        "preload": {
+            "after_success": bool(flow["after_success"]),
+            "error_keys": [e["glob"].split(".", 1)[0] for e in entries if e["required"]],
+            "libraries": entries,
+        },
+        "rtld_global": bool(rtld_global),
+    }
+
+
+def own_flow_plan():
+    """torch's flow as this interpreter finds it, or None (the doctor's copy is used)."""
+    torch_dir = find_torch_dir(sys.path)
+    if torch_dir is None:
+        return None
+    torch_dir = os.path.realpath(torch_dir)
+    flow = preload_flow(torch_dir)
+    if flow is None:
+        return None
+    paths = [p for p in sys.path if p]
+    return flow_plan(
+        torch_dir,
+        flow,
+        paths,
+        torch_cuda_major(torch_dir),
+        os.environ.get("TORCH_USE_RTLD_GLOBAL"),
+    )
+
+
+def read_line():
+    return json.loads(sys.stdin.readline() or "{}")
+
+
 def main():
     global _report
     # Libraries may print from their constructors: keep the report on its own descriptor.
     _report = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    # Two JSON lines: torch's flow first (it starts while the doctor reads the ELF files),
-    # then what torch's libraries NEED and what to report.
-    plan = json.loads(sys.stdin.readline())
-    runner = Runner(plan)
-    import_error = runner.run(lambda: json.loads(sys.stdin.readline() or "{}"))
+    # Run as `python -c`, sys.path[0] is '' (the working directory): not torch's sys.path.
+    if sys.path and sys.path[0] == "":
+        del sys.path[0]
+    options = read_line()
+    plan = own_flow_plan()
+    doctors_flow_read = plan is None
+    if plan is None:
+        plan = read_line()  # torch/__init__.py unreadable here: the doctor's copy of its list
+
+    def read_rest():
+        if not doctors_flow_read:
+            sys.stdin.readline()  # the doctor's copy of the flow: this process read torch's
+        return read_line()
+
+    runner = Runner(plan, options)
+    import_error = runner.run(read_rest)
     sonames = list(plan.get("report", []))
     sonames += [s for s in runner.sonames if s not in sonames]
     libraries = runner.report(sonames, plan.get("versions", {}))
     emit({"event": "result", "libraries": libraries, "torch_import_error": import_error})
+    sys.stderr.flush()
+    # The libraries' destructors and unmapping take ~50 ms and tell nothing: skip them.
+    os._exit(0)
 
 
 if __name__ == "__main__":

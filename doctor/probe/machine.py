@@ -1,4 +1,4 @@
-"""Machine facts: NVML and cuInit (contained, in parallel), device nodes, visibility
+"""Machine facts: NVML and cuInit (one contained process), device nodes, visibility
 variables, container/WSL hints, NVIDIA PCI functions, and the GPU code torch carries.
 
 Filesystem reads take a ``root`` so unit tests can hand in a fake /dev, /sys and /proc.
@@ -21,9 +21,8 @@ from doctor.facts.machine import (
     VisibleDevicesFacts,
     VisibleEntry,
 )
-from doctor.probe.cuda_driver import probe_cuda_driver
+from doctor.probe.driver import DriverProbe
 from doctor.probe.fatbin import FatbinError, read_fatbin_summary
-from doctor.probe.nvml import probe_nvml
 
 __all__ = [
     "MachineProbe",
@@ -44,9 +43,10 @@ KERNEL_LIBRARIES = ("libtorch_cuda.so", "libtorch_cuda_cu.so")
 class MachineProbe:
     """The machine probes, started early so they overlap with the interpreter probe.
 
-    NVML and cuInit each run in a contained Python process, and pyelftools takes a
-    while to import; none of them needs the interpreter probe's results, so they start
-    first and ``finish`` collects them once torch's location is known.
+    NVML and cuInit run in a contained Python process (``driver``, when the caller
+    started it already), and pyelftools takes a while to import; none of them needs the
+    interpreter probe's results, so they start first and ``finish`` collects them once
+    torch's location is known.
     """
 
     def __init__(
@@ -55,12 +55,12 @@ class MachineProbe:
         timeout: float,
         env: Mapping[str, str] | None = None,
         root: Path = Path("/"),
+        driver: DriverProbe | None = None,
     ) -> None:
         self._environ = dict(os.environ if env is None else env)
         self._root = root
-        self._pool = ThreadPoolExecutor(max_workers=3)
-        self._nvml = self._pool.submit(probe_nvml, timeout, self._environ)
-        self._cuda = self._pool.submit(probe_cuda_driver, timeout, self._environ)
+        self._driver = driver if driver is not None else DriverProbe(timeout, self._environ)
+        self._pool = ThreadPoolExecutor(max_workers=2)
         self._pool.submit(_import_elftools)
         self._archs: Future[ArchListFacts | None] | None = None
 
@@ -72,11 +72,12 @@ class MachineProbe:
         try:
             root, environ = self._root, self._environ
             archs = self._archs.result() if self._archs is not None else _arch_list_of(torch)
+            nvml, cuda_driver = self._driver.finish()
             cvd = environ.get("CUDA_VISIBLE_DEVICES")
             nvd = environ.get("NVIDIA_VISIBLE_DEVICES")
             return MachineFacts(
-                nvml=self._nvml.result(),
-                cuda_driver=self._cuda.result(),
+                nvml=nvml,
+                cuda_driver=cuda_driver,
                 device_nodes=_device_nodes(root),
                 kernel_module_version=_read_first_line(root / "sys/module/nvidia/version"),
                 proc_driver_version=_proc_driver_version(root),
@@ -92,6 +93,7 @@ class MachineProbe:
                 torch_archs=archs,
             )
         finally:
+            self._driver.kill()  # only when finish itself failed: it was collected above
             self._pool.shutdown(wait=True)
 
 
@@ -102,7 +104,8 @@ def _arch_list_of(torch: TorchBuildFacts | None) -> ArchListFacts | None:
 def _import_elftools() -> None:
     # Warms the import for read_fatbin_summary, which reports an import failure itself.
     with contextlib.suppress(ImportError, SyntaxError):
-        import elftools.elf.elffile  # noqa: F401
+        import elftools.common.utils
+        import elftools.elf.structs  # noqa: F401
 
 
 def probe_machine(

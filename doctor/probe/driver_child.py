@@ -1,14 +1,17 @@
-"""Ask NVML about the driver and the GPUs; print one JSON object. Runs contained.
+"""Ask the NVIDIA driver through NVML, then through cuInit; one JSON line each. Runs contained.
 
-This is run as ``<doctor's python> -B -c <this source>`` by doctor/probe/nvml.py,
-because loading libnvidia-ml.so.1 and calling into the driver can hang or crash. It
-imports nvidia-ml-py (pynvml), which is installed with torch-doctor, and nothing else
-outside the standard library. It writes nothing.
+Run as ``<doctor's python> -B -c <this source> [nvml] [cuda]`` by doctor/probe/driver.py,
+because loading libnvidia-ml.so.1 or libcuda.so.1 and calling into the driver can hang or
+crash. NVML goes first and its line is printed and flushed before libcuda is touched, so
+a crash or hang in cuInit still leaves the NVML facts. It imports nvidia-ml-py (pynvml),
+installed with torch-doctor, and nothing else outside the standard library. It writes
+nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import sys
@@ -89,14 +92,28 @@ def gpu(pynvml: Any, index: int) -> dict[str, Any]:
     return out
 
 
-def main() -> int:
+def describe(lib: ctypes.CDLL, code: int) -> dict[str, str]:
+    """cuGetErrorName / cuGetErrorString for a CUresult (they work before cuInit)."""
+    name = ctypes.c_char_p()
+    text = ctypes.c_char_p()
+    out: dict[str, str] = {}
+    try:
+        if lib.cuGetErrorName(code, ctypes.byref(name)) == 0 and name.value:
+            out["error_name"] = name.value.decode("utf-8", "replace")
+        if lib.cuGetErrorString(code, ctypes.byref(text)) == 0 and text.value:
+            out["error_text"] = text.value.decode("utf-8", "replace")
+    except AttributeError:
+        pass
+    return out
+
+
+def nvml_report() -> dict[str, Any]:
     report: dict[str, Any] = {"status": "ok"}
     try:
         import pynvml
     except ImportError as exc:
         report.update(status="unknown", error_text=f"nvidia-ml-py is not importable: {exc}")
-        print(json.dumps(report))
-        return 0
+        return report
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
@@ -107,8 +124,7 @@ def main() -> int:
             error_text=message,
             library_path=loaded_path("libnvidia-ml"),
         )
-        print(json.dumps(report))
-        return 0
+        return report
     report["library_path"] = loaded_path("libnvidia-ml")
     try:
         version, error = query(pynvml, pynvml.nvmlSystemGetDriverVersion)
@@ -136,9 +152,47 @@ def main() -> int:
     finally:
         with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
-    print(json.dumps(report))
+    return report
+
+
+def cuda_report() -> dict[str, Any]:
+    report: dict[str, Any] = {"loaded": False}
+    try:
+        # The CUDA driver library is nvcuda.dll on Windows, libcuda.so.1 everywhere else.
+        lib = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+    except OSError as exc:
+        report["load_error"] = str(exc)
+        return report
+    report["loaded"] = True
+    report["library_path"] = loaded_path("libcuda")
+    version = ctypes.c_int(0)
+    try:
+        if lib.cuDriverGetVersion(ctypes.byref(version)) == 0:
+            report["driver_version"] = version.value
+    except AttributeError:
+        report["load_error"] = "libcuda.so.1 has no cuDriverGetVersion"
+    try:
+        result = int(lib.cuInit(0))
+    except AttributeError:
+        report["load_error"] = "libcuda.so.1 has no cuInit"
+        return report
+    report["init_result"] = result
+    if result != 0:
+        report.update(describe(lib, result))
+    else:
+        count = ctypes.c_int(0)
+        if lib.cuDeviceGetCount(ctypes.byref(count)) == 0:
+            report["device_count"] = count.value
+    return report
+
+
+def main(stages: list[str]) -> int:
+    for stage in stages or ["nvml", "cuda"]:
+        report = nvml_report() if stage == "nvml" else cuda_report()
+        sys.stdout.write(json.dumps({"stage": stage, "report": report}) + "\n")
+        sys.stdout.flush()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
