@@ -96,6 +96,8 @@ def _normalise(name: str) -> str:
 
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, tuples and dicts to plain JSON types."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value  # most values: answered before the dataclass test
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
