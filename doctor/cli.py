@@ -14,7 +14,7 @@ import contextlib
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,7 +145,9 @@ def _command_line(args: argparse.Namespace, command: Sequence[str] = ()) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _diagnose(args: argparse.Namespace) -> Report:
+def _diagnose(
+    args: argparse.Namespace, while_loading: Callable[[], object] | None = None
+) -> Report:
     from doctor.probe import ProbeOptions
     from doctor.probe.start import start_probes
     from doctor.probe.target import TargetError, resolve_target
@@ -171,14 +173,24 @@ def _diagnose(args: argparse.Namespace) -> Report:
                 timeout=args.timeout,
                 load_libraries=not args.no_load,
                 started=started,
+                while_loading=while_loading,
             )
         )
     finally:
         started.kill()  # only what an error left running
 
 
+def _import_renderer(fmt: str) -> None:
+    """Import the report's renderer (rich for the terminal: ~30 ms) while probes finish."""
+    import doctor.render.output
+
+    if fmt == "terminal":
+        import doctor.render.terminal  # noqa: F401
+
+
 def _check(args: argparse.Namespace) -> int:
-    report = _diagnose(args)  # first: it starts the probe processes before heavy imports
+    # First: it starts the probe processes before the heavy imports.
+    report = _diagnose(args, while_loading=lambda: _import_renderer(args.format))
     from doctor.render.output import default_redaction, prepare, show
 
     redacted = default_redaction(args.format, args.redact)

@@ -313,6 +313,37 @@ def test_a_hanging_nvml_is_stopped_at_the_timeout_and_reported(
     assert "Traceback" not in run.stderr
 
 
+def test_a_hanging_nvml_still_leaves_cuinit_s_answer(
+    cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    # NVML and cuInit share one probe process: when NVML never returns, cuInit is asked
+    # in a process of its own, so the report still says what the driver API answered.
+    run = run_doctor(
+        "--python",
+        str(cu130.root),
+        "--format",
+        "json",
+        "--timeout",
+        "3",
+        cwd=workdir,
+        env=driver_stubs.env(Driver(nvml_init_sleep=60)),
+    )
+    machine = run.json["facts"]["machine"]
+    assert machine["nvml"]["status"] == "probe-failed"
+    assert machine["cuda_driver"]["init_result"] == 0
+    assert machine["cuda_driver"]["driver_version"] == 13000
+
+
+def test_a_crash_inside_cuinit_keeps_what_nvml_said(
+    cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    run = doctor(cu130, workdir, driver_stubs.env(Driver(cu_init_crash=True)))
+    nvml = run.json["facts"]["machine"]["nvml"]
+    assert nvml["status"] == "ok"
+    assert [gpu["name"] for gpu in nvml["gpus"]] == ["NVIDIA H100 80GB HBM3"]
+    assert "crashed with SIGABRT" in run.json["facts"]["machine"]["cuda_driver"]["probe_error"]
+
+
 def test_nvml_without_libcuda_in_a_container_asks_for_the_compute_capability(
     cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
 ) -> None:

@@ -6,12 +6,14 @@ can start the probe processes (doctor/probe/start.py) before its heavy imports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from doctor.facts import Facts
+    from doctor.facts import Facts, TorchBuildFacts
+    from doctor.probe.machine import MachineProbe
     from doctor.probe.start import StartedProbes
     from doctor.probe.target import Target
 
@@ -26,6 +28,9 @@ class ProbeOptions:
     timeout: float = 60.0
     load_libraries: bool = True  # run the contained CUDA library load probe (--no-load)
     started: StartedProbes | None = None  # the probe processes, when already started
+    # Work for this process while it waits for the library load probe (e.g. importing
+    # the renderer): that wait is the run's longest idle stretch.
+    while_loading: Callable[[], object] | None = None
 
 
 def gather(options: ProbeOptions) -> Facts:
@@ -80,7 +85,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         session=started.load,
         # torch's GPU code is read while the load process finishes, not during the ELF
         # walk the load process waits for (both need this process's CPU).
-        while_loading=lambda: machine_probe.torch_found(inside.torch),
+        while_loading=lambda: _while_loading(machine_probe, inside.torch, options),
     )
     failures.extend(library_failures)
 
@@ -99,3 +104,11 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         machine=machine,
         failures=tuple(failures),
     )
+
+
+def _while_loading(
+    machine_probe: MachineProbe, torch: TorchBuildFacts | None, options: ProbeOptions
+) -> None:
+    machine_probe.torch_found(torch)  # torch's GPU code, read in a thread meanwhile
+    if options.while_loading is not None:
+        options.while_loading()

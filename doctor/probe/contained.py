@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["Contained", "ContainedResult", "run_contained"]
@@ -92,6 +93,7 @@ class Contained:
         self.timeout = timeout
         self.started = time.perf_counter()
         self.start_error: str | None = None
+        self.output_complete = False  # read_to_end saw all the output it needed
         self._stdin_text = stdin_text
         self.proc: subprocess.Popen[str] | None = None
         piped = stdin_text is not None or open_stdin
@@ -148,15 +150,78 @@ class Contained:
             self.argv, proc.returncode, stdout, stderr, time.perf_counter() - self.started
         )
 
+    def read_to_end(self, done: Callable[[str], bool]) -> ContainedResult:
+        """Read stdout and stderr to their end (stdin is closed first), like ``wait``; but
+        when ``done(stdout)`` says the output is complete, do not wait for the process to
+        be gone: a process that mapped a gigabyte of libraries takes ~20 ms to unmap them
+        after closing its output. Its exit status is then None (reaped later by kill)."""
+        proc = self.proc
+        if proc is None:
+            return ContainedResult(self.argv, None, "", "", 0.0, start_error=self.start_error)
+        assert proc.stdout is not None and proc.stderr is not None
+        with contextlib.suppress(OSError, ValueError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
+        deadline = self.started + self.timeout
+        timed_out = False
+        with selectors.DefaultSelector() as selector:
+            for fd in chunks:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map():
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 and not timed_out:
+                    timed_out = True  # stop it; what it said so far is kept
+                    _kill_tree(proc.pid)
+                    with contextlib.suppress(OSError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                events = selector.select(max(remaining, 0.1) if not timed_out else 5.0)
+                if timed_out and not events:
+                    break  # killed, and something else holds its pipes open
+                for key, _ in events:
+                    data = os.read(key.fd, 65536)
+                    if data:
+                        chunks[int(key.fd)].append(data)
+                    else:
+                        selector.unregister(key.fd)
+        stdout = b"".join(chunks[proc.stdout.fileno()]).decode("utf-8", "replace")
+        stderr = b"".join(chunks[proc.stderr.fileno()]).decode("utf-8", "replace")
+        if timed_out:
+            return ContainedResult(
+                self.argv,
+                proc.wait(),
+                stdout,
+                stderr,
+                time.perf_counter() - self.started,
+                timed_out=True,
+                timeout=self.timeout,
+            )
+        returncode = proc.poll()
+        self.output_complete = done(stdout)
+        if returncode is None and not self.output_complete:
+            # It closed its output and did not finish: its exit status says how it died.
+            remaining = max(0.1, deadline - time.perf_counter())
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                returncode = proc.wait(remaining)
+        return ContainedResult(
+            self.argv, returncode, stdout, stderr, time.perf_counter() - self.started
+        )
+
     def kill(self) -> None:
         """Stop the process if it still runs (it is no longer needed, or the doctor failed)."""
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
+        if self.output_complete:
+            return  # it said all it had to say and is exiting: not worth waiting for
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
-            proc.communicate(timeout=5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)  # killed, so no full pipe can block it
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                if stream is not None:
+                    stream.close()
 
 
 def run_contained(

@@ -22,6 +22,7 @@ __all__ = ["LoadSession", "StartedProbes", "start_inside", "start_probes"]
 
 INSIDE_SOURCE = Path(__file__).with_name("inside.py")
 LOAD_INSIDE_SOURCE = Path(__file__).with_name("load_inside.py")
+RESULT_MARK = '{"event": "result"'  # load_inside.py's last line starts so
 
 
 def start_inside(python: str, timeout: float) -> Contained:
@@ -62,7 +63,7 @@ class LoadSession:
         self.child.send(json.dumps(rest) + "\n")
 
     def first_run(self) -> ContainedResult:
-        run = self.child.wait()
+        run = self.child.read_to_end(lambda stdout: RESULT_MARK in stdout)
         return replace(run, argv=(self.python, "-B", "-c", "<load_inside.py>"))
 
     def kill(self) -> None:
