@@ -101,6 +101,10 @@ def test_missing_soname_names_the_wheel_that_should_provide_it(
     assert any("nvidia-cufft-cu12 (not installed)" in line for line in finding["evidence"])
     assert "nvidia-cufft-cu12==11.2.1.3" in finding["remedies"][-1]["text"]
     assert "library-load-failed" not in run.finding_ids()
+    # Not a pass either: the library did not load, and the report says why.
+    load_check = next(c for c in run.json["checks"] if c["id"] == "library-load-failed")
+    assert load_check["status"] == "skipped"
+    assert "libcufft.so.11 not found: see library-not-found" in load_check["reason"]
 
 
 def test_older_nvjitlink_first_in_ld_library_path_fails_with_undefined_symbol(

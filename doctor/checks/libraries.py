@@ -232,6 +232,7 @@ def library_load_failed(facts: Facts) -> Outcome:
     if probe.error and not libraries.loads:
         return Skip(probe.error)
     failures: list[dict[str, Any]] = []
+    explained: set[str] = set()
     seen: set[tuple[str, str]] = set()
     loaded = {row.soname for row in libraries.cuda if row.load is not None and row.load.loaded}
     not_found = {
@@ -250,6 +251,7 @@ def library_load_failed(facts: Facts) -> Outcome:
             continue  # torch's own flow loaded it afterwards
         missing = CANNOT_OPEN.search(load.error or "")
         if missing and missing.group("soname") in not_found:
+            explained.add(missing.group("soname"))
             continue  # not found: library-not-found says it
         # A load fails because of the object the loader names first (libtorch_global_deps
         # fails because its NEEDED libcusparse does): report that object.
@@ -276,6 +278,9 @@ def library_load_failed(facts: Facts) -> Outcome:
                 "cause": _cause(libraries, load),
             }
         )
+    if not failures and explained:
+        # Not a pass: these did not load, because they are nowhere to be found.
+        return Skip(f"{', '.join(sorted(explained))} not found: see library-not-found")
     if not failures:
         return []
     evidence = []
