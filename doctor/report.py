@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from doctor.checks import CheckResult, CheckStatus
+from doctor.checks.expectations import Expectations, expected_wheels
 from doctor.facts import Facts
 from doctor.findings import Finding, Severity
 
@@ -42,6 +43,11 @@ class Report:
         if worst >= Severity.WARNING.rank:
             return Verdict.WARNING
         return Verdict.OK
+
+    @property
+    def torch_requirements(self) -> Expectations | None:
+        """torch's requirements evaluated for the inspected interpreter (None without torch)."""
+        return expected_wheels(self.facts)
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)

@@ -305,3 +305,31 @@ def test_uv_project_lock_recording_the_nvidia_dependencies_is_quiet(tmp_path: Pa
     assert run.returncode == 0, run.stdout
     statuses = {c["id"]: c["status"] for c in run.json["checks"]}
     assert statuses["lock-missing-dependencies"] == "passed"
+
+
+def test_json_lists_what_torch_requires_here_with_cuda_toolkit_extras_expanded(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13", "nvidia-cufft"])
+    run = run_doctor("--python", str(env.root), "--format", "json", cwd=workdir)
+    wheels = {w["name"]: w for w in run.json["torch_requirements"]["wheels"]}
+    assert wheels["nvidia-cudnn-cu13"]["status"] == "missing"
+    assert wheels["nvidia-cudnn-cu13"]["required_by"] == "torch"
+    # Brought by cuda-toolkit's extras, named with the extra that pulls them in.
+    assert wheels["nvidia-cufft"]["status"] == "missing"
+    assert wheels["nvidia-cufft"]["required_by"] == "cuda-toolkit[cufft]"
+    assert wheels["nvidia-cublas"]["required_by"] == "cuda-toolkit[cublas,cusolver]"
+    assert wheels["nvidia-cublas"]["installed_version"] == "13.1.1.3"
+    assert wheels["nvidia-cublas"]["status"] == "ok"
+    assert wheels["filelock"]["cuda"] is False
+    # Extra-only requirements (optree, …) do not apply without the extra.
+    assert "optree" not in wheels
+
+
+def test_json_has_no_torch_requirements_without_torch(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    run = run_doctor("--python", str(env.root), "--format", "json", cwd=workdir)
+    assert run.json["torch_requirements"] is None

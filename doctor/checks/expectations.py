@@ -140,6 +140,17 @@ class ExpectedWheel:
         return SpecifierSet(self.specifier).contains(version, prereleases=True)
 
     @property
+    def status(self) -> str:
+        """One word for reports: ok, missing, wrong-version or incomplete."""
+        if self.installed is None:
+            return "missing"
+        if self.version_ok is False:
+            return "wrong-version"
+        if self.files_missing:
+            return "incomplete"
+        return "ok"
+
+    @property
     def files_missing(self) -> int:
         record = self.installed.record if self.installed else None
         return record.missing_count if record is not None else 0

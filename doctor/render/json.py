@@ -30,6 +30,27 @@ def finding_to_dict(finding: Finding) -> dict[str, Any]:
     }
 
 
+def requirements_to_dict(report: Report) -> dict[str, Any] | None:
+    expectations = report.torch_requirements
+    if expectations is None:
+        return None
+    return {
+        "wheels": [
+            {
+                "name": w.name,
+                "requirement": w.requirement,
+                "required_by": w.required_by,
+                "installed_version": w.installed.version if w.installed else None,
+                "status": w.status,
+                "cuda": w.is_cuda,
+            }
+            for w in expectations.wheels
+        ],
+        "unparsable": list(expectations.unparsable),
+        "cuda_toolkit_extras_unknown": list(expectations.toolkit_extras_unknown),
+    }
+
+
 def report_to_dict(report: Report) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
@@ -48,6 +69,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             for r in report.results
         ],
         "findings": [finding_to_dict(f) for f in report.findings],
+        "torch_requirements": requirements_to_dict(report),
         "facts": to_jsonable(report.facts),
     }
 

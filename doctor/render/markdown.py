@@ -467,6 +467,31 @@ def _distributions(facts: Facts) -> list[str]:
     return details(f"Distributions related to torch ({len(relevant)})", body)
 
 
+def _requirements(report: Report) -> list[str]:
+    expectations = report.torch_requirements
+    if expectations is None:
+        return []
+    rows = [
+        (
+            code(w.requirement),
+            w.required_by,
+            code(w.installed.version) if w.installed else "—",
+            w.status,
+        )
+        for w in expectations.wheels[:MAX_LIST]
+    ]
+    body = table(("requirement", "required by", "installed", "status"), rows)
+    if len(expectations.wheels) > MAX_LIST:
+        body += ["", _more(len(expectations.wheels) - MAX_LIST, "requirements")]
+    if expectations.toolkit_extras_unknown:
+        extras = ", ".join(expectations.toolkit_extras_unknown)
+        body += [
+            "",
+            f"cuda-toolkit is not installed: the wheels of its extras ({extras}) cannot be named.",
+        ]
+    return details(f"What torch requires here ({len(expectations.wheels)})", body)
+
+
 def _environment(facts: Facts) -> list[str]:
     lines: list[str] = []
     if facts.environment:
@@ -538,6 +563,7 @@ def render_markdown(
     lines += _libraries(report.facts)
     lines += ["### Details", ""]
     lines += _checks(report)
+    lines += _requirements(report)
     lines += _distributions(report.facts)
     lines += _environment(report.facts)
     lines += _loader_details(report.facts)
