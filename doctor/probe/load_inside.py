@@ -349,12 +349,16 @@ def find_torch_dir(sys_path):
 
 
 def torch_cuda_major(torch_dir):
-    """The major of ``cuda`` in torch/version.py ("13" for "13.0"), or None."""
+    """The major of ``cuda`` in torch/version.py ("13" for "13.0"), or None.
+
+    Read as the inside probe reads it: the last literal assigned to ``cuda`` wins.
+    """
     try:
         with open(os.path.join(torch_dir, "version.py"), encoding="utf-8") as handle:
             tree = ast.parse(handle.read())
     except (OSError, SyntaxError, ValueError):
         return None
+    cuda = None
     for node in tree.body:
         if isinstance(node, ast.Assign):
             targets = node.targets
@@ -364,11 +368,10 @@ def torch_cuda_major(torch_dir):
             continue
         if any(isinstance(t, ast.Name) and t.id == "cuda" for t in targets):
             try:
-                value = ast.literal_eval(node.value)
+                cuda = ast.literal_eval(node.value)
             except ValueError:
-                return None
-            return value.split(".")[0] if isinstance(value, str) and value else None
-    return None
+                continue
+    return cuda.split(".")[0] if isinstance(cuda, str) and cuda else None
 
 
 FLOW_FUNCTIONS = ("_load_global_deps", "_preload_cuda_deps", "_preload_cuda_lib")
