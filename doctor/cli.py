@@ -265,11 +265,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
     except Exception as exc:
-        if not _reported(exc):
-            raise
         from doctor.report import EXIT_DOCTOR_FAILED
 
-        print(f"torch-doctor: error: {exc}", file=sys.stderr)
+        if _reported(exc):
+            print(f"torch-doctor: error: {exc}", file=sys.stderr)
+            return EXIT_DOCTOR_FAILED
+        if os.environ.get("TORCH_DOCTOR_DEBUG"):
+            raise
+        # A bug in the doctor, not in the user's input: one line, and how to see more.
+        print(
+            f"torch-doctor: internal error: {type(exc).__name__}: {exc}\n"
+            "torch-doctor: please report it; TORCH_DOCTOR_DEBUG=1 shows the traceback",
+            file=sys.stderr,
+        )
         return EXIT_DOCTOR_FAILED
     finally:
         if argv is None:

@@ -100,3 +100,23 @@ def test_json_says_whether_it_was_redacted_and_how_to_reproduce(
     ).json
     assert kept["redacted"] is False and kept["redactions"] == []
     assert kept["command"] == f"torch-doctor --python {broken_env.root} --format json --no-redact"
+
+
+def test_a_bug_in_the_doctor_is_one_line_and_exit_2_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import doctor.cli
+
+    def broken(args: object) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(doctor.cli, "_list", broken)
+    monkeypatch.delenv("TORCH_DOCTOR_DEBUG", raising=False)
+    assert doctor.cli.main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: boom" in err
+    assert "TORCH_DOCTOR_DEBUG=1" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("TORCH_DOCTOR_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        doctor.cli.main(["list"])
