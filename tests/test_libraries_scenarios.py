@@ -81,7 +81,7 @@ def test_terminal_report_shows_the_cuda_library_table(
     assert row.split() == [
         "libcudnn.so.9",
         "9.1.0",
-        "site-packages/nvidia/cudnn/lib/",
+        "<site>/nvidia/cudnn/lib",
         "nvidia-cudnn-cu12",
         "loaded",
     ]

@@ -174,18 +174,11 @@ def _cuda_libraries(report: Report) -> Table | None:
     libraries = report.facts.libraries
     if libraries is None or not libraries.cuda:
         return None
-    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
-    table.add_column(Text("soname"), overflow="fold", min_width=14)
-    table.add_column(Text("version"), no_wrap=True)
-    probe = libraries.load_probe
-    where_header = "loaded from" if probe is not None and probe.ran else "resolves to"
-    table.add_column(Text(where_header), overflow="fold", min_width=24, ratio=1)
-    table.add_column(Text("wheel"), overflow="fold", min_width=12)
-    table.add_column(Text("status"), no_wrap=True)
     interpreter = report.facts.interpreter
     sites = {interpreter.purelib, interpreter.platlib} if interpreter is not None else set()
     # Resolved once per table, not once per row (realpath is a system call per component).
     real_sites = [os.path.realpath(site) for site in sorted(sites) if site]
+    rows = []
     for row in libraries.cuda:
         version = row.load.version if row.load is not None and row.load.version else ""
         where = ""
@@ -193,19 +186,35 @@ def _cuda_libraries(report: Report) -> Table | None:
             directory, name = os.path.split(row.path)
             where = _site_relative(directory, real_sites) or short_path(directory, report.facts)
             # The directory says where; the file name only when it is not the soname.
-            where += "/" if name == row.soname else f"/{name}"
-        # Text cells and headers, not strings: rich parses a string as markup (slow, and
-        # a "[...]" in a path would be taken for a style).
-        cells = (row.soname, version, where, row.owner or "", row.status)
+            if name != row.soname:
+                where += f"/{name}"
+        rows.append((row.soname, version, where, row.owner or "", row.status))
+    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column(Text("soname"), overflow="fold", min_width=14, max_width=26)
+    table.add_column(Text("version"), no_wrap=True)
+    probe = libraries.load_probe
+    where_header = "loaded from" if probe is not None and probe.ran else "resolves to"
+    # Where a library came from is the column people read: a long soname folds first.
+    widest = max((len(r[2]) for r in rows), default=0)
+    table.add_column(Text(where_header), overflow="fold", min_width=min(max(widest, 24), 40))
+    table.add_column(Text("wheel"), no_wrap=True)
+    table.add_column(Text("status"), no_wrap=True, min_width=max(len(r[4]) for r in rows))
+    for cells in rows:
+        # Text cells, not strings: rich parses a string as markup (slow, and a "[...]" in a
+        # path would be taken for a style).
         table.add_row(*(Text(cell) for cell in cells))
     return table
 
 
+SITE = "<site>"  # the inspected site-packages, spelled out under the table
+
+
 def _site_relative(path: str, real_site_dirs: list[str]) -> str | None:
-    """``site-packages/nvidia/cu13/lib`` for a path inside the inspected site-packages."""
+    """``<site>/nvidia/cu13/lib`` for a path inside the inspected site-packages (short, so
+    the table fits 100 columns)."""
     for real in real_site_dirs:
         if path == real or path.startswith(real.rstrip("/") + "/"):
-            return "site-packages/" + os.path.relpath(path, real)
+            return f"{SITE}/" + os.path.relpath(path, real)
     return None
 
 
@@ -218,6 +227,9 @@ def _sections(report: Report) -> Iterator[RenderableType]:
         yield Text("")
         yield Text("CUDA libraries", style="bold underline")
         yield libraries
+        interpreter = report.facts.interpreter
+        if interpreter is not None and interpreter.purelib:
+            yield Text(f"{SITE} = {interpreter.purelib}", style="dim")
     if report.findings:
         yield Text("")
         yield Text("Findings", style="bold underline")
