@@ -190,7 +190,7 @@ def _cuda_libraries(report: Report) -> Table | None:
                 where += f"/{name}"
         rows.append((row.soname, version, where, row.owner or "", row.status))
     table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column(Text("soname"), overflow="fold", min_width=14, max_width=26)
+    table.add_column(Text("soname"), overflow="fold", min_width=14, max_width=24)
     table.add_column(Text("version"), no_wrap=True)
     probe = libraries.load_probe
     where_header = "loaded from" if probe is not None and probe.ran else "resolves to"
