@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,37 +27,12 @@ BUDGET = 0.10
 
 
 def real_torch_venv() -> Path:
-    """The cached venv of tests/conftest.py `real_torch_venv`, built the same way if missing."""
-    import fcntl
+    """The venv the slow tests use (tests/factory.py), built the same way if missing."""
+    sys.path.insert(0, str(REPO))
+    from tests.factory import real_torch_venv_path
 
-    cache = Path(
-        os.environ.get("TORCH_DOCTOR_TEST_CACHE", Path.home() / ".cache" / "torch-doctor-tests")
-    )
-    cache.mkdir(parents=True, exist_ok=True)
-    tag = f"torch-{TORCH_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}"
-    venv = cache / tag
-    done = cache / f"{tag}.done"
-    with open(cache / f"{tag}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            print(f"building {venv} (pip installs torch=={TORCH_VERSION}) ...", flush=True)
-            shutil.rmtree(venv, ignore_errors=True)
-            base = getattr(sys, "_base_executable", sys.executable)
-            subprocess.run([base, "-m", "venv", str(venv)], check=True)
-            subprocess.run(
-                [
-                    str(venv / "bin" / "python"),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    f"torch=={TORCH_VERSION}",
-                ],
-                check=True,
-            )
-            done.write_text("ok\n")
-    return venv
+    print("the real torch venv (built once, about a minute, if missing) ...", flush=True)
+    return real_torch_venv_path(TORCH_VERSION)
 
 
 def doctor_command(venv: Path) -> list[str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factory import FakeEnv
+from tests.factory import FakeEnv, real_torch_venv_path
 
 
 @pytest.fixture
@@ -26,52 +26,14 @@ def workdir(tmp_path: Path) -> Path:
     return path
 
 
-REAL_TORCH_VERSION = "2.14.1"
-
-
 @pytest.fixture(scope="session")
 def real_torch_venv() -> FakeEnv:
     """A venv with the real CUDA build of torch 2.14.1 (CUDA 13), installed by pip.
 
-    pip takes torch and its nvidia wheels from this machine's disk (no download). The
-    venv is kept in a cache directory and reused by later runs; tests that change it
+    Shared and cached (tests/factory.py `real_torch_venv_path`): tests that change it
     must put it back as they found it.
     """
-    import fcntl
-    import os
-    import subprocess
-    import sys
-
-    cache = Path(
-        os.environ.get("TORCH_DOCTOR_TEST_CACHE", Path.home() / ".cache" / "torch-doctor-tests")
-    )
-    cache.mkdir(parents=True, exist_ok=True)
-    tag = f"torch-{REAL_TORCH_VERSION}-py{sys.version_info[0]}{sys.version_info[1]}"
-    venv = cache / tag
-    done = cache / f"{tag}.done"
-    with open(cache / f"{tag}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test processes build it once
-        if not done.exists():
-            import shutil
-
-            shutil.rmtree(venv, ignore_errors=True)
-            # The stdlib venv module, from the base interpreter: a venv with pip in it.
-            base = getattr(sys, "_base_executable", sys.executable)
-            subprocess.run([base, "-m", "venv", str(venv)], check=True)
-            subprocess.run(
-                [
-                    str(venv / "bin" / "python"),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    f"torch=={REAL_TORCH_VERSION}",
-                ],
-                check=True,
-            )
-            done.write_text("ok\n")
-    return FakeEnv(venv)
+    return FakeEnv(real_torch_venv_path())
 
 
 # --- The NVIDIA driver stand-ins (tests/driver_stub.py, tests/c/) -------------------

@@ -349,3 +349,47 @@ def run_doctor(
         timeout=timeout,
     )
     return DoctorRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+REAL_TORCH_VERSION = "2.14.1"
+
+
+def real_torch_venv_path(version: str = REAL_TORCH_VERSION) -> Path:
+    """A venv with the real CUDA build of torch, installed by pip, built once and cached.
+
+    pip takes torch and its nvidia wheels from this machine's disk (no download). The
+    venv lives in ``$TORCH_DOCTOR_TEST_CACHE`` (default ~/.cache/torch-doctor-tests) and is
+    reused by later runs; the tests and bench/ share it. A lock makes parallel callers
+    build it once.
+    """
+    import fcntl
+    import shutil
+
+    cache = Path(
+        os.environ.get("TORCH_DOCTOR_TEST_CACHE", Path.home() / ".cache" / "torch-doctor-tests")
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    tag = f"torch-{version}-py{sys.version_info[0]}{sys.version_info[1]}"
+    venv = cache / tag
+    done = cache / f"{tag}.done"
+    with open(cache / f"{tag}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            # The stdlib venv module, from the base interpreter: a venv with pip in it.
+            base = getattr(sys, "_base_executable", sys.executable)
+            subprocess.run([base, "-m", "venv", str(venv)], check=True)
+            subprocess.run(
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    f"torch=={version}",
+                ],
+                check=True,
+            )
+            done.write_text("ok\n")
+    return venv
