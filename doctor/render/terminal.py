@@ -169,7 +169,7 @@ def _code(text: str, lexer: str) -> RenderableType:
     return Syntax(text.rstrip("\n"), lexer, theme="ansi_dark", word_wrap=True)
 
 
-def _cuda_libraries(report: Report) -> Table | None:
+def _cuda_libraries(report: Report, width: int) -> Table | None:
     """torch's CUDA libraries: soname, version, where loaded from, owner wheel, status."""
     libraries = report.facts.libraries
     if libraries is None or not libraries.cuda:
@@ -189,16 +189,20 @@ def _cuda_libraries(report: Report) -> Table | None:
             if name != row.soname:
                 where += f"/{name}"
         rows.append((row.soname, version, where, row.owner or "", row.status))
-    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column(Text("soname"), overflow="fold", min_width=14, max_width=24)
-    table.add_column(Text("version"), no_wrap=True)
     probe = libraries.load_probe
     where_header = "loaded from" if probe is not None and probe.ran else "resolves to"
-    # Where a library came from is the column people read: a long soname folds first.
-    widest = max((len(r[2]) for r in rows), default=0)
-    table.add_column(Text(where_header), overflow="fold", min_width=min(max(widest, 24), 40))
-    table.add_column(Text("wheel"), no_wrap=True)
-    table.add_column(Text("status"), no_wrap=True, min_width=max(len(r[4]) for r in rows))
+    headers = ("soname", "version", where_header, "wheel", "status")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    # Where a library came from is the column people read: on a narrow terminal a long
+    # soname folds first; version, wheel and status never wrap or get cut.
+    widths[2] = min(widths[2], 40)
+    room_for_soname = width - sum(widths[1:]) - 2 * (len(headers) - 1)
+    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column(Text(headers[0]), overflow="fold", max_width=max(14, room_for_soname))
+    table.add_column(Text(headers[1]), no_wrap=True)
+    table.add_column(Text(headers[2]), overflow="fold", min_width=widths[2])
+    table.add_column(Text(headers[3]), no_wrap=True)
+    table.add_column(Text(headers[4]), no_wrap=True, min_width=widths[4])
     for cells in rows:
         # Text cells, not strings: rich parses a string as markup (slow, and a "[...]" in a
         # path would be taken for a style).
@@ -218,11 +222,11 @@ def _site_relative(path: str, real_site_dirs: list[str]) -> str | None:
     return None
 
 
-def _sections(report: Report) -> Iterator[RenderableType]:
+def _sections(report: Report, width: int) -> Iterator[RenderableType]:
     yield _header(report)
     yield Text("Checks", style="bold underline")
     yield _checks(report)
-    libraries = _cuda_libraries(report)
+    libraries = _cuda_libraries(report, width)
     if libraries is not None:
         yield Text("")
         yield Text("CUDA libraries", style="bold underline")
@@ -245,7 +249,7 @@ def _sections(report: Report) -> Iterator[RenderableType]:
 
 
 def render_terminal(report: Report, console: Console) -> None:
-    for section in _sections(report):
+    for section in _sections(report, console.width):
         console.print(section)
 
 
