@@ -30,6 +30,7 @@ __all__ = [
     "is_cuda_wheel",
     "marker_applies",
     "parse_requirement",
+    "same_version",
 ]
 
 CUDA_TOOLKIT = "cuda-toolkit"
@@ -94,6 +95,17 @@ def applicable_requirements(
         elif marker_applies(requirement.marker, environment, extras):
             applicable.append(requirement)
     return applicable, unparsable
+
+
+def same_version(a: str | None, b: str | None) -> bool:
+    """PEP 440 equality (2.6.0+cu126 == 2.6.0+cu126, 13.0.3 == 13.0.3.0); text equality for
+    versions that do not parse; never equal to a missing version."""
+    if a is None or b is None:
+        return False
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
 
 
 @lru_cache(maxsize=4096)

@@ -121,6 +121,14 @@ def _how(resolved: ResolvedDependency | None) -> str:
     return resolved.how
 
 
+def _not_found(row: CudaLibraryFacts) -> bool:
+    """The ELF model resolves the soname nowhere, or the loader said it cannot open it."""
+    if row.resolved is not None and row.resolved.how == Resolution.NOT_FOUND:
+        return True
+    error = row.load.error if row.load is not None else None
+    return error is not None and f"{row.soname}: cannot open shared object file" in error
+
+
 @check(
     "library-not-found",
     family="libraries",
@@ -135,15 +143,7 @@ def library_not_found(facts: Facts) -> Outcome:
     for row in libraries.cuda:
         if _is_driver(row.soname):
             continue  # the driver's library: judged by the driver checks
-        loaded = row.load is not None and row.load.loaded
-        static_missing = row.resolved is not None and row.resolved.how == Resolution.NOT_FOUND
-        dynamic_missing = (
-            row.load is not None
-            and not loaded
-            and row.load.error is not None
-            and f"{row.soname}: cannot open shared object file" in row.load.error
-        )
-        if loaded or not (static_missing or dynamic_missing):
+        if (row.load is not None and row.load.loaded) or not _not_found(row):
             continue
         wheels = providing_wheels(facts, row.soname)
         missing.append(
@@ -235,15 +235,7 @@ def library_load_failed(facts: Facts) -> Outcome:
     explained: set[str] = set()
     seen: set[tuple[str, str]] = set()
     loaded = {row.soname for row in libraries.cuda if row.load is not None and row.load.loaded}
-    not_found = {
-        row.soname
-        for row in libraries.cuda
-        if (row.resolved is not None and row.resolved.how == Resolution.NOT_FOUND)
-        or (
-            row.load is not None
-            and f"{row.soname}: cannot open shared object file" in (row.load.error or "")
-        )
-    }
+    not_found = {row.soname for row in libraries.cuda if _not_found(row)}
     for load in libraries.loads:
         if load.loaded or (load.error is None and not load.crashed_signal and not load.timed_out):
             continue

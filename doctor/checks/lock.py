@@ -11,23 +11,13 @@ import re
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
-from doctor.checks.expectations import applicable_requirements, marker_applies
+from doctor.checks.expectations import applicable_requirements, marker_applies, same_version
 from doctor.checks.registry import Outcome, Skip, check
 from doctor.facts import Facts, LockedDependency, LockedPackage
 from doctor.findings import Finding, Severity
 
 __all__ = ["matching_locked_torch"]
-
-
-def _same_version(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return False
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
 
 
 _MARKER_EXTRA = re.compile(r"""\bextra\s*==\s*['"]([^'"]+)['"]""")
@@ -56,7 +46,7 @@ def matching_locked_torch(facts: Facts) -> list[LockedPackage]:
     if project is None or torch is None or facts.interpreter is None:
         return []
     environment = facts.interpreter.marker_environment
-    entries = [p for p in project.locked_torch if _same_version(p.version, torch.version)]
+    entries = [p for p in project.locked_torch if same_version(p.version, torch.version)]
     applicable = [
         p
         for p in entries

@@ -6,21 +6,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
+from doctor.checks.expectations import same_version
 from doctor.facts import DistributionFacts
 
 if TYPE_CHECKING:
     from tomlkit.items import Table
 
 __all__ = ["dependency_metadata_table", "entry_uv_uses", "render_dependency_metadata"]
-
-
-def _same_version(declared: str, installed: str) -> bool:
-    try:
-        return Version(declared) == Version(installed)
-    except InvalidVersion:
-        return declared == installed
 
 
 def entry_uv_uses(
@@ -38,7 +31,7 @@ def entry_uv_uses(
     mine = [e for e in entries if canonicalize_name(str(e.get("name", ""))) == wanted]
     for entry in mine:
         declared = entry.get("version")
-        if declared is not None and _same_version(str(declared), version):
+        if declared is not None and same_version(str(declared), version):
             return entry
     for entry in mine:
         if entry.get("version") is None:

@@ -18,6 +18,7 @@ from doctor.checks import CheckResult, CheckStatus
 from doctor.facts import DistributionFacts, Facts, to_jsonable
 from doctor.findings import Finding, Remedy, RemedyKind, Severity
 from doctor.redact import KIND_LABELS
+from doctor.render import CODE_LANGUAGE, venv_relative
 from doctor.report import Report, Verdict
 
 __all__ = ["MAX_BYTES", "render_markdown"]
@@ -40,7 +41,6 @@ STATUS_MARK = {
     CheckStatus.SKIPPED: "➖ skipped",
     CheckStatus.CRASHED: "❓ crashed",
 }
-FENCE_LANGUAGE = {RemedyKind.TOML: "toml", RemedyKind.SHELL: "bash", RemedyKind.ENV: "bash"}
 
 # Distributions worth listing in a torch report, besides what torch itself requires.
 RELEVANT_PREFIXES = (
@@ -123,11 +123,7 @@ def _more(count: int, noun: str) -> str:
 
 def short_path(path: str, facts: Facts) -> str:
     """Inside the venv: ``<venv>/…``; other paths as they are (redaction made ~ already)."""
-    prefix = facts.interpreter.prefix if facts.interpreter else None
-    if prefix and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
-        rel = os.path.relpath(path, prefix)
-        return "<venv>" if rel == "." else f"<venv>/{rel}"
-    return path
+    return venv_relative(path, facts) or path
 
 
 # --- Sections --------------------------------------------------------------------------
@@ -156,7 +152,7 @@ def _remedy(remedy: Remedy) -> list[str]:
     if remedy.kind is RemedyKind.TOML and remedy.target:
         lines[0] += f" (in {code(remedy.target)})"
     lines.append("")
-    language = FENCE_LANGUAGE.get(remedy.kind)
+    language = CODE_LANGUAGE.get(remedy.kind)
     if language is not None:
         lines += fence(remedy.text, language)
     else:

@@ -16,7 +16,8 @@ from rich.text import Text
 from doctor import __version__
 from doctor.checks import CheckStatus
 from doctor.facts import Facts
-from doctor.findings import Finding, RemedyKind, Severity
+from doctor.findings import Finding, Severity
+from doctor.render import CODE_LANGUAGE, venv_relative
 from doctor.render.machine_rows import machine_rows
 from doctor.report import Report, Verdict
 
@@ -40,15 +41,13 @@ VERDICT_STYLE = {
     Verdict.ERROR: "bold red",
     Verdict.INCOMPLETE: "bold magenta",
 }
-SYNTAX = {RemedyKind.TOML: "toml", RemedyKind.SHELL: "bash", RemedyKind.ENV: "bash"}
 
 
 def short_path(path: str, facts: Facts) -> str:
     """A path relative to the venv or ~ where that is shorter, for reading."""
-    prefix = facts.interpreter.prefix if facts.interpreter else None
-    if prefix and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
-        rel = os.path.relpath(path, prefix)
-        return "<venv>" if rel == "." else f"<venv>/{rel}"
+    in_venv = venv_relative(path, facts)
+    if in_venv is not None:
+        return in_venv
     home = str(Path.home())
     if home not in ("/", "") and path.startswith(home.rstrip("/") + "/"):
         return "~/" + path[len(home) :].lstrip("/")
@@ -154,7 +153,7 @@ def _finding(finding: Finding) -> RenderableType:
         parts.append(Padding(evidence, (0, 0, 0, 2)))
     for remedy in finding.remedies:
         parts.append(Padding(Text(f"→ {remedy.summary}", style="bold cyan"), (0, 0, 0, 2)))
-        lexer = SYNTAX.get(remedy.kind)
+        lexer = CODE_LANGUAGE.get(remedy.kind)
         body: RenderableType = _code(remedy.text, lexer) if lexer else Text(remedy.text)
         parts.append(Padding(body, (0, 0, 0, 4)))
     parts.append(Padding(Text(DOCS_URL.format(id=finding.id), style="dim"), (0, 0, 0, 2)))
