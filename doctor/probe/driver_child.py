@@ -17,11 +17,12 @@ import os
 import sys
 from typing import Any, Callable
 
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
 # NVML return codes worth telling apart (nvml.h nvmlReturn_t).
 STATUS_BY_CODE = {
     4: "no-permission",
     9: "driver-not-loaded",
-    12: "library-not-found",
+    NVML_ERROR_LIBRARY_NOT_FOUND: "library-not-found",
     18: "rm-version-mismatch",
 }
 
@@ -109,6 +110,19 @@ def describe(lib: ctypes.CDLL, code: int) -> dict[str, str]:
 
 def nvml_report() -> dict[str, Any]:
     report: dict[str, Any] = {"status": "ok"}
+    if sys.platform != "win32":
+        # pynvml's nvmlInit loads this very name; without a driver, importing pynvml first
+        # (~35 ms) only to hear "not found" is most of this process's time.
+        try:
+            ctypes.CDLL("libnvidia-ml.so.1")
+        except OSError as exc:
+            report.update(
+                status="library-not-found",
+                error_code=NVML_ERROR_LIBRARY_NOT_FOUND,
+                error_text=f"NVML Shared Library Not Found ({exc})",  # pynvml's words, + why
+                library_path=None,
+            )
+            return report
     try:
         import pynvml
     except ImportError as exc:
