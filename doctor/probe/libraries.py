@@ -48,7 +48,7 @@ from doctor.knowledge.cuda_libraries import (
 from doctor.probe import load_inside
 from doctor.probe.contained import run_contained
 from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic
-from doctor.probe.start import LoadSession, load_argv
+from doctor.probe.start import LoadSession, load_argv, load_options
 
 __all__ = ["probe_libraries", "start_load_probe", "torch_preload_flow"]
 
@@ -476,8 +476,7 @@ def _run_load_plan(
             run = session.first_run()
         else:
             # Again without the files that crashed or hung: every line of the plan at once.
-            options = {"skip": skip, "skip_requested": skip_requested}
-            lines = (options, session.flow_plan, rest)
+            lines = (load_options(skip, skip_requested), session.flow_plan, rest)
             run = run_contained(
                 load_argv(session.python),
                 timeout=session.timeout,

@@ -172,6 +172,9 @@ class Runner(object):
         self.skip_requested = set(options.get("skip_requested", ()))
         self.handles = []  # keep every library loaded until the end
         self.sonames = []  # every soname a step asked for, in order
+        # cuDNN's sub-libraries in the order cuDNN loads them (the doctor's knowledge).
+        self.sublibrary_stems = list(options.get("cudnn_sublibraries", ()))
+        self.cudnn_done = False
 
     def load(self, step, requested, mode, soname=None, stage=""):
         """dlopen with the step announced first; returns (ok, error)."""
@@ -270,6 +273,9 @@ class Runner(object):
                 and any("libcudart.so" in path for path in mapped_files())
             ):
                 self.preload(entries, False, True)
+        # cuDNN's sub-libraries need nothing from the doctor's ELF view when torch's flow
+        # loaded libcudnn: load them now, while the doctor still walks the ELF files.
+        self.cudnn_sublibraries(self.loaded_cudnn())
         plan.update(read_rest())
         mode = RTLD_GLOBAL if plan.get("rtld_global") else RTLD_LOCAL
         for entry in plan.get("needed", []):
@@ -282,8 +288,23 @@ class Runner(object):
         self.cudnn_sublibraries(plan.get("cudnn"))
         return import_error
 
+    def loaded_cudnn(self):
+        """The libcudnn.so.N torch's flow loaded, as the doctor's plan would name it."""
+        for path in mapped_files():
+            base = os.path.basename(path)
+            if not base.startswith("libcudnn.so."):
+                continue
+            major = base[len("libcudnn.so.") :].split(".")[0]
+            if major.isdigit() and loaded_handle("libcudnn.so." + major) is not None:
+                return {
+                    "soname": "libcudnn.so." + major,
+                    "major": major,
+                    "sublibraries": self.sublibrary_stems,
+                }
+        return None
+
     def cudnn_sublibraries(self, cudnn):
-        if not cudnn:
+        if not cudnn or self.cudnn_done:
             return
         handle = loaded_handle(cudnn["soname"])
         if handle is None:
@@ -291,6 +312,7 @@ class Runner(object):
         path = path_of(handle, cudnn["soname"], mapped_files())
         if path is None:
             return
+        self.cudnn_done = True
         directory = os.path.dirname(path)
         suffix = ".so." + cudnn["major"]
         names = [stem + suffix for stem in cudnn["sublibraries"]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 from doctor.probe.contained import Contained, ContainedResult
 from doctor.probe.driver import DriverProbe
 
-__all__ = ["LoadSession", "StartedProbes", "start_inside", "start_probes"]
+__all__ = ["LoadSession", "StartedProbes", "load_options", "start_inside", "start_probes"]
 
 INSIDE_SOURCE = Path(__file__).with_name("inside.py")
 LOAD_INSIDE_SOURCE = Path(__file__).with_name("load_inside.py")
@@ -38,6 +38,19 @@ def load_argv(python: str) -> list[str]:
     return [python, "-B", "-c", LOAD_INSIDE_SOURCE.read_text(encoding="utf-8")]
 
 
+def load_options(
+    skip: Sequence[str] = (), skip_requested: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The load process's first line: what to skip (after a crash), cuDNN's load order."""
+    from doctor.knowledge import load
+
+    return {
+        "skip": list(skip),
+        "skip_requested": list(skip_requested),
+        "cudnn_sublibraries": list(load("cuda_libraries")["cudnn"]["sublibraries"]),
+    }
+
+
 class LoadSession:
     """The contained load process (doctor/probe/load_inside.py), started first.
 
@@ -51,7 +64,7 @@ class LoadSession:
         self.flow_plan: dict[str, Any] = {}
         self.child = Contained(load_argv(python), timeout=timeout, env=os.environ, open_stdin=True)
         self.started = self.child.started
-        self.child.send(json.dumps({}) + "\n")  # options: nothing to skip yet
+        self.child.send(json.dumps(load_options()) + "\n")  # nothing to skip yet
 
     def send_flow(self, flow_plan: dict[str, Any]) -> None:
         """The doctor's copy of torch's flow (run only if the process cannot read torch's)."""
