@@ -428,6 +428,22 @@ def test_mig_mode_is_reported_as_information(
     assert run.returncode == 0
 
 
+def test_without_any_gpu_the_arch_list_comes_from_the_table_not_the_fat_binaries(
+    make_env: Callable[..., FakeEnv], workdir: Path, tmp_path: Path
+) -> None:
+    # No driver and no NVIDIA PCI device on this machine: nothing to compare the build's
+    # GPU code with, so its fat binaries are not read; the documented list is reported.
+    library = shared_library_with_fatbin(tmp_path / "lib", cubins(80, 90) + cubins(80, 90))
+    env = make_env()
+    env.install_torch(lib_files={"libtorch_cuda.so": library}, requires_dist=())
+    run = doctor(env, workdir)
+    archs = run.json["facts"]["machine"]["torch_archs"]
+    assert archs["source"] == "table"
+    assert archs["sm"] != ["sm_80", "sm_90"]  # the table's cu130 list, not this library's
+    assert any("no GPU to compare" in note for note in archs["notes"])
+    assert "gpu-arch-unsupported" not in run.finding_ids()
+
+
 # --- the real torch 2.14.1 CUDA-13 venv ---------------------------------------------------
 
 

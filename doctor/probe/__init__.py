@@ -7,9 +7,8 @@ can start the probe processes (doctor/probe/start.py) before its heavy imports.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from doctor.facts import Facts, TorchBuildFacts
@@ -20,8 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["ProbeOptions", "gather"]
 
 
-@dataclass(frozen=True)
-class ProbeOptions:
+class ProbeOptions(NamedTuple):
+    # Not a dataclass: this package is imported before the probes start.
     target: Target
     project: str | None = None
     cwd: Path = Path(".")

@@ -13,13 +13,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["Contained", "ContainedResult", "run_contained"]
 
 
-@dataclass(frozen=True)
-class ContainedResult:
+class ContainedResult(NamedTuple):
+    # A NamedTuple, not a dataclass: the probes start before anything imports dataclasses.
     argv: tuple[str, ...]
     returncode: int | None
     stdout: str

@@ -54,11 +54,18 @@ class DriverProbe:
         self._timeout = timeout
         self._env = dict(env)
         self._child = _start(["nvml", "cuda"], timeout, self._env)
+        self._facts: tuple[NvmlFacts, CudaDriverFacts] | None = None
 
     def kill(self) -> None:
         self._child.kill()
 
     def finish(self) -> tuple[NvmlFacts, CudaDriverFacts]:
+        """The driver facts (collected once; later calls return the same)."""
+        if self._facts is None:
+            self._facts = self._collect()
+        return self._facts
+
+    def _collect(self) -> tuple[NvmlFacts, CudaDriverFacts]:
         from doctor.facts.machine import CudaDriverFacts, NvmlFacts, NvmlStatus
         from doctor.probe.cuda_driver import cuda_driver_from_report
         from doctor.probe.nvml import nvml_from_report

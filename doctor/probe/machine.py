@@ -63,15 +63,39 @@ class MachineProbe:
         self._pool = ThreadPoolExecutor(max_workers=2)
         self._pool.submit(_import_elftools)
         self._archs: Future[ArchListFacts | None] | None = None
+        self._pci: tuple[PciDeviceFacts, ...] | None = None
 
     def torch_found(self, torch: TorchBuildFacts | None) -> None:
-        """Start reading torch's fat binary headers while other probes run."""
-        self._archs = self._pool.submit(_arch_list_of, torch)
+        """Start reading torch's fat binary headers (in a thread) while other probes run."""
+        self._archs = self._pool.submit(self._arch_list, torch)
+
+    def _arch_list(self, torch: TorchBuildFacts | None) -> ArchListFacts | None:
+        """The build's GPU code, read from its fat binaries when there is a GPU to compare.
+
+        Only a GPU makes them matter (gpu-arch-unsupported compares the two). A GPU host
+        shows NVIDIA functions on the PCI bus, and then they are read at once; otherwise
+        the driver's answer decides (WSL and some VMs show no PCI function), and without
+        any GPU the build's documented list from the knowledge table stands in.
+        """
+        if torch is None or not torch.is_cuda_build:
+            return None
+        if not self._pci_devices():
+            nvml, cuda_driver = self._driver.finish()  # the child has its own time limit
+            if not nvml.gpus and not cuda_driver.device_count:
+                note = "not read from torch's fat binaries: no GPU to compare them with"
+                return _arch_list_from_table(torch, (note,))
+        return torch_arch_list(torch)
+
+    def _pci_devices(self) -> tuple[PciDeviceFacts, ...]:
+        if self._pci is None:
+            self._pci = nvidia_pci_devices(self._root)
+        return self._pci
 
     def finish(self, torch: TorchBuildFacts | None) -> MachineFacts:
         try:
             root, environ = self._root, self._environ
-            archs = self._archs.result() if self._archs is not None else _arch_list_of(torch)
+            # First: the thread may collect the driver's answer, which is kept.
+            archs = self._archs.result() if self._archs is not None else self._arch_list(torch)
             nvml, cuda_driver = self._driver.finish()
             cvd = environ.get("CUDA_VISIBLE_DEVICES")
             nvd = environ.get("NVIDIA_VISIBLE_DEVICES")
@@ -89,16 +113,12 @@ class MachineProbe:
                 else parse_visible_devices("NVIDIA_VISIBLE_DEVICES", nvd),
                 container=detect_container(root, environ),
                 wsl=detect_wsl(root),
-                pci_devices=nvidia_pci_devices(root),
+                pci_devices=self._pci_devices(),
                 torch_archs=archs,
             )
         finally:
             self._driver.kill()  # only when finish itself failed: it was collected above
             self._pool.shutdown(wait=True)
-
-
-def _arch_list_of(torch: TorchBuildFacts | None) -> ArchListFacts | None:
-    return torch_arch_list(torch) if torch is not None and torch.is_cuda_build else None
 
 
 def _import_elftools() -> None:

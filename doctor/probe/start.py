@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,7 @@ def load_argv(python: str) -> list[str]:
     return [python, "-B", "-c", LOAD_INSIDE_SOURCE.read_text(encoding="utf-8")]
 
 
-def load_options(
-    skip: Sequence[str] = (), skip_requested: Sequence[str] = ()
-) -> dict[str, Any]:
+def load_options(skip: Sequence[str] = (), skip_requested: Sequence[str] = ()) -> dict[str, Any]:
     """The load process's first line: what to skip (after a crash), cuDNN's load order."""
     from doctor.knowledge import load
 
@@ -58,12 +55,17 @@ class LoadSession:
     copy of the flow, then the part that needs the ELF view, and collects the result.
     """
 
-    def __init__(self, python: str, timeout: float) -> None:
+    def __init__(self, python: str, timeout: float, *, send_options: bool = True) -> None:
         self.python = python
         self.timeout = timeout
         self.flow_plan: dict[str, Any] = {}
         self.child = Contained(load_argv(python), timeout=timeout, env=os.environ, open_stdin=True)
         self.started = self.child.started
+        if send_options:
+            self.send_options()
+
+    def send_options(self) -> None:
+        """The first line (the process waits for it once its interpreter has started)."""
         self.child.send(json.dumps(load_options()) + "\n")  # nothing to skip yet
 
     def send_flow(self, flow_plan: dict[str, Any]) -> None:
@@ -77,7 +79,7 @@ class LoadSession:
 
     def first_run(self) -> ContainedResult:
         run = self.child.read_to_end(lambda stdout: RESULT_MARK in stdout)
-        return replace(run, argv=(self.python, "-B", "-c", "<load_inside.py>"))
+        return run._replace(argv=(self.python, "-B", "-c", "<load_inside.py>"))
 
     def kill(self) -> None:
         """Stop the process if it still runs (not needed, or an error in the doctor)."""
@@ -90,9 +92,14 @@ class StartedProbes:
     def __init__(self, python: str, *, timeout: float, load: bool) -> None:
         self.python = python
         # The slowest first: loading torch's CUDA libraries is the longest of them.
-        self.load: LoadSession | None = LoadSession(python, timeout) if load else None
+        self.load: LoadSession | None = (
+            LoadSession(python, timeout, send_options=False) if load else None
+        )
         self.inside = start_inside(python, timeout)
         self.driver = DriverProbe(timeout, os.environ)
+        # The options need the knowledge files read: done while the interpreters start.
+        if self.load is not None:
+            self.load.send_options()
 
     def kill(self) -> None:
         """Stop whatever still runs (after an error in the doctor: nothing is left behind)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["Target", "TargetError", "find_project_root", "resolve_target"]
 
@@ -14,8 +14,7 @@ class TargetError(Exception):
     """The interpreter to inspect cannot be found: a usage error (exit 2)."""
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):  # not a dataclass: resolved before dataclasses is imported
     python: str
     chosen_by: str  # "--python", "VIRTUAL_ENV", "project .venv", "current interpreter"
 
