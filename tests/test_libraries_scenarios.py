@@ -207,6 +207,83 @@ def test_older_cudnn_through_ld_preload_is_reported_as_shadowed(
     assert any(r["text"] == "unset LD_PRELOAD" for r in shadowed["remedies"])
 
 
+def test_ld_preload_by_bare_name_is_searched_like_a_needed_entry(
+    make_env: Callable[..., FakeEnv],
+    workdir: Path,
+    kit: CudaTorchKit,
+    builder: ElfBuilder,
+    tmp_path: Path,
+) -> None:
+    # LD_PRELOAD=libcudnn.so.9 (no slash): ld.so searches it as the program's NEEDED entry,
+    # so the old copy that LD_LIBRARY_PATH leads to is in the process before torch's.
+    system = tmp_path / "cudnn-9.0" / "lib"
+    system.mkdir(parents=True)
+    (system / "libcudnn.so.9").write_bytes(cudnn(builder, 90000).read_bytes())
+    env = make_env()
+    kit.install(env, kit.healthy_wheels())
+    run = run_doctor(
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
+        env={"LD_PRELOAD": "libcudnn.so.9", "LD_LIBRARY_PATH": str(system)},
+    )
+    row = _row(run.json, "libcudnn.so.9")
+    assert row["resolved"]["how"] == "LD_PRELOAD"
+    assert row["resolved"]["path"] == str((system / "libcudnn.so.9").resolve())
+    shadowed = run.finding("library-shadowed")
+    item = next(s for s in shadowed["data"]["shadowed"] if s["soname"] == "libcudnn.so.9")
+    assert item["how"] == "LD_PRELOAD"
+    assert item["path"] == str((system / "libcudnn.so.9").resolve())
+    entries = run.finding("cuda-libs-in-loader-path")["data"]["entries"]
+    assert {
+        "variable": "LD_PRELOAD",
+        "entry": "libcudnn.so.9",
+        "cuda_files": ["libcudnn.so.9"],
+    } in (entries)
+
+
+def test_an_empty_ld_library_path_entry_searches_the_working_directory(
+    make_env: Callable[..., FakeEnv],
+    workdir: Path,
+    kit: CudaTorchKit,
+    builder: ElfBuilder,
+) -> None:
+    # `export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/opt/x` with the variable unset leaves an
+    # empty first entry, which ld.so reads as the working directory.
+    (workdir / "libnvJitLink.so.12").write_bytes(
+        nvjitlink(builder, 1, ["__nvJitLinkComplete_12_1"]).read_bytes()
+    )
+    env = make_env()
+    kit.install(
+        env,
+        kit.healthy_wheels(),
+        torch_init=OLD_TORCH_INIT,
+        global_deps_needs=("libcudart.so.12", "libcusparse.so.12"),
+    )
+    run = run_doctor(
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
+        env={"LD_LIBRARY_PATH": ":/opt/nothing-here"},
+    )
+    failed = run.finding("library-load-failed")
+    failure = failed["data"]["failures"][0]
+    assert failure["soname"] == "libcusparse.so.12"
+    assert failure["cause"]["how"] == "LD_LIBRARY_PATH"
+    assert failure["cause"]["entry"] == ""
+    assert any("the working directory" in line for line in failed["evidence"])
+    assert failed["remedies"][0]["text"] == "export LD_LIBRARY_PATH=/opt/nothing-here"
+    hygiene = run.finding("cuda-libs-in-loader-path")
+    assert hygiene["data"]["entries"] == [
+        {"variable": "LD_LIBRARY_PATH", "entry": "", "cuda_files": ["libnvJitLink.so.12"]}
+    ]
+    assert any("the working directory" in line for line in hygiene["evidence"])
+
+
 def test_aborting_and_hanging_libraries_are_reported_and_the_others_still_load(
     make_env: Callable[..., FakeEnv], workdir: Path, kit: CudaTorchKit
 ) -> None:

@@ -111,7 +111,7 @@ def _how(resolved: ResolvedDependency | None) -> str:
     if resolved is None:
         return ""
     if resolved.how in (Resolution.LD_LIBRARY_PATH, Resolution.LD_PRELOAD):
-        return f"{resolved.how} entry {resolved.entry}"
+        return f"{resolved.how} entry {entry_text(resolved.entry)}"
     if resolved.how == Resolution.CACHE:
         return "the system's ld.so cache (ldconfig)"
     if resolved.how == Resolution.DEFAULT:
@@ -322,10 +322,15 @@ def library_load_failed(facts: Facts) -> Outcome:
     ]
 
 
+def entry_text(entry: str | None) -> str:
+    """A search path entry for the reader: ld.so reads an empty one as the working directory."""
+    return entry if entry else "'' (empty: the working directory)"
+
+
 def _how_text(cause: dict[str, Any]) -> str:
     how = cause["how"]
     if how in (Resolution.LD_LIBRARY_PATH, Resolution.LD_PRELOAD):
-        return f"the {how} entry {cause['entry']}"
+        return f"the {how} entry {entry_text(cause['entry'])}"
     if how == Resolution.CACHE:
         return "the system's ld.so cache"
     return str(how)
@@ -491,7 +496,7 @@ def cuda_libs_in_loader_path(facts: Facts) -> Outcome:
         more = len(entry.cuda_files) - 8
         if more > 0:
             files += f" and {more} more"
-        evidence.append(f"{entry.variable} entry {entry.entry} holds {files}")
+        evidence.append(f"{entry.variable} entry {entry_text(entry.entry)} holds {files}")
     return [
         Finding(
             id="cuda-libs-in-loader-path",

@@ -7,10 +7,13 @@ slash (glibc, Linux):
 1. an object already loaded with that soname is reused (LD_PRELOAD, earlier loads);
 2. DT_RPATH of the loading object, then of the object that loaded it, and so on up the
    chain, but only when the loading object has no DT_RUNPATH (RUNPATH disables RPATH);
-3. LD_LIBRARY_PATH;
+3. LD_LIBRARY_PATH (an empty entry, as in ``:/opt/cuda/lib64``, is the working directory);
 4. DT_RUNPATH of the loading object only (never inherited);
 5. /etc/ld.so.cache;
 6. the default directories.
+
+An LD_PRELOAD entry with a slash is that file; one without is searched by these rules as a
+NEEDED entry of the program itself.
 
 ELF files are read with pyelftools, and only the program headers, the dynamic segment and
 the strings it names are read: libtorch_cuda.so is about 1 GB. Results are cached per
@@ -330,8 +333,10 @@ def default_dirs() -> tuple[str, ...]:
 class LoaderModel:
     """Resolves sonames for objects as glibc's loader would, given the environment."""
 
-    ld_library_path: Sequence[str] = ()
+    ld_library_path: Sequence[str] = ()  # "" is the working directory, as ld.so reads it
     ld_preload: Mapping[str, str] = field(default_factory=dict)  # soname -> path
+    # soname -> the LD_PRELOAD entry as written, when it is not the path (a bare name)
+    preload_entries: Mapping[str, str] = field(default_factory=dict)
     cache: Mapping[str, str] | None = None
     defaults: Sequence[str] = ()
 
@@ -367,7 +372,7 @@ class LoaderModel:
                 soname,
                 Resolution.LD_PRELOAD,
                 os.path.realpath(self.ld_preload[soname]),
-                entry=self.ld_preload[soname],
+                entry=self.preload_entries.get(soname, self.ld_preload[soname]),
                 expected_path=expected,
             )
         if loaded and soname in loaded:
@@ -423,6 +428,13 @@ class LoaderModel:
                     soname, Resolution.DEFAULT, found, entry=entry, expected_path=expected
                 )
         return ResolvedDependency(soname, Resolution.NOT_FOUND, expected_path=expected)
+
+    def preload_path(self, item: str, program: ElfDynamic) -> str | None:
+        """The file an LD_PRELOAD entry loads: a path as written; a name without a slash
+        is searched like a NEEDED entry of the program itself (ld.so(8))."""
+        if "/" in item:
+            return item if os.path.isfile(item) else None
+        return self.search(item, [program]).path
 
     def _expected(self, soname: str, chain: Sequence[ElfDynamic]) -> str | None:
         """Where the objects' own RPATH/RUNPATH find it: what the wheels were built for."""

@@ -47,7 +47,7 @@ from doctor.knowledge.cuda_libraries import (
 )
 from doctor.probe import load_inside
 from doctor.probe.contained import run_contained
-from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic
+from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic, split_search_path
 from doctor.probe.start import LoadSession, load_argv, load_options
 
 __all__ = ["probe_libraries", "start_load_probe", "torch_preload_flow"]
@@ -144,8 +144,12 @@ class _StaticWalk:
 
 
 def _loader_path_entries(
-    ld_library_path: Sequence[str], ld_preload: Sequence[str], owners: Mapping[str, str]
+    ld_library_path: Sequence[str],
+    ld_preload: Sequence[tuple[str, str | None]],
+    owners: Mapping[str, str],
 ) -> tuple[LoaderPathEntry, ...]:
+    """The CUDA libraries each LD_LIBRARY_PATH entry holds and each LD_PRELOAD entry loads
+    (``ld_preload``: the entry as written and the file it loads, None when it loads none)."""
     entries = []
 
     def split(directory: str, names: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -154,19 +158,22 @@ def _loader_path_entries(
         return tuple(n for n in cuda if n not in owned), tuple(owned)
 
     for directory in ld_library_path:
+        searched = directory or "."  # an empty entry is the working directory
         try:
-            names = sorted(os.listdir(directory))
+            names = sorted(os.listdir(searched))
         except OSError:
             names = []
-        foreign, owned = split(directory, names)
+        foreign, owned = split(searched, names)
         entries.append(LoaderPathEntry("LD_LIBRARY_PATH", directory, foreign, owned))
-    for item in ld_preload:
+    for item, path in ld_preload:
         name = os.path.basename(item)
-        soname = read_dynamic(item).soname if os.path.isfile(item) else None
-        foreign, owned = split(os.path.dirname(item), [name] if name else [])
-        if soname and soname != name and cuda_library(soname) is not None and not owned:
+        cuda = bool(name) and ".so" in name and cuda_library(name) is not None
+        mine = cuda and path is not None and os.path.realpath(path) in owners
+        foreign = (name,) if cuda and not mine else ()
+        soname = read_dynamic(path).soname if path is not None else None
+        if soname and soname != name and cuda_library(soname) is not None and not mine:
             foreign = (*foreign, soname)
-        entries.append(LoaderPathEntry("LD_PRELOAD", item, foreign, owned))
+        entries.append(LoaderPathEntry("LD_PRELOAD", item, foreign, (name,) if mine else ()))
     return tuple(entries)
 
 
@@ -296,23 +303,33 @@ def _complete(
         for pattern in ("_C*.so", "lib/*.so*"):
             for path in glob.glob(os.path.join(torch_dir, pattern)):
                 owners.setdefault(os.path.realpath(path), "torch")
-    ld_library_path = [e for e in environment.get("LD_LIBRARY_PATH", "").split(":") if e]
-    preload_items = split_preload(environment.get("LD_PRELOAD", ""))
+    # ld.so ignores an empty LD_LIBRARY_PATH but reads an empty entry as the working directory.
+    value = environment.get("LD_LIBRARY_PATH", "")
+    ld_library_path = list(split_search_path(value)) if value else []
+    loader = LoaderModel(ld_library_path=ld_library_path)
+    program = read_dynamic(os.path.realpath(interpreter.executable))
     preloaded: dict[str, str] = {}
-    for item in preload_items:
-        if os.path.isfile(item):
-            dynamic = read_dynamic(item)
-            preloaded.setdefault(dynamic.soname or os.path.basename(item), item)
-    loader = LoaderModel(ld_library_path=ld_library_path, ld_preload=preloaded)
+    preload_files: list[tuple[str, str | None]] = []  # (entry as written, file it loads)
+    for item in split_preload(environment.get("LD_PRELOAD", "")):
+        preload_file = loader.preload_path(item, program)
+        preload_files.append((item, preload_file))
+        if preload_file is not None:
+            soname = read_dynamic(preload_file).soname or os.path.basename(item)
+            if soname not in preloaded:
+                preloaded[soname] = preload_file
+                if preload_file != item:
+                    loader.preload_entries = {**loader.preload_entries, soname: item}
+    loader.ld_preload = preloaded
     site_dirs = [os.path.realpath(p) for p in interpreter.sys_path if os.path.isdir(p)]
     walk = _StaticWalk(loader, owners, [torch_dir, *site_dirs])
     for preloaded_soname, item in preloaded.items():
         # LD_PRELOAD objects are in the process first, so every NEEDED lookup of their
         # soname binds to them (torch's later preload by path loads a second, unused copy).
         real = os.path.realpath(item)
+        written = loader.preload_entries.get(preloaded_soname, item)
         walk.add_loaded(
             ResolvedDependency(
-                preloaded_soname, Resolution.LD_PRELOAD, real, entry=item, owner=owners.get(real)
+                preloaded_soname, Resolution.LD_PRELOAD, real, entry=written, owner=owners.get(real)
             )
         )
     if has_global_deps:
@@ -365,7 +382,7 @@ def _complete(
         objects=tuple(walk.objects.values()),
         cuda=tuple(rows.values()),
         loads=loads,
-        loader_path=_loader_path_entries(ld_library_path, preload_items, owners),
+        loader_path=_loader_path_entries(ld_library_path, preload_files, owners),
         load_probe=probe,
         static_seconds=round(static_seconds, 4),
     )

@@ -30,7 +30,7 @@ def drop_entries(facts: Facts, variable: str, entries: Iterable[str]) -> Remedy:
     kept = [part for part in _split(variable, current) if part and part not in drop]
     separator = ":"
     text = f"export {variable}={shlex.quote(separator.join(kept))}" if kept else f"unset {variable}"
-    names = ", ".join(sorted(drop))
+    names = ", ".join(e or "the empty entry (the working directory)" for e in sorted(drop))
     return Remedy(
         RemedyKind.ENV,
         f"drop {names} from {variable} in the shell (and the profile or module) that sets it",
@@ -38,10 +38,15 @@ def drop_entries(facts: Facts, variable: str, entries: Iterable[str]) -> Remedy:
     )
 
 
-def _env_remedies(facts: Facts, pairs: Iterable[tuple[str, str]]) -> list[Remedy]:
+def _env_remedies(facts: Facts, pairs: Iterable[tuple[str, str | None]]) -> list[Remedy]:
     by_variable: dict[str, list[str]] = {}
     for variable, entry in pairs:
-        if variable in LOADER_VARIABLES and entry and entry not in by_variable.get(variable, []):
+        # An empty entry ("") is one too: ld.so searches the working directory for it.
+        if (
+            variable in LOADER_VARIABLES
+            and entry is not None
+            and entry not in by_variable.get(variable, [])
+        ):
             by_variable.setdefault(variable, []).append(entry)
     return [drop_entries(facts, v, e) for v, e in by_variable.items()]
 
@@ -115,7 +120,11 @@ def _version_mismatch(finding: Finding, facts: Facts) -> list[Remedy]:
     for item in items:
         row = libraries.library(item["soname"]) if libraries is not None else None
         resolved = row.resolved if row is not None else None
-        if resolved is not None and resolved.path == item.get("path") and resolved.entry:
+        if (
+            resolved is not None
+            and resolved.path == item.get("path")
+            and resolved.entry is not None
+        ):
             pairs.append((resolved.how, resolved.entry))
     remedies = _env_remedies(facts, pairs)
     remedies += _reinstall(facts, [i["wheel"] for i in items], "reinstall the pinned versions")
