@@ -94,6 +94,7 @@ DRIVER_IDS = (
     "driver-too-old",
     "gpu-arch-unsupported",
     "no-gpu-visible",
+    "visible-devices-truncated",
     "mig-enabled",
 )
 
@@ -295,6 +296,51 @@ def test_visible_devices_naming_a_gpu_are_quiet(value: str) -> None:
     cvd = parse_visible_devices("CUDA_VISIBLE_DEVICES", value)
     facts = with_machine(machine((mig_h100,), cuda_visible_devices=cvd))
     assert run("no-gpu-visible", facts) == []
+
+
+# --- visible-devices-truncated -----------------------------------------------------------
+
+
+def test_an_entry_naming_no_gpu_hides_the_gpus_named_after_it() -> None:
+    second = dataclasses.replace(RTX_5090, index=1)
+    cvd = parse_visible_devices("CUDA_VISIBLE_DEVICES", "0,-1,1")
+    finding = only(
+        "visible-devices-truncated", with_machine(machine((H100, second), cuda_visible_devices=cvd))
+    )
+    assert finding.severity is Severity.WARNING
+    assert "'-1'" in finding.title and "1 of the 3 devices" in finding.title
+    assert finding.data["visible"] == [0] and finding.data["hidden_gpus"] == [1]
+    assert finding.data["suggested"] == "0,1"
+    assert any("names GPU 1 (NVIDIA GeForce RTX 5090)" in e for e in finding.evidence)
+    remedy = next(
+        r
+        for r in judge(with_machine(machine((H100, second), cuda_visible_devices=cvd))).findings
+        if r.id == "visible-devices-truncated"
+    ).remedies
+    assert remedy[0].text == "export CUDA_VISIBLE_DEVICES=0,1"
+
+
+def test_indices_past_the_last_gpu_are_reported_with_what_cuda_exposes() -> None:
+    # Copied from a 4-GPU machine onto this one with a single GPU.
+    cvd = parse_visible_devices("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    finding = only("visible-devices-truncated", with_machine(machine(cuda_visible_devices=cvd)))
+    assert finding.data["stop"] == "1"
+    assert finding.data["ignored"] == ["2", "3"]
+    assert finding.data["hidden_gpus"] == []
+    assert any("cuda:0 = GPU 0 (NVIDIA H100 80GB HBM3)" in e for e in finding.evidence)
+
+
+@pytest.mark.parametrize("value", ["0", "GPU-1", "0,GPU-1"])
+def test_visible_devices_naming_only_gpus_here_are_quiet(value: str) -> None:
+    cvd = parse_visible_devices("CUDA_VISIBLE_DEVICES", value)
+    assert run("visible-devices-truncated", with_machine(machine(cuda_visible_devices=cvd))) == []
+
+
+def test_truncation_leaves_hiding_everything_to_no_gpu_visible() -> None:
+    cvd = parse_visible_devices("CUDA_VISIBLE_DEVICES", "-1,0")
+    facts = with_machine(machine(cuda_visible_devices=cvd))
+    assert isinstance(run("visible-devices-truncated", facts), Skip)
+    assert run("visible-devices-truncated", with_machine(machine())) == Skip("not set")
 
 
 def test_parsing_stops_at_the_first_invalid_entry() -> None:

@@ -31,6 +31,7 @@ DRIVER_IDS = {
     "driver-too-old",
     "gpu-arch-unsupported",
     "no-gpu-visible",
+    "visible-devices-truncated",
     "mig-enabled",
 }
 CUDA_12_4_DRIVER = Driver(version="550.54.15", cuda=12040)
@@ -384,6 +385,29 @@ def test_cuda_visible_devices_naming_a_gpu_is_quiet(
     run = doctor(cu130, workdir, env)
     assert "no-gpu-visible" not in run.finding_ids()
     assert run.json["facts"]["machine"]["cuda_driver"]["device_count"] == 1
+
+
+def test_cuda_visible_devices_stopping_early_hides_the_second_gpu(
+    cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    env = driver_stubs.env(Driver(gpus=(H100, RTX_5090)), CUDA_VISIBLE_DEVICES="0,-1,1")
+    run = doctor(cu130, workdir, env)
+    finding = run.finding("visible-devices-truncated")
+    assert finding["severity"] == "warning"
+    assert finding["data"]["visible"] == [0] and finding["data"]["hidden_gpus"] == [1]
+    assert any("RTX 5090" in e and "hidden" in e for e in finding["evidence"])
+    assert finding["remedies"][0]["text"] == "export CUDA_VISIBLE_DEVICES=0,1"
+    assert "no-gpu-visible" not in run.finding_ids()
+    assert run.returncode == 0
+
+
+def test_cuda_visible_devices_naming_both_gpus_is_quiet(
+    cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    env = driver_stubs.env(Driver(gpus=(H100, RTX_5090)), CUDA_VISIBLE_DEVICES="1,0")
+    run = doctor(cu130, workdir, env)
+    assert "visible-devices-truncated" not in run.finding_ids()
+    assert "no-gpu-visible" not in run.finding_ids()
 
 
 # --- CPU build on a GPU machine, MIG ------------------------------------------------------

@@ -17,7 +17,13 @@ from doctor.checks.cuda_compat import (
 )
 from doctor.checks.registry import Outcome, Skip, check
 from doctor.facts import Facts
-from doctor.facts.machine import GpuFacts, MachineFacts, NvmlStatus, VisibleDevicesFacts
+from doctor.facts.machine import (
+    GpuFacts,
+    MachineFacts,
+    NvmlStatus,
+    VisibleDevicesFacts,
+    VisibleEntry,
+)
 from doctor.findings import Finding, Severity
 from doctor.knowledge import gpu_family, mvc_limitations
 
@@ -287,22 +293,27 @@ def _matches(entry_text: str, gpu: GpuFacts) -> bool:
     return gpu.uuid is not None and gpu.uuid.startswith(entry_text)
 
 
+def _named_gpu(entry: VisibleEntry, gpus: tuple[GpuFacts, ...]) -> GpuFacts | None:
+    """The GPU one CUDA_VISIBLE_DEVICES entry names here, or None (CUDA stops there)."""
+    if entry.kind == "index" and entry.index is not None and entry.index < len(gpus):
+        return gpus[entry.index]
+    if entry.kind in ("gpu-uuid", "mig-uuid"):
+        found = [g for g in gpus if _matches(entry.text, g)]
+        if entry.kind == "mig-uuid" and not found:
+            # MIG device UUIDs are not the parent GPU's: NVML's GPU list cannot refute them.
+            found = [g for g in gpus if g.mig_enabled]
+        return found[0] if found else None
+    return None
+
+
 def visible_gpus(cvd: VisibleDevicesFacts, gpus: tuple[GpuFacts, ...]) -> list[GpuFacts]:
     """The GPUs CUDA exposes under CUDA_VISIBLE_DEVICES (it stops at the first bad entry)."""
     visible: list[GpuFacts] = []
     for entry in cvd.honoured:
-        if entry.kind == "index" and entry.index is not None and entry.index < len(gpus):
-            visible.append(gpus[entry.index])
-        elif entry.kind in ("gpu-uuid", "mig-uuid"):
-            found = [g for g in gpus if _matches(entry.text, g)]
-            if entry.kind == "mig-uuid" and not found:
-                # MIG device UUIDs are not the parent GPU's: NVML's GPU list cannot refute them.
-                found = [g for g in gpus if g.mig_enabled]
-            if not found:
-                break
-            visible.append(found[0])
-        else:
+        gpu = _named_gpu(entry, gpus)
+        if gpu is None:
             break
+        visible.append(gpu)
     return visible
 
 
@@ -360,6 +371,75 @@ def no_gpu_visible(facts: Facts) -> Outcome:
                 "value": value,
                 "gpu_indices": [g.index for g in gpus],
                 "gpu_uuids": [g.uuid for g in gpus if g.uuid],
+            },
+        )
+    ]
+
+
+@check(
+    "visible-devices-truncated",
+    family="driver",
+    summary="CUDA_VISIBLE_DEVICES names devices CUDA never exposes: it stops at the first "
+    "entry that names no GPU.",
+    label="CUDA_VISIBLE_DEVICES names only GPUs here",
+)
+def visible_devices_truncated(facts: Facts) -> Outcome:
+    machine = _machine(facts)
+    if isinstance(machine, Skip):
+        return machine
+    cvd = machine.cuda_visible_devices
+    gpus = machine.gpus
+    if cvd is None:
+        return Skip("not set")
+    if not gpus:
+        return Skip("no GPU is known")
+    if _hidden_by(cvd, gpus):
+        return Skip("it hides every GPU (no-gpu-visible)")
+    visible = visible_gpus(cvd, gpus)
+    if len(visible) == len(cvd.entries):
+        return []
+    stop = cvd.entries[len(visible)]
+    ignored = cvd.entries[len(visible) + 1 :]
+    hidden = [
+        (entry, gpu)
+        for entry in ignored
+        if (gpu := _named_gpu(entry, gpus)) is not None and gpu not in visible
+    ]
+    keep = [e.text for e in cvd.entries if _named_gpu(e, gpus) is not None]
+    evidence = [
+        f"CUDA_VISIBLE_DEVICES={cvd.value!r}: CUDA reads it up to {stop.text!r}, which names "
+        "no GPU here, and ignores everything after it",
+        "CUDA exposes: "
+        + ", ".join(f"cuda:{n} = GPU {g.index} ({g.name})" for n, g in enumerate(visible)),
+    ]
+    for entry, gpu in hidden:
+        evidence.append(
+            f"{entry.text!r} names GPU {gpu.index} ({gpu.name}), hidden because it comes "
+            f"after {stop.text!r}"
+        )
+    evidence.append(f"NVML sees {len(gpus)} GPU(s)")
+    shown = f"{len(visible)} of the {len(cvd.entries)} devices it names"
+    return [
+        Finding(
+            id="visible-devices-truncated",
+            severity=Severity.WARNING,
+            title=f"CUDA_VISIBLE_DEVICES stops at {stop.text!r}: CUDA sees {shown}",
+            detail=(
+                "CUDA reads CUDA_VISIBLE_DEVICES from the left and stops at the first entry "
+                "that names no device (an index past the last GPU, a UUID of a GPU that is not "
+                "here, -1). torch.cuda.device_count() is "
+                f"{len(visible)}, and code that asks for a later device fails with `CUDA "
+                "error: invalid device ordinal`."
+            ),
+            evidence=tuple(evidence),
+            data={
+                "variable": cvd.variable,
+                "value": cvd.value,
+                "stop": stop.text,
+                "visible": [g.index for g in visible],
+                "ignored": [e.text for e in ignored],
+                "hidden_gpus": [g.index for _, g in hidden],
+                "suggested": ",".join(dict.fromkeys(keep)),
             },
         )
     ]

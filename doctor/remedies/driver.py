@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 from doctor.checks.cuda_compat import (
@@ -342,6 +343,20 @@ def no_gpu_visible(finding: Finding, facts: Facts) -> Sequence[Remedy]:
     return [
         Remedy(
             RemedyKind.ENV, f"let CUDA see the GPUs: fix {variable} before starting Python", text
+        )
+    ]
+
+
+@remedy_for("visible-devices-truncated")
+def visible_devices_truncated(finding: Finding, facts: Facts) -> Sequence[Remedy]:
+    suggested = str(finding.data.get("suggested") or "")
+    if not suggested:
+        return []
+    return [
+        Remedy(
+            RemedyKind.ENV,
+            "name only GPUs that are here (CUDA stops at the first entry that is not)",
+            f"export CUDA_VISIBLE_DEVICES={shlex.quote(suggested)}",
         )
     ]
 
