@@ -75,8 +75,9 @@ def test_healthy_environment_passes_or_skips_every_check(
     statuses = {c["id"]: c["status"] for c in run.json["checks"] if c["id"] in WHEEL_AND_LOCK}
     assert set(statuses) == WHEEL_AND_LOCK
     assert set(statuses.values()) <= {"passed", "skipped"}
-    # Only the lock check has nothing to judge here (no project).
-    assert [i for i, s in statuses.items() if s == "skipped"] == ["lock-missing-dependencies"]
+    # Only these have nothing to judge here: no torchvision or torchaudio, no project.
+    skipped = [i for i, s in statuses.items() if s == "skipped"]
+    assert skipped == ["torch-companion-mismatch", "lock-missing-dependencies"]
 
 
 def test_files_deleted_from_an_installed_nvidia_wheel_are_reported(

@@ -20,12 +20,14 @@ __all__ = [
     "MvcFloor",
     "ToolkitDriver",
     "TorchBuild",
+    "TorchRelease",
     "gpu_family",
     "load",
     "mvc_floors",
     "mvc_limitations",
     "toolkit_drivers",
     "torch_builds",
+    "torch_release",
 ]
 
 
@@ -109,6 +111,30 @@ def torch_builds() -> tuple[TorchBuild, ...]:
         )
         for b in load("torch_arch_lists")["builds"]
     )
+
+
+@dataclass(frozen=True)
+class TorchRelease:
+    """A torch release's PyPI CUDA variant (Linux x86_64) and its torchvision release."""
+
+    torch: str  # "2.11"
+    pypi_linux: str | None  # "cu130": the variant of its wheels on PyPI (no local tag)
+    torchvision: str | None  # "0.26"
+    source: str
+
+
+@cache
+def _torch_releases() -> dict[str, TorchRelease]:
+    return {
+        r["torch"]: TorchRelease(r["torch"], r.get("pypi_linux"), r.get("torchvision"), r["source"])
+        for r in load("torch_releases")["releases"]
+    }
+
+
+def torch_release(version: str) -> TorchRelease | None:
+    """The entry for a torch version's major.minor ("2.11.0+cu126" -> "2.11"), if known."""
+    parts = version.split("+", 1)[0].split(".")
+    return _torch_releases().get(".".join(parts[:2])) if len(parts) >= 2 else None
 
 
 def gpu_family(capability: tuple[int, int]) -> str | None:

@@ -17,7 +17,7 @@ from doctor.facts import Facts
 from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.remedies import remedy_for
 
-__all__ = ["choose_variant", "render_index_block"]
+__all__ = ["choose_variant", "platform_marker", "render_index_block"]
 
 # torch's companions that must come from the same index (catalogue entry 18).
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
@@ -27,20 +27,20 @@ PLATFORM_MARKERS = {"Linux": LINUX_MARKER, "Windows": "sys_platform == 'win32'"}
 
 
 def render_index_block(
-    choice: VariantChoice, packages: Sequence[str], marker: str = LINUX_MARKER
+    index_name: str, index_url: str, packages: Sequence[str], marker: str = LINUX_MARKER
 ) -> str:
-    """``[[tool.uv.index]]`` (explicit) and ``[tool.uv.sources]`` for one CUDA variant."""
+    """``[[tool.uv.index]]`` (explicit) and ``[tool.uv.sources]`` for one PyTorch index."""
     import tomlkit  # only when a block is needed: keeps start-up fast
     from tomlkit.items import AoT
 
     index = tomlkit.table()
-    index.add("name", choice.index_name)
-    index.add("url", choice.index_url)
+    index.add("name", index_name)
+    index.add("url", index_url)
     index.add("explicit", True)
     sources = tomlkit.table()
     for package in packages:
         entry = tomlkit.inline_table()
-        entry.update({"index": choice.index_name, "marker": marker})
+        entry.update({"index": index_name, "marker": marker})
         pinned = tomlkit.array()
         pinned.append(entry)
         sources.add(package, pinned)
@@ -73,7 +73,7 @@ def _family(facts: Facts) -> list[str]:
     return [name for name in TORCH_FAMILY if name == "torch" or facts.distribution(name)]
 
 
-def _marker(facts: Facts) -> str:
+def platform_marker(facts: Facts) -> str:
     system = facts.platform.system if facts.platform is not None else "Linux"
     return PLATFORM_MARKERS.get(system, LINUX_MARKER)
 
@@ -92,7 +92,9 @@ def _variant_remedies(facts: Facts, choice: VariantChoice, why: str) -> list[Rem
         Remedy(
             RemedyKind.TOML,
             summary,
-            render_index_block(choice, packages, _marker(facts)),
+            render_index_block(
+                choice.index_name, choice.index_url, packages, platform_marker(facts)
+            ),
             target=_pyproject(facts),
         )
     ]

@@ -10,7 +10,7 @@ from doctor.facts import Facts
 from doctor.facts.libraries import Resolution
 from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.remedies import remedy_for
-from doctor.remedies.packages import _in_uv_project
+from doctor.remedies.packages import in_uv_project
 
 __all__ = ["drop_entries", "reinstall_command"]
 
@@ -58,7 +58,7 @@ def _spec(facts: Facts, wheel: str) -> str:
 
 def reinstall_command(facts: Facts, wheels: Sequence[str]) -> str:
     """Put the wheels torch pins back in place, with the tool that manages this venv."""
-    if _in_uv_project(facts):
+    if in_uv_project(facts):
         return "uv sync " + " ".join(f"--reinstall-package {shlex.quote(w)}" for w in wheels)
     specs = " ".join(shlex.quote(_spec(facts, w)) for w in wheels)
     python = facts.interpreter.executable if facts.interpreter else "python"

@@ -14,10 +14,10 @@ from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.remedies import remedy_for
 from doctor.remedies.metadata_block import entry_uv_uses, render_dependency_metadata
 
-__all__: list[str] = []
+__all__ = ["in_uv_project", "install_command"]
 
 
-def _in_uv_project(facts: Facts) -> bool:
+def in_uv_project(facts: Facts) -> bool:
     """The inspected environment is the uv project's own venv (uv sync manages it)."""
     project = facts.project
     if project is None or project.pyproject_path is None or facts.interpreter is None:
@@ -56,7 +56,7 @@ def _missing_cuda_wheel(finding: Finding, facts: Facts) -> list[Remedy]:
         s.startswith("cuda-toolkit") for s in specs
     ):
         specs.append("cuda-toolkit")
-    if _in_uv_project(facts) and project is not None:
+    if in_uv_project(facts) and project is not None:
         locked = set(project.locked_names)
         if missing and all(m["name"] in locked for m in missing):
             remedies.append(
@@ -84,7 +84,7 @@ def _missing_cuda_wheel(finding: Finding, facts: Facts) -> list[Remedy]:
 @remedy_for("cuda-wheel-version-mismatch")
 def _version_mismatch(finding: Finding, facts: Facts) -> list[Remedy]:
     wrong = finding.data.get("mismatched", [])
-    if _in_uv_project(facts):
+    if in_uv_project(facts):
         names = " ".join(f"--reinstall-package {shlex.quote(m['name'])}" for m in wrong)
         return [
             Remedy(
@@ -111,7 +111,7 @@ def _version_mismatch(finding: Finding, facts: Facts) -> list[Remedy]:
 @remedy_for("cuda-wheel-files-missing")
 def _files_missing(finding: Finding, facts: Facts) -> list[Remedy]:
     names = finding.data.get("packages", [])
-    if _in_uv_project(facts):
+    if in_uv_project(facts):
         flags = " ".join(f"--reinstall-package {shlex.quote(n)}" for n in names)
         return [Remedy(RemedyKind.SHELL, "reinstall the damaged wheels", f"uv sync {flags}")]
     python = facts.interpreter.executable if facts.interpreter else "python"
@@ -126,7 +126,7 @@ def _files_missing(finding: Finding, facts: Facts) -> list[Remedy]:
 
 @remedy_for("missing-torch-dependency")
 def _missing_dependency(finding: Finding, facts: Facts) -> list[Remedy]:
-    if _in_uv_project(facts):
+    if in_uv_project(facts):
         return [Remedy(RemedyKind.SHELL, "sync the environment with uv.lock", "uv sync")]
     specs = _specs(finding.data.get("missing", []))
     return [Remedy(RemedyKind.SHELL, "install torch's requirements", install_command(facts, specs))]

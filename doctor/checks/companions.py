@@ -1,0 +1,184 @@
+"""Are torchvision and torchaudio built for the torch installed beside them (catalogue 18)?
+
+Their C++ operators are compiled against one torch release and one CUDA variant. The wheel
+says which release in its ``Requires-Dist: torch==…`` pin, and which variant in its local
+version tag (``+cu130``, ``+cpu``); a wheel from PyPI has no tag and carries the release's
+PyPI variant (doctor/knowledge/torch_releases.toml).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from doctor.checks.expectations import marker_applies, parse_requirement
+from doctor.checks.registry import Outcome, Skip, check
+from doctor.facts import DistributionFacts, Facts
+from doctor.findings import Finding, Severity
+from doctor.knowledge import torch_release
+
+__all__ = ["COMPANIONS", "Variant", "variant_of"]
+
+COMPANIONS = ("torchvision", "torchaudio")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A wheel's build variant and how torch-doctor knows it."""
+
+    tag: str  # "cu130", "cpu", "rocm6.4"
+    how: str  # "local tag", or why the PyPI variant applies
+
+    @property
+    def cuda_major(self) -> str | None:
+        """'13' for cu130, '12' for cu128 (CUDA tags are cu + major + one minor digit)."""
+        digits = self.tag[2:] if self.tag.startswith("cu") else ""
+        return digits[:-1] if len(digits) >= 3 and digits.isdigit() else None
+
+
+def _local_tag(version: str) -> str | None:
+    try:
+        local = Version(version).local
+    except InvalidVersion:
+        local = version.split("+", 1)[1] if "+" in version else None
+    return local or None
+
+
+def variant_of(version: str, release_of: str | None, pypi_applies: bool) -> Variant | None:
+    """The variant of a wheel of ``version`` (its local tag, else PyPI's for the torch
+    release ``release_of``, when PyPI's Linux x86_64 variants apply here); None if unknown."""
+    tag = _local_tag(version)
+    if tag:
+        return Variant(tag, "local tag")
+    if not pypi_applies or release_of is None:
+        return None
+    release = torch_release(release_of)
+    if release is None or release.pypi_linux is None:
+        return None
+    return Variant(release.pypi_linux, f"no local tag: PyPI's variant for torch {release.torch}")
+
+
+def _pypi_applies(facts: Facts) -> bool:
+    markers = facts.interpreter.marker_environment if facts.interpreter else {}
+    return markers.get("platform_system") == "Linux" and markers.get("platform_machine") in (
+        "x86_64",
+        "AMD64",
+    )
+
+
+def _torch_pin(companion: DistributionFacts, facts: Facts) -> SpecifierSet | None:
+    """The companion's requirement on torch here (``==2.7.1``), if it states one."""
+    environment = facts.interpreter.marker_environment if facts.interpreter else {}
+    for text in companion.requires_dist:
+        requirement = parse_requirement(text)
+        if (
+            requirement is not None
+            and canonicalize_name(requirement.name) == "torch"
+            and marker_applies(requirement.marker, environment)
+        ):
+            return requirement.specifier or None
+    return None
+
+
+def _pinned_release(pin: SpecifierSet | None) -> str | None:
+    """'2.7.1' from '==2.7.1': the torch release a pinned companion was built for."""
+    exact = [s.version for s in pin or () if s.operator == "=="]
+    return exact[0] if len(exact) == 1 else None
+
+
+def _mismatch_severity(torch_variant: Variant, companion: Variant) -> Severity | None:
+    if torch_variant.tag == companion.tag:
+        return None
+    if torch_variant.cuda_major and torch_variant.cuda_major == companion.cuda_major:
+        return Severity.WARNING  # same CUDA major: torchvision's own check lets it load
+    return Severity.ERROR
+
+
+@check(
+    "torch-companion-mismatch",
+    family="wheels",
+    summary="torchvision or torchaudio was built for another torch release or CUDA variant.",
+    label="torchvision and torchaudio match torch",
+)
+def torch_companion_mismatch(facts: Facts) -> Outcome:
+    torch = facts.distribution("torch")
+    if torch is None:
+        return Skip("torch is not installed")
+    companions = [d for name in COMPANIONS if (d := facts.distribution(name)) is not None]
+    if not companions:
+        return Skip("none installed")
+    torch_version = facts.torch.version if facts.torch and facts.torch.version else torch.version
+    pypi = _pypi_applies(facts)
+    torch_variant = variant_of(torch_version, torch_version, pypi)
+    evidence: list[str] = []
+    problems: list[dict[str, object]] = []
+    severity = Severity.WARNING
+    for companion in companions:
+        pin = _torch_pin(companion, facts)
+        variant = variant_of(companion.version, _pinned_release(pin), pypi)
+        mismatched = False
+        if pin is not None and not pin.contains(torch_version, prereleases=True):
+            evidence.append(
+                f"{companion.display_name} {companion.version} requires torch{pin}, "
+                f"but torch {torch_version} is installed"
+            )
+            mismatched = True
+            severity = Severity.ERROR
+        level = _mismatch_severity(torch_variant, variant) if torch_variant and variant else None
+        if level is not None:
+            assert torch_variant is not None and variant is not None
+            evidence.append(
+                f"{companion.display_name} {companion.version} is a {variant.tag} build "
+                f"({variant.how}); torch {torch_version} is {torch_variant.tag} "
+                f"({torch_variant.how})"
+            )
+            mismatched = True
+            if level is Severity.ERROR:
+                severity = Severity.ERROR
+        if mismatched:
+            problems.append(
+                {
+                    "name": companion.name,
+                    "version": companion.version,
+                    "torch_requirement": str(pin) if pin is not None else None,
+                    "variant": variant.tag if variant else None,
+                }
+            )
+    if not problems:
+        return []
+    sources = facts.project.sources if facts.project is not None else {}
+    if sources.get("torch") is not None:
+        for problem in problems:
+            name = str(problem["name"])
+            if sources.get(name) != sources["torch"]:
+                given = sources.get(name)
+                evidence.append(
+                    f"pyproject.toml gives torch the source {sources['torch']}, but "
+                    + (f"{name} {given}" if given else f"{name} none: uv takes it from PyPI")
+                )
+    names = ", ".join(str(p["name"]) for p in problems)
+    return [
+        Finding(
+            id="torch-companion-mismatch",
+            severity=severity,
+            title=f"{names} not built for torch {torch_version}",
+            detail=(
+                "torchvision and torchaudio compile their operators against one torch release "
+                "and one CUDA variant. Built for another, they fail at import or at their first "
+                "operator: `RuntimeError: operator torchvision::nms does not exist`, "
+                "`Detected that PyTorch and torchvision were compiled with different CUDA "
+                "major versions`, or an undefined symbol in libtorchaudio.so. The usual cause: "
+                "torch comes from a PyTorch index and they from PyPI, or one was upgraded "
+                "without the other."
+            ),
+            evidence=tuple(evidence),
+            data={
+                "torch_version": torch_version,
+                "torch_variant": torch_variant.tag if torch_variant else None,
+                "companions": problems,
+            },
+        )
+    ]

@@ -1,0 +1,92 @@
+"""Remedies for torch-companion-mismatch: torchvision and torchaudio from torch's index."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from doctor.facts import Facts
+from doctor.findings import Finding, Remedy, RemedyKind
+from doctor.knowledge import torch_release
+from doctor.remedies import remedy_for
+from doctor.remedies.driver import platform_marker, render_index_block
+from doctor.remedies.packages import in_uv_project, install_command
+
+__all__: list[str] = []
+
+PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+
+
+def _tagged_variant(version: str) -> str | None:
+    """'cu130' for torch 2.14.1+cu130: the PyTorch index torch came from (None from PyPI)."""
+    return version.split("+", 1)[1] if "+" in version else None
+
+
+@remedy_for("torch-companion-mismatch")
+def torch_companion_mismatch(finding: Finding, facts: Facts) -> Sequence[Remedy]:
+    torch_version = str(finding.data.get("torch_version"))
+    names = [str(c["name"]) for c in finding.data.get("companions", [])]
+    variant = _tagged_variant(torch_version)
+    release = torch_release(torch_version)
+    remedies: list[Remedy] = []
+    if in_uv_project(facts):
+        upgrade = " ".join(f"--upgrade-package {shlex.quote(p)}" for p in ["torch", *names])
+        if variant is not None:
+            index = f"pytorch-{variant}"
+            remedies.append(
+                Remedy(
+                    RemedyKind.TOML,
+                    f"take {', '.join(names)} from torch's index ({variant}), as torch",
+                    render_index_block(
+                        index, PYTORCH_INDEX + variant, ["torch", *names], platform_marker(facts)
+                    ),
+                    target=facts.project.pyproject_path if facts.project else None,
+                )
+            )
+        else:
+            remedies.append(
+                Remedy(
+                    RemedyKind.TEXT,
+                    f"take {', '.join(names)} from PyPI, as torch",
+                    f"torch {torch_version} comes from PyPI: remove the [tool.uv.sources] "
+                    f"entries of {', '.join(names)} from pyproject.toml.",
+                )
+            )
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                "re-lock them together and sync",
+                f"uv lock {upgrade}\nuv sync\n",
+            )
+        )
+        return remedies
+    # Outside a uv project: install the companion release built for this torch, when the
+    # knowledge table names it (an unpinned install could replace torch itself).
+    specs = [
+        f"torchvision=={release.torchvision}.*"
+        for name in names
+        if name == "torchvision" and release is not None and release.torchvision
+    ]
+    where = f" from {PYTORCH_INDEX}{variant}" if variant is not None else " from PyPI"
+    if len(specs) == len(names):
+        command = install_command(facts, specs)
+        if variant is not None:
+            command += f" --index-url {PYTORCH_INDEX}{variant}"
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                f"install the {', '.join(names)} built for torch {torch_version}",
+                command,
+            )
+        )
+    else:
+        remedies.append(
+            Remedy(
+                RemedyKind.TEXT,
+                f"install the {', '.join(names)} built for torch {torch_version}",
+                f"Install the release of {', '.join(names)} whose metadata requires "
+                f"torch=={torch_version.split('+', 1)[0]}{where}, with the same installer "
+                "as torch; an unpinned install may replace torch itself.",
+            )
+        )
+    return remedies
