@@ -148,3 +148,16 @@ def test_cli_is_quiet_for_the_matching_torchvision(
     assert CHECK not in run.finding_ids()
     check = next(c for c in run.json["checks"] if c["id"] == CHECK)
     assert check["status"] == "passed"
+
+
+def test_explain_confirms_the_torchvision_operator_error_with_this_check(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130()
+    env.install("torchvision", "0.27.1+cu130", requires_dist=("torch==2.12.1",))
+    error = "RuntimeError: operator torchvision::nms does not exist"
+    run = run_doctor("explain", error, "--python", str(env.root), "--format", "json", cwd=workdir)
+    explained = run.json["explain"]
+    assert [r["id"] for r in explained["recognised"]] == ["torchvision-operator-missing"]
+    assert explained["confirmed"] == [CHECK]

@@ -159,7 +159,7 @@ def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "doctor", "explain", "-", "--format", "json"],
         input="Traceback (most recent call last):\n  ...\n"
-        "RuntimeError: operator torchvision::nms does not exist\n",
+        "ptxas fatal   : Value 'sm_121a' is not defined for option 'gpu-name'\n",
         capture_output=True,
         text=True,
         cwd=workdir,
@@ -169,7 +169,10 @@ def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     explained = json.loads(proc.stdout)["explain"]
     [recognised] = explained["recognised"]
-    assert recognised["matched"] == "RuntimeError: operator torchvision::nms does not exist"
+    assert (
+        recognised["matched"]
+        == "ptxas fatal   : Value 'sm_121a' is not defined for option 'gpu-name'"
+    )
     assert recognised["advice"]
     assert explained["confirmed"] == [] and explained["ruled_out"] == []
 
