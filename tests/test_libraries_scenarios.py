@@ -15,7 +15,7 @@ from tests.elf_fixtures import (
     cudnn,
     nvjitlink,
 )
-from tests.factory import FakeEnv, run_doctor
+from tests.factory import DoctorRun, FakeEnv, run_doctor
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="needs a C compiler")
 
@@ -107,6 +107,34 @@ def test_missing_soname_names_the_wheel_that_should_provide_it(
     assert "libcufft.so.11 not found: see library-not-found" in load_check["reason"]
 
 
+def _old_nvjitlink_run(
+    env: FakeEnv,
+    kit: CudaTorchKit,
+    builder: ElfBuilder,
+    workdir: Path,
+    directory: Path,
+    ld_library_path: str,
+) -> DoctorRun:
+    """A libnvJitLink.so.12 without the 12.4 symbol libcusparse needs, in ``directory``; a
+    torch (2.3-style) whose libtorch_global_deps.so NEEDs libcusparse; the doctor's run."""
+    old = nvjitlink(builder, 1, ["__nvJitLinkComplete_12_1"])
+    (directory / "libnvJitLink.so.12").write_bytes(old.read_bytes())
+    kit.install(
+        env,
+        kit.healthy_wheels(),
+        torch_init=OLD_TORCH_INIT,
+        global_deps_needs=("libcudart.so.12", "libcusparse.so.12"),
+    )
+    return run_doctor(
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
+        env={"LD_LIBRARY_PATH": ld_library_path},
+    )
+
+
 def test_older_nvjitlink_first_in_ld_library_path_fails_with_undefined_symbol(
     make_env: Callable[..., FakeEnv],
     workdir: Path,
@@ -114,26 +142,11 @@ def test_older_nvjitlink_first_in_ld_library_path_fails_with_undefined_symbol(
     builder: ElfBuilder,
     tmp_path: Path,
 ) -> None:
-    # A system CUDA 12.1 whose libnvJitLink.so.12 lacks the 12.4 symbol libcusparse needs,
-    # and a torch (2.3-style) whose libtorch_global_deps.so NEEDs libcusparse.
+    # A system CUDA 12.1 whose libnvJitLink.so.12 lacks the 12.4 symbol libcusparse needs.
     system = tmp_path / "cuda-12.1" / "lib64"
     system.mkdir(parents=True)
-    old = nvjitlink(builder, 1, ["__nvJitLinkComplete_12_1"])
-    (system / "libnvJitLink.so.12").write_bytes(old.read_bytes())
-    env = make_env()
-    kit.install(
-        env,
-        kit.healthy_wheels(),
-        torch_init=OLD_TORCH_INIT,
-        global_deps_needs=("libcudart.so.12", "libcusparse.so.12"),
-    )
-    run = run_doctor(
-        "--python",
-        str(env.root),
-        "--format",
-        "json",
-        cwd=workdir,
-        env={"LD_LIBRARY_PATH": f"{system}:/opt/nothing-here"},
+    run = _old_nvjitlink_run(
+        make_env(), kit, builder, workdir, system, f"{system}:/opt/nothing-here"
     )
     assert run.returncode == 1
     failed = run.finding("library-load-failed")
@@ -252,24 +265,7 @@ def test_an_empty_ld_library_path_entry_searches_the_working_directory(
 ) -> None:
     # `export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/opt/x` with the variable unset leaves an
     # empty first entry, which ld.so reads as the working directory.
-    (workdir / "libnvJitLink.so.12").write_bytes(
-        nvjitlink(builder, 1, ["__nvJitLinkComplete_12_1"]).read_bytes()
-    )
-    env = make_env()
-    kit.install(
-        env,
-        kit.healthy_wheels(),
-        torch_init=OLD_TORCH_INIT,
-        global_deps_needs=("libcudart.so.12", "libcusparse.so.12"),
-    )
-    run = run_doctor(
-        "--python",
-        str(env.root),
-        "--format",
-        "json",
-        cwd=workdir,
-        env={"LD_LIBRARY_PATH": ":/opt/nothing-here"},
-    )
+    run = _old_nvjitlink_run(make_env(), kit, builder, workdir, workdir, ":/opt/nothing-here")
     failed = run.finding("library-load-failed")
     failure = failed["data"]["failures"][0]
     assert failure["soname"] == "libcusparse.so.12"
