@@ -30,6 +30,7 @@ __all__ = [
 # Importing a module registers its checks, in report order.
 from doctor.checks import wheels as _wheels  # noqa: F401
 from doctor.checks import companions as _companions  # noqa: F401
+from doctor.checks import cuda_majors as _cuda_majors  # noqa: F401
 from doctor.checks import lock as _lock  # noqa: F401
 from doctor.checks import driver as _driver  # noqa: F401
 from doctor.checks import libraries as _libraries  # noqa: F401

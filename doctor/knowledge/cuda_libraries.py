@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from doctor.knowledge import load
 
@@ -12,12 +12,14 @@ __all__ = [
     "CudaLibrary",
     "TorchPreload",
     "VersionApi",
+    "WheelMajor",
     "cuda_library",
     "cuda_library_stems",
     "cudnn_sublibraries",
     "default_torch_preload",
     "driver_sonames",
     "soname_stem",
+    "wheel_cuda_major",
     "wheel_matches",
 ]
 
@@ -106,6 +108,27 @@ def default_torch_preload() -> TorchPreload:
         libraries=tuple((str(a), str(b)) for a, b in data["libraries"]),
         optional=tuple((str(a), str(b)) for a, b in data["optional"]),
     )
+
+
+class WheelMajor(NamedTuple):
+    """The CUDA major a CUDA library wheel belongs to."""
+
+    major: int
+    or_later: bool  # no -cuNN suffix: a wheel of this major or a later one
+
+
+def wheel_cuda_major(distribution: str) -> WheelMajor | None:
+    """The CUDA major of a CUDA library wheel from its -cuNN suffix; without a suffix, the
+    first major that dropped it, "or later". None for other distributions."""
+    for library in _libraries().values():
+        for stem in library.wheels:
+            if wheel_matches(stem, distribution):
+                suffix = distribution[len(stem) :]
+                if suffix:
+                    return WheelMajor(int(suffix[3:]), or_later=False)
+                major: int = load("cuda_libraries")["unsuffixed_from_cuda_major"]
+                return WheelMajor(major, or_later=True)
+    return None
 
 
 def wheel_matches(wheel_stem: str, distribution: str) -> bool:

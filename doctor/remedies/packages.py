@@ -14,7 +14,7 @@ from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.remedies import remedy_for
 from doctor.remedies.metadata_block import entry_uv_uses, render_dependency_metadata
 
-__all__ = ["in_uv_project", "install_command"]
+__all__ = ["in_uv_project", "install_command", "uninstall_command"]
 
 
 def in_uv_project(facts: Facts) -> bool:
@@ -32,18 +32,70 @@ def in_uv_project(facts: Facts) -> bool:
     return prefix.parent == root or root in prefix.parents
 
 
-def install_command(facts: Facts, specs: Sequence[str]) -> str:
-    """The command that installs ``specs`` into the inspected interpreter."""
+def _pip_command(facts: Facts, verb: str, specs: Sequence[str]) -> str:
+    """``uv pip <verb>`` (torch was installed by uv) or ``python -m pip <verb>`` for the
+    inspected interpreter."""
     quoted = " ".join(shlex.quote(s) for s in specs)
     python = facts.interpreter.executable if facts.interpreter else "python"
     torch = facts.distribution("torch")
     if torch is not None and torch.installer == "uv":
-        return f"uv pip install --python {shlex.quote(python)} {quoted}"
-    return f"{shlex.quote(python)} -m pip install {quoted}"
+        return f"uv pip {verb} --python {shlex.quote(python)} {quoted}"
+    confirm = " -y" if verb == "uninstall" else ""
+    return f"{shlex.quote(python)} -m pip {verb}{confirm} {quoted}"
+
+
+def install_command(facts: Facts, specs: Sequence[str]) -> str:
+    """The command that installs ``specs`` into the inspected interpreter."""
+    return _pip_command(facts, "install", specs)
+
+
+def uninstall_command(facts: Facts, names: Sequence[str]) -> str:
+    """The command that removes ``names`` from the inspected interpreter."""
+    return _pip_command(facts, "uninstall", names)
 
 
 def _specs(entries: Sequence[dict[str, Any]]) -> list[str]:
     return [str(e["install"]) for e in entries]
+
+
+@remedy_for("mixed-cuda-majors")
+def _mixed_cuda_majors(finding: Finding, facts: Facts) -> list[Remedy]:
+    rows = finding.data.get("foreign", [])
+    leftovers = [str(r["name"]) for r in rows if not r["required_by"]]
+    needed = [r for r in rows if r["required_by"]]
+    remedies = []
+    project = facts.project
+    if leftovers and in_uv_project(facts) and project is not None:
+        locked = [n for n in leftovers if n in project.locked_names]
+        if not locked:
+            remedies.append(
+                Remedy(
+                    RemedyKind.SHELL,
+                    "uv.lock does not record them: uv sync removes what the lock does not hold",
+                    "uv sync",
+                )
+            )
+            leftovers = []
+    if leftovers:
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                "remove the leftover wheels (nothing installed requires them)",
+                uninstall_command(facts, leftovers),
+            )
+        )
+    if needed:
+        users = sorted({u for r in needed for u in r["required_by"]})
+        major = finding.data.get("torch_cuda_major")
+        remedies.append(
+            Remedy(
+                RemedyKind.TEXT,
+                f"{', '.join(users)} want{'s' if len(users) == 1 else ''} another CUDA major",
+                f"Install the CUDA {major} variant of {', '.join(users)}, or give "
+                f"{'it' if len(users) == 1 else 'them'} an environment of its own.",
+            )
+        )
+    return remedies
 
 
 @remedy_for("missing-cuda-wheel")
