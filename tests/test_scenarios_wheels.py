@@ -77,7 +77,11 @@ def test_healthy_environment_passes_or_skips_every_check(
     assert set(statuses.values()) <= {"passed", "skipped"}
     # Only these have nothing to judge here: no torchvision or torchaudio, no project.
     skipped = [i for i, s in statuses.items() if s == "skipped"]
-    assert skipped == ["torch-companion-mismatch", "lock-missing-dependencies"]
+    assert skipped == [
+        "torch-companion-mismatch",
+        "lock-missing-dependencies",
+        "torch-index-not-used",
+    ]
 
 
 def test_files_deleted_from_an_installed_nvidia_wheel_are_reported(

@@ -32,5 +32,6 @@ from doctor.checks import wheels as _wheels  # noqa: F401
 from doctor.checks import companions as _companions  # noqa: F401
 from doctor.checks import cuda_majors as _cuda_majors  # noqa: F401
 from doctor.checks import lock as _lock  # noqa: F401
+from doctor.checks import sources as _sources  # noqa: F401
 from doctor.checks import driver as _driver  # noqa: F401
 from doctor.checks import libraries as _libraries  # noqa: F401

@@ -19,6 +19,7 @@ from doctor.facts.machine import ArchListFacts, GpuFacts
 from doctor.knowledge import TorchBuild, mvc_floors, toolkit_drivers, torch_builds
 
 __all__ = [
+    "PYTORCH_INDEX_URL",
     "Target",
     "VariantChoice",
     "best_variant",
@@ -33,6 +34,9 @@ __all__ = [
     "parse_cuda",
     "parse_target",
 ]
+
+# PyTorch's own package index: one simple index per variant below it (cu130, cpu, ...).
+PYTORCH_INDEX_URL = "https://download.pytorch.org/whl/"
 
 _TARGET = re.compile(r"^(sm|compute)_(\d+)(\d)([af]?)$")
 
@@ -138,7 +142,7 @@ class VariantChoice:
 
     @property
     def index_url(self) -> str:
-        return f"https://download.pytorch.org/whl/{self.build.variant}"
+        return PYTORCH_INDEX_URL + self.build.variant
 
 
 def _release_bound(build: TorchBuild) -> tuple[int, ...]:

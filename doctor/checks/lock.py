@@ -8,6 +8,7 @@ lock recorded torch without its nvidia dependencies and `uv sync` never installs
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
@@ -17,13 +18,14 @@ from doctor.checks.registry import Outcome, Skip, check
 from doctor.facts import Facts, LockedDependency, LockedPackage
 from doctor.findings import Finding, Severity
 
-__all__ = ["matching_locked_torch"]
+__all__ = ["matching_locked_torch", "uv_marker_applies"]
 
 
 _MARKER_EXTRA = re.compile(r"""\bextra\s*==\s*['"]([^'"]+)['"]""")
 
 
-def _applies(marker: str | None, environment: dict[str, str]) -> bool:
+def uv_marker_applies(marker: str | None, environment: Mapping[str, str]) -> bool:
+    """Whether a marker as uv writes it (uv.lock, [tool.uv.sources]) holds here."""
     if not marker:
         return True
     try:
@@ -50,13 +52,16 @@ def matching_locked_torch(facts: Facts) -> list[LockedPackage]:
     applicable = [
         p
         for p in entries
-        if not p.resolution_markers or any(_applies(m, environment) for m in p.resolution_markers)
+        if not p.resolution_markers
+        or any(uv_marker_applies(m, environment) for m in p.resolution_markers)
     ]
     return applicable or entries
 
 
 def _recorded(dependencies: tuple[LockedDependency, ...], environment: dict[str, str]) -> set[str]:
-    return {canonicalize_name(d.name) for d in dependencies if _applies(d.marker, environment)}
+    return {
+        canonicalize_name(d.name) for d in dependencies if uv_marker_applies(d.marker, environment)
+    }
 
 
 @check(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from doctor.checks.cuda_compat import PYTORCH_INDEX_URL
 from doctor.facts import Facts
 from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.knowledge import torch_release
@@ -13,8 +14,6 @@ from doctor.remedies.driver import platform_marker, render_index_block
 from doctor.remedies.packages import in_uv_project, install_command
 
 __all__: list[str] = []
-
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 
 
 def _tagged_variant(version: str) -> str | None:
@@ -38,7 +37,10 @@ def torch_companion_mismatch(finding: Finding, facts: Facts) -> Sequence[Remedy]
                     RemedyKind.TOML,
                     f"take {', '.join(names)} from torch's index ({variant}), as torch",
                     render_index_block(
-                        index, PYTORCH_INDEX + variant, ["torch", *names], platform_marker(facts)
+                        index,
+                        PYTORCH_INDEX_URL + variant,
+                        ["torch", *names],
+                        platform_marker(facts),
                     ),
                     target=facts.project.pyproject_path if facts.project else None,
                 )
@@ -67,11 +69,11 @@ def torch_companion_mismatch(finding: Finding, facts: Facts) -> Sequence[Remedy]
         for name in names
         if name == "torchvision" and release is not None and release.torchvision
     ]
-    where = f" from {PYTORCH_INDEX}{variant}" if variant is not None else " from PyPI"
+    where = f" from {PYTORCH_INDEX_URL}{variant}" if variant is not None else " from PyPI"
     if len(specs) == len(names):
         command = install_command(facts, specs)
         if variant is not None:
-            command += f" --index-url {PYTORCH_INDEX}{variant}"
+            command += f" --index-url {PYTORCH_INDEX_URL}{variant}"
         remedies.append(
             Remedy(
                 RemedyKind.SHELL,

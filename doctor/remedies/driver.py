@@ -27,16 +27,16 @@ PLATFORM_MARKERS = {"Linux": LINUX_MARKER, "Windows": "sys_platform == 'win32'"}
 
 
 def render_index_block(
-    index_name: str, index_url: str, packages: Sequence[str], marker: str = LINUX_MARKER
+    index_name: str,
+    index_url: str | None,
+    packages: Sequence[str],
+    marker: str = LINUX_MARKER,
 ) -> str:
-    """``[[tool.uv.index]]`` (explicit) and ``[tool.uv.sources]`` for one PyTorch index."""
+    """``[[tool.uv.index]]`` (explicit) and ``[tool.uv.sources]`` for one PyTorch index;
+    only the sources when ``index_url`` is None (the index is declared already)."""
     import tomlkit  # only when a block is needed: keeps start-up fast
     from tomlkit.items import AoT
 
-    index = tomlkit.table()
-    index.add("name", index_name)
-    index.add("url", index_url)
-    index.add("explicit", True)
     sources = tomlkit.table()
     for package in packages:
         entry = tomlkit.inline_table()
@@ -45,7 +45,12 @@ def render_index_block(
         pinned.append(entry)
         sources.add(package, pinned)
     uv = tomlkit.table(is_super_table=True)
-    uv.add("index", AoT([index]))
+    if index_url is not None:
+        index = tomlkit.table()
+        index.add("name", index_name)
+        index.add("url", index_url)
+        index.add("explicit", True)
+        uv.add("index", AoT([index]))
     uv.add("sources", sources)
     tool = tomlkit.table(is_super_table=True)
     tool.add("uv", uv)
@@ -74,7 +79,13 @@ def _family(facts: Facts) -> list[str]:
 
 
 def platform_marker(facts: Facts) -> str:
-    system = facts.platform.system if facts.platform is not None else "Linux"
+    """The [tool.uv.sources] marker for the inspected platform (Linux when unknown)."""
+    if facts.platform is not None:
+        system = facts.platform.system
+    elif facts.interpreter is not None:
+        system = facts.interpreter.marker_environment.get("platform_system", "Linux")
+    else:
+        system = "Linux"
     return PLATFORM_MARKERS.get(system, LINUX_MARKER)
 
 

@@ -1,0 +1,192 @@
+"""torch-index-not-used: a declared PyTorch index that uv does not take torch from (catalogue 3)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from doctor.checks import REGISTRY, Skip
+from doctor.facts import Facts
+from doctor.facts.project import IndexFacts
+from doctor.findings import Finding, Severity
+from doctor.pipeline import judge
+from tests.factory import REPO, FakeEnv, run_doctor
+from tests.handmade import healthy_facts, interpreter, locked_torch, marker_env, project
+
+CHECK = "torch-index-not-used"
+CU130 = IndexFacts("pytorch-cu130", "https://download.pytorch.org/whl/cu130", explicit=True)
+PYPI = "https://pypi.org/simple"
+
+
+def with_project(
+    *,
+    registry: str = PYPI,
+    sources: dict[str, Any] | None = None,
+    dependencies: Sequence[str] = ("torch==2.14.1",),
+    indexes: Sequence[IndexFacts] = (CU130,),
+    system: str = "Linux",
+    machine: str = "x86_64",
+) -> Facts:
+    declared = dataclasses.replace(
+        project(locked_torch(registry=registry)),
+        indexes=tuple(indexes),
+        sources=dict(sources or {}),
+        declared_dependencies=tuple(dependencies),
+    )
+    environment = marker_env(machine=machine, system=system)
+    return dataclasses.replace(
+        healthy_facts(), project=declared, interpreter=interpreter(environment)
+    )
+
+
+def run(all_facts: Facts) -> Sequence[Finding] | Skip:
+    return REGISTRY[CHECK].function(all_facts)
+
+
+def only(all_facts: Facts) -> Finding:
+    outcome = run(all_facts)
+    assert not isinstance(outcome, Skip) and len(outcome) == 1, outcome
+    return outcome[0]
+
+
+def remedies(all_facts: Facts) -> dict[str, str]:
+    finding = next(f for f in judge(all_facts).findings if f.id == CHECK)
+    return {r.kind: r.text for r in finding.remedies}
+
+
+def test_an_explicit_index_without_a_source_leaves_torch_to_pypi() -> None:
+    finding = only(with_project())
+    assert finding.severity is Severity.WARNING
+    assert any(f"uv.lock records torch 2.14.1+cu130 from {PYPI}" in e for e in finding.evidence)
+    assert any(
+        "no [tool.uv.sources] entry sends torch to pytorch-cu130: uv uses an explicit index "
+        "only for the packages pinned to it" in e
+        for e in finding.evidence
+    )
+    texts = remedies(with_project())
+    assert "[[tool.uv.index]]" not in texts["toml"]  # it is declared already
+    assert (
+        'torch = [{index = "pytorch-cu130", marker = "sys_platform == \'linux\'"}]'
+        in (texts["toml"])
+    )
+    assert texts["shell"] == "uv lock --upgrade-package torch\nuv sync\n"
+
+
+def test_a_source_marker_that_misses_windows_amd64_is_named() -> None:
+    sources = {"torch": [{"index": "pytorch-cu130", "marker": "platform_machine == 'x86_64'"}]}
+    facts = with_project(sources=sources, system="Windows", machine="AMD64")
+    finding = only(facts)
+    assert any(
+        "no marker of torch's [tool.uv.sources] entries holds here (win32/AMD64)" in e
+        for e in finding.evidence
+    )
+    assert "sys_platform == 'win32'" in remedies(facts)["toml"]
+
+
+def test_a_transitive_torch_ignores_the_sources() -> None:
+    sources = {"torch": [{"index": "pytorch-cu130"}]}
+    facts = with_project(sources=sources, dependencies=("docling>=2",))
+    finding = only(facts)
+    assert finding.data["torch_is_direct"] is False
+    assert any("astral-sh/uv#8253" in e for e in finding.evidence)
+    assert "uv add torch" in remedies(facts)["text"]
+
+
+def test_torch_locked_from_the_declared_index_is_quiet() -> None:
+    sources = {"torch": [{"index": "pytorch-cu130"}]}
+    assert run(with_project(registry=CU130.url + "/", sources=sources)) == []
+    assert run(with_project(indexes=())) == Skip("pyproject.toml declares no PyTorch index")
+
+
+# --- through the CLI, with a lock uv itself accepts ----------------------------------------
+
+PYPROJECT = """\
+[project]
+name = "demo"
+version = "0.1.0"
+requires-python = ">=3.10"
+dependencies = ["torch==2.14.1"]
+
+[[tool.uv.index]]
+name = "pytorch-cu130"
+url = "https://download.pytorch.org/whl/cu130"
+explicit = true
+"""
+
+LOCK = """\
+version = 1
+revision = 3
+requires-python = ">=3.10"
+
+[[package]]
+name = "demo"
+version = "0.1.0"
+source = {{ virtual = "." }}
+dependencies = [
+    {{ name = "torch" }},
+]
+
+[package.metadata]
+requires-dist = [{{ name = "torch", specifier = "==2.14.1"{index} }}]
+
+[[package]]
+name = "torch"
+version = "2.14.1"
+source = {{ registry = "{registry}" }}
+sdist = {{ url = "https://files.example/torch-2.14.1.tar.gz", hash = "sha256:{zeros}", size = 1 }}
+"""
+
+
+def _project(tmp_path: Path, *, routed: bool) -> Path:
+    root = tmp_path / "demo"
+    root.mkdir()
+    text = PYPROJECT
+    if routed:
+        text += '\n[tool.uv.sources]\ntorch = [{ index = "pytorch-cu130" }]\n'
+    (root / "pyproject.toml").write_text(text)
+    index = ', index = "https://download.pytorch.org/whl/cu130"' if routed else ""
+    registry = "https://download.pytorch.org/whl/cu130" if routed else PYPI
+    (root / "uv.lock").write_text(LOCK.format(index=index, registry=registry, zeros="0" * 64))
+    uv = shutil.which("uv") or str(REPO / ".venv" / "bin" / "uv")
+    exported = subprocess.run(
+        [uv, "export", "--frozen", "--offline", "--no-hashes", "--no-header"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert exported.returncode == 0, exported.stderr  # a lock the real uv reads
+    assert "torch==2.14.1" in exported.stdout
+    return root
+
+
+def test_cli_reports_torch_locked_from_pypi_despite_the_declared_index(
+    make_env: Callable[..., FakeEnv], workdir: Path, tmp_path: Path
+) -> None:
+    root = _project(tmp_path, routed=False)
+    env = make_env()
+    env.install_healthy_cu130()
+    run = run_doctor(
+        "--python", str(env.root), "--project", str(root), "--format", "json", cwd=workdir
+    )
+    finding = run.finding(CHECK)
+    assert finding["data"]["locked_sources"] == [{"registry": PYPI}]
+    toml = next(r for r in finding["remedies"] if r["kind"] == "toml")
+    assert toml["target"].endswith("demo/pyproject.toml")
+
+
+def test_cli_is_quiet_when_the_source_routes_torch(
+    make_env: Callable[..., FakeEnv], workdir: Path, tmp_path: Path
+) -> None:
+    root = _project(tmp_path, routed=True)
+    env = make_env()
+    env.install_healthy_cu130()
+    run = run_doctor(
+        "--python", str(env.root), "--project", str(root), "--format", "json", cwd=workdir
+    )
+    assert CHECK not in run.finding_ids()
+    assert next(c for c in run.json["checks"] if c["id"] == CHECK)["status"] == "passed"
