@@ -102,6 +102,21 @@ def test_torch_locked_from_the_declared_index_is_quiet() -> None:
     assert run(with_project(indexes=())) == Skip("pyproject.toml declares no PyTorch index")
 
 
+def test_torch_routed_to_a_declared_mirror_is_quiet() -> None:
+    mirror = IndexFacts("mirror", "https://artifacts.example/pytorch/cu130", explicit=True)
+    sources = {"torch": [{"index": "mirror"}]}
+    quiet = with_project(registry=mirror.url, sources=sources, indexes=(CU130, mirror))
+    assert run(quiet) == []
+
+
+def test_a_lock_older_than_the_routing_is_told_to_re_lock() -> None:
+    sources = {"torch": [{"index": "pytorch-cu130"}]}
+    finding = only(with_project(sources=sources))
+    assert finding.data["causes"] == [
+        "pyproject.toml routes torch to the index now, so uv.lock predates that: re-lock"
+    ]
+
+
 # --- through the CLI, with a lock uv itself accepts ----------------------------------------
 
 PYPROJECT = """\

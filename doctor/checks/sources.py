@@ -86,6 +86,10 @@ def _causes(facts: Facts, project: ProjectFacts, indexes: list[IndexFacts]) -> l
             "torch is not a dependency of the project itself: uv applies [tool.uv.sources] "
             "only to the project's own dependencies (astral-sh/uv#8253)"
         )
+    if not causes:
+        causes.append(
+            "pyproject.toml routes torch to the index now, so uv.lock predates that: re-lock"
+        )
     return causes
 
 
@@ -112,7 +116,15 @@ def torch_index_not_used(facts: Facts) -> Outcome:
     ]
     if not locked:
         return Skip("uv.lock records no torch for this platform")
-    urls = {_url(i.url) for i in indexes}
+    # torch may be routed on purpose to another declared index (a mirror): that one counts.
+    routed = {
+        str(e.get("index"))
+        for e in source_entries(project.sources.get("torch"))
+        if uv_marker_applies(e.get("marker"), environment)
+    }
+    urls = {_url(i.url) for i in indexes} | {
+        _url(i.url) for i in project.indexes if i.name in routed
+    }
     elsewhere = [p for p in locked if _url(p.source.get("registry", "")) not in urls]
     if not elsewhere:
         return []
