@@ -173,7 +173,8 @@ def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
         recognised["matched"]
         == "ptxas fatal   : Value 'sm_121a' is not defined for option 'gpu-name'"
     )
-    assert recognised["advice"]
+    assert recognised["id"] == "ptxas-unknown-arch"
+    # This interpreter has no torch: the check that would judge the cause has nothing to see.
     assert explained["confirmed"] == [] and explained["ruled_out"] == []
 
 

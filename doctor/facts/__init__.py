@@ -13,8 +13,10 @@ from typing import Any
 from doctor.facts.environment import (
     DistributionFacts,
     InterpreterFacts,
+    NvidiaToolFacts,
     PlatformFacts,
     RecordFacts,
+    ToolchainFacts,
     TorchBuildFacts,
 )
 from doctor.facts.libraries import LibrariesFacts
@@ -35,10 +37,12 @@ __all__ = [
     "LockedDependency",
     "LockedPackage",
     "MachineFacts",
+    "NvidiaToolFacts",
     "PlatformFacts",
     "ProbeFailure",
     "ProjectFacts",
     "RecordFacts",
+    "ToolchainFacts",
     "TorchBuildFacts",
     "to_jsonable",
 ]
@@ -64,6 +68,7 @@ class Facts:
     environment: dict[str, str] = field(default_factory=dict)
     libraries: LibrariesFacts | None = None
     machine: MachineFacts | None = None
+    toolchain: ToolchainFacts | None = None
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

@@ -84,3 +84,28 @@ class TorchBuildFacts:
     @property
     def is_cuda_build(self) -> bool:
         return bool(self.cuda) or "libtorch_cuda.so" in self.lib_files
+
+
+@dataclass(frozen=True)
+class NvidiaToolFacts:
+    """One of triton's CUDA tools (ptxas, ptxas-blackwell), as triton would pick it."""
+
+    name: str  # "ptxas", "ptxas-blackwell"
+    path: str | None  # the file triton runs; None when there is none
+    source: str  # "TRITON_PTXAS_PATH" (its environment variable) or "bundled with triton"
+    release: str | None = None  # the CUDA release of the tool, "12.9", from `--version`
+    error: str | None = None  # why the version could not be read
+
+
+@dataclass(frozen=True)
+class ToolchainFacts:
+    """What torch.compile's GPU path needs beside torch: triton's ptxas and a C compiler."""
+
+    triton_dir: str | None  # the triton package triton's import would use
+    c_compiler: str | None  # what triton runs to build its launcher: $CC, gcc, then clang
+    c_compiler_source: str | None = None  # "CC", "gcc" or "clang"
+    tools: tuple[NvidiaToolFacts, ...] = ()
+    tools_skipped: str | None = None  # why the tools were not asked for their version
+
+    def tool(self, name: str) -> NvidiaToolFacts | None:
+        return next((t for t in self.tools if t.name == name), None)

@@ -21,13 +21,16 @@ __all__ = [
     "ToolkitDriver",
     "TorchBuild",
     "TorchRelease",
+    "first_cuda_for",
     "gpu_family",
+    "last_cuda_major_for",
     "load",
     "mvc_floors",
     "mvc_limitations",
     "toolkit_drivers",
     "torch_builds",
     "torch_release",
+    "triton_min_capability",
 ]
 
 
@@ -135,6 +138,24 @@ def torch_release(version: str) -> TorchRelease | None:
     """The entry for a torch version's major.minor ("2.11.0+cu126" -> "2.11"), if known."""
     parts = version.split("+", 1)[0].split(".")
     return _torch_releases().get(".".join(parts[:2])) if len(parts) >= 2 else None
+
+
+def first_cuda_for(capability: tuple[int, int]) -> tuple[int, int] | None:
+    """The first CUDA release whose ptxas compiles for this compute capability, when it is
+    one the table lists (older ones are known to every supported CUDA)."""
+    table: dict[str, str] = load("gpu_architectures")["toolkit"]["first_cuda"]
+    text = table.get("{}.{}".format(*capability))
+    return _cc(text) if text else None
+
+
+def last_cuda_major_for(capability: tuple[int, int]) -> int | None:
+    """The last CUDA major that still compiles for this compute capability (None: any)."""
+    below = load("gpu_architectures")["toolkit"]["last_major_below"]
+    return int(below["last_major"]) if capability < _cc(below["capability"]) else None
+
+
+def triton_min_capability() -> tuple[int, int]:
+    return _cc(load("gpu_architectures")["triton"]["min_capability"])
 
 
 def gpu_family(capability: tuple[int, int]) -> str | None:

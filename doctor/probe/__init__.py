@@ -53,6 +53,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     from doctor.probe.libraries import probe_libraries
     from doctor.probe.machine import MachineProbe
     from doctor.probe.project import locate_project, probe_project
+    from doctor.probe.toolchain import probe_toolchain
 
     failures: list[ProbeFailure] = []
     machine_probe = MachineProbe(timeout=options.timeout, driver=started.driver)
@@ -91,6 +92,13 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     machine = machine_probe.finish(inside.torch)
     if machine.nvml is not None and machine.nvml.probe_error is not None:
         failures.append(ProbeFailure("nvml", machine.nvml.probe_error))
+    try:
+        toolchain = probe_toolchain(
+            inside.distributions, gpu_known=bool(machine.gpus), timeout=options.timeout
+        )
+    except Exception as exc:  # the report goes on without this probe
+        toolchain = None
+        failures.append(ProbeFailure("toolchain", f"internal error: {type(exc).__name__}: {exc}"))
 
     return Facts(
         interpreter=inside.interpreter,
@@ -101,6 +109,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         environment=inside.environment,
         libraries=libraries,
         machine=machine,
+        toolchain=toolchain,
         failures=tuple(failures),
     )
 

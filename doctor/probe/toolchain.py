@@ -1,0 +1,98 @@
+"""What torch.compile's GPU path needs beside torch: triton's ptxas and a C compiler.
+
+triton picks its tools as triton/knobs.py does (3.x): ``TRITON_PTXAS_PATH`` (or
+``TRITON_PTXAS_BLACKWELL_PATH``) when it names a usable file, else the copy bundled in
+``triton/backends/nvidia/bin``; compute capability 10.0 and later uses ``ptxas-blackwell``
+where triton bundles one. Its launcher is built with ``$CC``, else ``gcc``, else ``clang``
+from ``PATH`` (triton/runtime/build.py). The tools are asked for their CUDA release (a
+contained ``--version`` run) only when a GPU is known: that is what they would compile for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+
+from doctor.facts import DistributionFacts, NvidiaToolFacts, ToolchainFacts
+from doctor.probe.contained import run_contained
+
+__all__ = ["TOOLS", "probe_toolchain"]
+
+TOOLS = ("ptxas", "ptxas-blackwell")
+TRITON_DISTRIBUTIONS = ("triton", "pytorch-triton")
+_RELEASE = re.compile(r"release (\d+\.\d+)")
+
+
+def _triton_dir(distributions: Sequence[DistributionFacts]) -> str | None:
+    for dist in distributions:
+        if dist.name in TRITON_DISTRIBUTIONS and not dist.shadowed:
+            candidate = os.path.join(dist.location, "triton")
+            if os.path.isdir(candidate):
+                return candidate
+    return None
+
+
+def _c_compiler(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    if environ.get("CC") is not None:
+        return environ["CC"], "CC"
+    path = environ.get("PATH")
+    for name in ("gcc", "clang"):
+        found = shutil.which(name, path=path)
+        if found is not None:
+            return found, name
+    return None, None
+
+
+def _variable(tool: str) -> str:
+    return f"TRITON_{tool.upper().replace('-', '_')}_PATH"
+
+
+def _tool(
+    tool: str, triton_dir: str, environ: Mapping[str, str], timeout: float
+) -> NvidiaToolFacts:
+    bundled = os.path.join(triton_dir, "backends", "nvidia", "bin", tool)
+    candidates = []
+    variable = _variable(tool)
+    if environ.get(variable):
+        candidates.append((environ[variable], variable))
+    candidates.append((bundled, "bundled with triton"))
+    errors = []
+    for path, source in candidates:
+        if not os.path.isfile(path):
+            errors.append(f"{path}: no such file")
+            continue
+        run = run_contained([path, "--version"], timeout=timeout, env=environ)
+        match = _RELEASE.search(run.stdout + run.stderr) if run.ok else None
+        if match:
+            return NvidiaToolFacts(tool, path, source, release=match.group(1))
+        errors.append(f"{path}: " + (run.describe_failure() if not run.ok else "no release"))
+    return NvidiaToolFacts(tool, None, "bundled with triton", error="; ".join(errors))
+
+
+def probe_toolchain(
+    distributions: Sequence[DistributionFacts],
+    *,
+    gpu_known: bool,
+    environ: Mapping[str, str] | None = None,
+    timeout: float = 60.0,
+) -> ToolchainFacts | None:
+    """None without triton (torch.compile has no GPU path to judge)."""
+    env = os.environ if environ is None else environ
+    triton_dir = _triton_dir(distributions)
+    if triton_dir is None:
+        return None
+    compiler, source = _c_compiler(env)
+    if not gpu_known:
+        return ToolchainFacts(
+            triton_dir, compiler, source, tools_skipped="no GPU is known to compile for"
+        )
+    tools = tuple(
+        _tool(tool, triton_dir, env, timeout)
+        for tool in TOOLS
+        if tool == "ptxas"
+        or os.path.isfile(os.path.join(triton_dir, "backends", "nvidia", "bin", tool))
+        or env.get(_variable(tool))
+    )
+    return ToolchainFacts(triton_dir, compiler, source, tools=tools)
