@@ -185,6 +185,12 @@ def test_cli_reports_no_c_compiler_on_the_path(
     assert finding["data"]["c_compiler"] is None
     # No GPU here: the tools were not run, and nothing is judged about them.
     assert run.json["facts"]["toolchain"]["tools_skipped"] == "no GPU is known to compile for"
+    ticket = run_doctor(
+        "--python", str(env.root), "--format", "markdown", cwd=workdir, env={"PATH": str(empty)}
+    )
+    assert "| torch.compile | no C compiler · ptxas not run (no GPU is known to compile for) |" in (
+        ticket.stdout
+    )
 
 
 @pytest.mark.slow

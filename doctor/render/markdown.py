@@ -304,10 +304,28 @@ def _facts_table(report: Report) -> list[str]:
         libc = f" · {plat.libc} {plat.libc_version}" if plat.libc else ""
         rows.append(("Platform", f"{plat.system} {plat.machine}{libc} · {md(plat.release)}"))
     rows += _machine_rows(facts)
+    toolchain = _toolchain_text(facts)
+    if toolchain is not None:
+        rows.append(("torch.compile", toolchain))
     project = _project_text(facts)
     if project is not None:
         rows.append(("uv project", project))
     return ["### Environment", "", *table(("fact", "value"), rows), ""]
+
+
+def _toolchain_text(facts: Facts) -> str | None:
+    """triton's C compiler and ptxas tools, when triton is installed."""
+    toolchain = facts.toolchain
+    if toolchain is None:
+        return None
+    parts = [
+        f"C compiler {code(toolchain.c_compiler)}" if toolchain.c_compiler else "no C compiler"
+    ]
+    for tool in toolchain.tools:
+        parts.append(f"{tool.name} CUDA {tool.release}" if tool.release else f"{tool.name}: none")
+    if toolchain.tools_skipped:
+        parts.append(f"ptxas not run ({md(toolchain.tools_skipped)})")
+    return " · ".join(parts)
 
 
 # --- CUDA libraries (doctor/facts/libraries.py) --------------------------------------------
