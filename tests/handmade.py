@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from doctor.checks import REGISTRY, Skip
 from doctor.facts import (
     DistributionFacts,
     Facts,
@@ -21,6 +22,8 @@ from doctor.facts import (
     RecordFacts,
     TorchBuildFacts,
 )
+from doctor.findings import Finding
+from doctor.pipeline import judge
 from tests.factory import (
     CUDA_TOOLKIT_EXTRAS,
     PLAIN_DEPENDENCIES,
@@ -209,3 +212,23 @@ def project(
         locked_names=tuple(sorted({"torch"} | {d.name for p in locked for d in p.dependencies})),
         dependency_metadata=tuple(dependency_metadata),
     )
+
+
+class CheckUnderTest:
+    """One registered check, run as a pure function on hand-built facts."""
+
+    def __init__(self, check_id: str) -> None:
+        self.id = check_id
+
+    def run(self, all_facts: Facts) -> Sequence[Finding] | Skip:
+        return REGISTRY[self.id].function(all_facts)
+
+    def only(self, all_facts: Facts) -> Finding:
+        """Its one finding (fails the test on a skip or on any other count)."""
+        outcome = self.run(all_facts)
+        assert not isinstance(outcome, Skip) and len(outcome) == 1, outcome
+        return outcome[0]
+
+    def judged(self, all_facts: Facts) -> Finding:
+        """Its finding as the pipeline reports it: with its remedies."""
+        return next(f for f in judge(all_facts).findings if f.id == self.id)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from doctor.checks import REGISTRY, Skip
+from doctor.checks import Skip
 from doctor.facts import DistributionFacts, Facts
-from doctor.findings import Finding, Severity
-from doctor.pipeline import judge
+from doctor.findings import Severity
 from tests.factory import FakeEnv, run_doctor
 from tests.handmade import (
+    CheckUnderTest,
     dist,
     facts,
     healthy_distributions,
@@ -21,7 +21,7 @@ from tests.handmade import (
     torch_dist,
 )
 
-CHECK = "torch-companion-mismatch"
+CHECK = CheckUnderTest("torch-companion-mismatch")
 
 
 def with_companions(
@@ -36,18 +36,8 @@ def torchvision(version: str, torch_pin: str) -> DistributionFacts:
     return dist("torchvision", version, requires_dist=("numpy", f"torch=={torch_pin}"))
 
 
-def run(all_facts: Facts) -> Sequence[Finding] | Skip:
-    return REGISTRY[CHECK].function(all_facts)
-
-
-def only(all_facts: Facts) -> Finding:
-    outcome = run(all_facts)
-    assert not isinstance(outcome, Skip) and len(outcome) == 1, outcome
-    return outcome[0]
-
-
 def test_a_torchvision_pinned_to_another_torch_release_is_an_error() -> None:
-    finding = only(with_companions(torchvision("0.27.1+cu130", "2.12.1")))
+    finding = CHECK.only(with_companions(torchvision("0.27.1+cu130", "2.12.1")))
     assert finding.severity is Severity.ERROR
     assert (
         "torchvision 0.27.1+cu130 requires torch==2.12.1, but torch 2.14.1+cu130"
@@ -64,13 +54,13 @@ def test_a_torchvision_pinned_to_another_torch_release_is_an_error() -> None:
 
 
 def test_a_cpu_torchvision_beside_a_cuda_torch_is_an_error() -> None:
-    finding = only(with_companions(torchvision("0.29.1+cpu", "2.14.1")))
+    finding = CHECK.only(with_companions(torchvision("0.29.1+cpu", "2.14.1")))
     assert finding.severity is Severity.ERROR
     assert any("is a cpu build (local tag)" in e and "is cu130" in e for e in finding.evidence)
 
 
 def test_the_same_cuda_major_in_another_minor_is_a_warning() -> None:
-    finding = only(
+    finding = CHECK.only(
         with_companions(torchvision("0.26.0+cu126", "2.11.0"), torch_version="2.11.0+cu128")
     )
     assert finding.severity is Severity.WARNING
@@ -79,19 +69,21 @@ def test_the_same_cuda_major_in_another_minor_is_a_warning() -> None:
 def test_a_torchvision_from_pypi_carries_pypis_variant_for_its_release() -> None:
     # torch from the cu126 index, torchvision from PyPI, where 2.11's wheels are cu130.
     from_pypi = torchvision("0.26.0", "2.11.0")
-    finding = only(with_companions(from_pypi, torch_version="2.11.0+cu126"))
+    finding = CHECK.only(with_companions(from_pypi, torch_version="2.11.0+cu126"))
     assert finding.severity is Severity.ERROR
     assert any(
         "cu130 build (no local tag: PyPI's variant for torch 2.11)" in e for e in (finding.evidence)
     )
     # PyPI's CUDA variants are x86_64 facts: on aarch64 the untagged wheel is not judged.
-    assert run(with_companions(from_pypi, torch_version="2.11.0+cu126", machine="aarch64")) == []
+    assert (
+        CHECK.run(with_companions(from_pypi, torch_version="2.11.0+cu126", machine="aarch64")) == []
+    )
 
 
 def test_matching_torchvision_and_torchaudio_are_quiet() -> None:
     torchaudio = dist("torchaudio", "2.14.1+cu130", requires_dist=("torch==2.14.1",))
-    assert run(with_companions(torchvision("0.29.1+cu130", "2.14.1"), torchaudio)) == []
-    assert isinstance(run(with_companions()), Skip)
+    assert CHECK.run(with_companions(torchvision("0.29.1+cu130", "2.14.1"), torchaudio)) == []
+    assert isinstance(CHECK.run(with_companions()), Skip)
 
 
 def test_pyproject_sources_show_where_the_companion_comes_from() -> None:
@@ -102,7 +94,7 @@ def test_pyproject_sources_show_where_the_companion_comes_from() -> None:
         project=dataclasses.replace(project(), sources=sources),
         interpreter=dataclasses.replace(base.interpreter, prefix="/project/.venv"),  # type: ignore[arg-type]
     )
-    finding = next(f for f in judge(in_project).findings if f.id == CHECK)
+    finding = CHECK.judged(in_project)
     assert any("torchvision none: uv takes it from PyPI" in e for e in finding.evidence)
     toml = next(r for r in finding.remedies if r.kind == "toml")
     assert "[tool.uv.sources]" in toml.text and "torchvision = [" in toml.text
@@ -112,13 +104,13 @@ def test_pyproject_sources_show_where_the_companion_comes_from() -> None:
 
 
 def test_outside_a_project_the_paired_torchvision_is_installed_from_torchs_index() -> None:
-    known = judge(with_companions(torchvision("0.27.1", "2.12.1"), torch_version="2.11.0+cu126"))
-    command = next(f for f in known.findings if f.id == CHECK).remedies[0].text
+    known = with_companions(torchvision("0.27.1", "2.12.1"), torch_version="2.11.0+cu126")
+    command = CHECK.judged(known).remedies[0].text
     assert "torchvision==0.26.*" in command
     assert command.endswith("--index-url https://download.pytorch.org/whl/cu126")
     # No torchvision release recorded for torch 2.14: words, not an unpinned install.
-    unknown = judge(with_companions(torchvision("0.29.1+cpu", "2.14.1")))
-    remedy = next(f for f in unknown.findings if f.id == CHECK).remedies[0]
+    unknown = with_companions(torchvision("0.29.1+cpu", "2.14.1"))
+    remedy = CHECK.judged(unknown).remedies[0]
     assert remedy.kind == "text" and "requires torch==2.14.1" in remedy.text
 
 
@@ -132,7 +124,7 @@ def test_cli_reports_a_cpu_torchvision_beside_the_cuda_torch(
     env.install_healthy_cu130()
     env.install("torchvision", "0.29.1+cpu", requires_dist=("torch==2.14.1",))
     run = run_doctor("--python", str(env.root), "--format", "json", cwd=workdir)
-    finding = run.finding(CHECK)
+    finding = run.finding(CHECK.id)
     assert finding["severity"] == "error"
     assert finding["data"]["torch_variant"] == "cu130"
     assert run.returncode == 1
@@ -145,8 +137,8 @@ def test_cli_is_quiet_for_the_matching_torchvision(
     env.install_healthy_cu130()
     env.install("torchvision", "0.29.1+cu130", requires_dist=("torch==2.14.1",))
     run = run_doctor("--python", str(env.root), "--format", "json", cwd=workdir)
-    assert CHECK not in run.finding_ids()
-    check = next(c for c in run.json["checks"] if c["id"] == CHECK)
+    assert CHECK.id not in run.finding_ids()
+    check = next(c for c in run.json["checks"] if c["id"] == CHECK.id)
     assert check["status"] == "passed"
 
 
@@ -160,4 +152,4 @@ def test_explain_confirms_the_torchvision_operator_error_with_this_check(
     run = run_doctor("explain", error, "--python", str(env.root), "--format", "json", cwd=workdir)
     explained = run.json["explain"]
     assert [r["id"] for r in explained["recognised"]] == ["torchvision-operator-missing"]
-    assert explained["confirmed"] == [CHECK]
+    assert explained["confirmed"] == [CHECK.id]

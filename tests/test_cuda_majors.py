@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from doctor.checks import REGISTRY, Skip
-from doctor.facts import Facts
-from doctor.findings import Finding, Severity
-from doctor.pipeline import judge
+from doctor.checks import Skip
+from doctor.findings import Severity
 from tests.factory import FakeEnv, run_doctor
-from tests.handmade import dist, facts, healthy_distributions, torch_build, torch_dist
+from tests.handmade import (
+    CheckUnderTest,
+    dist,
+    facts,
+    healthy_distributions,
+    torch_build,
+    torch_dist,
+)
 
-CHECK = "mixed-cuda-majors"
-
-
-def run(all_facts: Facts) -> Sequence[Finding] | Skip:
-    return REGISTRY[CHECK].function(all_facts)
-
-
-def only(all_facts: Facts) -> Finding:
-    outcome = run(all_facts)
-    assert not isinstance(outcome, Skip) and len(outcome) == 1, outcome
-    return outcome[0]
+CHECK = CheckUnderTest("mixed-cuda-majors")
 
 
 def test_a_cuda_12_leftover_beside_a_cuda_13_torch_is_a_warning() -> None:
     leftover = dist("nvidia-cublas-cu12", "12.8.4.1")
-    finding = only(facts([*healthy_distributions(), leftover]))
+    finding = CHECK.only(facts([*healthy_distributions(), leftover]))
     assert finding.severity is Severity.WARNING
     assert "nvidia-cublas-cu12" in finding.title and "CUDA 13" in finding.title
     assert any(
         "nvidia-cublas-cu12 12.8.4.1 is a CUDA 12 wheel, required by no installed package" in e
         for e in finding.evidence
     )
-    [remedy] = judge(facts([*healthy_distributions(), leftover])).findings[0].remedies
+    [remedy] = CHECK.judged(facts([*healthy_distributions(), leftover])).remedies
     assert remedy.kind == "shell"
     assert remedy.text.endswith("uninstall --python /venv/bin/python nvidia-cublas-cu12")
 
@@ -42,10 +37,10 @@ def test_a_cuda_12_leftover_beside_a_cuda_13_torch_is_a_warning() -> None:
 def test_the_package_that_needs_the_other_major_is_named() -> None:
     plugin = dist("jax-cuda12-plugin", "0.7.2", requires_dist=("nvidia-cublas-cu12>=12.1",))
     cublas = dist("nvidia-cublas-cu12", "12.8.4.1")
-    finding = only(facts([*healthy_distributions(), plugin, cublas]))
+    finding = CHECK.only(facts([*healthy_distributions(), plugin, cublas]))
     assert finding.data["foreign"][0]["required_by"] == ["jax-cuda12-plugin"]
-    remedy = next(f for f in judge(facts([*healthy_distributions(), plugin, cublas])).findings)
-    assert any("CUDA 13 variant of jax-cuda12-plugin" in r.text for r in remedy.remedies)
+    judged = CHECK.judged(facts([*healthy_distributions(), plugin, cublas]))
+    assert any("CUDA 13 variant of jax-cuda12-plugin" in r.text for r in judged.remedies)
 
 
 def test_unsuffixed_cuda_13_wheels_beside_a_cuda_12_torch_are_foreign() -> None:
@@ -53,16 +48,16 @@ def test_unsuffixed_cuda_13_wheels_beside_a_cuda_12_torch_are_foreign() -> None:
     own = dist("nvidia-cublas-cu12", "12.6.4.1")
     newer = dist("nvidia-cublas", "13.1.0.3")
     all_facts = facts([torch, own, newer], build=torch_build("2.6.0+cu126", cuda="12.6"))
-    finding = only(all_facts)
+    finding = CHECK.only(all_facts)
     assert [r["name"] for r in finding.data["foreign"]] == ["nvidia-cublas"]
     assert any("CUDA 13 or later wheel" in e for e in finding.evidence)
 
 
 def test_torchs_own_wheels_and_other_packages_are_quiet() -> None:
     others = [dist("nvidia-ml-py", "13.580.82"), dist("numpy", "2.3.0")]
-    assert run(facts([*healthy_distributions(), *others])) == []
+    assert CHECK.run(facts([*healthy_distributions(), *others])) == []
     cpu = facts([torch_dist("2.14.1+cpu", requires_dist=())], build=torch_build(cuda=None))
-    assert run(cpu) == Skip("torch is not a CUDA build")
+    assert CHECK.run(cpu) == Skip("torch is not a CUDA build")
 
 
 def test_cli_reports_a_leftover_cuda_12_wheel(
@@ -71,10 +66,10 @@ def test_cli_reports_a_leftover_cuda_12_wheel(
     env = make_env()
     env.install_healthy_cu130()
     healthy = run_doctor("--python", str(env.root), "--format", "json", cwd=workdir)
-    assert CHECK not in healthy.finding_ids()
+    assert CHECK.id not in healthy.finding_ids()
     env.install("nvidia-cudnn-cu12", "9.10.2.21")
     run = run_doctor("--python", str(env.root), "--format", "json", cwd=workdir)
-    finding = run.finding(CHECK)
+    finding = run.finding(CHECK.id)
     assert finding["data"]["foreign"][0]["name"] == "nvidia-cudnn-cu12"
     assert finding["remedies"][0]["text"].endswith("nvidia-cudnn-cu12")
     assert run.returncode == 0  # a warning

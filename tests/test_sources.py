@@ -9,15 +9,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from doctor.checks import REGISTRY, Skip
+from doctor.checks import Skip
 from doctor.facts import Facts
 from doctor.facts.project import IndexFacts
-from doctor.findings import Finding, Severity
-from doctor.pipeline import judge
+from doctor.findings import Severity
 from tests.factory import REPO, FakeEnv, run_doctor
-from tests.handmade import healthy_facts, interpreter, locked_torch, marker_env, project
+from tests.handmade import (
+    CheckUnderTest,
+    healthy_facts,
+    interpreter,
+    locked_torch,
+    marker_env,
+    project,
+)
 
-CHECK = "torch-index-not-used"
+CHECK = CheckUnderTest("torch-index-not-used")
 CU130 = IndexFacts("pytorch-cu130", "https://download.pytorch.org/whl/cu130", explicit=True)
 PYPI = "https://pypi.org/simple"
 
@@ -43,23 +49,13 @@ def with_project(
     )
 
 
-def run(all_facts: Facts) -> Sequence[Finding] | Skip:
-    return REGISTRY[CHECK].function(all_facts)
-
-
-def only(all_facts: Facts) -> Finding:
-    outcome = run(all_facts)
-    assert not isinstance(outcome, Skip) and len(outcome) == 1, outcome
-    return outcome[0]
-
-
 def remedies(all_facts: Facts) -> dict[str, str]:
-    finding = next(f for f in judge(all_facts).findings if f.id == CHECK)
+    finding = CHECK.judged(all_facts)
     return {r.kind: r.text for r in finding.remedies}
 
 
 def test_an_explicit_index_without_a_source_leaves_torch_to_pypi() -> None:
-    finding = only(with_project())
+    finding = CHECK.only(with_project())
     assert finding.severity is Severity.WARNING
     assert any(f"uv.lock records torch 2.14.1+cu130 from {PYPI}" in e for e in finding.evidence)
     assert any(
@@ -79,7 +75,7 @@ def test_an_explicit_index_without_a_source_leaves_torch_to_pypi() -> None:
 def test_a_source_marker_that_misses_windows_amd64_is_named() -> None:
     sources = {"torch": [{"index": "pytorch-cu130", "marker": "platform_machine == 'x86_64'"}]}
     facts = with_project(sources=sources, system="Windows", machine="AMD64")
-    finding = only(facts)
+    finding = CHECK.only(facts)
     assert any(
         "no marker of torch's [tool.uv.sources] entries holds here (win32/AMD64)" in e
         for e in finding.evidence
@@ -90,7 +86,7 @@ def test_a_source_marker_that_misses_windows_amd64_is_named() -> None:
 def test_a_transitive_torch_ignores_the_sources() -> None:
     sources = {"torch": [{"index": "pytorch-cu130"}]}
     facts = with_project(sources=sources, dependencies=("docling>=2",))
-    finding = only(facts)
+    finding = CHECK.only(facts)
     assert finding.data["torch_is_direct"] is False
     assert any("astral-sh/uv#8253" in e for e in finding.evidence)
     assert "uv add torch" in remedies(facts)["text"]
@@ -98,20 +94,20 @@ def test_a_transitive_torch_ignores_the_sources() -> None:
 
 def test_torch_locked_from_the_declared_index_is_quiet() -> None:
     sources = {"torch": [{"index": "pytorch-cu130"}]}
-    assert run(with_project(registry=CU130.url + "/", sources=sources)) == []
-    assert run(with_project(indexes=())) == Skip("pyproject.toml declares no PyTorch index")
+    assert CHECK.run(with_project(registry=CU130.url + "/", sources=sources)) == []
+    assert CHECK.run(with_project(indexes=())) == Skip("pyproject.toml declares no PyTorch index")
 
 
 def test_torch_routed_to_a_declared_mirror_is_quiet() -> None:
     mirror = IndexFacts("mirror", "https://artifacts.example/pytorch/cu130", explicit=True)
     sources = {"torch": [{"index": "mirror"}]}
     quiet = with_project(registry=mirror.url, sources=sources, indexes=(CU130, mirror))
-    assert run(quiet) == []
+    assert CHECK.run(quiet) == []
 
 
 def test_a_lock_older_than_the_routing_is_told_to_re_lock() -> None:
     sources = {"torch": [{"index": "pytorch-cu130"}]}
-    finding = only(with_project(sources=sources))
+    finding = CHECK.only(with_project(sources=sources))
     assert finding.data["causes"] == [
         "pyproject.toml routes torch to the index now, so uv.lock predates that: re-lock"
     ]
@@ -188,7 +184,7 @@ def test_cli_reports_torch_locked_from_pypi_despite_the_declared_index(
     run = run_doctor(
         "--python", str(env.root), "--project", str(root), "--format", "json", cwd=workdir
     )
-    finding = run.finding(CHECK)
+    finding = run.finding(CHECK.id)
     assert finding["data"]["locked_sources"] == [{"registry": PYPI}]
     toml = next(r for r in finding["remedies"] if r["kind"] == "toml")
     assert toml["target"].endswith("demo/pyproject.toml")
@@ -203,5 +199,5 @@ def test_cli_is_quiet_when_the_source_routes_torch(
     run = run_doctor(
         "--python", str(env.root), "--project", str(root), "--format", "json", cwd=workdir
     )
-    assert CHECK not in run.finding_ids()
-    assert next(c for c in run.json["checks"] if c["id"] == CHECK)["status"] == "passed"
+    assert CHECK.id not in run.finding_ids()
+    assert next(c for c in run.json["checks"] if c["id"] == CHECK.id)["status"] == "passed"

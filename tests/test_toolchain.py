@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from doctor.checks import REGISTRY, Skip
+from doctor.checks import Skip
 from doctor.facts import Facts, NvidiaToolFacts, ToolchainFacts
 from doctor.facts.machine import GpuFacts, MachineFacts, NvmlFacts, NvmlStatus
-from doctor.findings import Finding, Severity
-from doctor.pipeline import judge
+from doctor.findings import Severity
 from tests.driver_stub import H100, RTX_5090, Driver, DriverStubs, Gpu
 from tests.factory import FakeEnv, run_doctor
-from tests.handmade import healthy_facts
+from tests.handmade import CheckUnderTest, healthy_facts
 
-CHECK = "torch-compile-toolchain"
+CHECK = CheckUnderTest("torch-compile-toolchain")
 BIN = "/venv/site-packages/triton/backends/nvidia/bin"
 GB10 = Gpu("NVIDIA GB10", "12.1", 122000)
 
@@ -43,23 +42,13 @@ def with_toolchain(
     return dataclasses.replace(healthy_facts(), machine=machine, toolchain=toolchain)
 
 
-def run(facts: Facts) -> Sequence[Finding] | Skip:
-    return REGISTRY[CHECK].function(facts)
-
-
-def only(facts: Facts) -> Finding:
-    outcome = run(facts)
-    assert not isinstance(outcome, Skip) and len(outcome) == 1, outcome
-    return outcome[0]
-
-
 def test_no_c_compiler_is_a_warning_with_the_install_hint() -> None:
     facts = with_toolchain([], c_compiler=None)
-    finding = only(facts)
+    finding = CHECK.only(facts)
     assert finding.severity is Severity.WARNING
     assert finding.title.endswith("no C compiler")
     assert any("Failed to find C compiler" in e for e in finding.evidence)
-    [remedy] = next(f for f in judge(facts).findings if f.id == CHECK).remedies
+    [remedy] = CHECK.judged(facts).remedies
     assert "apt-get install gcc" in remedy.text
 
 
@@ -69,13 +58,13 @@ def test_a_ptxas_older_than_the_gpu_is_named_with_the_variable_to_set() -> None:
         [gpu("NVIDIA GB10", (12, 1))],
         tools=(tool("ptxas", "12.8"), tool("ptxas-blackwell", "12.8")),
     )
-    finding = only(facts)
+    finding = CHECK.only(facts)
     assert "sm_121" in finding.title
     assert any(
         "ptxas-blackwell 12.8" in e and "needs the ptxas of CUDA 12.9 or later" in e
         for e in finding.evidence
     )
-    env = next(r for r in judge(facts).findings[0].remedies if r.kind == "env")
+    env = next(r for r in CHECK.judged(facts).remedies if r.kind == "env")
     assert env.text.startswith("export TRITON_PTXAS_BLACKWELL_PATH=")
 
 
@@ -83,25 +72,25 @@ def test_without_a_blackwell_ptxas_triton_uses_ptxas_for_every_gpu() -> None:
     facts = with_toolchain(
         [gpu("NVIDIA GeForce RTX 5090", (12, 0))], tools=(tool("ptxas", "12.4"),)
     )
-    finding = only(facts)
-    env = next(r for r in judge(facts).findings[0].remedies if r.kind == "env")
+    finding = CHECK.only(facts)
+    env = next(r for r in CHECK.judged(facts).remedies if r.kind == "env")
     assert env.text.startswith("export TRITON_PTXAS_PATH=")
     assert finding.data["gpus"] == [{"index": 0, "sm": "sm_120", "problem": finding.evidence[0]}]
 
 
 def test_gpus_triton_does_not_support_or_ptxas_dropped_are_named() -> None:
-    pascal = only(with_toolchain([gpu("NVIDIA GeForce GTX 1080", (6, 1))]))
+    pascal = CHECK.only(with_toolchain([gpu("NVIDIA GeForce GTX 1080", (6, 1))]))
     assert "compute capability 7.0 and later" in pascal.evidence[0]
     volta = with_toolchain(
         [gpu("Tesla V100", (7, 0))], tools=(tool("ptxas", "13.0", "TRITON_PTXAS_PATH"),)
     )
-    assert "no longer compiles for sm_70 (CUDA 12.x was the last)" in only(volta).evidence[0]
+    assert "no longer compiles for sm_70 (CUDA 12.x was the last)" in CHECK.only(volta).evidence[0]
 
 
 def test_gpus_the_bundled_tools_know_are_quiet() -> None:
     gpus = [gpu("NVIDIA H100", (9, 0)), gpu("NVIDIA GeForce RTX 5090", (12, 0), 1)]
-    assert run(with_toolchain(gpus)) == []
-    assert run(dataclasses.replace(with_toolchain(gpus), toolchain=None)) == Skip(
+    assert CHECK.run(with_toolchain(gpus)) == []
+    assert CHECK.run(dataclasses.replace(with_toolchain(gpus), toolchain=None)) == Skip(
         "triton is not installed"
     )
 
@@ -145,7 +134,7 @@ def test_cli_names_a_blackwell_ptxas_too_old_for_gb10(
         cwd=workdir,
         env=driver_stubs.env(Driver(gpus=(H100, GB10))),
     )
-    finding = run.finding(CHECK)
+    finding = run.finding(CHECK.id)
     assert [g["sm"] for g in finding["data"]["gpus"]] == ["sm_121"]  # H100's ptxas is fine
     releases = {t["name"]: t["release"] for t in run.json["facts"]["toolchain"]["tools"]}
     assert releases == {"ptxas": "12.9", "ptxas-blackwell": "12.8"}
@@ -165,7 +154,7 @@ def test_cli_is_quiet_when_the_tools_know_every_gpu(
         cwd=workdir,
         env=driver_stubs.env(Driver(gpus=(H100, GB10))),
     )
-    assert CHECK not in run.finding_ids()
+    assert CHECK.id not in run.finding_ids()
 
 
 def test_cli_reports_no_c_compiler_on_the_path(
@@ -181,7 +170,7 @@ def test_cli_reports_no_c_compiler_on_the_path(
     run = run_doctor(
         "--python", str(env.root), "--format", "json", cwd=workdir, env={"PATH": str(empty)}
     )
-    finding = run.finding(CHECK)
+    finding = run.finding(CHECK.id)
     assert finding["data"]["c_compiler"] is None
     # No GPU here: the tools were not run, and nothing is judged about them.
     assert run.json["facts"]["toolchain"]["tools_skipped"] == "no GPU is known to compile for"
@@ -210,4 +199,4 @@ def test_real_triton_tools_report_their_cuda_releases(
     tools = {t["name"]: t for t in run.json["facts"]["toolchain"]["tools"]}
     assert tools["ptxas"]["release"] == "12.9"
     assert tools["ptxas-blackwell"]["release"].startswith("13.")
-    assert CHECK not in run.finding_ids()
+    assert CHECK.id not in run.finding_ids()
