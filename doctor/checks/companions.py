@@ -89,6 +89,14 @@ def _pinned_release(pin: SpecifierSet | None) -> str | None:
     return exact[0] if len(exact) == 1 else None
 
 
+def _accepts(pin: SpecifierSet, version: str) -> bool:
+    """Whether the pin accepts the version; a version that does not parse is not judged."""
+    try:
+        return pin.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return True
+
+
 def _mismatch_severity(torch_variant: Variant, companion: Variant) -> Severity | None:
     if torch_variant.tag == companion.tag:
         return None
@@ -120,7 +128,7 @@ def torch_companion_mismatch(facts: Facts) -> Outcome:
         pin = _torch_pin(companion, facts)
         variant = variant_of(companion.version, _pinned_release(pin), pypi)
         mismatched = False
-        if pin is not None and not pin.contains(torch_version, prereleases=True):
+        if pin is not None and not _accepts(pin, torch_version):
             evidence.append(
                 f"{companion.display_name} {companion.version} requires torch{pin}, "
                 f"but torch {torch_version} is installed"
