@@ -8,6 +8,7 @@ from pathlib import Path
 
 from doctor.checks import Skip
 from doctor.facts import DistributionFacts, Facts
+from doctor.facts.project import IndexFacts
 from doctor.findings import Severity
 from tests.factory import FakeEnv, run_doctor
 from tests.handmade import (
@@ -86,21 +87,43 @@ def test_matching_torchvision_and_torchaudio_are_quiet() -> None:
     assert isinstance(CHECK.run(with_companions()), Skip)
 
 
-def test_pyproject_sources_show_where_the_companion_comes_from() -> None:
-    sources = {"torch": [{"index": "pytorch-cu130"}]}
-    base = with_companions(torchvision("0.29.1+cpu", "2.14.1"))
-    in_project = dataclasses.replace(
-        base,
-        project=dataclasses.replace(project(), sources=sources),
-        interpreter=dataclasses.replace(base.interpreter, prefix="/project/.venv"),  # type: ignore[arg-type]
+def in_project(facts: Facts, **changes: object) -> Facts:
+    """The same facts, inspected as the venv of a uv project (pyproject changes applied)."""
+    return dataclasses.replace(
+        facts,
+        project=dataclasses.replace(project(), **changes),
+        interpreter=dataclasses.replace(facts.interpreter, prefix="/project/.venv"),  # type: ignore[arg-type]
     )
-    finding = CHECK.judged(in_project)
-    assert any("torchvision none: uv takes it from PyPI" in e for e in finding.evidence)
+
+
+def test_in_a_project_the_companion_follows_torchs_declared_source() -> None:
+    index = IndexFacts("pytorch-cu130", "https://download.pytorch.org/whl/cu130", explicit=True)
+    facts = in_project(
+        with_companions(torchvision("0.29.1+cpu", "2.14.1")),
+        sources={"torch": [{"index": "pytorch-cu130"}]},
+        indexes=(index,),
+    )
+    finding = CHECK.judged(facts)
+    assert any(
+        'gives torch the source {index = "pytorch-cu130"}, torchvision none: uv takes it from PyPI'
+        in e
+        for e in finding.evidence
+    )
     toml = next(r for r in finding.remedies if r.kind == "toml")
-    assert "[tool.uv.sources]" in toml.text and "torchvision = [" in toml.text
-    assert 'url = "https://download.pytorch.org/whl/cu130"' in toml.text
+    # torch is routed already: only torchvision's entry, no second [[tool.uv.index]].
+    assert toml.text == (
+        "[tool.uv.sources]\n"
+        'torchvision = [{index = "pytorch-cu130", marker = "sys_platform == \'linux\'"}]\n'
+    )
     shell = next(r for r in finding.remedies if r.kind == "shell")
     assert "uv lock --upgrade-package torch --upgrade-package torchvision" in shell.text
+
+
+def test_in_a_project_without_torchs_index_the_block_declares_it() -> None:
+    finding = CHECK.judged(in_project(with_companions(torchvision("0.29.1+cpu", "2.14.1"))))
+    toml = next(r for r in finding.remedies if r.kind == "toml")
+    assert 'url = "https://download.pytorch.org/whl/cu130"' in toml.text
+    assert "torch = [" in toml.text and "torchvision = [" in toml.text
 
 
 def test_outside_a_project_the_paired_torchvision_is_installed_from_torchs_index() -> None:

@@ -20,7 +20,7 @@ from doctor.facts import DistributionFacts, Facts
 from doctor.findings import Finding, Severity
 from doctor.knowledge import torch_release
 
-__all__ = ["COMPANIONS", "Variant", "variant_of"]
+__all__ = ["COMPANIONS", "Variant", "source_text", "variant_of"]
 
 COMPANIONS = ("torchvision", "torchaudio")
 
@@ -97,6 +97,17 @@ def _accepts(pin: SpecifierSet, version: str) -> bool:
         return True
 
 
+def source_text(value: object) -> str:
+    """A [tool.uv.sources] value as pyproject.toml spells it: {index = "pytorch-cu130"}."""
+    entries = value if isinstance(value, list) else [value]
+    tables = [
+        "{" + ", ".join(f'{k} = "{v}"' for k, v in e.items()) + "}"
+        for e in entries
+        if isinstance(e, dict)
+    ]
+    return ", ".join(tables) or str(value)
+
+
 def _mismatch_severity(torch_variant: Variant, companion: Variant) -> Severity | None:
     if torch_variant.tag == companion.tag:
         return None
@@ -164,8 +175,12 @@ def torch_companion_mismatch(facts: Facts) -> Outcome:
             if sources.get(name) != sources["torch"]:
                 given = sources.get(name)
                 evidence.append(
-                    f"pyproject.toml gives torch the source {sources['torch']}, but "
-                    + (f"{name} {given}" if given else f"{name} none: uv takes it from PyPI")
+                    f"pyproject.toml gives torch the source {source_text(sources['torch'])}, "
+                    + (
+                        f"{name} {source_text(given)}"
+                        if given
+                        else f"{name} none: uv takes it from PyPI"
+                    )
                 )
     names = ", ".join(str(p["name"]) for p in problems)
     return [

@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Sequence
 
 from doctor.checks.cuda_compat import PYTORCH_INDEX_URL
+from doctor.checks.sources import source_entries
 from doctor.facts import Facts
 from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.knowledge import torch_release
@@ -21,6 +22,27 @@ def _tagged_variant(version: str) -> str | None:
     return version.split("+", 1)[1] if "+" in version else None
 
 
+def _sources_block(facts: Facts, names: list[str], variant: str | None) -> tuple[str, str] | None:
+    """(summary, TOML) sending the companions where torch comes from; None for PyPI."""
+    project = facts.project
+    declared = {i.name for i in project.indexes} if project else set()
+    routed = [
+        str(e["index"])
+        for e in source_entries(project.sources.get("torch") if project else None)
+        if e.get("index") in declared
+    ]
+    if routed:
+        # torch's own source names a declared index already: the companions go there too.
+        block = render_index_block(routed[0], None, names, platform_marker(facts))
+        return f"take {', '.join(names)} from {routed[0]}, as torch", block
+    if variant is None:
+        return None
+    block = render_index_block(
+        f"pytorch-{variant}", PYTORCH_INDEX_URL + variant, ["torch", *names], platform_marker(facts)
+    )
+    return f"take {', '.join(names)} from torch's index ({variant}), as torch", block
+
+
 @remedy_for("torch-companion-mismatch")
 def torch_companion_mismatch(finding: Finding, facts: Facts) -> Sequence[Remedy]:
     torch_version = str(finding.data.get("torch_version"))
@@ -30,18 +52,14 @@ def torch_companion_mismatch(finding: Finding, facts: Facts) -> Sequence[Remedy]
     remedies: list[Remedy] = []
     if in_uv_project(facts):
         upgrade = " ".join(f"--upgrade-package {shlex.quote(p)}" for p in ["torch", *names])
-        if variant is not None:
-            index = f"pytorch-{variant}"
+        toml = _sources_block(facts, names, variant)
+        if toml is not None:
+            summary, block = toml
             remedies.append(
                 Remedy(
                     RemedyKind.TOML,
-                    f"take {', '.join(names)} from torch's index ({variant}), as torch",
-                    render_index_block(
-                        index,
-                        PYTORCH_INDEX_URL + variant,
-                        ["torch", *names],
-                        platform_marker(facts),
-                    ),
+                    summary,
+                    block,
                     target=facts.project.pyproject_path if facts.project else None,
                 )
             )
