@@ -98,6 +98,19 @@ def test_torch_locked_from_the_declared_index_is_quiet() -> None:
     assert CHECK.run(with_project(indexes=())) == Skip("pyproject.toml declares no PyTorch index")
 
 
+def test_torch_from_a_wheel_file_is_not_judged() -> None:
+    facts = with_project()
+    local = dataclasses.replace(
+        facts.project.locked_torch[0],  # type: ignore[union-attr]
+        source={"path": "wheels/torch-2.14.1+cu130-cp311-cp311-linux_x86_64.whl"},
+    )
+    from_file = dataclasses.replace(
+        facts,
+        project=dataclasses.replace(facts.project, locked_torch=(local,)),  # type: ignore[arg-type]
+    )
+    assert CHECK.run(from_file) == []
+
+
 def test_torch_routed_to_a_declared_mirror_is_quiet() -> None:
     mirror = IndexFacts("mirror", "https://artifacts.example/pytorch/cu130", explicit=True)
     sources = {"torch": [{"index": "mirror"}]}

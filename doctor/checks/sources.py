@@ -125,7 +125,10 @@ def torch_index_not_used(facts: Facts) -> Outcome:
     urls = {_url(i.url) for i in indexes} | {
         _url(i.url) for i in project.indexes if i.name in routed
     }
-    elsewhere = [p for p in locked if _url(p.source.get("registry", "")) not in urls]
+    # Only registry sources: a torch from a wheel file, a URL or git was chosen on purpose.
+    elsewhere = [
+        p for p in locked if "registry" in p.source and _url(p.source["registry"]) not in urls
+    ]
     if not elsewhere:
         return []
     evidence = [
@@ -135,10 +138,9 @@ def torch_index_not_used(facts: Facts) -> Outcome:
         )
     ]
     for package in elsewhere:
-        where = package.source.get("registry") or ", ".join(
-            f"{k} = {v}" for k, v in package.source.items()
+        evidence.append(
+            f"uv.lock records torch {package.version} from {package.source['registry']}"
         )
-        evidence.append(f"uv.lock records torch {package.version} from {where or 'no source'}")
     causes = _causes(facts, project, indexes)
     evidence += causes
     return [
