@@ -86,6 +86,11 @@ class TorchBuildFacts:
         return bool(self.cuda) or "libtorch_cuda.so" in self.lib_files
 
 
+def triton_tool_variable(name: str) -> str:
+    """The variable that points triton at its own copy of a tool: TRITON_PTXAS_BLACKWELL_PATH."""
+    return f"TRITON_{name.upper().replace('-', '_')}_PATH"
+
+
 @dataclass(frozen=True)
 class NvidiaToolFacts:
     """One of triton's CUDA tools (ptxas, ptxas-blackwell), as triton would pick it."""

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 
 from doctor.facts import DistributionFacts, NvidiaToolFacts, ToolchainFacts
+from doctor.facts.environment import triton_tool_variable
 from doctor.probe.contained import run_contained
 
 __all__ = ["TOOLS", "probe_toolchain"]
@@ -45,16 +46,12 @@ def _c_compiler(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _variable(tool: str) -> str:
-    return f"TRITON_{tool.upper().replace('-', '_')}_PATH"
-
-
 def _tool(
     tool: str, triton_dir: str, environ: Mapping[str, str], timeout: float
 ) -> NvidiaToolFacts:
     bundled = os.path.join(triton_dir, "backends", "nvidia", "bin", tool)
     candidates = []
-    variable = _variable(tool)
+    variable = triton_tool_variable(tool)
     if environ.get(variable):
         candidates.append((environ[variable], variable))
     candidates.append((bundled, "bundled with triton"))
@@ -93,6 +90,6 @@ def probe_toolchain(
         for tool in TOOLS
         if tool == "ptxas"
         or os.path.isfile(os.path.join(triton_dir, "backends", "nvidia", "bin", tool))
-        or env.get(_variable(tool))
+        or env.get(triton_tool_variable(tool))
     )
     return ToolchainFacts(triton_dir, compiler, source, tools=tools)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from doctor.checks.toolchain import tool_for
 from doctor.facts import Facts
+from doctor.facts.environment import triton_tool_variable
 from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.knowledge import first_cuda_for, triton_min_capability
 from doctor.remedies import remedy_for
@@ -39,8 +40,7 @@ def torch_compile_toolchain(finding: Finding, facts: Facts) -> Sequence[Remedy]:
         tool = tool_for(gpu.compute_capability, toolchain)
         first = first_cuda_for(gpu.compute_capability)
         if tool is not None and first is not None:
-            variable = f"TRITON_{tool.name.upper().replace('-', '_')}_PATH"
-            variables[variable] = "{}.{}".format(*first)
+            variables[triton_tool_variable(tool.name)] = "{}.{}".format(*first)
     if variables:
         lines = [
             f"export {variable}=/usr/local/cuda/bin/ptxas  # the ptxas of CUDA {needed} or later"
