@@ -15,7 +15,7 @@ from doctor.facts.machine import GpuFacts, MachineFacts, NvmlFacts, NvmlStatus
 from doctor.findings import Severity
 from tests.driver_stub import H100, RTX_5090, Driver, DriverStubs, Gpu
 from tests.factory import FakeEnv, run_doctor
-from tests.handmade import CheckUnderTest, healthy_facts
+from tests.handmade import CheckUnderTest, healthy_facts, interpreter, marker_env
 
 CHECK = CheckUnderTest("torch-compile-toolchain")
 BIN = "/venv/site-packages/triton/backends/nvidia/bin"
@@ -85,6 +85,14 @@ def test_gpus_triton_does_not_support_or_ptxas_dropped_are_named() -> None:
         [gpu("Tesla V100", (7, 0))], tools=(tool("ptxas", "13.0", "TRITON_PTXAS_PATH"),)
     )
     assert "no longer compiles for sm_70 (CUDA 12.x was the last)" in CHECK.only(volta).evidence[0]
+
+
+def test_other_systems_are_not_judged() -> None:
+    on_windows = with_toolchain([], c_compiler=None)
+    on_windows = dataclasses.replace(
+        on_windows, interpreter=interpreter(marker_env(machine="AMD64", system="Windows"))
+    )
+    assert CHECK.run(on_windows) == Skip("judged on Linux only")
 
 
 def test_gpus_the_bundled_tools_know_are_quiet() -> None:

@@ -73,6 +73,10 @@ def torch_compile_toolchain(facts: Facts) -> Outcome:
         return Skip("torch is not a CUDA build")
     if toolchain is None:
         return Skip("triton is not installed")
+    environment = facts.interpreter.marker_environment if facts.interpreter else {}
+    if environment.get("platform_system", "Linux") != "Linux":
+        # triton-windows bundles its own compiler and names its tools *.exe.
+        return Skip("judged on Linux only")
     gpus = facts.machine.gpus if facts.machine is not None else ()
     gpu_problems = [(g, p) for g in gpus if (p := _gpu_problem(g, toolchain)) is not None]
     problems: list[str] = []
