@@ -200,6 +200,30 @@ def test_lock_with_an_unexpected_structure_is_reported(healthy: FakeEnv, tmp_pat
     assert status == "skipped" and reason is not None and "unexpected structure" in reason
 
 
+def test_sources_of_the_wrong_shape_crash_no_check(healthy: FakeEnv, tmp_path: Path) -> None:
+    # uv would refuse this pyproject.toml; the doctor still reports, check by check.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        "[project]\nname = 'demo'\ndependencies = ['torch', 5]\n"
+        "[[tool.uv.index]]\nname = 'pytorch-cu130'\n"
+        "url = 'https://download.pytorch.org/whl/cu130'\nexplicit = true\n"
+        "[tool.uv.sources]\ntorch = [{ index = 7, marker = 3 }, 'junk']\n"
+        "torchvision = 'weird'\n"
+    )
+    (project / "uv.lock").write_text(
+        'version = 1\n[[package]]\nname = "torch"\nversion = "2.14.1"\n'
+        'source = { registry = "https://pypi.org/simple" }\n'
+    )
+    healthy.install("torchvision", "0.29.1+cpu", requires_dist=("torch==2.14.1",))
+    run = json_run(healthy, project, "--project", str(project))
+    assert_no_traceback(run)
+    crashed = [c["id"] for c in run.json["checks"] if c["status"] == "crashed"]
+    assert crashed == []
+    assert "torch-index-not-used" in run.finding_ids()
+    assert "torch-companion-mismatch" in run.finding_ids()
+
+
 # --- arguments -------------------------------------------------------------------------
 
 

@@ -34,12 +34,13 @@ def pytorch_indexes(project: ProjectFacts) -> list[IndexFacts]:
 
 
 def source_entries(value: Any) -> list[Mapping[str, Any]]:
-    """A [tool.uv.sources] value as a list of tables (it may be one table or a list)."""
-    if isinstance(value, Mapping):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, Mapping)]
-    return []
+    """A [tool.uv.sources] value as a list of tables (it may be one table or a list).
+
+    Entries uv could not read either (not a table, a marker that is not a string) are left
+    out: uv refuses such a pyproject.toml, and it says so itself.
+    """
+    entries = [value] if isinstance(value, Mapping) else value if isinstance(value, list) else []
+    return [e for e in entries if isinstance(e, Mapping) and isinstance(e.get("marker", ""), str)]
 
 
 def locked_applies_any(markers: tuple[str, ...], environment: Mapping[str, str]) -> bool:
