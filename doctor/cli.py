@@ -165,18 +165,21 @@ def _diagnose(
     started = start_probes(target.python, timeout=args.timeout, load=not args.no_load)
     try:
         from doctor.pipeline import diagnose
+        from doctor.probe.progress import ProgressLine
 
-        return diagnose(
-            ProbeOptions(
-                target=target,
-                project=args.project,
-                cwd=Path.cwd(),
-                timeout=args.timeout,
-                load_libraries=not args.no_load,
-                started=started,
-                while_loading=while_loading,
+        # Silent unless the run is still going after a second (a slow driver, a hang).
+        with ProgressLine(started.waiting):
+            return diagnose(
+                ProbeOptions(
+                    target=target,
+                    project=args.project,
+                    cwd=Path.cwd(),
+                    timeout=args.timeout,
+                    load_libraries=not args.no_load,
+                    started=started,
+                    while_loading=while_loading,
+                )
             )
-        )
     finally:
         started.kill()  # only what an error left running
 

@@ -207,6 +207,10 @@ class Contained:
             self.argv, returncode, stdout, stderr, time.perf_counter() - self.started
         )
 
+    def running(self) -> bool:
+        """Whether the process still works on its answer (safe from another thread)."""
+        return self.proc is not None and not self.output_complete and self.proc.poll() is None
+
     def kill(self) -> None:
         """Stop the process if it still runs (it is no longer needed, or the doctor failed)."""
         proc = self.proc

@@ -59,6 +59,9 @@ class DriverProbe:
     def kill(self) -> None:
         self._child.kill()
 
+    def running(self) -> bool:
+        return self._facts is None and self._child.running()
+
     def finish(self) -> tuple[NvmlFacts, CudaDriverFacts]:
         """The driver facts (collected once; later calls return the same)."""
         if self._facts is None:

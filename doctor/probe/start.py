@@ -101,6 +101,17 @@ class StartedProbes:
         if self.load is not None:
             self.load.send_options()
 
+    def waiting(self) -> list[str]:
+        """What the run still waits for, in words (for the progress line)."""
+        names = []
+        if self.inside.running():
+            names.append("the inspected interpreter")
+        if self.load is not None and self.load.child.running():
+            names.append("torch's CUDA libraries to load")
+        if self.driver.running():
+            names.append("the NVIDIA driver (NVML, cuInit)")
+        return names
+
     def kill(self) -> None:
         """Stop whatever still runs (after an error in the doctor: nothing is left behind)."""
         for child in (self.load, self.inside, self.driver):
