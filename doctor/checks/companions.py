@@ -20,7 +20,7 @@ from doctor.facts import DistributionFacts, Facts
 from doctor.findings import Finding, Severity
 from doctor.knowledge import torch_release
 
-__all__ = ["COMPANIONS", "Variant", "source_text", "variant_of"]
+__all__ = ["COMPANIONS"]
 
 COMPANIONS = ("torchvision", "torchaudio")
 
@@ -47,7 +47,7 @@ def _local_tag(version: str) -> str | None:
     return local or None
 
 
-def variant_of(version: str, release_of: str | None, pypi_applies: bool) -> Variant | None:
+def _variant_of(version: str, release_of: str | None, pypi_applies: bool) -> Variant | None:
     """The variant of a wheel of ``version`` (its local tag, else PyPI's for the torch
     release ``release_of``, when PyPI's Linux x86_64 variants apply here); None if unknown."""
     tag = _local_tag(version)
@@ -97,7 +97,7 @@ def _accepts(pin: SpecifierSet, version: str) -> bool:
         return True
 
 
-def source_text(value: object) -> str:
+def _source_text(value: object) -> str:
     """A [tool.uv.sources] value as pyproject.toml spells it: {index = "pytorch-cu130"}."""
     entries = value if isinstance(value, list) else [value]
     tables = [
@@ -131,13 +131,13 @@ def torch_companion_mismatch(facts: Facts) -> Outcome:
         return Skip("none installed")
     torch_version = facts.torch.version if facts.torch and facts.torch.version else torch.version
     pypi = _pypi_applies(facts)
-    torch_variant = variant_of(torch_version, torch_version, pypi)
+    torch_variant = _variant_of(torch_version, torch_version, pypi)
     evidence: list[str] = []
     problems: list[dict[str, object]] = []
     severity = Severity.WARNING
     for companion in companions:
         pin = _torch_pin(companion, facts)
-        variant = variant_of(companion.version, _pinned_release(pin), pypi)
+        variant = _variant_of(companion.version, _pinned_release(pin), pypi)
         mismatched = False
         if pin is not None and not _accepts(pin, torch_version):
             evidence.append(
@@ -175,9 +175,9 @@ def torch_companion_mismatch(facts: Facts) -> Outcome:
             if sources.get(name) != sources["torch"]:
                 given = sources.get(name)
                 evidence.append(
-                    f"pyproject.toml gives torch the source {source_text(sources['torch'])}, "
+                    f"pyproject.toml gives torch the source {_source_text(sources['torch'])}, "
                     + (
-                        f"{name} {source_text(given)}"
+                        f"{name} {_source_text(given)}"
                         if given
                         else f"{name} none: uv takes it from PyPI"
                     )

@@ -21,7 +21,7 @@ from doctor.facts import Facts
 from doctor.facts.project import IndexFacts, ProjectFacts
 from doctor.findings import Finding, Severity
 
-__all__ = ["locked_applies_any", "pytorch_indexes", "source_entries"]
+__all__ = ["pytorch_indexes", "source_entries"]
 
 
 def _url(url: str) -> str:
@@ -43,7 +43,7 @@ def source_entries(value: Any) -> list[Mapping[str, Any]]:
     return [e for e in entries if isinstance(e, Mapping) and isinstance(e.get("marker", ""), str)]
 
 
-def locked_applies_any(markers: tuple[str, ...], environment: Mapping[str, str]) -> bool:
+def _locked_here(markers: tuple[str, ...], environment: Mapping[str, str]) -> bool:
     """A uv.lock entry with resolution markers applies when one of them holds here."""
     return not markers or any(uv_marker_applies(m, environment) for m in markers)
 
@@ -112,9 +112,7 @@ def torch_index_not_used(facts: Facts) -> Outcome:
     if project.lock_path is None or project.lock_error is not None:
         return Skip("no readable uv.lock")
     environment = facts.interpreter.marker_environment if facts.interpreter else {}
-    locked = [
-        p for p in project.locked_torch if locked_applies_any(p.resolution_markers, environment)
-    ]
+    locked = [p for p in project.locked_torch if _locked_here(p.resolution_markers, environment)]
     if not locked:
         return Skip("uv.lock records no torch for this platform")
     # torch may be routed on purpose to another declared index (a mirror): that one counts.
