@@ -14,7 +14,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from doctor.checks.expectations import marker_applies, parse_requirement
+from doctor.checks.expectations import applicable_requirements
 from doctor.checks.registry import Outcome, Skip, check
 from doctor.facts import DistributionFacts, Facts
 from doctor.findings import Finding, Severity
@@ -72,13 +72,9 @@ def _pypi_applies(facts: Facts) -> bool:
 def _torch_pin(companion: DistributionFacts, facts: Facts) -> SpecifierSet | None:
     """The companion's requirement on torch here (``==2.7.1``), if it states one."""
     environment = facts.interpreter.marker_environment if facts.interpreter else {}
-    for text in companion.requires_dist:
-        requirement = parse_requirement(text)
-        if (
-            requirement is not None
-            and canonicalize_name(requirement.name) == "torch"
-            and marker_applies(requirement.marker, environment)
-        ):
+    requirements, _ = applicable_requirements(companion.requires_dist, environment)
+    for requirement in requirements:
+        if canonicalize_name(requirement.name) == "torch":
             return requirement.specifier or None
     return None
 

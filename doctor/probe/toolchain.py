@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from doctor.facts import DistributionFacts, NvidiaToolFacts, ToolchainFacts
 from doctor.facts.environment import triton_tool_variable
-from doctor.probe.contained import run_contained
+from doctor.probe.contained import Contained
 
 __all__ = ["TOOLS", "probe_toolchain"]
 
@@ -46,26 +46,46 @@ def _c_compiler(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _tool(
-    tool: str, triton_dir: str, environ: Mapping[str, str], timeout: float
-) -> NvidiaToolFacts:
-    bundled = os.path.join(triton_dir, "backends", "nvidia", "bin", tool)
+def _candidates(tool: str, triton_dir: str, environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(path, source) in the order triton tries them: its variable, then the bundled copy."""
     candidates = []
     variable = triton_tool_variable(tool)
     if environ.get(variable):
         candidates.append((environ[variable], variable))
+    bundled = os.path.join(triton_dir, "backends", "nvidia", "bin", tool)
     candidates.append((bundled, "bundled with triton"))
-    errors = []
-    for path, source in candidates:
-        if not os.path.isfile(path):
-            errors.append(f"{path}: no such file")
-            continue
-        run = run_contained([path, "--version"], timeout=timeout, env=environ)
-        match = _RELEASE.search(run.stdout + run.stderr) if run.ok else None
-        if match:
-            return NvidiaToolFacts(tool, path, source, release=match.group(1))
-        errors.append(f"{path}: " + (run.describe_failure() if not run.ok else "no release"))
-    return NvidiaToolFacts(tool, None, "bundled with triton", error="; ".join(errors))
+    return candidates
+
+
+def _tools(
+    tools: Sequence[str], triton_dir: str, environ: Mapping[str, str], timeout: float
+) -> tuple[NvidiaToolFacts, ...]:
+    """Each tool's CUDA release from ``--version``; every candidate runs at once."""
+    started = {
+        (tool, path): Contained([path, "--version"], timeout=timeout, env=environ)
+        for tool in tools
+        for path, _ in _candidates(tool, triton_dir, environ)
+        if os.path.isfile(path)
+    }
+    runs = {key: child.wait() for key, child in started.items()}
+    out = []
+    for tool in tools:
+        errors = []
+        found = None
+        for path, source in _candidates(tool, triton_dir, environ):
+            run = runs.get((tool, path))
+            if run is None:
+                errors.append(f"{path}: no such file")
+                continue
+            match = _RELEASE.search(run.stdout + run.stderr) if run.ok else None
+            if match:
+                found = NvidiaToolFacts(tool, path, source, release=match.group(1))
+                break
+            errors.append(f"{path}: " + (run.describe_failure() if not run.ok else "no release"))
+        out.append(
+            found or NvidiaToolFacts(tool, None, "bundled with triton", error="; ".join(errors))
+        )
+    return tuple(out)
 
 
 def probe_toolchain(
@@ -85,11 +105,11 @@ def probe_toolchain(
         return ToolchainFacts(
             triton_dir, compiler, source, tools_skipped="no GPU is known to compile for"
         )
-    tools = tuple(
-        _tool(tool, triton_dir, env, timeout)
+    wanted = [
+        tool
         for tool in TOOLS
-        if tool == "ptxas"
-        or os.path.isfile(os.path.join(triton_dir, "backends", "nvidia", "bin", tool))
-        or env.get(triton_tool_variable(tool))
+        if tool == "ptxas" or any(os.path.isfile(p) for p, _ in _candidates(tool, triton_dir, env))
+    ]
+    return ToolchainFacts(
+        triton_dir, compiler, source, tools=_tools(wanted, triton_dir, env, timeout)
     )
-    return ToolchainFacts(triton_dir, compiler, source, tools=tools)
