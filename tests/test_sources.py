@@ -22,6 +22,7 @@ from tests.handmade import (
     marker_env,
     project,
 )
+from tests.test_scenarios_wheels import PYPROJECT
 
 CHECK = CheckUnderTest("torch-index-not-used")
 CU130 = IndexFacts("pytorch-cu130", "https://download.pytorch.org/whl/cu130", explicit=True)
@@ -128,18 +129,8 @@ def test_a_lock_older_than_the_routing_is_told_to_re_lock() -> None:
 
 # --- through the CLI, with a lock uv itself accepts ----------------------------------------
 
-PYPROJECT = """\
-[project]
-name = "demo"
-version = "0.1.0"
-requires-python = ">=3.10"
-dependencies = ["torch==2.14.1"]
-
-[[tool.uv.index]]
-name = "pytorch-cu130"
-url = "https://download.pytorch.org/whl/cu130"
-explicit = true
-"""
+# The scenario project of tests/test_scenarios_wheels.py, with and without torch's source.
+UNROUTED = PYPROJECT.split("\n[tool.uv.sources]")[0] + "\n"
 
 LOCK = """\
 version = 1
@@ -168,10 +159,7 @@ sdist = {{ url = "https://files.example/torch-2.14.1.tar.gz", hash = "sha256:{ze
 def _project(tmp_path: Path, *, routed: bool) -> Path:
     root = tmp_path / "demo"
     root.mkdir()
-    text = PYPROJECT
-    if routed:
-        text += '\n[tool.uv.sources]\ntorch = [{ index = "pytorch-cu130" }]\n'
-    (root / "pyproject.toml").write_text(text)
+    (root / "pyproject.toml").write_text(PYPROJECT if routed else UNROUTED)
     index = ', index = "https://download.pytorch.org/whl/cu130"' if routed else ""
     registry = "https://download.pytorch.org/whl/cu130" if routed else PYPI
     (root / "uv.lock").write_text(LOCK.format(index=index, registry=registry, zeros="0" * 64))
