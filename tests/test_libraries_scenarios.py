@@ -114,17 +114,23 @@ def _old_nvjitlink_run(
     workdir: Path,
     directory: Path,
     ld_library_path: str,
+    *,
+    old_torch: bool = True,
 ) -> DoctorRun:
-    """A libnvJitLink.so.12 without the 12.4 symbol libcusparse needs, in ``directory``; a
-    torch (2.3-style) whose libtorch_global_deps.so NEEDs libcusparse; the doctor's run."""
+    """A libnvJitLink.so.12 without the 12.4 symbol libcusparse needs, in ``directory``, and
+    the doctor's run. ``old_torch``: a torch (2.3-style) whose libtorch_global_deps.so NEEDs
+    libcusparse; otherwise today's torch, which preloads its wheels' libraries first."""
     old = nvjitlink(builder, 1, ["__nvJitLinkComplete_12_1"])
     (directory / "libnvJitLink.so.12").write_bytes(old.read_bytes())
-    kit.install(
-        env,
-        kit.healthy_wheels(),
-        torch_init=OLD_TORCH_INIT,
-        global_deps_needs=("libcudart.so.12", "libcusparse.so.12"),
-    )
+    if old_torch:
+        kit.install(
+            env,
+            kit.healthy_wheels(),
+            torch_init=OLD_TORCH_INIT,
+            global_deps_needs=("libcudart.so.12", "libcusparse.so.12"),
+        )
+    else:
+        kit.install(env, kit.healthy_wheels(), global_deps_needs=("libcudart.so.12",))
     return run_doctor(
         "--python",
         str(env.root),
@@ -176,17 +182,8 @@ def test_same_older_nvjitlink_is_harmless_when_torch_preloads_the_wheels_copy(
     # torch >= 2.5 preloads libnvJitLink from its wheel before libcusparse (pytorch#131295).
     system = tmp_path / "cuda-12.1" / "lib64"
     system.mkdir(parents=True)
-    old = nvjitlink(builder, 1, ["__nvJitLinkComplete_12_1"])
-    (system / "libnvJitLink.so.12").write_bytes(old.read_bytes())
-    env = make_env()
-    kit.install(env, kit.healthy_wheels(), global_deps_needs=("libcudart.so.12",))
-    run = run_doctor(
-        "--python",
-        str(env.root),
-        "--format",
-        "json",
-        cwd=workdir,
-        env={"LD_LIBRARY_PATH": str(system)},
+    run = _old_nvjitlink_run(
+        make_env(), kit, builder, workdir, system, str(system), old_torch=False
     )
     ids = run.finding_ids()
     assert "library-load-failed" not in ids
