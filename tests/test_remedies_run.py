@@ -11,11 +11,10 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.factory import TORCH_2_14_WHEELS, FakeEnv, DoctorRun, run_doctor
+from tests.factory import TORCH_2_14_WHEELS, DoctorRun, FakeEnv, run_doctor
 from tests.index_server import serve_index
 from tests.test_uv_lock_metadata import UV, _uv_env
 from tests.wheelhouse import WheelSpec, build_wheels
