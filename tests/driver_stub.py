@@ -51,11 +51,14 @@ class Gpu:
     memory_mib: int = 81559
     mig: bool | None = None  # None: MIG not supported
     uuid: str = ""
+    # NVSwitch fabric state as NVML reports it: "1" not started, "2" in progress,
+    # "3" completed, "3:999" completed with an error; "" not supported.
+    fabric: str = ""
 
     def line(self, index: int) -> str:
         mig = "-" if self.mig is None else ("1" if self.mig else "0")
         uuid = self.uuid or f"GPU-{index:08x}-1111-2222-3333-444455556666"
-        return f"gpu={self.name}|{self.capability}|{self.memory_mib}|{mig}|{uuid}|"
+        return f"gpu={self.name}|{self.capability}|{self.memory_mib}|{mig}|{uuid}||{self.fabric}"
 
 
 H100 = Gpu("NVIDIA H100 80GB HBM3", "9.0", 81559, mig=False)
@@ -76,6 +79,7 @@ class Driver:
     cu_init_error: int = 0
     nvml_init_sleep: int = 0  # seconds: a driver that hangs
     cu_init_crash: bool = False  # cuInit aborts the process
+    fabric_v: bool = True  # False: nvmlDeviceGetGpuFabricInfoV is "Function Not Found"
 
     def config(self) -> str:
         lines = [
@@ -85,6 +89,7 @@ class Driver:
             f"cu_init_error={self.cu_init_error}",
             f"nvml_init_sleep={self.nvml_init_sleep}",
             f"cu_init_crash={int(self.cu_init_crash)}",
+            f"fabric_v={int(self.fabric_v)}",
             *(gpu.line(i) for i, gpu in enumerate(self.gpus)),
         ]
         return "\n".join(lines) + "\n"

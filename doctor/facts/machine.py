@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from doctor.facts.stack import DeviceNodeAccess
+
 __all__ = [
     "ArchListFacts",
     "CudaDriverFacts",
@@ -42,6 +44,10 @@ class GpuFacts:
     uuid: str | None = None
     pci_bus_id: str | None = None
     errors: tuple[str, ...] = ()  # per-query failures, e.g. "memory: Not Supported"
+    # NVSwitch systems (nvmlDeviceGetGpuFabricInfo[V]): "not-started", "in-progress",
+    # "completed"; None where the GPU or the driver has no fabric state.
+    fabric_state: str | None = None
+    fabric_error: str | None = None  # the registration's error when completed with one
 
     @property
     def sm(self) -> str | None:
@@ -70,6 +76,8 @@ class NvmlFacts:
     cuda_driver_version: int | None = None  # 13000 = CUDA 13.0
     gpus: tuple[GpuFacts, ...] = ()
     probe_error: str | None = None  # the contained process failed: how
+    # When NVML fails with device nodes present: each /dev/nvidia* node opened as CUDA does.
+    device_access: tuple[DeviceNodeAccess, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import sys
@@ -90,6 +91,72 @@ def gpu(pynvml: Any, index: int) -> dict[str, Any]:
         out["errors"].append("uuid: " + error)
     pci, error = query(pynvml, pynvml.nvmlDeviceGetPciInfo_v3, handle)
     out["pci_bus_id"] = text(pci.busId) if pci is not None else None
+    out.update(fabric(pynvml, handle))
+    return out
+
+
+FABRIC_STATES = {1: "not-started", 2: "in-progress", 3: "completed"}
+
+
+def fabric(pynvml: Any, handle: Any) -> dict[str, Any]:
+    """The GPU's NVSwitch fabric registration (Hopper and later on NVSwitch systems).
+
+    ``nvmlDeviceGetGpuFabricInfoV`` (drivers 550+) first, else the older
+    ``nvmlDeviceGetGpuFabricInfo``; a driver or a nvidia-ml-py without either, or a GPU
+    that answers "Not Supported" (state 0), has no fabric state.
+    """
+    attempts = (
+        ("nvmlDeviceGetGpuFabricInfoV", "c_nvmlGpuFabricInfoV_t"),
+        ("nvmlDeviceGetGpuFabricInfo", "c_nvmlGpuFabricInfo_t"),
+    )
+    for function_name, struct_name in attempts:
+        call = getattr(pynvml, function_name, None)
+        struct = getattr(pynvml, struct_name, None)
+        if call is None or struct is None:
+            continue
+        info = struct()
+        # These bindings pass the struct as given: it must be a pointer.
+        _, error = query(pynvml, call, handle, ctypes.byref(info))
+        if error is not None:
+            continue  # absent from this driver (Function Not Found) or Not Supported
+        state = FABRIC_STATES.get(int(info.state))
+        if state is None:
+            return {}
+        out: dict[str, Any] = {"fabric_state": state}
+        if state == "completed" and int(info.status) != 0:
+            try:
+                out["fabric_error"] = text(pynvml.nvmlErrorString(int(info.status)))
+            except Exception:
+                out["fabric_error"] = f"NVML error {int(info.status)}"
+        return out
+    return {}
+
+
+def device_access(root: str = "/") -> list[dict[str, Any]]:
+    """Open each /dev/nvidia* node read-write, as CUDA does, and say how it failed.
+
+    In a container that lost its GPUs the nodes are still there but the device cgroup
+    refuses them (EPERM); NVML then answers "Unknown Error".
+    """
+    dev = os.path.join(root, "dev")
+    try:
+        names = sorted(n for n in os.listdir(dev) if n.startswith("nvidia"))
+    except OSError:
+        return []
+    out: list[dict[str, Any]] = []
+    for name in names:
+        path = os.path.join(dev, name)
+        if os.path.isdir(path):
+            continue  # /dev/nvidia-caps holds MIG capability nodes
+        entry: dict[str, Any] = {"path": "/dev/" + name}
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            entry["error"] = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            entry["message"] = exc.strerror
+        else:
+            os.close(fd)
+        out.append(entry)
     return out
 
 
@@ -138,6 +205,8 @@ def nvml_report() -> dict[str, Any]:
             error_text=message,
             library_path=loaded_path("libnvidia-ml"),
         )
+        if sys.platform.startswith("linux"):
+            report["device_access"] = device_access()
         return report
     report["library_path"] = loaded_path("libnvidia-ml")
     try:

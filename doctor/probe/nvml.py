@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from doctor.facts.machine import GpuFacts, NvmlFacts
+from doctor.facts.stack import DeviceNodeAccess
 
 __all__ = ["nvml_from_report"]
 
@@ -24,6 +25,8 @@ def nvml_from_report(data: dict[str, Any]) -> NvmlFacts:
                 uuid=entry.get("uuid"),
                 pci_bus_id=entry.get("pci_bus_id"),
                 errors=tuple(entry.get("errors", ())),
+                fabric_state=entry.get("fabric_state"),
+                fabric_error=entry.get("fabric_error"),
             )
         )
     return NvmlFacts(
@@ -34,4 +37,10 @@ def nvml_from_report(data: dict[str, Any]) -> NvmlFacts:
         driver_version=data.get("driver_version"),
         cuda_driver_version=data.get("cuda_driver_version"),
         gpus=tuple(gpus),
+        device_access=tuple(
+            DeviceNodeAccess(
+                path=str(node["path"]), error=node.get("error"), message=node.get("message")
+            )
+            for node in data.get("device_access", ())
+        ),
     )

@@ -19,6 +19,7 @@ enum {
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
     NVML_ERROR_DRIVER_NOT_LOADED = 9,
     NVML_ERROR_LIBRARY_NOT_FOUND = 12,
+    NVML_ERROR_FUNCTION_NOT_FOUND = 13,
     NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18,
     NVML_ERROR_UNKNOWN = 999,
 };
@@ -64,6 +65,7 @@ const char *nvmlErrorString(nvmlReturn_t result) {
     case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
     case NVML_ERROR_LIBRARY_NOT_FOUND: return "NVML Shared Library Not Found";
     case NVML_ERROR_LIB_RM_VERSION_MISMATCH: return "Driver/library version mismatch";
+    case NVML_ERROR_FUNCTION_NOT_FOUND: return "Function Not Found";
     default: return "Unknown Error";
     }
 }
@@ -147,4 +149,45 @@ nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
     pci->bus = (unsigned int)(device - stub.gpus) + 1;
     pci->pciDeviceId = 0x10de;
     return NVML_SUCCESS;
+}
+
+/* The NVSwitch fabric state (nvml.h nvmlGpuFabricInfo_t and its versioned v2). */
+typedef struct {
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned int state;
+} nvmlGpuFabricInfo_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned int state;
+    unsigned int healthMask;
+} nvmlGpuFabricInfoV_t;
+
+static nvmlReturn_t fabric_of(nvmlDevice_t device, nvmlReturn_t *status, unsigned int *state) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (!device) return NVML_ERROR_INVALID_ARGUMENT;
+    if (device->fabric_state == 0) return NVML_ERROR_NOT_SUPPORTED;
+    *status = device->fabric_status;
+    *state = (unsigned int)device->fabric_state;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetGpuFabricInfo(nvmlDevice_t device, nvmlGpuFabricInfo_t *info) {
+    if (!info) return NVML_ERROR_INVALID_ARGUMENT;
+    memset(info, 0, sizeof *info);
+    return fabric_of(device, &info->status, &info->state);
+}
+
+nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t device, nvmlGpuFabricInfoV_t *info) {
+    if (stub.fabric_v_missing) return NVML_ERROR_FUNCTION_NOT_FOUND;
+    if (!info) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int version = info->version;
+    memset(info, 0, sizeof *info);
+    info->version = version;
+    return fabric_of(device, &info->status, &info->state);
 }

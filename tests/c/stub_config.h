@@ -7,8 +7,13 @@
  *   cu_init_error=803               returned by cuInit
  *   nvml_init_sleep=30              nvmlInit* sleeps this many seconds first (a hung driver)
  *   cu_init_crash=1                 cuInit aborts the process (a crashing driver)
- *   gpu=NAME|MAJOR.MINOR|MEMORY_MIB|MIG|UUID|BUS_ID    one line per GPU; MIG is 1, 0 or -
- *                                   (- = the GPU does not support MIG)
+ *   gpu=NAME|MAJOR.MINOR|MEMORY_MIB|MIG|UUID|BUS_ID|FABRIC    one line per GPU; MIG is 1, 0
+ *                                   or - (- = the GPU does not support MIG); FABRIC is the
+ *                                   NVSwitch fabric state STATE[:STATUS] (1 not started,
+ *                                   2 in progress, 3 completed; STATUS an nvmlReturn_t) or
+ *                                   - / empty (not supported)
+ *   fabric_v=0                      nvmlDeviceGetGpuFabricInfoV answers 13 (Function Not
+ *                                   Found), as on drivers that only have the older call
  */
 #ifndef TORCH_DOCTOR_STUB_CONFIG_H
 #define TORCH_DOCTOR_STUB_CONFIG_H
@@ -26,6 +31,8 @@ struct stub_gpu {
     int mig; /* 1 enabled, 0 disabled, -1 not supported */
     char uuid[96];
     char bus_id[32];
+    int fabric_state; /* 0 not supported, 1 not started, 2 in progress, 3 completed */
+    int fabric_status;
 };
 
 struct stub_config {
@@ -36,6 +43,7 @@ struct stub_config {
     int cu_init_error;
     int nvml_init_sleep;
     int cu_init_crash;
+    int fabric_v_missing;
     int gpu_count;
     struct stub_gpu gpus[STUB_MAX_GPUS];
 };
@@ -52,10 +60,10 @@ static void stub_parse_gpu(const char *value) {
     struct stub_gpu *gpu = &stub.gpus[stub.gpu_count];
     char buffer[512];
     stub_copy(buffer, sizeof buffer, value);
-    char *fields[6] = {0};
+    char *fields[7] = {0};
     int n = 0;
     char *cursor = buffer;
-    while (n < 6) {
+    while (n < 7) {
         fields[n++] = cursor;
         char *bar = strchr(cursor, '|');
         if (!bar) break;
@@ -77,6 +85,11 @@ static void stub_parse_gpu(const char *value) {
         stub_copy(gpu->bus_id, sizeof gpu->bus_id, fields[5]);
     } else {
         snprintf(gpu->bus_id, sizeof gpu->bus_id, "00000000:%02X:00.0", stub.gpu_count + 1);
+    }
+    gpu->fabric_state = 0;
+    gpu->fabric_status = 0;
+    if (fields[6] && fields[6][0] && fields[6][0] != '-') {
+        sscanf(fields[6], "%d:%d", &gpu->fabric_state, &gpu->fabric_status);
     }
     stub.gpu_count++;
 }
@@ -103,6 +116,7 @@ static void stub_load(void) {
         else if (!strcmp(key, "nvml_init_sleep")) stub.nvml_init_sleep = atoi(value);
         else if (!strcmp(key, "cu_init_crash")) stub.cu_init_crash = atoi(value);
         else if (!strcmp(key, "gpu")) stub_parse_gpu(value);
+        else if (!strcmp(key, "fabric_v")) stub.fabric_v_missing = !atoi(value);
     }
     fclose(file);
 }
