@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doctor.facts.environment import (
     DistributionFacts,
@@ -27,6 +27,10 @@ from doctor.facts.project import (
     LockedPackage,
     ProjectFacts,
 )
+
+if TYPE_CHECKING:
+    # Imported where a stack probe applies (doctor/probe/stack.py), not on every run.
+    from doctor.facts.stack import StackFacts
 
 __all__ = [
     "DistributionFacts",
@@ -69,6 +73,7 @@ class Facts:
     libraries: LibrariesFacts | None = None
     machine: MachineFacts | None = None
     toolchain: ToolchainFacts | None = None
+    stack: StackFacts | None = None
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

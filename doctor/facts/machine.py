@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from doctor.facts.stack import DeviceNodeAccess
-
 __all__ = [
     "ArchListFacts",
     "CudaDriverFacts",
+    "DeviceNodeAccess",
     "GpuFacts",
     "MachineFacts",
     "NvmlFacts",
@@ -62,6 +61,15 @@ class GpuFacts:
         if self.compute_capability is None:
             return None
         return "{}.{}".format(*self.compute_capability)
+
+
+@dataclass(frozen=True)
+class DeviceNodeAccess:
+    """One /dev/nvidia* node opened for reading and writing, as CUDA opens it."""
+
+    path: str
+    error: str | None = None  # errno name, e.g. "EPERM"; None: it opened
+    message: str | None = None  # the system's text for it
 
 
 @dataclass(frozen=True)

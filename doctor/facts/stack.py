@@ -1,12 +1,15 @@
-"""Facts about the stack around torch: the NVSwitch fabric, the device nodes a container
-can open, triton's libcuda lookup, torchcodec's FFmpeg libraries, and Jetson boards."""
+"""Facts about the stack around torch: the NVSwitch fabric, triton's libcuda lookup,
+torchcodec's FFmpeg libraries, and Jetson boards.
+
+Imported only when one of them applies (doctor/probe/stack.py): the default run on a
+machine without them creates none of these classes.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 __all__ = [
-    "DeviceNodeAccess",
     "FabricManagerFacts",
     "FfmpegLibraryFacts",
     "JetsonFacts",
@@ -28,15 +31,6 @@ class FabricManagerFacts:
     version: str | None = None  # "580.95.05"
     version_source: str | None = None  # "nv-fabricmanager --version", "dpkg: <package>"
     error: str | None = None  # why the version could not be read
-
-
-@dataclass(frozen=True)
-class DeviceNodeAccess:
-    """One /dev/nvidia* node opened for reading and writing, as CUDA opens it."""
-
-    path: str
-    error: str | None = None  # errno name, e.g. "EPERM"; None: it opened
-    message: str | None = None  # the system's text for it
 
 
 @dataclass(frozen=True)

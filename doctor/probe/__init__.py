@@ -53,6 +53,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     from doctor.probe.libraries import probe_libraries
     from doctor.probe.machine import MachineProbe
     from doctor.probe.project import locate_project, probe_project
+    from doctor.probe.stack import probe_stack
     from doctor.probe.toolchain import probe_toolchain
 
     failures: list[ProbeFailure] = []
@@ -100,6 +101,20 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         toolchain = None
         failures.append(ProbeFailure("toolchain", f"internal error: {type(exc).__name__}: {exc}"))
 
+    try:
+        stack = probe_stack(
+            torch=inside.torch,
+            distributions=inside.distributions,
+            triton_dir=toolchain.triton_dir if toolchain is not None else None,
+            platform=inside.platform,
+            environment=inside.environment,
+            machine=machine,
+            timeout=options.timeout,
+        )
+    except Exception as exc:  # the report goes on without this probe
+        stack = None
+        failures.append(ProbeFailure("stack", f"internal error: {type(exc).__name__}: {exc}"))
+
     return Facts(
         interpreter=inside.interpreter,
         platform=inside.platform,
@@ -110,6 +125,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         libraries=libraries,
         machine=machine,
         toolchain=toolchain,
+        stack=stack,
         failures=tuple(failures),
     )
 

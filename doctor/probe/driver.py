@@ -4,7 +4,8 @@ The child runs with the doctor's interpreter and inherits the environment as it 
 (LD_LIBRARY_PATH included), so it loads the libnvidia-ml.so.1 and libcuda.so.1 that any
 program started from this shell would load. It reports NVML first, then cuInit, one line
 each: a crash or hang in cuInit leaves the NVML facts; when NVML itself crashes or hangs,
-cuInit is asked again in a process of its own.
+cuInit is asked again in a process of its own. When NVML failed, a last line says how each
+/dev/nvidia* node opens (after cuInit's: opening a node can take long).
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ class DriverProbe:
         run = self._child.wait()
         reports = _reports(run)
         if "nvml" in reports:
+            if isinstance(reports["nvml"], dict) and isinstance(reports.get("nodes"), list):
+                reports["nvml"]["device_access"] = reports["nodes"]
             try:
                 nvml = nvml_from_report(reports["nvml"])
             except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -205,8 +205,8 @@ def nvml_report() -> dict[str, Any]:
             error_text=message,
             library_path=loaded_path("libnvidia-ml"),
         )
-        if sys.platform.startswith("linux"):
-            report["device_access"] = device_access()
+        # The nodes are opened last (main), after cuInit's line: opening them can take long.
+        report["nodes_wanted"] = sys.platform.startswith("linux")
         return report
     report["library_path"] = loaded_path("libnvidia-ml")
     try:
@@ -270,9 +270,14 @@ def cuda_report() -> dict[str, Any]:
 
 
 def main(stages: list[str]) -> int:
+    nodes_wanted = False
     for stage in stages or ["nvml", "cuda"]:
         report = nvml_report() if stage == "nvml" else cuda_report()
+        nodes_wanted = nodes_wanted or bool(report.pop("nodes_wanted", False))
         sys.stdout.write(json.dumps({"stage": stage, "report": report}) + "\n")
+        sys.stdout.flush()
+    if nodes_wanted:
+        sys.stdout.write(json.dumps({"stage": "nodes", "report": device_access()}) + "\n")
         sys.stdout.flush()
     return 0
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor.facts.machine import GpuFacts, NvmlFacts
-from doctor.facts.stack import DeviceNodeAccess
+from doctor.facts.machine import DeviceNodeAccess, GpuFacts, NvmlFacts
 
 __all__ = ["nvml_from_report"]
 
