@@ -48,6 +48,7 @@ CHECK_MODULES = (
     "driver",
     "libraries",
     "toolchain",
+    "stack",
 )
 
 for _module in CHECK_MODULES:

@@ -386,6 +386,8 @@ class CudaInitFailed(Payload):
     label="the CUDA driver initialises",
     payload=CudaInitFailed,
     requires=("machine", "no-gpu-visible", "no-nvidia-driver", "nvml-driver-mismatch"),
+    # The NVSwitch fabric not up (802) or device nodes taken away (999) fail cuInit.
+    caused_by=("fabric-manager-not-running", "container-lost-gpus"),
 )
 def cuda_init_failed(ctx: Context) -> Outcome:
     machine = _machine(ctx)

@@ -38,5 +38,13 @@ def machine_rows(ctx: Context) -> list[tuple[str, Text]]:
             line.append("  NOT covered by this torch build", style="bold red")
         if gpu.mig_enabled:
             line.append("  MIG", style="dim")
+        if gpu.fabric_state is not None and (gpu.fabric_state != "completed" or gpu.fabric_error):
+            line.append(f"  NVSwitch fabric {gpu.fabric_state}", style="bold red")
         rows.append((f"GPU {gpu.index}", line))
+    stack = ctx.facts.stack
+    if stack is not None and stack.jetson is not None:
+        board = Text(stack.jetson.model or "NVIDIA Jetson")
+        if stack.jetson.l4t_release:
+            board.append(f"  L4T {stack.jetson.l4t_release}")
+        rows.append(("Board", board))
     return rows
