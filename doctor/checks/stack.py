@@ -343,7 +343,9 @@ def triton_libcuda_not_found(ctx: Context) -> Outcome:
     facts = ctx.facts
     lookup = facts.stack.triton_libcuda if facts.stack is not None else None
     if lookup is None:
-        return Skip("triton is not installed or no GPU is known")
+        if facts.toolchain is None:
+            return Skip("triton is not installed")
+        return Skip("no GPU is known, so triton's search was not replayed")
     cuda = facts.machine.cuda_driver if facts.machine is not None else None
     if cuda is None or not cuda.loaded:
         return Skip("libcuda.so.1 itself cannot be loaded (cuda-init-failed, no-nvidia-driver)")
@@ -498,7 +500,7 @@ class TorchcodecMismatch(Payload):
     family="stack",
     summary="torchaudio >= 2.9 needs torchcodec, and torchcodec must be the release built for "
     "this torch.",
-    label="torchcodec installed and built for this torch",
+    label="torchcodec is installed and built for this torch",
     payload=TorchcodecMismatch,
     requires=("torch",),
 )
@@ -596,7 +598,7 @@ class FfmpegNotFound(Payload):
     severities=(Severity.ERROR,),
     family="stack",
     summary="torchcodec is installed but the loader finds no FFmpeg of a major it supports.",
-    label="FFmpeg libraries for torchcodec",
+    label="the loader finds an FFmpeg torchcodec supports",
     payload=FfmpegNotFound,
 )
 def ffmpeg_not_found(ctx: Context) -> Outcome:
