@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from doctor.checks import CheckStatus
 from doctor.facts import Facts, PlatformFacts
 from doctor.facts.machine import (
     CudaDriverFacts,
@@ -59,6 +60,11 @@ def doctor(env: FakeEnv, workdir: Path, driver_env: dict[str, str] | None = None
 def consequences(run: DoctorRun) -> dict[str, str]:
     """Finding id -> the root it hangs under."""
     return {f["id"]: f["root"] for f in run.json["findings"] if f["root"] is not None}
+
+
+def status(all_facts: Facts, check_id: str) -> tuple[CheckStatus, str | None]:
+    result = next(r for r in judge(all_facts).results if r.spec.id == check_id)
+    return result.status, result.reason
 
 
 def ids(all_facts: Facts) -> set[str]:
@@ -312,6 +318,13 @@ def test_unknown_error_with_nodes_that_open_is_not_the_lost_container() -> None:
     )
     found = ids(with_machine(dataclasses.replace(machine, nvml=opened)))
     assert "container-lost-gpus" not in found
+    no_nodes = dataclasses.replace(machine.nvml, device_access=())
+    assert status(
+        with_machine(dataclasses.replace(machine, nvml=no_nodes)), "container-lost-gpus"
+    ) == (
+        CheckStatus.SKIPPED,
+        "no /dev/nvidia* node to open",
+    )
     assert "cuda-init-failed" in found  # the suspend/resume story, told by its own check
 
 
@@ -670,6 +683,17 @@ def test_torchcodec_paired_with_its_torch_and_older_torchaudio_are_quiet() -> No
     paired = facts([*healthy_distributions(), dist("torchcodec", "0.15.0")])
     old_audio = facts([*healthy_distributions(), dist("torchaudio", "2.8.0")])
     assert "torchcodec-mismatch" not in ids(paired) | ids(old_audio)
+    # A pass only on evidence: nothing to judge is a skip that says why.
+    assert status(paired, "torchcodec-mismatch") == (CheckStatus.PASSED, None)
+    assert status(old_audio, "torchcodec-mismatch") == (
+        CheckStatus.SKIPPED,
+        "torchaudio 2.8.0 does not use torchcodec",
+    )
+    unlisted = facts([*healthy_distributions(), dist("torchcodec", "0.12.0")])
+    assert status(unlisted, "torchcodec-mismatch") == (
+        CheckStatus.SKIPPED,
+        "torchcodec 0.12.0 is not in its compatibility table",
+    )
 
 
 # --- Jetson (catalogue 35) ---------------------------------------------------------------

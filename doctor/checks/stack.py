@@ -249,7 +249,9 @@ def container_lost_gpus(ctx: Context) -> Outcome:
         return Skip("no NVIDIA driver answers")
     refused = _refused_nodes(machine)
     if not refused:
-        return []
+        if not nvml.device_access:
+            return Skip("no /dev/nvidia* node to open")
+        return []  # the nodes open: NVML fails for another reason
     evidence = [
         f"NVML: {nvml.error_text or nvml.status} (return code {nvml.error_code})",
         *(f"{n.path}: {n.error} ({n.message})" for n in refused),
@@ -517,7 +519,9 @@ def torchcodec_mismatch(ctx: Context) -> Outcome:
     wanted = torchcodec_for_torch(torch.version)
     if torchcodec is None:
         if audio_version is None or audio_version not in SpecifierSet(needs):
-            return []
+            return Skip(
+                f"torchaudio {torchaudio.version if torchaudio else ''} does not use torchcodec"
+            )
         return [
             Finding(
                 id="torchcodec-mismatch",
@@ -545,11 +549,11 @@ def torchcodec_mismatch(ctx: Context) -> Outcome:
     built_for = pin or torchcodec_torch_range(torchcodec.version)
     torch_version = _public(torch.version)
     if built_for is None or torch_version is None:
-        return []
+        return Skip(f"torchcodec {torchcodec.version} is not in its compatibility table")
     try:
         matches = torch_version in SpecifierSet(built_for)
     except InvalidSpecifier:
-        return []
+        return Skip(f"torchcodec's torch requirement {built_for!r} cannot be read")
     if matches:
         return []
     source = "its Requires-Dist" if pin else "torchcodec's compatibility table"
