@@ -27,6 +27,7 @@ from doctor.facts.project import (
     LockedPackage,
     ProjectFacts,
 )
+from doctor.facts.runtime import RuntimeFacts
 
 __all__ = [
     "DistributionFacts",
@@ -42,6 +43,7 @@ __all__ = [
     "ProbeFailure",
     "ProjectFacts",
     "RecordFacts",
+    "RuntimeFacts",
     "ToolchainFacts",
     "TorchBuildFacts",
     "to_jsonable",
@@ -69,6 +71,7 @@ class Facts:
     libraries: LibrariesFacts | None = None
     machine: MachineFacts | None = None
     toolchain: ToolchainFacts | None = None
+    runtime: RuntimeFacts | None = None  # check --deep only: torch imported and run
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:
