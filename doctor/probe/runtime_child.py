@@ -274,7 +274,9 @@ def stage_function(name):
 
 
 def _traceback_tail(exc):
-    frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
+    # This script's own frames ("<string>": it runs as python -c) say nothing to the user.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != "<string>"]
+    frames = frames[-TRACEBACK_FRAMES:]
     return [line.rstrip("\n") for line in traceback.format_list(frames)]
 
 
