@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from tests.driver_stub import Driver, DriverStubs
 from tests.elf_fixtures import ElfBuilder, compiler, cudnn
 from tests.factory import REPO, DoctorRun, FakeEnv, real_torch_venv_path, run_doctor
 
@@ -246,3 +247,41 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+@pytest.mark.parametrize(
+    ("driver", "warning", "root"),
+    [
+        pytest.param(
+            Driver(cu_init_error=803),
+            "Error 803: system has unsupported display driver / cuda driver combination",
+            "cuda-init-failed",
+            id="cuInit-803",
+        ),
+        pytest.param(
+            Driver(version="535.288.01", cuda=12020),
+            "The NVIDIA driver on your system is too old (found version 12020)",
+            "driver-too-old",
+            id="driver-too-old",
+        ),
+    ],
+)
+def test_torchs_own_cuda_warning_reaches_the_report_through_the_driver_stand_in(
+    cuda_torch: Path,
+    workdir: Path,
+    driver_stubs: DriverStubs,
+    driver: Driver,
+    warning: str,
+    root: str,
+) -> None:
+    # The real libcudart of torch's wheel loads the libcuda.so.1 stand-in (tests/c), takes
+    # cuInit and cuDriverGetVersion from it, and torch warns in its own words.
+    run = deep_json(cuda_torch, workdir, env=driver_stubs.env(driver))
+    build = stages(run)["build"]
+    assert build["evidence"]["available"] is False
+    assert any(warning in text for text in build["warnings"]), build["warnings"]
+    unavailable = run.finding("cuda-unavailable")
+    assert any(warning in line for line in unavailable["evidence"])
+    assert unavailable["data"]["consequence_of"] == root
+    assert unavailable["severity"] == "info"
+    assert root in run.finding_ids()
