@@ -231,6 +231,7 @@ def test_import_that_hangs_is_stopped_at_the_timeout_with_its_children(
     failed = run.finding("torch-import-failed")
     assert failed["severity"] == "error" and failed["data"]["consequence_of"] is None
     assert failed["title"] == "import torch did not finish"
+    assert failed["remedies"][0]["text"].endswith('-X importtime -c "import torch"\n')
     assert run.returncode == 1
     # The sleeping grandchild was stopped with the child.
     pid = int(pid_file.read_text())
