@@ -176,6 +176,17 @@ def test_removed_cudnn_wheel_fails_import_as_missing_cuda_wheels_consequence(
     block = markdown.split("<summary>import torch: failed</summary>", 1)[1].split("</details>")[0]
     assert "ImportError: libcudnn.so.9: cannot open shared object file" in block
     assert str(Path.home()) not in markdown or str(Path.home()) == "/"
+    # explain --deep: the pasted error is confirmed by what torch really did here.
+    explained = run_doctor(
+        "explain",
+        "--deep",
+        "--python",
+        str(env.root),
+        "ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory",
+        cwd=workdir,
+    )
+    confirmed = next(line for line in explained.stdout.splitlines() if "Confirmed here" in line)
+    assert "missing-cuda-wheel" in confirmed and "torch-import-failed" in confirmed
 
 
 @pytest.mark.skipif(compiler() is None, reason="needs a C compiler")
