@@ -83,7 +83,8 @@ class RuntimeProbe:
         self.total_timeout = timeout * TOTAL_FACTOR
         self.stages = list(stages)
         self.current: str | None = None
-        self.current_started = time.monotonic()
+        self.heard = False  # any event yet (before the first, the interpreter is starting)
+        self.current_started = time.perf_counter()
         # torch.compile's caches go to a directory of ours, removed at the end: --deep
         # leaves nothing behind (so every run compiles cold, ~10 s on a CPU).
         self.scratch = tempfile.mkdtemp(prefix="torch-doctor-deep-")
@@ -97,8 +98,8 @@ class RuntimeProbe:
         """For the status line: the stage waited for and how long it has run."""
         name = self.current
         if name is None:
-            return []
-        seconds = time.monotonic() - self.current_started
+            return [] if self.heard else ["the inspected interpreter to start"]
+        seconds = time.perf_counter() - self.current_started
         return [f"{_waiting_words(name)} ({seconds:.0f} s)"]
 
     def finish(self, owners: Mapping[str, str] | None = None) -> RuntimeFacts:
@@ -131,6 +132,9 @@ class RuntimeProbe:
         while not done:
             if self.current is not None:
                 deadline = min(deadline_total, self.current_started + self.stage_timeout)
+            elif not self.heard:
+                # Start-up (site, .pth files, sitecustomize) counts against the first stage.
+                deadline = min(deadline_total, self.child.started + self.stage_timeout)
             else:
                 deadline = deadline_total
             line = stream.next_line(deadline)
@@ -142,9 +146,10 @@ class RuntimeProbe:
             except ValueError:
                 continue  # not ours (a library wrote to our stream): ignore
             kind = event.get("event")
+            self.heard = True
             if kind == "start":
                 self.current = str(event.get("stage"))
-                self.current_started = time.monotonic()
+                self.current_started = time.perf_counter()
             elif kind == "stage":
                 events[str(event.get("stage"))] = event
                 self.current = None
@@ -153,7 +158,7 @@ class RuntimeProbe:
                 self.stages[at:at] = [str(s) for s in event.get("stages", [])]
             elif kind == "done":
                 done = True
-        seconds = time.monotonic() - self.child.started
+        seconds = time.perf_counter() - self.child.started
         failed_stage = self.current
         returncode: int | None = None
         if ended is not None:
@@ -383,9 +388,22 @@ def _stopped_stage(
     between: bool = False,
 ) -> RuntimeStage:
     title = stage_title(name)
-    seconds = round(time.monotonic() - probe.current_started, 3) if not between else 0.0
+    seconds = round(time.perf_counter() - probe.current_started, 3) if not between else 0.0
+    if not probe.heard:  # it never got past start-up (site, .pth files, sitecustomize)
+        seconds = round(time.perf_counter() - probe.child.started, 3)
+    if ended == "timed out" and not probe.heard:
+        return RuntimeStage(
+            name=name,
+            title=title,
+            status=StageStatus.TIMED_OUT,
+            seconds=seconds,
+            reason=f"the inspected interpreter did not start within {probe.stage_timeout:g} s "
+            "(--timeout): a .pth file or sitecustomize blocks at start-up; the child and its "
+            "processes were stopped",
+            stderr_tail=_tail(stderr),
+        )
     if ended == "timed out":
-        over_total = time.monotonic() - probe.child.started >= probe.total_timeout - 0.5
+        over_total = time.perf_counter() - probe.child.started >= probe.total_timeout - 0.5
         limit = (
             f"the probe's total limit of {probe.total_timeout:g} s (3 × --timeout)"
             if over_total
