@@ -297,3 +297,27 @@ def test_torchs_own_cuda_warning_reaches_the_report_through_the_driver_stand_in(
     assert unavailable["data"]["consequence_of"] == root
     assert unavailable["severity"] == "info"
     assert root in run.finding_ids()
+
+
+def test_library_preloaded_by_sitecustomize_is_seen_mapped_although_import_works(
+    cuda_torch: Path, tmp_path: Path, workdir: Path
+) -> None:
+    # A copy of torch's own libcudart, loaded by path at start-up before torch: import works.
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    wheel_copy = FakeEnv(cuda_torch).site_packages / "nvidia" / "cu13" / "lib" / "libcudart.so.13"
+    shutil.copy(wheel_copy, lib / "libcudart.so.13")
+    preload = tmp_path / "preload"
+    preload.mkdir()
+    (preload / "sitecustomize.py").write_text(
+        f"import ctypes\nctypes.CDLL({str(lib / 'libcudart.so.13')!r}, mode=ctypes.RTLD_GLOBAL)\n"
+    )
+    run = deep_json(cuda_torch, workdir, "--no-redact", env={"PYTHONPATH": str(preload)})
+    assert stages(run)["import"]["status"] == "passed"
+    mismatch = run.finding("runtime-library-mismatch")
+    [item] = mismatch["data"]["libraries"]
+    assert item["path"] == str((lib / "libcudart.so.13").resolve())
+    assert item["owner"] is None
+    assert item["predicted"] == str(wheel_copy.resolve())
+    # The contained load probe saw it too: one root, library-shadowed.
+    assert mismatch["data"]["consequence_of"] == "library-shadowed"
