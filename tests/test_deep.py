@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from doctor.checks.runtime import RUNTIME_IDS
 from tests.driver_stub import Driver, DriverStubs
 from tests.elf_fixtures import ElfBuilder, compiler, cudnn
 from tests.factory import REPO, DoctorRun, FakeEnv, real_torch_venv_path, run_doctor
@@ -85,16 +86,6 @@ def test_cpu_build_imports_computes_and_compiles_on_the_cpu(cpu_torch: Path, wor
     assert runtime_findings == []
     # Nothing left behind: inductor's caches went to a directory the probe removed.
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("torch-doctor-deep-*"))
-
-
-RUNTIME_IDS = {
-    "torch-import-failed",
-    "cuda-unavailable",
-    "gpu-kernel-failed",
-    "nccl-failed",
-    "torch-compile-failed",
-    "runtime-library-mismatch",
-}
 
 
 def test_cuda_build_without_a_driver_is_one_root_no_nvidia_driver(

@@ -12,6 +12,7 @@ import dataclasses
 import pytest
 
 from doctor.checks import Skip
+from doctor.checks.runtime import RUNTIME_IDS
 from doctor.facts import Facts
 from doctor.facts.libraries import (
     CudaLibraryFacts,
@@ -66,16 +67,6 @@ def with_stage(runtime: RuntimeFacts, replacement: RuntimeStage) -> RuntimeFacts
 
 def deep(runtime: RuntimeFacts | None, base: Facts | None = None) -> Facts:
     return dataclasses.replace(base or healthy_facts(), runtime=runtime)
-
-
-RUNTIME_IDS = [
-    "torch-import-failed",
-    "cuda-unavailable",
-    "gpu-kernel-failed",
-    "nccl-failed",
-    "torch-compile-failed",
-    "runtime-library-mismatch",
-]
 
 
 @pytest.mark.parametrize("finding_id", RUNTIME_IDS)

@@ -76,6 +76,19 @@ def _runtime(facts: Facts) -> RuntimeFacts | Skip:
     return runtime
 
 
+def _failed_stage(facts: Facts, name: str) -> RuntimeStage | Outcome:
+    """The stage when it failed, hung or crashed; else the check's outcome (skip or pass)."""
+    runtime = _runtime(facts)
+    if isinstance(runtime, Skip):
+        return runtime
+    stage = runtime.stage(name)
+    if stage is None:
+        return []
+    if stage.status == StageStatus.SKIPPED:
+        return Skip(stage.reason or "not run")
+    return stage if stage.status in FAILED else []
+
+
 def explained_by(finding_id: str, texts: Sequence[str]) -> list[str]:
     """The static findings that could explain this runtime failure, most specific first."""
     from doctor.explain import match_signatures  # doctor.explain imports the checks
@@ -278,14 +291,9 @@ def gpu_kernel_failed(facts: Facts) -> Outcome:
     label="NCCL",
 )
 def nccl_failed(facts: Facts) -> Outcome:
-    runtime = _runtime(facts)
-    if isinstance(runtime, Skip):
-        return runtime
-    stage = runtime.stage("nccl")
-    if stage is None or stage.status == StageStatus.SKIPPED:
-        return Skip(stage.reason or "not run") if stage is not None else []
-    if stage.status not in FAILED:
-        return []
+    stage = _failed_stage(facts, "nccl")
+    if not isinstance(stage, RuntimeStage):
+        return stage
     return [
         _finding(
             facts,
@@ -309,14 +317,9 @@ def nccl_failed(facts: Facts) -> Outcome:
     label="torch.compile of a tiny function",
 )
 def torch_compile_failed(facts: Facts) -> Outcome:
-    runtime = _runtime(facts)
-    if isinstance(runtime, Skip):
-        return runtime
-    stage = runtime.stage("compile")
-    if stage is None or stage.status == StageStatus.SKIPPED:
-        return Skip(stage.reason or "not run") if stage is not None else []
-    if stage.status not in FAILED:
-        return []
+    stage = _failed_stage(facts, "compile")
+    if not isinstance(stage, RuntimeStage):
+        return stage
     return [
         _finding(
             facts,

@@ -391,17 +391,6 @@ def _stopped_stage(
     seconds = round(time.perf_counter() - probe.current_started, 3) if not between else 0.0
     if not probe.heard:  # it never got past start-up (site, .pth files, sitecustomize)
         seconds = round(time.perf_counter() - probe.child.started, 3)
-    if ended == "timed out" and not probe.heard:
-        return RuntimeStage(
-            name=name,
-            title=title,
-            status=StageStatus.TIMED_OUT,
-            seconds=seconds,
-            reason=f"the inspected interpreter did not start within {probe.stage_timeout:g} s "
-            "(--timeout): a .pth file or sitecustomize blocks at start-up; the child and its "
-            "processes were stopped",
-            stderr_tail=_tail(stderr),
-        )
     if ended == "timed out":
         over_total = time.perf_counter() - probe.child.started >= probe.total_timeout - 0.5
         limit = (
@@ -409,12 +398,18 @@ def _stopped_stage(
             if over_total
             else f"{probe.stage_timeout:g} s (--timeout)"
         )
+        reason = f"did not finish within {limit}"
+        if not probe.heard:
+            reason = (
+                f"the inspected interpreter did not start within {limit}: a .pth file or "
+                "sitecustomize blocks at start-up"
+            )
         return RuntimeStage(
             name=name,
             title=title,
             status=StageStatus.TIMED_OUT,
             seconds=seconds,
-            reason=f"did not finish within {limit}; the child and its processes were stopped",
+            reason=f"{reason}; the child and its processes were stopped",
             stderr_tail=_tail(stderr),
         )
     sig = _signal_name(returncode)
