@@ -262,6 +262,12 @@ def _zombie(pid: int) -> bool:
             id="cuInit-803",
         ),
         pytest.param(
+            Driver(cu_init_error=804),
+            "Error 804: forward compatibility was attempted on non supported HW",
+            "cuda-init-failed",
+            id="cuInit-804",
+        ),
+        pytest.param(
             Driver(version="535.288.01", cuda=12020),
             "The NVIDIA driver on your system is too old (found version 12020)",
             "driver-too-old",
