@@ -1,9 +1,8 @@
-"""`torch-doctor explain "<error text>"` and `torch-doctor list`.
+"""`torch-doctor explain "<error text>"`.
 
 explain names the failure from the pasted text (signatures are data:
 doctor/knowledge/signatures.toml), runs the full diagnosis, and shows only the checks
 that can confirm or rule out its causes here, with their remedies.
-list prints every finding id with its one-line meaning and its documentation page.
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from doctor.checks import REGISTRY, CheckStatus
+from doctor.checks import REGISTRY
+from doctor.findings import CheckStatus
 from doctor.report import EXIT_OK, Report
 
 __all__ = [
@@ -28,11 +28,9 @@ __all__ = [
     "explain",
     "load_signatures",
     "match_signatures",
-    "render_list",
 ]
 
 SIGNATURES_PATH = Path(__file__).parent / "knowledge" / "signatures.toml"
-DOCS_URL = "https://github.com/torch-doctor/torch-doctor/blob/main/docs/findings/{id}.md"
 MAX_QUOTE = 160
 
 
@@ -157,7 +155,7 @@ def _focus(report: Report, ids: Sequence[str]) -> Report:
         (r for r in report.results if r.spec.id in order), key=lambda r: order[r.spec.id]
     )
     findings = tuple(f for f in report.findings if f.id in order)
-    return Report(facts=report.facts, results=tuple(results), findings=findings)
+    return Report(context=report.context, results=tuple(results), findings=findings)
 
 
 def _summary_data(matches: Sequence[Match], verdicts: Verdicts) -> dict[str, Any]:
@@ -310,36 +308,3 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
         sys.stdout.flush()
         show(prepared, "terminal", None, options.no_color)
     return focused.exit_code
-
-
-# --- list ---------------------------------------------------------------------------------
-
-
-def _catalogue() -> list[dict[str, str]]:
-    return [
-        {
-            "id": spec.id,
-            "family": spec.family,
-            "summary": spec.summary,
-            "doc": DOCS_URL.format(id=spec.id),
-        }
-        for spec in REGISTRY.values()
-    ]
-
-
-def render_list(fmt: str) -> str:
-    """Every finding id this version can report, with its meaning and its page."""
-    entries = _catalogue()
-    if fmt == "json":
-        return json.dumps({"findings": entries}, indent=2) + "\n"
-    if fmt == "markdown":
-        from doctor.render.markdown import code, md, table
-
-        rows = [(f"[{code(e['id'])}]({e['doc']})", e["family"], md(e["summary"])) for e in entries]
-        return "\n".join(table(("finding", "family", "meaning"), rows)) + "\n"
-    width = max((len(e["id"]) for e in entries), default=0)
-    lines = []
-    for e in entries:
-        lines.append(f"{e['id']:<{width}}  {e['summary']}")
-        lines.append(f"{'':<{width}}  {e['doc']}")
-    return "\n".join(lines) + "\n"

@@ -1,14 +1,19 @@
-"""The report: facts, check results, findings with remedies, and the verdict."""
+"""The report: the context, every check's result, the findings related to their root
+causes and carrying their remedies, and every judgement a renderer shows (verdict, order,
+the first step). Renderers only format what is here."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 from doctor.checks import CheckResult, CheckStatus
-from doctor.checks.expectations import Expectations, expected_wheels
+from doctor.derive import Context
+from doctor.derive.expectations import Expectations
 from doctor.facts import Facts
-from doctor.findings import Finding, Severity
+from doctor.findings import Finding, Remedy, RemedyKind, Severity
 
 __all__ = ["EXIT_DOCTOR_FAILED", "EXIT_ERRORS", "EXIT_OK", "Report", "Verdict"]
 
@@ -27,15 +32,35 @@ class Verdict(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Report:
-    """The facts, every check's result and the findings with their remedies."""
+    """The context, every check's result and the findings with their remedies."""
 
-    facts: Facts
+    context: Context
     results: tuple[CheckResult, ...]
-    findings: tuple[Finding, ...]
+    findings: tuple[Finding[Any], ...]  # roots first, then consequences (Finding.root)
+
+    @property
+    def facts(self) -> Facts:
+        return self.context.facts
+
+    @cached_property
+    def roots(self) -> tuple[Finding[Any], ...]:
+        """Root causes, the worst first (then in check order): what the user fixes."""
+        roots = [f for f in self.findings if f.root is None]
+        return tuple(sorted(roots, key=lambda f: -f.severity.rank))
+
+    def consequences_of(self, root: Finding[Any]) -> tuple[Finding[Any], ...]:
+        return tuple(f for f in self.findings if f.root == root.id)
+
+    def root_of(self, result: CheckResult) -> str | None:
+        """The root id every finding of a failed check hangs under (None: it is a root)."""
+        roots = {f.root for f in result.findings}
+        if len(roots) == 1:
+            return next(iter(roots))
+        return None
 
     @property
     def verdict(self) -> Verdict:
-        worst = max((f.severity.rank for f in self.findings), default=-1)
+        worst = max((f.severity.rank for f in self.roots), default=-1)
         if worst >= Severity.ERROR.rank:
             return Verdict.ERROR
         if self.crashed or self.facts.interpreter is None:
@@ -47,10 +72,11 @@ class Report:
     @property
     def torch_requirements(self) -> Expectations | None:
         """torch's requirements evaluated for the inspected interpreter (None without torch)."""
-        return expected_wheels(self.facts)
+        return self.context.expected
 
     def count(self, severity: Severity) -> int:
-        return sum(1 for f in self.findings if f.severity is severity)
+        """Root causes of this severity (consequences are not counted again)."""
+        return sum(1 for f in self.roots if f.severity is severity)
 
     @property
     def crashed(self) -> tuple[CheckResult, ...]:
@@ -78,3 +104,20 @@ class Report:
             n = len(self.crashed)
             parts.append(f"{n} check{'s' if n != 1 else ''} could not run")
         return ", ".join(parts) if parts else "no problems found"
+
+    @property
+    def first_step(self) -> tuple[Finding[Any], Remedy] | None:
+        """The worst root cause with a runnable remedy, and that remedy: what to do first.
+
+        A pyproject.toml block is applied by `torch-doctor fix`, so for it the step is
+        the block itself (renderers say `torch-doctor fix` beside it).
+        """
+        for finding in self.roots:
+            if finding.severity is Severity.INFO:
+                continue
+            for remedy in finding.remedies:
+                if remedy.kind is not RemedyKind.TEXT:
+                    return finding, remedy
+            if finding.remedies:
+                return finding, finding.remedies[0]
+        return None

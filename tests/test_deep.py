@@ -106,11 +106,9 @@ def test_cuda_build_without_a_driver_is_one_root_no_nvidia_driver(
     assert got["nccl"]["evidence"]["all_reduce"] == "not exercised: needs 2 GPUs, 0 visible"
     assert_no_gpu_stage_claimed(run)
     unavailable = run.finding("cuda-unavailable")
-    assert unavailable["severity"] == "info"
-    assert unavailable["data"]["consequence_of"] == "no-nvidia-driver"
-    assert [f["id"] for f in run.json["findings"] if f["severity"] in ("error", "warning")] == [
-        "no-nvidia-driver"
-    ]
+    assert unavailable["root"] == "no-nvidia-driver" and unavailable["remedies"] == []
+    roots = [f for f in run.json["findings"] if f["root"] is None]
+    assert [f["id"] for f in roots if f["severity"] in ("error", "warning")] == ["no-nvidia-driver"]
     # Every CUDA library torch mapped comes from its wheels: no mismatch.
     site = str(FakeEnv(cuda_torch).site_packages.resolve())
     mapped = {m["file_name"]: m for m in runtime["mapped"]}
@@ -154,8 +152,7 @@ def test_removed_cudnn_wheel_fails_import_as_missing_cuda_wheels_consequence(
     assert any("from torch._C import" in frame for frame in got["import"]["traceback_tail"])
     assert got["compile"]["reason"] == "torch did not import"
     failed = run.finding("torch-import-failed")
-    assert failed["severity"] == "info"
-    assert failed["data"]["consequence_of"] == "missing-cuda-wheel"
+    assert failed["root"] == "missing-cuda-wheel" and failed["remedies"] == []
     assert failed["evidence"][0] == (
         "import torch: ImportError: libcudnn.so.9: cannot open shared object file: "
         "No such file or directory"
@@ -191,11 +188,10 @@ def test_old_cudnn_preloaded_fails_import_as_library_shadowed_consequence(
         error.startswith("ImportError: ") and "libtorch_cuda.so: undefined symbol: cudnn" in error
     )
     failed = run.finding("torch-import-failed")
-    assert failed["data"]["consequence_of"] == "library-shadowed"
-    assert failed["severity"] == "info"
+    assert failed["root"] == "library-shadowed"
     # The stand-in stays mapped: seen at run time, attached to the same root.
     mismatch = run.finding("runtime-library-mismatch")
-    assert mismatch["data"]["consequence_of"] == "library-shadowed"
+    assert mismatch["root"] == "library-shadowed"
 
 
 HANG = """\
@@ -231,7 +227,7 @@ def test_import_that_hangs_is_stopped_at_the_timeout_with_its_children(
     assert got["cpu"]["status"] == "skipped"
     assert "stopped in 'import torch'" in got["cpu"]["reason"]
     failed = run.finding("torch-import-failed")
-    assert failed["severity"] == "error" and failed["data"]["consequence_of"] is None
+    assert failed["severity"] == "error" and failed["root"] is None
     assert failed["title"] == "import torch did not finish"
     assert failed["remedies"][0]["text"].endswith('-X importtime -c "import torch"\n')
     assert run.returncode == 1
@@ -291,8 +287,7 @@ def test_torchs_own_cuda_warning_reaches_the_report_through_the_driver_stand_in(
     assert any(warning in text for text in build["warnings"]), build["warnings"]
     unavailable = run.finding("cuda-unavailable")
     assert any(warning in line for line in unavailable["evidence"])
-    assert unavailable["data"]["consequence_of"] == root
-    assert unavailable["severity"] == "info"
+    assert unavailable["root"] == root
     assert root in run.finding_ids()
 
 
@@ -317,4 +312,4 @@ def test_library_preloaded_by_sitecustomize_is_seen_mapped_although_import_works
     assert item["owner"] is None
     assert item["predicted"] == str(wheel_copy.resolve())
     # The contained load probe saw it too: one root, library-shadowed.
-    assert mismatch["data"]["consequence_of"] == "library-shadowed"
+    assert mismatch["root"] == "library-shadowed"

@@ -20,9 +20,16 @@ from doctor.facts.libraries import (
     Resolution,
     ResolvedDependency,
 )
-from doctor.facts.runtime import MappedLibrary, RuntimeFacts, RuntimeStage, StageStatus
+from doctor.facts.runtime import (
+    MappedLibrary,
+    RuntimeDevice,
+    RuntimeFacts,
+    RuntimeStage,
+    StageStatus,
+)
 from doctor.findings import Severity
-from tests.handmade import CheckUnderTest, healthy_facts
+from doctor.pipeline import judge
+from tests.handmade import CheckUnderTest, facts, healthy_distributions, healthy_facts
 
 SITE = "/venv/lib/python3.11/site-packages"
 
@@ -39,6 +46,10 @@ def healthy_runtime(**changes: object) -> RuntimeFacts:
         cuda_version="13.0",
         cuda_available=True,
         device_count=2,
+        devices=(
+            RuntimeDevice(0, "NVIDIA H100 80GB HBM3", "9.0", 85_000_000_000, True),
+            RuntimeDevice(1, "NVIDIA H100 80GB HBM3", "9.0", 85_000_000_000, True),
+        ),
         nccl_version="2.30.7",
         mapped=(
             MappedLibrary(
@@ -89,12 +100,12 @@ def test_import_that_hung_is_its_own_root_naming_the_stage() -> None:
     finding = CheckUnderTest("torch-import-failed").only(deep(with_stage(healthy_runtime(), hung)))
     assert finding.severity is Severity.ERROR
     assert finding.title == "import torch did not finish"
-    assert finding.data["consequence_of"] is None
-    assert finding.data["status"] == "timed out"
-    assert "missing-cuda-wheel" in finding.data["explained_by"]
+    assert finding.data.status == "timed out"
+    # Nothing named: no static finding can explain it, it is a root of its own.
+    assert finding.data.subjects() == frozenset()
 
 
-def test_import_error_names_its_candidates_from_explains_signatures() -> None:
+def test_import_error_concerns_the_wheel_of_the_library_it_names() -> None:
     failed = stage(
         "import",
         StageStatus.FAILED,
@@ -103,10 +114,40 @@ def test_import_error_names_its_candidates_from_explains_signatures() -> None:
     finding = CheckUnderTest("torch-import-failed").only(
         deep(with_stage(healthy_runtime(), failed))
     )
-    # Healthy static facts: nothing explains it, so it is a root with the real text.
     assert finding.severity is Severity.ERROR
-    assert finding.data["explained_by"][0] == "missing-cuda-wheel"
+    assert finding.data.subjects() == {"nvidia-cudnn-cu13"}
     assert "libcudnn.so.9: cannot open shared object file" in finding.evidence[0]
+    # Healthy static facts: nothing explains it, so it is a root with the real text.
+    judged = CheckUnderTest("torch-import-failed").judged(
+        deep(with_stage(healthy_runtime(), failed))
+    )
+    assert judged.root is None and judged.remedies
+
+
+def test_import_error_for_a_missing_wheel_hangs_under_missing_cuda_wheel() -> None:
+    failed = stage(
+        "import",
+        StageStatus.FAILED,
+        error="ImportError: libcudnn.so.9: cannot open shared object file: No such file",
+    )
+    base = facts(healthy_distributions(skip=["nvidia-cudnn-cu13"]))
+    report = judge(deep(with_stage(healthy_runtime(), failed), base))
+    imported = next(f for f in report.findings if f.id == "torch-import-failed")
+    assert imported.root == "missing-cuda-wheel" and imported.remedies == ()
+    assert [f.id for f in report.roots] == ["missing-cuda-wheel"]
+
+
+def test_import_error_for_a_missing_module_concerns_its_distribution() -> None:
+    failed = stage(
+        "import",
+        StageStatus.FAILED,
+        error="ModuleNotFoundError: No module named 'typing_extensions'",
+    )
+    base = facts(healthy_distributions(skip=["typing-extensions"]))
+    report = judge(deep(with_stage(healthy_runtime(), failed), base))
+    imported = next(f for f in report.findings if f.id == "torch-import-failed")
+    assert imported.data.subjects() == {"typing-extensions"}
+    assert imported.root == "missing-torch-dependency"
 
 
 def test_cuda_unavailable_keeps_torchs_warning_verbatim() -> None:
@@ -121,7 +162,8 @@ def test_cuda_unavailable_keeps_torchs_warning_verbatim() -> None:
     )
     finding = CheckUnderTest("cuda-unavailable").only(deep(runtime))
     assert f"torch warned: {warning}" in finding.evidence
-    assert finding.data["explained_by"][0] == "cuda-init-failed"  # signature cuda-error-803
+    assert finding.data.warnings == (warning,)
+    assert finding.data.subjects() == {"driver"}  # what the driver family's findings name
 
 
 def test_cuda_unavailable_is_not_judged_for_a_cpu_build() -> None:
@@ -136,15 +178,15 @@ def test_no_kernel_image_on_a_gpu_points_at_the_arch_check() -> None:
         error="RuntimeError: CUDA error: no kernel image is available for execution on the device",
     )
     finding = CheckUnderTest("gpu-kernel-failed").only(deep(with_stage(healthy_runtime(), failed)))
-    assert finding.data["gpus"] == ["gpu:1"]
-    assert finding.data["explained_by"][0] == "gpu-arch-unsupported"
+    assert finding.data.gpus == ("gpu:1",)
+    assert finding.data.subjects() == {"sm_90"}  # what gpu-arch-unsupported names
     assert finding.title.startswith("1 of 2 GPUs failed")
 
 
 def test_gpu_stage_that_crashed_is_reported_with_its_signal() -> None:
     crashed = stage("gpu:0", StageStatus.CRASHED, signal="SIGSEGV", reason="died with SIGSEGV")
     finding = CheckUnderTest("gpu-kernel-failed").only(deep(with_stage(healthy_runtime(), crashed)))
-    assert finding.data["signal"] == "SIGSEGV"
+    assert finding.data.signal == "SIGSEGV"
 
 
 def test_nccl_all_reduce_failure_is_a_finding() -> None:
@@ -167,7 +209,8 @@ def test_compile_without_a_c_compiler_points_at_the_toolchain_check() -> None:
         deep(with_stage(healthy_runtime(), failed))
     )
     assert finding.severity is Severity.WARNING
-    assert finding.data["explained_by"] == ["torch-compile-toolchain"]
+    # What torch-compile-toolchain names when it finds no C compiler.
+    assert finding.data.subjects() == {"c-compiler"}
 
 
 def test_library_mapped_from_outside_the_wheels_is_named_with_the_prediction() -> None:
@@ -192,7 +235,8 @@ def test_library_mapped_from_outside_the_wheels_is_named_with_the_prediction() -
     runtime = healthy_runtime(mapped=(MappedLibrary("libcudnn.so.9", outside, None),))
     base = dataclasses.replace(healthy_facts(), libraries=libraries)
     finding = CheckUnderTest("runtime-library-mismatch").only(deep(runtime, base))
-    assert finding.data["libraries"] == [
-        {"file_name": "libcudnn.so.9", "path": outside, "owner": None, "predicted": predicted}
-    ]
-    assert finding.severity is Severity.WARNING and finding.data["consequence_of"] is None
+    [item] = finding.data.libraries
+    assert (item.file_name, item.path, item.owner) == ("libcudnn.so.9", outside, None)
+    assert (item.predicted, item.wheel) == (predicted, "nvidia-cudnn-cu13")
+    assert finding.severity is Severity.WARNING
+    assert finding.data.subjects() == {"nvidia-cudnn-cu13"}

@@ -21,12 +21,14 @@ __all__ = [
     "ToolkitDriver",
     "TorchBuild",
     "TorchRelease",
+    "cuinit_meaning",
     "first_cuda_for",
     "gpu_family",
     "last_cuda_major_for",
     "load",
     "mvc_floors",
     "mvc_limitations",
+    "pytorch_index_url",
     "toolkit_drivers",
     "torch_builds",
     "torch_release",
@@ -166,3 +168,16 @@ def gpu_family(capability: tuple[int, int]) -> str | None:
             name: str = family["name"]
             return name
     return None
+
+
+def pytorch_index_url() -> str:
+    """PyTorch's package index root: one simple index per variant below it (cu130, cpu)."""
+    return str(load("indexes")["pytorch"]["url"])
+
+
+def cuinit_meaning(code: int | None) -> str:
+    """What a cuInit error code means, in a sentence ("" when the table has no entry)."""
+    for entry in load("driver_errors")["cuinit"]:
+        if entry["code"] == code:
+            return str(entry["meaning"])
+    return ""
