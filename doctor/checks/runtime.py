@@ -449,7 +449,6 @@ def gpu_kernel_failed(ctx: Context) -> Outcome:
         "library-shadowed",
         "library-version-mismatch",
         "cuda-wheel-version-mismatch",
-        "cuda-libs-in-loader-path",
     ),
 )
 def nccl_failed(ctx: Context) -> Outcome:
@@ -526,7 +525,7 @@ def torch_compile_failed(ctx: Context) -> Outcome:
     label="CUDA libraries torch mapped",
     payload=RuntimeLibraryMismatch,
     requires=("runtime",),
-    caused_by=("library-shadowed", "library-version-mismatch", "cuda-libs-in-loader-path"),
+    caused_by=("library-shadowed", "library-version-mismatch"),
 )
 def runtime_library_mismatch(ctx: Context) -> Outcome:
     runtime = _runtime(ctx)
