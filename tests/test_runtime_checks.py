@@ -20,6 +20,7 @@ from doctor.facts.libraries import (
     Resolution,
     ResolvedDependency,
 )
+from doctor.facts.machine import ArchListFacts
 from doctor.facts.runtime import (
     MappedLibrary,
     RuntimeDevice,
@@ -30,6 +31,8 @@ from doctor.facts.runtime import (
 from doctor.findings import Severity
 from doctor.pipeline import judge
 from tests.handmade import CheckUnderTest, facts, healthy_distributions, healthy_facts
+from tests.test_driver_checks import H100, RTX_5090, machine, with_machine
+from tests.test_toolchain import with_toolchain
 
 SITE = "/venv/lib/python3.11/site-packages"
 
@@ -240,3 +243,42 @@ def test_library_mapped_from_outside_the_wheels_is_named_with_the_prediction() -
     assert (item.predicted, item.wheel) == (predicted, "nvidia-cudnn-cu13")
     assert finding.severity is Severity.WARNING
     assert finding.data.subjects() == {"nvidia-cudnn-cu13"}
+
+
+def test_no_kernel_image_hangs_under_gpu_arch_unsupported_for_that_sm() -> None:
+    # An sm_120 GPU and a build without sm_120 cubins or PTX: the static root names sm_120.
+    old_build = ArchListFacts(source="fatbin", sm=("sm_80", "sm_90"), libraries=("lib.so",))
+    base = with_machine(machine((RTX_5090,), archs=old_build))
+    failed = stage(
+        "gpu:0",
+        StageStatus.FAILED,
+        error="RuntimeError: CUDA error: no kernel image is available for execution on the device",
+    )
+    one_gpu = [s for s in healthy_runtime().stages if s.name != "gpu:1"]
+    runtime = with_stage(
+        healthy_runtime(
+            device_count=1,
+            devices=(RuntimeDevice(0, "NVIDIA GeForce RTX 5090", "12.0", 34_190_917_632, True),),
+            stages=tuple(one_gpu),
+        ),
+        failed,
+    )
+    report = judge(deep(runtime, base))
+    kernel = next(f for f in report.findings if f.id == "gpu-kernel-failed")
+    assert kernel.data.subjects() == {"sm_120"}
+    assert kernel.root == "gpu-arch-unsupported" and kernel.remedies == ()
+
+
+def test_compile_without_a_c_compiler_hangs_under_torch_compile_toolchain() -> None:
+    failed = stage(
+        "compile",
+        StageStatus.FAILED,
+        ran_on="cuda:0",
+        error="BackendCompilerFailed: RuntimeError: Failed to find C compiler. "
+        "Please specify via CC environment variable.",
+    )
+    base = with_toolchain([H100], c_compiler=None)
+    report = judge(deep(with_stage(healthy_runtime(), failed), base))
+    compiled = next(f for f in report.findings if f.id == "torch-compile-failed")
+    assert compiled.root == "torch-compile-toolchain"
+    assert "torch-compile-failed" not in [f.id for f in report.roots]
