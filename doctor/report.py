@@ -15,7 +15,15 @@ from doctor.derive.expectations import Expectations
 from doctor.facts import Facts
 from doctor.findings import Finding, Remedy, RemedyKind, Severity
 
-__all__ = ["EXIT_DOCTOR_FAILED", "EXIT_ERRORS", "EXIT_OK", "Report", "Verdict"]
+__all__ = [
+    "EXIT_DOCTOR_FAILED",
+    "EXIT_ERRORS",
+    "EXIT_OK",
+    "Explanation",
+    "Recognised",
+    "Report",
+    "Verdict",
+]
 
 EXIT_OK = 0
 EXIT_ERRORS = 1
@@ -31,12 +39,66 @@ class Verdict(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Recognised:
+    """A failure `explain` recognised in the pasted text."""
+
+    id: str
+    name: str
+    matched: str  # the line of the pasted text that matched
+    findings: tuple[str, ...]  # the finding ids whose checks decide its cause
+    advice: str | None
+    source: str  # where the error text was seen
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What `explain` concluded: the failures recognised, and what the checks say of them."""
+
+    recognised: tuple[Recognised, ...]
+    confirmed: tuple[str, ...]
+    ruled_out: tuple[str, ...]
+    undetermined: tuple[tuple[str, str], ...]  # (finding id, why it could not judge)
+    not_checked: tuple[str, ...]  # finding ids this version has no check for
+
+    @property
+    def conclusion(self) -> str:
+        if not (self.confirmed or self.ruled_out or self.undetermined):
+            return "torch-doctor has no check for this cause yet: follow the advice above."
+        if self.confirmed:
+            return "Confirmed here: " + ", ".join(self.confirmed) + " (remedies below)."
+        if self.ruled_out and not self.undetermined and not self.not_checked:
+            return (
+                "Ruled out here: every check for this failure passed in this environment. "
+                "Is the error from another environment (another venv, machine or container)?"
+            )
+        return (
+            "Not confirmed here: no check for this failure found its cause in this environment"
+            + (", and some could not judge." if self.undetermined else ".")
+        )
+
+
+@dataclass(frozen=True)
 class Report:
-    """The context, every check's result and the findings with their remedies."""
+    """The context, every check's result and the findings with their remedies.
+
+    `explain` shows a focused report: the checks and findings that bear on the pasted
+    error, with its ``explanation``; the verdict and exit code stay those of the ``whole``
+    report, so explain and check agree on the same environment.
+    """
 
     context: Context
     results: tuple[CheckResult, ...]
     findings: tuple[Finding[Any], ...]  # roots first, then consequences (Finding.root)
+    explanation: Explanation | None = None
+    whole: Report | None = None  # the unfocused report this one was cut from
+
+    @property
+    def other_roots(self) -> tuple[Finding[Any], ...]:
+        """Root causes of the whole report that this focused one does not show."""
+        if self.whole is None:
+            return ()
+        shown = {f.id for f in self.roots}
+        return tuple(f for f in self.whole.roots if f.id not in shown)
 
     @property
     def facts(self) -> Facts:
@@ -60,6 +122,8 @@ class Report:
 
     @property
     def verdict(self) -> Verdict:
+        if self.whole is not None:
+            return self.whole.verdict
         worst = max((f.severity.rank for f in self.roots), default=-1)
         if worst >= Severity.ERROR.rank:
             return Verdict.ERROR
@@ -76,10 +140,14 @@ class Report:
 
     def count(self, severity: Severity) -> int:
         """Root causes of this severity (consequences are not counted again)."""
+        if self.whole is not None:
+            return self.whole.count(severity)
         return sum(1 for f in self.roots if f.severity is severity)
 
     @property
     def crashed(self) -> tuple[CheckResult, ...]:
+        if self.whole is not None:
+            return self.whole.crashed
         return tuple(r for r in self.results if r.status is CheckStatus.CRASHED)
 
     @property

@@ -131,10 +131,13 @@ def test_outside_a_project_the_paired_torchvision_is_installed_from_torchs_index
     command = CHECK.judged(known).remedies[0].text
     assert "torchvision==0.26.*" in command
     assert "--index-url https://download.pytorch.org/whl/cu126 " in command
-    # No torchvision release recorded for torch 2.14: words, not an unpinned install.
-    unknown = with_companions(torchvision("0.29.1+cpu", "2.14.1"))
+    # torch 2.14's torchvision (0.29, read from the real wheel) is in the table now.
+    paired = CHECK.judged(with_companions(torchvision("0.29.1+cpu", "2.14.1")))
+    assert "torchvision==0.29.*" in paired.remedies[0].text
+    # No torchvision release recorded for a torch: words, not an unpinned install.
+    unknown = with_companions(torchvision("0.99.0+cpu", "2.99.0"), torch_version="2.99.0+cu130")
     remedy = CHECK.judged(unknown).remedies[0]
-    assert remedy.kind == "text" and "requires torch==2.14.1" in remedy.text
+    assert remedy.kind == "text" and "requires torch==2.99.0" in remedy.text
 
 
 # --- through the CLI ---------------------------------------------------------------------

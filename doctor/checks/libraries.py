@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from doctor.checks.registry import Outcome, check, remedy
+from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context
 from doctor.facts.libraries import (
     CudaLibraryFacts,
@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 REQUIRES = ("torch", "cuda-build", "libraries")
+SUBLIBRARY_STAGE = "cudnn sub-library"  # the load probe's stage for cuDNN's sub-libraries
 LOADER_VARIABLES = (Resolution.LD_LIBRARY_PATH, Resolution.LD_PRELOAD)
 
 # How an outside copy gets in ahead of the wheel's (the loader-path variables and the system).
@@ -77,6 +78,21 @@ def _not_found(row: CudaLibraryFacts) -> bool:
         return True
     error = row.load.error if row.load is not None else None
     return error is not None and f"{row.soname}: cannot open shared object file" in error
+
+
+def _outside_parent(
+    libraries: LibrariesFacts, row: CudaLibraryFacts, ctx: Context
+) -> CudaLibraryFacts | None:
+    """For a sub-library the load probe looked for beside its parent (cuDNN's, as cuDNN
+    does): the parent row, when that parent was loaded from outside torch's wheels."""
+    if row.load is None or row.load.stage != SUBLIBRARY_STAGE:
+        return None
+    for parent in libraries.cuda:
+        if parent.soname.startswith("libcudnn.so") and parent.path:
+            pinned = ctx.pinned_wheels(parent.soname)
+            if pinned and parent.owner not in pinned:
+                return parent
+    return None
 
 
 def entry_text(entry: str | None) -> str:
@@ -127,32 +143,43 @@ class LibraryNotFound(Payload):
     caused_by=("missing-cuda-wheel", "cuda-wheel-files-missing", "library-shadowed"),
 )
 def library_not_found(ctx: Context) -> Outcome:
+    libraries = _libraries(ctx)
+    if not libraries.cuda:
+        return Skip("torch's libraries name no CUDA library")
     missing: list[MissingLibrary] = []
-    for row in _libraries(ctx).cuda:
+    evidence = []
+    for row in libraries.cuda:
         if _is_driver(row.soname):
             continue  # the driver's library: judged by the driver checks
         if (row.load is not None and row.load.loaded) or not _not_found(row):
             continue
         wheels = ctx.providing_wheels(row.soname)
-        missing.append(
-            MissingLibrary(
-                soname=row.soname,
-                needed_by=tuple(row.needed_by),
-                wheels=tuple(wheels),
-                installed=tuple(w for w in wheels if ctx.facts.distribution(w) is not None),
-            )
+        item = MissingLibrary(
+            soname=row.soname,
+            needed_by=tuple(row.needed_by),
+            wheels=tuple(wheels),
+            installed=tuple(w for w in wheels if ctx.facts.distribution(w) is not None),
         )
-    if not missing:
-        return []
-    evidence = []
-    for item in missing:
+        missing.append(item)
         wheel = item.wheels[0] if item.wheels else "an NVIDIA wheel"
+        parent = _outside_parent(libraries, row, ctx)
+        if parent is not None:
+            # cuDNN looks for its sub-libraries beside itself: a copy from elsewhere looks
+            # there, whatever the wheel holds.
+            evidence.append(
+                f"{item.soname}: cuDNN loads it from its own directory, and the "
+                f"{parent.soname} in use was loaded from {parent.path}, outside torch's "
+                f"wheels, which has no {item.soname}"
+            )
+            continue
         state = "installed, but without this file" if item.installed else "not installed"
         evidence.append(
             f"{item.soname}: needed by {', '.join(item.needed_by)}; "
             f"no RPATH, LD_LIBRARY_PATH, RUNPATH, ld.so cache or default directory holds it; "
             f"it should come from {wheel} ({state})"
         )
+    if not missing:
+        return []
     names = ", ".join(m.soname for m in missing)
     return [
         Finding(
@@ -418,8 +445,11 @@ class LibraryShadowed(Payload):
     requires=REQUIRES,
 )
 def library_shadowed(ctx: Context) -> Outcome:
+    rows = _libraries(ctx).cuda
+    if not any(row.path for row in rows):
+        return Skip("no CUDA library torch needs was found or loaded")
     shadowed: list[ShadowedLibrary] = []
-    for row in _libraries(ctx).cuda:
+    for row in rows:
         if _is_driver(row.soname):
             continue
         path, verb, resolved = _actual(row)
@@ -523,8 +553,12 @@ def _version_parts(text: str) -> tuple[int, ...] | None:
     caused_by=("cuda-wheel-version-mismatch", "library-shadowed"),
 )
 def library_version_mismatch(ctx: Context) -> Outcome:
+    rows = _libraries(ctx).cuda
+    if not any(row.load is not None and row.load.version for row in rows):
+        # A pass would claim versions were compared.
+        return Skip("no loaded CUDA library reported its version")
     mismatched: list[MismatchedLibrary] = []
-    for row in _libraries(ctx).cuda:
+    for row in rows:
         load = row.load
         if load is None or not load.version:
             continue

@@ -198,8 +198,22 @@ def relate(results: Sequence[CheckResult]) -> list[Finding[Any]]:
             finding = parent[id(finding)]
         return finding
 
-    roots = [f for f in findings if id(f) not in parent]
     consequences = [replace(f, root=top(f).id) for f in findings if id(f) in parent]
+    # A root is as severe as the worst of what it causes: a shadowing library (a warning
+    # alone) that makes torch's libraries fail to load is an error.
+    worst: dict[str, Severity] = {}
+    for consequence in consequences:
+        known = worst.get(consequence.root or "")
+        if known is None or consequence.severity.rank > known.rank:
+            worst[consequence.root or ""] = consequence.severity
+    roots = []
+    for finding in findings:
+        if id(finding) in parent:
+            continue
+        raised = worst.get(finding.id)
+        if raised is not None and raised.rank > finding.severity.rank:
+            finding = replace(finding, severity=raised)
+        roots.append(finding)
     return roots + consequences
 
 

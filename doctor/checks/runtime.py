@@ -304,7 +304,7 @@ def _torch_import_failed(finding: Finding[TorchImportFailed], ctx: Context) -> l
 
 @check(
     "cuda-unavailable",
-    severities=(Severity.ERROR,),
+    severities=(Severity.ERROR, Severity.WARNING),
     family=FAMILY,
     summary="A CUDA build of torch imported, but torch.cuda.is_available() is False.",
     label="torch.cuda.is_available()",
@@ -332,10 +332,14 @@ def cuda_unavailable(ctx: Context) -> Outcome:
     concerns = _error_concerns(ctx, runtime, stage.warnings) or [DRIVER]
     if any(DRIVER_WORDS.search(w) for w in stage.warnings) and DRIVER not in concerns:
         concerns.append(DRIVER)
+    # With a GPU here, a GPU torch cannot use is an error; without one known, it is what a
+    # CPU-only machine gives (a warning, as no-nvidia-driver says), and a root it hangs
+    # under is not made worse by it (the runner raises a root to its worst consequence).
+    gpu_known = ctx.machine is not None and ctx.machine.gpu_present
     return [
         Finding(
             id="cuda-unavailable",
-            severity=Severity.ERROR,
+            severity=Severity.ERROR if gpu_known else Severity.WARNING,
             title="torch.cuda.is_available() is False",
             detail=(
                 f"torch {runtime.torch_version} (CUDA {runtime.cuda_version}) imported, but "
@@ -532,6 +536,8 @@ def runtime_library_mismatch(ctx: Context) -> Outcome:
     stage = runtime.stage("maps")
     if stage is None or stage.status != StageStatus.PASSED:
         return Skip("the mapped libraries were not read")
+    if not runtime.mapped:
+        return Skip("torch mapped no CUDA library")
     items = _outside(ctx, runtime)
     if not items:
         return []

@@ -191,6 +191,14 @@ def _findings(report: Report) -> list[str]:
     return lines
 
 
+def _other_roots(report: Report) -> list[str]:
+    others = report.other_roots
+    if not others:
+        return []
+    names = ", ".join(code(f.id) for f in others)
+    return [f"_Not shown, not related to this error: {names} (`torch-doctor` shows them)._", ""]
+
+
 def _torch_text(facts: Facts) -> str:
     torch = facts.distribution("torch")
     if torch is None:
@@ -593,8 +601,16 @@ def render_markdown(
     redactions: Sequence[str] | None = (),
 ) -> str:
     """The report as GitHub-flavoured Markdown. ``redactions`` None: redaction was off."""
-    lines = ["## torch-doctor report", "", _verdict_line(report), ""]
+    lines = []
+    if report.explanation is not None:
+        from doctor.render.explanation import explanation_markdown
+
+        lines += [*explanation_markdown(report.explanation), "## What this environment says", ""]
+    else:
+        lines += ["## torch-doctor report", ""]
+    lines += [_verdict_line(report), ""]
     lines += _findings(report)
+    lines += _other_roots(report)
     lines += _facts_table(report)
     lines += _libraries(report.facts)
     lines += _runtime(report.facts)

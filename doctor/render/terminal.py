@@ -267,6 +267,10 @@ def _site_relative(path: str, real_site_dirs: list[str]) -> str | None:
 
 
 def _sections(report: Report, width: int) -> Iterator[RenderableType]:
+    if report.explanation is not None:
+        from doctor.render.explanation import explanation_text
+
+        yield Text("\n".join(explanation_text(report.explanation)))
     yield _header(report)
     yield Text("Checks", style="bold underline")
     yield _checks(report)
@@ -285,6 +289,14 @@ def _sections(report: Report, width: int) -> Iterator[RenderableType]:
         for finding in report.roots:
             yield _finding(finding, report.consequences_of(finding))
             yield Text("")
+    others = report.other_roots
+    if others:
+        yield Text(
+            "Not shown, not related to this error: "
+            + ", ".join(f.id for f in others)
+            + " (`torch-doctor` shows them)",
+            style="dim",
+        )
     failures = report.facts.failures
     if failures:
         yield Text("Could not inspect", style="bold underline")
