@@ -59,6 +59,12 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not load torch's CUDA libraries in a contained process (ELF view only)",
     )
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="also import torch in a contained process and run small CPU/GPU stages "
+        "(seconds to a minute; see docs/deep.md)",
+    )
 
 
 def _report_options(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +146,8 @@ def _command_line(args: argparse.Namespace, command: Sequence[str] = ()) -> str:
         words += ["--python", args.python]
     if args.project:
         words += ["--project", args.project]
+    if getattr(args, "deep", False):
+        words.append("--deep")
     words += ["--format", args.format]
     if args.redact is False:
         words.append("--no-redact")
@@ -178,6 +186,7 @@ def _diagnose(
                     load_libraries=not args.no_load,
                     started=started,
                     while_loading=while_loading,
+                    deep=getattr(args, "deep", False),
                 )
             )
     finally:

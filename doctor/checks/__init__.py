@@ -49,6 +49,7 @@ CHECK_MODULES = (
     "libraries",
     "toolchain",
     "stack",
+    "runtime",
 )
 
 for _module in CHECK_MODULES:

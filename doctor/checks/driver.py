@@ -789,6 +789,10 @@ class GpuArchUnsupported(Payload):
     arch_source: str
     too_old: bool
 
+    def subjects(self) -> frozenset[str]:
+        # By architecture: what a GPU kernel failing with "no kernel image" names.
+        return frozenset(g.sm for g in self.gpus if g.sm)
+
 
 @check(
     "gpu-arch-unsupported",

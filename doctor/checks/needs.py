@@ -123,6 +123,13 @@ def _linux(ctx: Context) -> str | None:
     return None if system == "Linux" else "judged on Linux only"
 
 
+def _runtime(ctx: Context) -> str | None:
+    runtime = ctx.facts.runtime
+    if runtime is None:
+        return "torch was not imported (check --deep runs it)"
+    return None if runtime.ran else f"the runtime probe could not run: {runtime.error}"
+
+
 NEEDS: dict[str, Callable[[Context], str | None]] = {
     "interpreter": _interpreter,
     "torch": _torch,
@@ -140,4 +147,5 @@ NEEDS: dict[str, Callable[[Context], str | None]] = {
     "uv-project": _uv_project,
     "lock": _lock,
     "linux": _linux,
+    "runtime": _runtime,
 }

@@ -41,6 +41,16 @@ class TorchCompileToolchain(Payload):
     gpus: tuple[GpuToolProblem, ...]
     tools: tuple[ToolRef, ...]
 
+    def subjects(self) -> frozenset[str]:
+        # Inductor needs the C compiler on both devices (triton builds its launcher with
+        # it); triton's ptxas only on a GPU. torch-compile-failed names the same words.
+        subjects = set()
+        if self.c_compiler is None:
+            subjects |= {"c-compiler", "triton"}
+        if self.gpus:
+            subjects.add("triton")
+        return frozenset(subjects)
+
 
 BLACKWELL = (10, 0)  # triton compiles for 10.0 and later with ptxas-blackwell, if bundled
 

@@ -27,6 +27,7 @@ from doctor.facts.project import (
     LockedPackage,
     ProjectFacts,
 )
+from doctor.facts.runtime import RuntimeFacts
 
 if TYPE_CHECKING:
     # Imported where a stack probe applies (doctor/probe/stack.py), not on every run.
@@ -46,6 +47,7 @@ __all__ = [
     "ProbeFailure",
     "ProjectFacts",
     "RecordFacts",
+    "RuntimeFacts",
     "ToolchainFacts",
     "TorchBuildFacts",
     "to_jsonable",
@@ -74,6 +76,7 @@ class Facts:
     machine: MachineFacts | None = None
     toolchain: ToolchainFacts | None = None
     stack: StackFacts | None = None
+    runtime: RuntimeFacts | None = None  # check --deep only: torch imported and run
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

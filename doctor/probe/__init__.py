@@ -6,12 +6,12 @@ can start the probe processes (doctor/probe/start.py) before its heavy imports.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from doctor.facts import Facts, TorchBuildFacts
+    from doctor.facts import DistributionFacts, Facts, RuntimeFacts, TorchBuildFacts
     from doctor.probe.machine import MachineProbe
     from doctor.probe.start import StartedProbes
     from doctor.probe.target import Target
@@ -30,6 +30,7 @@ class ProbeOptions(NamedTuple):
     # Work for this process while it waits for the library load probe (e.g. importing
     # the renderer): that wait is the run's longest idle stretch.
     while_loading: Callable[[], object] | None = None
+    deep: bool = False  # check --deep: import torch and run stages in a contained child
 
 
 def gather(options: ProbeOptions) -> Facts:
@@ -114,6 +115,9 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     except Exception as exc:  # the report goes on without this probe
         stack = None
         failures.append(ProbeFailure("stack", f"internal error: {type(exc).__name__}: {exc}"))
+    runtime = None
+    if options.deep:
+        runtime = _deep(options, started, inside.distributions, inside.shared_libraries)
 
     return Facts(
         interpreter=inside.interpreter,
@@ -126,8 +130,25 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         machine=machine,
         toolchain=toolchain,
         stack=stack,
+        runtime=runtime,
         failures=tuple(failures),
     )
+
+
+def _deep(
+    options: ProbeOptions,
+    started: StartedProbes,
+    distributions: tuple[DistributionFacts, ...],
+    shared_libraries: Mapping[str, Sequence[str]],
+) -> RuntimeFacts:
+    """The runtime probe, after the others: it competes for the CPU with nothing then."""
+    import os
+
+    from doctor.probe.libraries import record_owners
+    from doctor.probe.runtime import RuntimeProbe
+
+    started.runtime = RuntimeProbe(options.target.python, timeout=options.timeout, env=os.environ)
+    return started.runtime.finish(record_owners(distributions, shared_libraries))
 
 
 def _while_loading(

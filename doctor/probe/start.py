@@ -12,10 +12,13 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doctor.probe.contained import Contained, ContainedResult
 from doctor.probe.driver import DriverProbe
+
+if TYPE_CHECKING:
+    from doctor.probe.runtime import RuntimeProbe
 
 __all__ = ["LoadSession", "StartedProbes", "load_options", "start_inside", "start_probes"]
 
@@ -97,6 +100,7 @@ class StartedProbes:
         )
         self.inside = start_inside(python, timeout)
         self.driver = DriverProbe(timeout, os.environ)
+        self.runtime: RuntimeProbe | None = None  # check --deep: started after the others
         # The options need the knowledge files read: done while the interpreters start.
         if self.load is not None:
             self.load.send_options()
@@ -110,11 +114,13 @@ class StartedProbes:
             names.append("torch's CUDA libraries to load")
         if self.driver.running():
             names.append("the NVIDIA driver (NVML, cuInit)")
+        if self.runtime is not None:
+            names.extend(self.runtime.waiting())
         return names
 
     def kill(self) -> None:
         """Stop whatever still runs (after an error in the doctor: nothing is left behind)."""
-        for child in (self.load, self.inside, self.driver):
+        for child in (self.load, self.inside, self.driver, self.runtime):
             if child is not None:
                 child.kill()
 

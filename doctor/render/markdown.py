@@ -562,6 +562,38 @@ def _footer(command: str, redactions: Sequence[str] | None) -> list[str]:
     ]
 
 
+def _runtime(facts: Facts) -> list[str]:
+    """check --deep: the stages table; each failure's traceback tail folded below it."""
+    from doctor.render.runtime_rows import runtime_heading, runtime_rows
+
+    runtime = facts.runtime
+    if runtime is None:
+        return []
+    lines = [f"### {md(runtime_heading(runtime))}", ""]
+    rows = runtime_rows(runtime)
+    lines += table(
+        ("stage", "status", "time", "what it saw"),
+        (
+            (
+                row.title,
+                f"{row.mark} {row.status}",
+                row.seconds,
+                md("; ".join([row.note, *(f"warning: {w}" for w in row.warnings)])),
+            )
+            for row in rows
+        ),
+    )
+    lines.append("")
+    for row in rows:
+        stage = row.stage
+        tail = [*stage.traceback_tail, *(stage.error or "").splitlines()[:1]]
+        if stage.stderr_tail:
+            tail += ["", "stderr:", *stage.stderr_tail]
+        if row.status in ("failed", "timed out", "crashed") and any(tail):
+            lines += details(f"{md(stage.title)}: {row.status}", fence("\n".join(tail)))
+    return lines
+
+
 def render_markdown(
     report: Report,
     *,
@@ -581,6 +613,7 @@ def render_markdown(
     lines += _other_roots(report)
     lines += _facts_table(report)
     lines += _libraries(report.facts)
+    lines += _runtime(report.facts)
     lines += ["### Details", ""]
     lines += _checks(report)
     lines += _requirements(report)

@@ -19,6 +19,7 @@ from doctor.facts import Facts
 from doctor.findings import CheckStatus, Finding, Severity, docs_url
 from doctor.render import CODE_LANGUAGE, venv_relative
 from doctor.render.machine_rows import machine_rows
+from doctor.render.runtime_rows import runtime_heading, runtime_rows
 from doctor.report import Report, Verdict
 
 __all__ = ["render_terminal", "render_terminal_text"]
@@ -221,6 +222,38 @@ def _cuda_libraries(report: Report, width: int) -> Table | None:
     return table
 
 
+RUNTIME_STYLE = {
+    "passed": "green",
+    "failed": "bold red",
+    "skipped": "dim",
+    "timed out": "bold magenta",
+    "crashed": "bold red",
+}
+
+
+def _runtime(report: Report) -> Iterator[RenderableType]:
+    """check --deep: one line per stage with its time, torch's warnings under it."""
+    runtime = report.facts.runtime
+    if runtime is None:
+        return
+    yield Text("")
+    yield Text(runtime_heading(runtime), style="bold underline")
+    table = Table.grid(padding=(0, 1))
+    table.add_column(width=1)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(no_wrap=True, justify="right")
+    table.add_column()
+    for row in runtime_rows(runtime):
+        style = RUNTIME_STYLE.get(row.status, "")
+        note = Text(row.note, style="dim" if row.status == "skipped" else "")
+        if row.status not in ("passed", "skipped"):
+            note = Text(f"{row.status}: ", style=style) + Text(row.note)
+        for warning in row.warnings:
+            note.append(f"\nwarning: {warning}", style="yellow")
+        table.add_row(Text(row.mark, style=style), Text(row.title), Text(row.seconds), note)
+    yield table
+
+
 SITE = "<site>"  # the inspected site-packages, spelled out under the table
 
 
@@ -249,6 +282,7 @@ def _sections(report: Report, width: int) -> Iterator[RenderableType]:
         interpreter = report.facts.interpreter
         if interpreter is not None and interpreter.purelib:
             yield Text(f"{SITE} = {interpreter.purelib}", style="dim")
+    yield from _runtime(report)
     if report.roots:
         yield Text("")
         yield Text("Findings", style="bold underline")

@@ -1,0 +1,445 @@
+"""The runtime probe (``check --deep``): import torch and run small stages in a contained child.
+
+The child (doctor/probe/runtime_child.py, standard library only) runs in the inspected
+interpreter, in its own process group, and reports each stage as a JSON line as it starts
+and ends. This side reads those lines as they come, so it knows which stage is running:
+a stage that takes longer than ``--timeout``, or a probe that takes longer than its total
+limit, is stopped (the child and every process it started) and reported as timed out in
+that stage; a child that dies reports its signal in the stage it died in. The stages that
+never ran say why. stdout and stderr are captured and bounded; nothing the child prints
+reaches the user's terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from doctor.facts.runtime import (
+    MappedLibrary,
+    RuntimeDevice,
+    RuntimeFacts,
+    RuntimeStage,
+    StageStatus,
+)
+from doctor.probe.contained import Contained
+
+__all__ = ["DEFAULT_STAGES", "RuntimeProbe", "probe_runtime", "stage_title"]
+
+CHILD_SOURCE = Path(__file__).with_name("runtime_child.py")
+# In order. The child adds one "gpu:N" stage per GPU torch sees, after "build".
+DEFAULT_STAGES = ("import", "build", "maps", "cpu", "nccl", "compile")
+TOTAL_FACTOR = 3  # the whole probe may take this many --timeout's
+STDERR_LIMIT = 64 * 1024  # bytes of the child's stderr kept (the end of it)
+STDERR_TAIL_LINES = 12
+
+_TITLES = {
+    "import": ("import torch", "importing torch"),
+    "build": ("build and devices", "torch.cuda.is_available()"),
+    "maps": ("libraries mapped", "reading what torch mapped"),
+    "cpu": ("CPU matmul and conv", "a matmul on the CPU"),
+    "nccl": ("NCCL", "NCCL"),
+    "compile": ("torch.compile", "torch.compile of a tiny function"),
+}
+
+
+def stage_title(name: str) -> str:
+    """The stage's name in words: 'import torch', 'GPU 0: matmul, bf16, conv'."""
+    if name.startswith("gpu:"):
+        return f"GPU {name[4:]}: alloc, matmul, bf16, conv"
+    if name == "gpu":
+        return "GPU stages"
+    return _TITLES.get(name, (name, name))[0]
+
+
+def _waiting_words(name: str) -> str:
+    if name.startswith("gpu:"):
+        return f"a matmul on GPU {name[4:]}"
+    return _TITLES.get(name, (name, name))[1]
+
+
+class RuntimeProbe:
+    """The started child; ``finish`` reads its stages to the end (never raises)."""
+
+    def __init__(
+        self,
+        python: str,
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        stages: Sequence[str] = DEFAULT_STAGES,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.stage_timeout = timeout
+        self.total_timeout = timeout * TOTAL_FACTOR
+        self.stages = list(stages)
+        self.current: str | None = None
+        self.heard = False  # any event yet (before the first, the interpreter is starting)
+        self.current_started = time.perf_counter()
+        # torch.compile's caches go to a directory of ours, removed at the end: --deep
+        # leaves nothing behind (so every run compiles cold, ~10 s on a CPU).
+        self.scratch = tempfile.mkdtemp(prefix="torch-doctor-deep-")
+        child_env = dict(env if env is not None else os.environ)
+        child_env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(self.scratch, "inductor")
+        child_env["TRITON_CACHE_DIR"] = os.path.join(self.scratch, "triton")
+        self.child = _start_child(python, self.total_timeout, child_env)
+        self.child.send(json.dumps({"stages": self.stages, "config": dict(config or {})}) + "\n")
+
+    def waiting(self) -> list[str]:
+        """For the status line: the stage waited for and how long it has run."""
+        name = self.current
+        if name is None:
+            return [] if self.heard else ["the inspected interpreter to start"]
+        seconds = time.perf_counter() - self.current_started
+        return [f"{_waiting_words(name)} ({seconds:.0f} s)"]
+
+    def finish(self, owners: Mapping[str, str] | None = None) -> RuntimeFacts:
+        """Read every stage's event; stop the child at a stage's or the total limit."""
+        try:
+            return self._finish(owners or {})
+        finally:
+            self.current = None
+            self.kill()
+
+    def kill(self) -> None:
+        """Stop the child if it still runs (after an error in the doctor, or Ctrl-C)."""
+        _stop_child(self.child)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _finish(self, owners: Mapping[str, str]) -> RuntimeFacts:
+        if self.child.start_error is not None:
+            return RuntimeFacts(
+                ran=False,
+                error=f"could not start {self.child.argv[0]}: {self.child.start_error}",
+                stage_timeout=self.stage_timeout,
+                total_timeout=self.total_timeout,
+            )
+        stream = _EventStream(self.child)
+        events: dict[str, dict[str, Any]] = {}
+        ended: str | None = None  # how the child ended, when it did not finish
+        failed_stage: str | None = None
+        done = False
+        deadline_total = self.child.started + self.total_timeout
+        while not done:
+            if self.current is not None:
+                deadline = min(deadline_total, self.current_started + self.stage_timeout)
+            elif not self.heard:
+                # Start-up (site, .pth files, sitecustomize) counts against the first stage.
+                deadline = min(deadline_total, self.child.started + self.stage_timeout)
+            else:
+                deadline = deadline_total
+            line = stream.next_line(deadline)
+            if line is None:  # limit reached, or the child closed its output
+                ended = "exited" if stream.closed else "timed out"
+                break
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # not ours (a library wrote to our stream): ignore
+            kind = event.get("event")
+            self.heard = True
+            if kind == "start":
+                self.current = str(event.get("stage"))
+                self.current_started = time.perf_counter()
+            elif kind == "stage":
+                events[str(event.get("stage"))] = event
+                self.current = None
+            elif kind == "gpus":
+                at = self.stages.index("build") + 1 if "build" in self.stages else 0
+                self.stages[at:at] = [str(s) for s in event.get("stages", [])]
+            elif kind == "done":
+                done = True
+        seconds = time.perf_counter() - self.child.started
+        failed_stage = self.current
+        returncode: int | None = None
+        if ended is not None:
+            if ended == "timed out":
+                _stop_child(self.child)
+            returncode = _reap(self.child)
+        stderr = stream.stderr_text()
+        return _facts(
+            self,
+            events,
+            ended=ended,
+            failed_stage=failed_stage,
+            returncode=returncode,
+            stderr=stderr,
+            seconds=seconds,
+            owners=owners,
+        )
+
+
+class _EventStream:
+    """Lines from the child's stdout as they come; its stderr kept, bounded, meanwhile."""
+
+    def __init__(self, child: Contained) -> None:
+        proc = child.proc
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
+        with contextlib.suppress(OSError, ValueError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        self._out = proc.stdout.fileno()
+        self._err = proc.stderr.fileno()
+        self._buffer = b""
+        self._stderr = bytearray()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._out, selectors.EVENT_READ)
+        self._selector.register(self._err, selectors.EVENT_READ)
+        self.closed = False
+
+    def next_line(self, deadline: float) -> str | None:
+        while b"\n" not in self._buffer:
+            if self.closed:
+                return None
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return None
+            for key, _ in self._selector.select(remaining):
+                data = os.read(int(key.fd), 65536)
+                if key.fd == self._err:
+                    if not data:
+                        self._selector.unregister(self._err)
+                    self._stderr += data
+                    del self._stderr[:-STDERR_LIMIT]
+                elif data:
+                    self._buffer += data
+                else:
+                    self._selector.unregister(self._out)
+                    self.closed = True
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode("utf-8", "replace")
+
+    def stderr_text(self) -> str:
+        # What is still in the pipe (the child is gone or stopped by now).
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            while self._selector.select(0.05):
+                data = os.read(self._err, 65536)
+                if not data:
+                    break
+                self._stderr += data
+                del self._stderr[:-STDERR_LIMIT]
+        self._selector.close()
+        return self._stderr.decode("utf-8", "replace")
+
+
+# --- The one place that uses doctor/probe/contained.py ------------------------------
+
+
+def _start_child(python: str, total_timeout: float, env: Mapping[str, str]) -> Contained:
+    # -B: no bytecode written into the inspected environment. Its own process group
+    # (Contained starts a new session), so Ctrl-C on the terminal reaches only the doctor,
+    # which stops the child in `finish`.
+    source = CHILD_SOURCE.read_text(encoding="utf-8")
+    return Contained(
+        [python, "-B", "-c", source],
+        timeout=total_timeout,
+        env=env,
+        open_stdin=True,
+    )
+
+
+def _stop_child(child: Contained) -> None:
+    """Kill the child and everything it started, even processes that left its group."""
+    proc = child.proc
+    if proc is None or proc.poll() is not None:
+        return
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for descendant in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                descendant.kill()
+    child.kill()
+
+
+def _reap(child: Contained) -> int | None:
+    proc = child.proc
+    if proc is None:
+        return None
+    try:
+        return proc.wait(timeout=5)
+    except Exception:  # still there after a kill: say nothing about how it ended
+        return None
+
+
+# --- Events -> facts ----------------------------------------------------------------
+
+
+def _signal_name(returncode: int | None) -> str | None:
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> tuple[str, ...]:
+    return tuple(line.rstrip() for line in text.strip().splitlines()[-lines:] if line.strip())
+
+
+def _ran_on(name: str, evidence: Mapping[str, Any]) -> str | None:
+    if name == "cpu":
+        return "cpu"
+    if name.startswith("gpu:"):
+        return f"cuda:{name[4:]}"
+    if name == "compile":
+        device = evidence.get("device")
+        return str(device) if device else None
+    return None
+
+
+def _facts(
+    probe: RuntimeProbe,
+    events: Mapping[str, Mapping[str, Any]],
+    *,
+    ended: str | None,
+    failed_stage: str | None,
+    returncode: int | None,
+    stderr: str,
+    seconds: float,
+    owners: Mapping[str, str],
+) -> RuntimeFacts:
+    stages: list[RuntimeStage] = []
+    stopped_by: str | None = None  # the stage the child timed out or died in
+    for name in probe.stages:
+        event = events.get(name)
+        title = stage_title(name)
+        if event is not None:
+            status = str(event.get("status"))
+            evidence = event.get("evidence") or {}
+            stages.append(
+                RuntimeStage(
+                    name=name,
+                    title=title,
+                    status=status,
+                    seconds=float(event.get("seconds") or 0.0),
+                    ran_on=_ran_on(name, evidence) if status != StageStatus.SKIPPED else None,
+                    reason=event.get("reason"),
+                    error=event.get("error"),
+                    traceback_tail=tuple(event.get("traceback") or ()),
+                    warnings=tuple(str(w) for w in evidence.get("warnings") or ()),
+                    stderr_tail=_tail(stderr) if status == StageStatus.FAILED else (),
+                    # The warnings and mapped libraries have their own fields.
+                    evidence={k: v for k, v in evidence.items() if k not in ("warnings", "mapped")},
+                )
+            )
+        elif stopped_by is None and ended is not None and name == failed_stage:
+            stopped_by = name
+            stages.append(_stopped_stage(probe, name, ended, returncode, stderr))
+        elif stopped_by is None and ended is not None and failed_stage is None:
+            # It ended between stages (e.g. at exit of the previous one's cleanup).
+            stopped_by = name
+            stages.append(_stopped_stage(probe, name, ended, returncode, stderr, between=True))
+        else:
+            why = f"not run: the probe stopped in {stage_title(stopped_by or name)!r}"
+            stages.append(
+                RuntimeStage(name=name, title=title, status=StageStatus.SKIPPED, reason=why)
+            )
+    build = (events.get("build") or {}).get("evidence") or {}
+    imported = (events.get("import") or {}).get("evidence") or {}
+    nccl = (events.get("nccl") or {}).get("evidence") or {}
+    mapped = ((events.get("maps") or {}).get("evidence") or {}).get("mapped") or {}
+    return RuntimeFacts(
+        ran=True,
+        seconds=round(seconds, 3),
+        stage_timeout=probe.stage_timeout,
+        total_timeout=probe.total_timeout,
+        torch_version=imported.get("version"),
+        torch_file=imported.get("file"),
+        cuda_version=build.get("cuda"),
+        cuda_available=build.get("available"),
+        device_count=int(build.get("device_count") or 0),
+        devices=tuple(
+            RuntimeDevice(
+                index=int(d["index"]),
+                name=str(d["name"]),
+                capability=str(d["capability"]),
+                memory_bytes=int(d["memory_bytes"]),
+                bf16=bool(d["bf16"]),
+            )
+            for d in build.get("devices") or ()
+        ),
+        nccl_version=nccl.get("version"),
+        mapped=tuple(
+            MappedLibrary(file_name=name, path=path, owner=owners.get(path))
+            for name, path in sorted(mapped.items())
+        ),
+        stages=tuple(stages),
+    )
+
+
+def _stopped_stage(
+    probe: RuntimeProbe,
+    name: str,
+    ended: str,
+    returncode: int | None,
+    stderr: str,
+    *,
+    between: bool = False,
+) -> RuntimeStage:
+    title = stage_title(name)
+    seconds = round(time.perf_counter() - probe.current_started, 3) if not between else 0.0
+    if not probe.heard:  # it never got past start-up (site, .pth files, sitecustomize)
+        seconds = round(time.perf_counter() - probe.child.started, 3)
+    if ended == "timed out":
+        over_total = time.perf_counter() - probe.child.started >= probe.total_timeout - 0.5
+        limit = (
+            f"the probe's total limit of {probe.total_timeout:g} s (3 × --timeout)"
+            if over_total
+            else f"{probe.stage_timeout:g} s (--timeout)"
+        )
+        reason = f"did not finish within {limit}"
+        if not probe.heard:
+            reason = (
+                f"the inspected interpreter did not start within {limit}: a .pth file or "
+                "sitecustomize blocks at start-up"
+            )
+        return RuntimeStage(
+            name=name,
+            title=title,
+            status=StageStatus.TIMED_OUT,
+            seconds=seconds,
+            reason=f"{reason}; the child and its processes were stopped",
+            stderr_tail=_tail(stderr),
+        )
+    sig = _signal_name(returncode)
+    if sig is not None:
+        return RuntimeStage(
+            name=name,
+            title=title,
+            status=StageStatus.CRASHED,
+            seconds=seconds,
+            signal=sig,
+            reason=f"the child died with {sig}",
+            stderr_tail=_tail(stderr),
+        )
+    return RuntimeStage(
+        name=name,
+        title=title,
+        status=StageStatus.FAILED,
+        seconds=seconds,
+        reason=f"the child exited with status {returncode} during this stage",
+        error=(_tail(stderr, 1) or (None,))[0],
+        stderr_tail=_tail(stderr),
+    )
+
+
+def probe_runtime(
+    python: str,
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    owners: Mapping[str, str] | None = None,
+) -> RuntimeFacts:
+    """Start the child and read it to the end (for callers that need no progress line)."""
+    return RuntimeProbe(python, timeout=timeout, env=env).finish(owners)
