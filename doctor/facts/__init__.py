@@ -19,6 +19,7 @@ from doctor.facts.environment import (
     ToolchainFacts,
     TorchBuildFacts,
 )
+from doctor.facts.extensions import CudaToolkitFacts, ExtensionsFacts
 from doctor.facts.libraries import LibrariesFacts
 from doctor.facts.machine import MachineFacts
 from doctor.facts.project import (
@@ -29,7 +30,9 @@ from doctor.facts.project import (
 )
 
 __all__ = [
+    "CudaToolkitFacts",
     "DistributionFacts",
+    "ExtensionsFacts",
     "Facts",
     "IndexFacts",
     "InterpreterFacts",
@@ -69,6 +72,8 @@ class Facts:
     libraries: LibrariesFacts | None = None
     machine: MachineFacts | None = None
     toolchain: ToolchainFacts | None = None
+    extensions: ExtensionsFacts | None = None  # compiled extensions of torch
+    cuda_toolkit: CudaToolkitFacts | None = None  # the toolkit that would build one
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from doctor.facts import Facts, TorchBuildFacts
+    from doctor.facts import (
+        CudaToolkitFacts,
+        ExtensionsFacts,
+        Facts,
+        ProbeFailure,
+        TorchBuildFacts,
+    )
+    from doctor.probe.interpreter import InterpreterProbe
     from doctor.probe.machine import MachineProbe
     from doctor.probe.start import StartedProbes
     from doctor.probe.target import Target
@@ -100,6 +107,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         toolchain = None
         failures.append(ProbeFailure("toolchain", f"internal error: {type(exc).__name__}: {exc}"))
 
+    extensions, cuda_toolkit = _extension_facts(inside, bool(machine.gpus), options, failures)
     return Facts(
         interpreter=inside.interpreter,
         platform=inside.platform,
@@ -110,8 +118,34 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         libraries=libraries,
         machine=machine,
         toolchain=toolchain,
+        extensions=extensions,
+        cuda_toolkit=cuda_toolkit,
         failures=tuple(failures),
     )
+
+
+def _extension_facts(
+    inside: InterpreterProbe, gpus_known: bool, options: ProbeOptions, failures: list[ProbeFailure]
+) -> tuple[ExtensionsFacts | None, CudaToolkitFacts | None]:
+    """Compiled extensions against torch's exports, and the toolkit that would build one."""
+    from doctor.facts import ProbeFailure
+    from doctor.probe.cuda_toolkit import probe_cuda_toolkit
+    from doctor.probe.extensions import probe_extensions
+
+    extensions = cuda_toolkit = None
+    try:
+        extensions = probe_extensions(
+            inside.distributions, inside.torch, read_gpu_code=gpus_known, timeout=options.timeout
+        )
+    except Exception as exc:  # the report goes on without this probe
+        failures.append(ProbeFailure("extensions", f"internal error: {type(exc).__name__}: {exc}"))
+    try:
+        cuda_toolkit = probe_cuda_toolkit(timeout=options.timeout)
+    except Exception as exc:
+        failures.append(
+            ProbeFailure("cuda-toolkit", f"internal error: {type(exc).__name__}: {exc}")
+        )
+    return extensions, cuda_toolkit
 
 
 def _while_loading(
