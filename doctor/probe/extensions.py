@@ -95,8 +95,8 @@ def _built_for(
     """(torch requirement, torch release, cxx11 ABI, CUDA major, wheel file) it names."""
     from packaging.requirements import InvalidRequirement, Requirement
 
-    requirement = None
-    release = None
+    requirement: str | None = None
+    release: str | None = None
     for text in dist.requires_dist:
         try:
             parsed = Requirement(text)
@@ -108,7 +108,7 @@ def _built_for(
         pins = [s.version for s in parsed.specifier if s.operator in ("==", "===")]
         if pins:
             release = pins[0]
-    wheel_file = None
+    wheel_file: str | None = None
     try:
         direct = json.loads(Path(dist.metadata_dir, "direct_url.json").read_text("utf-8"))
         url = direct.get("url") if isinstance(direct, dict) else None
@@ -118,8 +118,8 @@ def _built_for(
         pass
     cxx11: bool | None = None
     cuda: str | None = None
-    for text in (wheel_file, dist.version):
-        match = _BUILD_TAG.search(text or "")
+    for named in (wheel_file, dist.version):
+        match = _BUILD_TAG.search(named or "")
         if match:
             cuda, tagged, abi = match.group(1), match.group(2), match.group(3).upper()
             release = release or tagged
