@@ -36,3 +36,4 @@ from doctor.checks import sources as _sources  # noqa: F401
 from doctor.checks import driver as _driver  # noqa: F401
 from doctor.checks import libraries as _libraries  # noqa: F401
 from doctor.checks import toolchain as _toolchain  # noqa: F401
+from doctor.checks import extensions as _extensions  # noqa: F401

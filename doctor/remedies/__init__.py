@@ -45,3 +45,4 @@ from doctor.remedies import libraries as _libraries  # noqa: E402,F401
 from doctor.remedies import companions as _companions  # noqa: E402,F401
 from doctor.remedies import sources as _sources  # noqa: E402,F401
 from doctor.remedies import toolchain as _toolchain  # noqa: E402,F401
+from doctor.remedies import extensions as _extensions  # noqa: E402,F401
