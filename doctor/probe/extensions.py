@@ -42,8 +42,9 @@ NOT_EXTENSIONS = re.compile(r"^(torch|triton|pytorch-triton|nvidia-.*|cuda-.*)$"
 _SHARED_OBJECT_ROW = re.compile(r"^([^,\r\n]+\.so(?:\.\d+)*),", re.MULTILINE)
 _TORCH_SONAME = re.compile(r"^lib(?:c10|torch|shm|caffe2)[\w.-]*\.so(?:\.\d+)*$")
 # Mangled names in torch's namespaces: functions and data (_ZN / _ZNK ...), vtables,
-# typeinfo and their names (_ZTV / _ZTI / _ZTS), and the C shim of AOTInductor.
-_TORCH_SYMBOL = re.compile(r"^(?:_Z(?:T[VIS])?N[VKRO]*(?:3c10|2at|5torch|6caffe2)|aoti_torch_)")
+# typeinfo and their names (_ZTV / _ZTI / _ZTS), thread_local init and wrapper functions
+# (_ZTH / _ZTW), and the C shim of AOTInductor.
+_TORCH_SYMBOL = re.compile(r"^(?:_Z(?:T[VISHW])?N[VKRO]*(?:3c10|2at|5torch|6caffe2)|aoti_torch_)")
 _TORCH_STRINGS: tuple[bytes, ...] = (b"_ZN3c10", b"_ZNK3c10", b"_ZN2at", b"_ZNK2at")
 _TORCH_STRINGS += (b"_ZN5torch", b"_ZNK5torch", b"_ZTVN3c10", b"_ZTIN3c10", b"aoti_torch_")
 # std::string of the pre-C++11 ABI is the substitution "Ss" (std::basic_string<char>),
