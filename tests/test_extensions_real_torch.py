@@ -25,7 +25,7 @@ from tests.extension_objects import (
     build_extension_wheel,
     compile_shared,
 )
-from tests.factory import FakeEnv, DoctorRun, real_torch_venv_path, run_doctor
+from tests.factory import DoctorRun, FakeEnv, real_torch_venv_path, run_doctor
 
 pytestmark = pytest.mark.slow
 
@@ -250,8 +250,8 @@ def test_torchvision_wheels_are_judged_as_nm_sees_them(
             "--no-deps",
             "-d",
             str(wheels),
-        ]
-        + [f"torchvision=={version}"],
+            f"torchvision=={version}",
+        ],
         check=True,
         capture_output=True,
     )

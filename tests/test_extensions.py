@@ -1,0 +1,217 @@
+"""Compiled extensions and extension builds, through the CLI, on stand-ins built here:
+
+- torch's libraries are stand-ins compiled from C++ (a libc10.so that defines the one
+  function the extensions call), so these tests run without the real torch (the real
+  torch and torchvision are in test_extensions_real_torch.py);
+- the GPU is the NVML/libcuda stand-in (tests/c), the extension's GPU code a fat binary
+  added to its .so with objcopy;
+- nvcc and gcc are stand-in scripts printing the real tools' version text.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.driver_stub import Driver
+from tests.extension_objects import TORCH_DEFINES, USES_EXPORTED, USES_REMOVED, compile_shared
+from tests.factory import DoctorRun, FakeEnv, run_doctor
+from tests.fatbin_blob import add_fatbin, cubins
+
+NVCC_12_1 = """nvcc: NVIDIA (R) Cuda compiler driver
+Copyright (c) 2005-2023 NVIDIA Corporation
+Built on Mon_Apr__3_17:16:06_PDT_2023
+Cuda compilation tools, release 12.1, V12.1.105
+Build cuda_12.1.r12.1/compiler.32688072_0
+"""
+NVCC_13_0 = """nvcc: NVIDIA (R) Cuda compiler driver
+Copyright (c) 2005-2025 NVIDIA Corporation
+Built on Wed_Aug_20_01:58:59_PM_PDT_2025
+Cuda compilation tools, release 13.0, V13.0.88
+Build cuda_13.0.r13.0/compiler.36424714_0
+"""
+GCC_12 = (
+    "gcc (Debian 12.2.0-14+deb12u1) 12.2.0\nCopyright (C) 2022 Free Software Foundation, Inc.\n"
+)
+GCC_16 = "gcc (GCC) 16.1.0\nCopyright (C) 2026 Free Software Foundation, Inc.\n"
+
+
+@pytest.fixture
+def stand_in_torch(tmp_path: Path) -> Path:
+    """torch/lib stand-ins: libc10.so defining torchCheckFail, an empty libtorch_cpu.so."""
+    lib = tmp_path / "torch-lib"
+    compile_shared(TORCH_DEFINES, lib / "libc10.so", soname="libc10.so")
+    compile_shared("", lib / "libtorch_cpu.so", soname="libtorch_cpu.so")
+    return lib
+
+
+def torch_env(root: Path, torch_lib: Path) -> FakeEnv:
+    env = FakeEnv.create(root)
+    env.install_torch(
+        lib_files={name: torch_lib / name for name in ("libc10.so", "libtorch_cpu.so")}
+    )
+    return env
+
+
+def compiled_extension(tmp_path: Path, torch_lib: Path, *sources: str, name: str = "_C") -> Path:
+    return compile_shared(
+        "\n".join(sources),
+        tmp_path / "objects" / f"{name}.so",
+        link_dir=torch_lib,
+        libraries=("c10", "torch_cpu"),
+    )
+
+
+def doctor(env: FakeEnv, workdir: Path, **environ: str) -> DoctorRun:
+    return run_doctor(
+        "--python", str(env.root), "--no-load", "--format", "json", cwd=workdir, env=environ
+    )
+
+
+def test_stand_in_extension_needing_a_symbol_torch_lacks_fires(
+    tmp_path: Path, stand_in_torch: Path, workdir: Path
+) -> None:
+    env = torch_env(tmp_path / "venv", stand_in_torch)
+    good = compiled_extension(tmp_path, stand_in_torch, USES_EXPORTED, name="good")
+    bad = compiled_extension(tmp_path, stand_in_torch, USES_REMOVED, name="bad")
+    env.install("good-ext", "1.0", files={"good_ext/_C.so": good})
+    env.install("bad-ext", "0.5+pt26", files={"bad_ext/_C.so": bad})
+    run = doctor(env, workdir)
+    findings = [f for f in run.json["findings"] if f["id"] == "extension-abi-mismatch"]
+    assert [f["data"]["distribution"] for f in findings] == ["bad-ext"]
+    assert "local version 0.5+pt26" in "\n".join(findings[0]["evidence"])
+
+
+def test_unreadable_shared_objects_in_a_distribution_never_crash_the_check(
+    tmp_path: Path, stand_in_torch: Path, workdir: Path
+) -> None:
+    env = torch_env(tmp_path / "venv", stand_in_torch)
+    bad = compiled_extension(tmp_path, stand_in_torch, USES_REMOVED)
+    data = bad.read_bytes()
+    other_arch = bytearray(data)
+    other_arch[18:20] = (183).to_bytes(2, "little")  # e_machine = EM_AARCH64
+    env.install(
+        "odd-ext",
+        "1.0",
+        files={
+            "odd_ext/_C.so": bad,
+            "odd_ext/truncated.so": data[:100],
+            "odd_ext/text.so": "INPUT(-lfoo)\n",  # a linker script named .so
+            "odd_ext/empty.so": b"",
+            "odd_ext/arm.so": bytes(other_arch),
+        },
+    )
+    run = doctor(env, workdir)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    reasons = {
+        Path(u["path"]).name: u["reason"] for u in run.json["facts"]["extensions"]["unreadable"]
+    }
+    assert set(reasons) == {"truncated.so", "text.so", "empty.so", "arm.so"}
+    assert "EM_AARCH64" in reasons["arm.so"]
+    finding = run.finding("extension-abi-mismatch")
+    assert finding["data"]["libraries"] == [str(env.site_packages / "odd_ext" / "_C.so")]
+
+
+@pytest.mark.parametrize(("targets", "fires"), [((80,), True), ((80, 90), False)])
+def test_extension_gpu_code_is_judged_against_the_gpus_here(
+    targets: tuple[int, ...],
+    fires: bool,
+    tmp_path: Path,
+    stand_in_torch: Path,
+    workdir: Path,
+    driver_stubs: object,
+) -> None:
+    env = torch_env(tmp_path / "venv", stand_in_torch)
+    plain = compiled_extension(tmp_path, stand_in_torch, USES_EXPORTED)
+    kernels = add_fatbin(plain, cubins(*targets), tmp_path / "objects" / "_C_cuda.so")
+    env.install("kernels-ext", "1.0", files={"kernels_ext/_C.so": kernels})
+    run = doctor(env, workdir, **driver_stubs.env(Driver()))  # type: ignore[attr-defined]
+    assert ("extension-gpu-arch-unsupported" in run.finding_ids()) == fires
+    if fires:
+        finding = run.finding("extension-gpu-arch-unsupported")
+        assert "sm_90" in finding["title"]
+        remedies = "\n".join(r["text"] for r in finding["remedies"])
+        assert "TORCH_CUDA_ARCH_LIST=9.0" in remedies
+
+
+# -- building extensions: nvcc and the host compiler ------------------------------------
+
+
+def stand_in_tool(path: Path, output: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\ncat <<'EOF'\n{output}EOF\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def toolkit(root: Path, version_text: str) -> Path:
+    """A CUDA_HOME whose bin/nvcc prints ``version_text``."""
+    stand_in_tool(root / "bin" / "nvcc", version_text)
+    return root
+
+
+def build_path(*toolkits: Path) -> str:
+    # The system's own directories, without /usr/local/bin (a real nvcc may live there).
+    return os.pathsep.join([*(str(t / "bin") for t in toolkits), "/usr/bin", "/bin"])
+
+
+def test_nvcc_of_another_cuda_major_than_torch_is_named_with_the_fix(
+    tmp_path: Path, workdir: Path
+) -> None:
+    env = FakeEnv.create(tmp_path / "venv")
+    env.install_torch()  # 2.14.1+cu130
+    old = toolkit(tmp_path / "cuda-12.1", NVCC_12_1)
+    new = toolkit(tmp_path / "cuda-13.0", NVCC_13_0)
+    run = doctor(env, workdir, PATH=build_path(old, new))
+    finding = run.finding("nvcc-cuda-mismatch")
+    assert finding["severity"] == "warning"
+    assert "CUDA 12.1" in finding["title"] and "13.0" in finding["title"]
+    evidence = "\n".join(finding["evidence"])
+    assert f"also on PATH: {new}/bin/nvcc (release 13.0)" in evidence
+    (remedy,) = finding["remedies"]
+    assert remedy["text"] == f"export CUDA_HOME={new}\n"
+    # The remedy, applied: the next run builds with CUDA 13.0 and is quiet.
+    again = doctor(env, workdir, PATH=build_path(old, new), CUDA_HOME=str(new))
+    assert "nvcc-cuda-mismatch" not in again.finding_ids()
+    assert again.json["facts"]["cuda_toolkit"]["release"] == "13.0"
+
+
+def test_nvcc_of_torchs_cuda_major_is_quiet(tmp_path: Path, workdir: Path) -> None:
+    env = FakeEnv.create(tmp_path / "venv")
+    env.install_torch()
+    new = toolkit(tmp_path / "cuda-13.0", NVCC_13_0)
+    run = doctor(env, workdir, PATH=build_path(new))
+    assert "nvcc-cuda-mismatch" not in run.finding_ids()
+    checks = {c["id"]: c for c in run.json["checks"]}
+    assert checks["nvcc-cuda-mismatch"]["status"] == "passed"
+
+
+@pytest.mark.parametrize(("gcc", "fires"), [(GCC_16, True), (GCC_12, False)])
+def test_host_compiler_newer_than_nvcc_accepts(
+    gcc: str, fires: bool, tmp_path: Path, workdir: Path
+) -> None:
+    env = FakeEnv.create(tmp_path / "venv")
+    env.install_torch()
+    new = toolkit(tmp_path / "cuda-13.0", NVCC_13_0)
+    compiler = stand_in_tool(tmp_path / "compilers" / "gcc", gcc)
+    run = doctor(env, workdir, PATH=build_path(new), CC=str(compiler))
+    assert ("nvcc-host-compiler-unsupported" in run.finding_ids()) == fires
+    if fires:
+        finding = run.finding("nvcc-host-compiler-unsupported")
+        assert "gcc 16.1.0" in finding["title"] and "gcc 15" in finding["title"]
+        assert "export CC=gcc-15" in finding["remedies"][0]["text"]
+
+
+def test_no_toolkit_is_no_finding_and_runs_no_tool(tmp_path: Path, workdir: Path) -> None:
+    env = FakeEnv.create(tmp_path / "venv")
+    env.install_torch()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run = doctor(env, workdir, PATH=f"{empty}:/bin", CUDA_HOME=str(tmp_path / "nowhere"))
+    checks = {c["id"]: c for c in run.json["checks"]}
+    assert checks["nvcc-cuda-mismatch"]["status"] == "skipped"
+    assert run.json["facts"]["cuda_toolkit"]["error"].endswith("bin/nvcc: no such file")
