@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from doctor.facts import (
-        CudaToolkitFacts,
         ExtensionsFacts,
         Facts,
         ProbeFailure,
         TorchBuildFacts,
     )
+    from doctor.probe.cuda_toolkit import CudaToolkitProbe
     from doctor.probe.interpreter import InterpreterProbe
     from doctor.probe.machine import MachineProbe
     from doctor.probe.start import StartedProbes
@@ -64,6 +64,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
 
     failures: list[ProbeFailure] = []
     machine_probe = MachineProbe(timeout=options.timeout, driver=started.driver)
+    toolkit_probe = _start_toolkit_probe(options, failures)
     inside = finish_interpreter_probe(options.target.python, started.inside)
     failures.extend(inside.failures)
 
@@ -107,7 +108,13 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         toolchain = None
         failures.append(ProbeFailure("toolchain", f"internal error: {type(exc).__name__}: {exc}"))
 
-    extensions, cuda_toolkit = _extension_facts(inside, bool(machine.gpus), options, failures)
+    extensions = _extension_facts(inside, bool(machine.gpus), options, failures)
+    cuda_toolkit = None
+    if toolkit_probe is not None:
+        try:
+            cuda_toolkit = toolkit_probe.finish()
+        except Exception as exc:  # the report goes on without this probe
+            failures.append(ProbeFailure("cuda-toolkit", f"internal error: {exc!r}"))
     return Facts(
         interpreter=inside.interpreter,
         platform=inside.platform,
@@ -124,28 +131,34 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     )
 
 
+def _start_toolkit_probe(
+    options: ProbeOptions, failures: list[ProbeFailure]
+) -> CudaToolkitProbe | None:
+    """The CUDA toolkit that would build an extension: its tools start running now."""
+    from doctor.facts import ProbeFailure
+    from doctor.probe.cuda_toolkit import CudaToolkitProbe
+
+    try:
+        return CudaToolkitProbe(timeout=options.timeout)
+    except Exception as exc:  # the report goes on without this probe
+        failures.append(ProbeFailure("cuda-toolkit", f"internal error: {exc!r}"))
+        return None
+
+
 def _extension_facts(
     inside: InterpreterProbe, gpus_known: bool, options: ProbeOptions, failures: list[ProbeFailure]
-) -> tuple[ExtensionsFacts | None, CudaToolkitFacts | None]:
-    """Compiled extensions against torch's exports, and the toolkit that would build one."""
+) -> ExtensionsFacts | None:
+    """Compiled extensions' symbols against torch's exports."""
     from doctor.facts import ProbeFailure
-    from doctor.probe.cuda_toolkit import probe_cuda_toolkit
     from doctor.probe.extensions import probe_extensions
 
-    extensions = cuda_toolkit = None
     try:
-        extensions = probe_extensions(
+        return probe_extensions(
             inside.distributions, inside.torch, read_gpu_code=gpus_known, timeout=options.timeout
         )
     except Exception as exc:  # the report goes on without this probe
-        failures.append(ProbeFailure("extensions", f"internal error: {type(exc).__name__}: {exc}"))
-    try:
-        cuda_toolkit = probe_cuda_toolkit(timeout=options.timeout)
-    except Exception as exc:
-        failures.append(
-            ProbeFailure("cuda-toolkit", f"internal error: {type(exc).__name__}: {exc}")
-        )
-    return extensions, cuda_toolkit
+        failures.append(ProbeFailure("extensions", f"internal error: {exc!r}"))
+        return None
 
 
 def _while_loading(

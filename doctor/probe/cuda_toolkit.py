@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from doctor.facts.extensions import CudaToolkitFacts, HostCompilerFacts
 from doctor.probe.contained import Contained
 
-__all__ = ["nvcc_release", "probe_cuda_toolkit"]
+__all__ = ["CudaToolkitProbe", "nvcc_release", "probe_cuda_toolkit"]
 
 _RELEASE = re.compile(r"release (\d+\.\d+)")
 DEFAULT_CUDA_HOME = "/usr/local/cuda"
@@ -73,44 +73,62 @@ def _compiler_facts(path: str, source: str, child: Contained) -> HostCompilerFac
     return HostCompilerFacts(path, source, family, match.group(1) if match else None)
 
 
+class CudaToolkitProbe:
+    """Starts every ``--version`` run at once when created; ``finish`` collects them, so the
+    tools run while the doctor's other probes do."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None, *, timeout: float = 60.0) -> None:
+        env = os.environ if environ is None else environ
+        self.home, self.source = _cuda_home(env)
+        on_path = _nvccs_on_path(env)
+        self.found = self.home is not None or bool(on_path)
+        nvcc = os.path.join(self.home, "bin", "nvcc") if self.home is not None else None
+        self.nvcc = nvcc if nvcc is not None and os.path.isfile(nvcc) else None
+        chosen = os.path.realpath(self.nvcc) if self.nvcc else None
+        self.others = [p for p in on_path if os.path.realpath(p) != chosen]
+        limit = min(timeout, 20.0)
+        self.started: dict[str, Contained] = {}
+        self.compiler = _host_compiler(env) if self.found else None
+        self.compiler_child: Contained | None = None
+        if not self.found:
+            return
+        for path in [self.nvcc, *self.others]:
+            if path:
+                self.started[path] = Contained([path, "--version"], timeout=limit, env=env)
+        if self.compiler is not None:
+            self.compiler_child = Contained([self.compiler[0], "--version"], timeout=limit, env=env)
+
+    def finish(self) -> CudaToolkitFacts | None:
+        """None when no toolkit is found (no CUDA_HOME, no nvcc, no /usr/local/cuda)."""
+        if not self.found:
+            return None
+        runs = {p: child.wait() for p, child in self.started.items()}
+        release = error = None
+        if self.nvcc is not None:
+            run = runs[self.nvcc]
+            release = nvcc_release(run.stdout) if run.ok else None
+            if release is None:
+                error = run.describe_failure() if not run.ok else "no release in its --version"
+        elif self.home is not None:
+            error = f"{self.home}/bin/nvcc: no such file"
+        host = None
+        if self.compiler is not None and self.compiler_child is not None:
+            host = _compiler_facts(self.compiler[0], self.compiler[1], self.compiler_child)
+        return CudaToolkitFacts(
+            cuda_home=self.home,
+            cuda_home_source=self.source,
+            nvcc=self.nvcc,
+            release=release,
+            error=error,
+            others=tuple(
+                (p, nvcc_release(runs[p].stdout) if runs[p].ok else None) for p in self.others
+            ),
+            host_compiler=host,
+        )
+
+
 def probe_cuda_toolkit(
     environ: Mapping[str, str] | None = None, *, timeout: float = 60.0
 ) -> CudaToolkitFacts | None:
     """None when no toolkit is found (no CUDA_HOME, no nvcc, no /usr/local/cuda)."""
-    env = os.environ if environ is None else environ
-    home, source = _cuda_home(env)
-    on_path = _nvccs_on_path(env)
-    if home is None and not on_path:
-        return None
-    nvcc = os.path.join(home, "bin", "nvcc") if home is not None else None
-    if nvcc is not None and not os.path.isfile(nvcc):
-        nvcc = None
-    chosen = os.path.realpath(nvcc) if nvcc else None
-    others = [p for p in on_path if os.path.realpath(p) != chosen]
-    limit = min(timeout, 20.0)
-    started = {p: Contained([p, "--version"], timeout=limit, env=env) for p in [nvcc, *others] if p}
-    compiler = _host_compiler(env)
-    compiler_child = (
-        Contained([compiler[0], "--version"], timeout=limit, env=env) if compiler else None
-    )
-    runs = {p: child.wait() for p, child in started.items()}
-    release = error = None
-    if nvcc is not None:
-        run = runs[nvcc]
-        release = nvcc_release(run.stdout) if run.ok else None
-        if release is None:
-            error = run.describe_failure() if not run.ok else "no release in its --version"
-    elif home is not None:
-        error = f"{home}/bin/nvcc: no such file"
-    host = None
-    if compiler is not None and compiler_child is not None:
-        host = _compiler_facts(compiler[0], compiler[1], compiler_child)
-    return CudaToolkitFacts(
-        cuda_home=home,
-        cuda_home_source=source,
-        nvcc=nvcc,
-        release=release,
-        error=error,
-        others=tuple((p, nvcc_release(runs[p].stdout) if runs[p].ok else None) for p in others),
-        host_compiler=host,
-    )
+    return CudaToolkitProbe(environ, timeout=timeout).finish()
