@@ -185,9 +185,29 @@ def test_nvcc_of_torchs_cuda_major_is_quiet(tmp_path: Path, workdir: Path) -> No
     env.install_torch()
     new = toolkit(tmp_path / "cuda-13.0", NVCC_13_0)
     run = doctor(env, workdir, PATH=build_path(new))
-    assert "nvcc-cuda-mismatch" not in run.finding_ids()
     checks = {c["id"]: c for c in run.json["checks"]}
     assert checks["nvcc-cuda-mismatch"]["status"] == "passed"
+    assert checks["several-cuda-toolkits"]["status"] == "passed"
+
+
+def test_nvcc_on_path_of_another_major_than_cuda_home_fires_until_path_is_fixed(
+    tmp_path: Path, workdir: Path
+) -> None:
+    env = FakeEnv.create(tmp_path / "venv")
+    env.install_torch()
+    old = toolkit(tmp_path / "cuda-12.1", NVCC_12_1)
+    new = toolkit(tmp_path / "cuda-13.0", NVCC_13_0)
+    run = doctor(env, workdir, PATH=build_path(old, new), CUDA_HOME=str(new))
+    assert "nvcc-cuda-mismatch" not in run.finding_ids()
+    finding = run.finding("several-cuda-toolkits")
+    assert "CUDA 12.1" in finding["title"] and "CUDA 13.0" in finding["title"]
+    assert f"first nvcc on PATH: {old}/bin/nvcc (release 12.1)" in finding["evidence"]
+    (remedy,) = finding["remedies"]
+    assert remedy["text"] == f'export PATH={new}/bin:"$PATH"\n'
+    # The remedy, applied as the shell would: CUDA_HOME's bin first.
+    fixed = f"{new}/bin:" + build_path(old, new)
+    again = doctor(env, workdir, PATH=fixed, CUDA_HOME=str(new))
+    assert "several-cuda-toolkits" not in again.finding_ids()
 
 
 @pytest.mark.parametrize(("gcc", "fires"), [(GCC_16, True), (GCC_12, False)])

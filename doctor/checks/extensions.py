@@ -398,3 +398,51 @@ def nvcc_host_compiler_unsupported(facts: Facts) -> Outcome:
             },
         )
     ]
+
+
+@check(
+    "several-cuda-toolkits",
+    family=FAMILY,
+    summary="CUDA toolkits of different majors are on PATH: builds disagree on which one they use.",
+    label="one CUDA toolkit major for extension builds",
+)
+def several_cuda_toolkits(facts: Facts) -> Outcome:
+    toolkit = facts.cuda_toolkit
+    if toolkit is None:
+        return Skip("no CUDA toolkit (CUDA_HOME, nvcc) found")
+    chosen = parse_cuda(toolkit.release)
+    torch_cuda = parse_cuda(facts.torch.cuda if facts.torch else None)
+    if chosen is None or torch_cuda is None:
+        return Skip("nvcc's release or torch's CUDA is unknown")
+    if chosen[0] != torch_cuda[0]:
+        return Skip("nvcc-cuda-mismatch names the toolkits")
+    # What a plain `nvcc` runs: the first on PATH, when it is not CUDA_HOME's own.
+    first = next(((p, r) for p, r in toolkit.others if p == toolkit.first_on_path), None)
+    first_release = parse_cuda(first[1]) if first is not None else None
+    if first is None or first_release is None or first_release[0] == chosen[0]:
+        return []
+    other = [first]
+    return [
+        Finding(
+            id="several-cuda-toolkits",
+            severity=Severity.WARNING,
+            title=f"`nvcc` on PATH is CUDA {first[1]}; torch's extensions build with CUDA_HOME's "
+            f"CUDA {toolkit.release}",
+            detail=(
+                "torch.utils.cpp_extension builds with CUDA_HOME's toolkit, but build systems "
+                "that run `nvcc` from PATH (CMake's CUDA language support, Makefiles, "
+                "scripts) take the other one, so one package builds against "
+                f"CUDA {toolkit.release} and the next against another major."
+            ),
+            evidence=(
+                f"CUDA_HOME: {toolkit.cuda_home} (from {toolkit.cuda_home_source}); "
+                f"{toolkit.nvcc}: release {toolkit.release}",
+                *(f"first nvcc on PATH: {path} (release {rel})" for path, rel in other),
+            ),
+            data={
+                "cuda_home": toolkit.cuda_home,
+                "nvcc_release": toolkit.release,
+                "others": [{"nvcc": p, "release": r} for p, r in other],
+            },
+        )
+    ]

@@ -100,5 +100,6 @@ class CudaToolkitFacts:
     nvcc: str | None  # <cuda_home>/bin/nvcc when it exists
     release: str | None = None  # "12.1" from `nvcc --version`
     error: str | None = None  # why the release could not be read
-    others: tuple[tuple[str, str | None], ...] = ()  # (nvcc path, release) of other toolkits
+    others: tuple[tuple[str, str | None], ...] = ()  # (nvcc, release) of the others on PATH
+    first_on_path: str | None = None  # the nvcc a plain `nvcc` runs (may be ``nvcc`` itself)
     host_compiler: HostCompilerFacts | None = None

@@ -86,6 +86,7 @@ class CudaToolkitProbe:
         self.nvcc = nvcc if nvcc is not None and os.path.isfile(nvcc) else None
         chosen = os.path.realpath(self.nvcc) if self.nvcc else None
         self.others = [p for p in on_path if os.path.realpath(p) != chosen]
+        self.first_on_path = on_path[0] if on_path else None
         limit = min(timeout, 20.0)
         self.started: dict[str, Contained] = {}
         self.compiler = _host_compiler(env) if self.found else None
@@ -124,6 +125,7 @@ class CudaToolkitProbe:
                 (p, nvcc_release(runs[p].stdout) if runs[p].ok else None) for p in self.others
             ),
             host_compiler=host,
+            first_on_path=self.first_on_path,
         )
 
 

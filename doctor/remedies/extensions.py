@@ -153,3 +153,17 @@ def nvcc_host_compiler_unsupported(finding: Finding, facts: Facts) -> Sequence[R
             f"export CC={family}-{newest} CXX={cxx}-{newest} NVCC_CCBIN={family}-{newest}\n",
         )
     ]
+
+
+@remedy_for("several-cuda-toolkits")
+def several_cuda_toolkits(finding: Finding, facts: Facts) -> Sequence[Remedy]:
+    home = finding.data.get("cuda_home")
+    if not home:
+        return []
+    return [
+        Remedy(
+            RemedyKind.ENV,
+            "put CUDA_HOME's nvcc first on PATH, so every build uses the same toolkit",
+            f'export PATH={shlex.quote(str(home))}/bin:"$PATH"\n',
+        )
+    ]
