@@ -74,6 +74,8 @@ def _shared_objects(dist: DistributionFacts) -> list[str]:
         text = Path(dist.metadata_dir, "RECORD").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
+    if ".so" not in text:  # most distributions: a substring test, not a regex over RECORD
+        return []
     out = []
     for relative in _SHARED_OBJECT_ROW.findall(text):
         path = os.path.normpath(os.path.join(dist.location, relative))
