@@ -9,6 +9,7 @@ real ``uv pip install``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -274,3 +275,60 @@ def test_torchvision_wheels_are_judged_as_nm_sees_them(
     assert fired == (total_missing > 0)
     if version == "0.28.0":
         assert fired  # measured: c10::cuda::c10_cuda_check_implementation is gone in 2.14.1
+
+
+SETUP_PY = """
+from setuptools import setup
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+setup(
+    name="demo-ext",
+    version="1.0.0",
+    packages=["demo_ext"],
+    ext_modules=[CppExtension("demo_ext._C", ["demo_ext/ext.cpp"])],
+    cmdclass={"build_ext": BuildExtension},
+)
+"""
+
+
+def demo_sdist(directory: Path) -> Path:
+    """demo-ext 1.0.0's source: a cpp_extension build, as real extensions do it."""
+    import tarfile
+
+    source = directory / "demo-ext-1.0.0"
+    (source / "demo_ext").mkdir(parents=True)
+    (source / "setup.py").write_text(SETUP_PY)
+    (source / "demo_ext" / "__init__.py").write_text("")
+    (source / "demo_ext" / "ext.cpp").write_text(USES_EXPORTED)
+    (source / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: demo-ext\nVersion: 1.0.0\n")
+    archive = directory / "dist" / "demo_ext-1.0.0.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname=source.name)
+    return archive
+
+
+def test_rebuild_remedy_run_literally_builds_against_the_installed_torch(
+    tmp_path: Path, torch_site: Path, workdir: Path
+) -> None:
+    # Installed: a wheel of demo-ext 1.0.0 built against an older torch (it calls a
+    # function torch 2.14.1 no longer exports). Its source release builds against any torch.
+    env = extension(tmp_path, torch_site, [USES_EXPORTED, USES_REMOVED])
+    sdist = demo_sdist(tmp_path / "source")
+    finding = doctor(env, workdir).finding("extension-abi-mismatch")
+    (rebuild,) = [r for r in finding["remedies"] if r["summary"].startswith("rebuild")]
+    # pip finds the source release where this machine's pip.conf would point it.
+    pip_env = {
+        "PIP_CONFIG_FILE": "/dev/null",
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(sdist.parent),
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+    }
+    subprocess.run(rebuild["text"], shell=True, check=True, capture_output=True, env=pip_env)
+    again = doctor(env, workdir)
+    assert "extension-abi-mismatch" not in again.finding_ids()
+    (found,) = again.json["facts"]["extensions"]["extensions"]
+    (library,) = found["libraries"]
+    assert library["missing_count"] == 0
+    assert Path(library["path"]).name.startswith("_C.cpython-")  # built by cpp_extension

@@ -13,7 +13,12 @@ from __future__ import annotations
 from doctor.checks.cuda_compat import covering_target, parse_cuda, parse_target
 from doctor.checks.registry import Outcome, Skip, check
 from doctor.facts import Facts
-from doctor.facts.extensions import ExtensionFacts, ExtensionLibraryFacts, ExtensionsFacts
+from doctor.facts.extensions import (
+    CudaToolkitFacts,
+    ExtensionFacts,
+    ExtensionLibraryFacts,
+    ExtensionsFacts,
+)
 from doctor.findings import Finding, Severity
 from doctor.knowledge import host_compiler_limit
 
@@ -60,6 +65,12 @@ def _extensions(facts: Facts) -> ExtensionsFacts | Skip:
     if not extensions.extensions:
         return Skip("no installed distribution links torch's libraries")
     return extensions
+
+
+def _toolkit(facts: Facts) -> CudaToolkitFacts | Skip:
+    if facts.cuda_toolkit is None:
+        return Skip("no CUDA toolkit (CUDA_HOME, nvcc) found")
+    return facts.cuda_toolkit
 
 
 def _torch_label(facts: Facts) -> str:
@@ -306,9 +317,9 @@ def extension_gpu_arch_unsupported(facts: Facts) -> Outcome:
     label="the CUDA toolkit (nvcc) matches torch's CUDA",
 )
 def nvcc_cuda_mismatch(facts: Facts) -> Outcome:
-    toolkit = facts.cuda_toolkit
-    if toolkit is None:
-        return Skip("no CUDA toolkit (CUDA_HOME, nvcc) found")
+    toolkit = _toolkit(facts)
+    if isinstance(toolkit, Skip):
+        return toolkit
     torch_cuda = parse_cuda(facts.torch.cuda if facts.torch else None)
     if torch_cuda is None:
         return Skip("torch is not a CUDA build")
@@ -357,9 +368,9 @@ def nvcc_cuda_mismatch(facts: Facts) -> Outcome:
     label="nvcc accepts the host compiler",
 )
 def nvcc_host_compiler_unsupported(facts: Facts) -> Outcome:
-    toolkit = facts.cuda_toolkit
-    if toolkit is None:
-        return Skip("no CUDA toolkit (CUDA_HOME, nvcc) found")
+    toolkit = _toolkit(facts)
+    if isinstance(toolkit, Skip):
+        return toolkit
     release = parse_cuda(toolkit.release)
     compiler = toolkit.host_compiler
     if release is None or compiler is None or compiler.version is None:
@@ -403,13 +414,14 @@ def nvcc_host_compiler_unsupported(facts: Facts) -> Outcome:
 @check(
     "several-cuda-toolkits",
     family=FAMILY,
-    summary="CUDA toolkits of different majors are on PATH: builds disagree on which one they use.",
-    label="one CUDA toolkit major for extension builds",
+    summary="The first nvcc on PATH is of another CUDA major than CUDA_HOME's: builds disagree "
+    "on the toolkit.",
+    label="the nvcc on PATH is CUDA_HOME's CUDA major",
 )
 def several_cuda_toolkits(facts: Facts) -> Outcome:
-    toolkit = facts.cuda_toolkit
-    if toolkit is None:
-        return Skip("no CUDA toolkit (CUDA_HOME, nvcc) found")
+    toolkit = _toolkit(facts)
+    if isinstance(toolkit, Skip):
+        return toolkit
     chosen = parse_cuda(toolkit.release)
     torch_cuda = parse_cuda(facts.torch.cuda if facts.torch else None)
     if chosen is None or torch_cuda is None:

@@ -66,6 +66,11 @@ def _own_build(extension: ExtensionFacts, facts: Facts, cxx11: bool | None) -> R
     )
 
 
+def _torch_spec(release: str) -> str:
+    """torch==2.6.0 for a pin; torch==2.6.* for flash-attn's "torch2.6" (any 2.6.x)."""
+    return f"torch=={release}.*" if release.count(".") == 1 else f"torch=={release}"
+
+
 def _torch_it_was_built_for(extension: ExtensionFacts, facts: Facts) -> Remedy | None:
     release = extension.built_for_torch
     if not release or facts.torch is None or facts.torch.version == release:
@@ -74,7 +79,7 @@ def _torch_it_was_built_for(extension: ExtensionFacts, facts: Facts) -> Remedy |
         RemedyKind.SHELL,
         f"or go back to the torch {extension.display_name} was built for (its companions and "
         "CUDA wheels must follow)",
-        install_command(facts, [f"torch=={release}"]) + "\n",
+        install_command(facts, [_torch_spec(release)]) + "\n",
     )
 
 
