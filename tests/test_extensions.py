@@ -138,6 +138,28 @@ def test_extension_gpu_code_is_judged_against_the_gpus_here(
         assert "TORCH_CUDA_ARCH_LIST=9.0" in remedies
 
 
+def test_extension_with_the_cxx11_abi_beside_an_old_abi_torch_fires(
+    tmp_path: Path, workdir: Path
+) -> None:
+    # torch before 2.7 was built with _GLIBCXX_USE_CXX11_ABI=0: its stand-in is too.
+    lib = tmp_path / "torch-lib-old-abi"
+    flags = ["-D_GLIBCXX_USE_CXX11_ABI=0"]
+    compile_shared(TORCH_DEFINES, lib / "libc10.so", soname="libc10.so", flags=flags)
+    compile_shared("", lib / "libtorch_cpu.so", soname="libtorch_cpu.so")
+    env = torch_env(tmp_path / "venv", lib)
+    env.install(
+        "good-ext",
+        "1.0",
+        files={"good_ext/_C.so": compiled_extension(tmp_path, lib, USES_EXPORTED)},
+    )
+    run = doctor(env, workdir)
+    assert run.json["facts"]["extensions"]["torch_cxx11_abi"] is False
+    finding = run.finding("extension-cxx11-abi-mismatch")
+    assert finding["data"]["torch_cxx11_abi"] is False
+    assert "_GLIBCXX_USE_CXX11_ABI=1 (std::__cxx11 names)" in "\n".join(finding["evidence"])
+    assert "extension-abi-mismatch" not in run.finding_ids()
+
+
 # -- building extensions: nvcc and the host compiler ------------------------------------
 
 
