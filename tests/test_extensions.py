@@ -99,6 +99,7 @@ def test_unreadable_shared_objects_in_a_distribution_never_crash_the_check(
         files={
             "odd_ext/_C.so": bad,
             "odd_ext/truncated.so": data[:100],
+            "odd_ext/cut.so": data[: len(data) * 3 // 4],
             "odd_ext/text.so": "INPUT(-lfoo)\n",  # a linker script named .so
             "odd_ext/empty.so": b"",
             "odd_ext/arm.so": bytes(other_arch),
@@ -110,7 +111,7 @@ def test_unreadable_shared_objects_in_a_distribution_never_crash_the_check(
     reasons = {
         Path(u["path"]).name: u["reason"] for u in run.json["facts"]["extensions"]["unreadable"]
     }
-    assert set(reasons) == {"truncated.so", "text.so", "empty.so", "arm.so"}
+    assert set(reasons) == {"truncated.so", "cut.so", "text.so", "empty.so", "arm.so"}
     assert "EM_AARCH64" in reasons["arm.so"]
     finding = run.finding("extension-abi-mismatch")
     assert finding["data"]["libraries"] == [str(env.site_packages / "odd_ext" / "_C.so")]

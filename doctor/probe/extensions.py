@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import struct
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -236,6 +237,10 @@ def probe_extensions(
                         found = _library_facts(path, table, exports, read_gpu_code)
                 except SymbolTableError as exc:
                     unreadable.append(UnreadableObject(path, str(exc)))
+                    continue
+                except (struct.error, ValueError, IndexError) as exc:
+                    # Headers that parse, tables that run past the end of the file.
+                    unreadable.append(UnreadableObject(path, f"truncated or corrupt ({exc})"))
                     continue
                 if found is not None:
                     libraries.append(found)
