@@ -271,10 +271,15 @@ def test_torchvision_wheels_are_judged_as_nm_sees_them(
         assert library["missing_count"] == len(missing), path.name
         assert {m["name"] for m in library["missing"]} <= missing
         total_missing += len(missing)
+    # One cause, one finding: a torchvision whose pin already says it was built for
+    # another torch is torch-companion-mismatch's; otherwise the symbols speak.
+    companions = [f for f in run.json["findings"] if f["id"] == "torch-companion-mismatch"]
+    by_pin = any(c["name"] == "torchvision" for f in companions for c in f["data"]["companions"])
     fired = "extension-abi-mismatch" in run.finding_ids()
-    assert fired == (total_missing > 0)
+    assert fired == (total_missing > 0 and not by_pin)
     if version == "0.28.0":
-        assert fired  # measured: c10::cuda::c10_cuda_check_implementation is gone in 2.14.1
+        # measured: c10::cuda::c10_cuda_check_implementation is gone in torch 2.14.1
+        assert total_missing > 0 and (fired or by_pin)
 
 
 SETUP_PY = """

@@ -67,6 +67,17 @@ def _extensions(facts: Facts) -> ExtensionsFacts | Skip:
     return extensions
 
 
+def _companions_reported(facts: Facts) -> set[str]:
+    """torchvision/torchaudio that torch-companion-mismatch already reports as built for
+    another torch: that is their root cause, so their symbols are not reported again."""
+    from doctor.checks.companions import torch_companion_mismatch
+
+    outcome = torch_companion_mismatch(facts)
+    if isinstance(outcome, Skip):
+        return set()
+    return {str(c["name"]) for f in outcome for c in f.data.get("companions", [])}
+
+
 def _toolkit(facts: Facts) -> CudaToolkitFacts | Skip:
     if facts.cuda_toolkit is None:
         return Skip("no CUDA toolkit (CUDA_HOME, nvcc) found")
@@ -100,7 +111,10 @@ def extension_abi_mismatch(facts: Facts) -> Outcome:
     if isinstance(found, Skip):
         return found
     findings = []
+    reported = _companions_reported(facts)
     for extension in found.extensions:
+        if extension.name in reported:
+            continue
         broken = [
             lib
             for lib in extension.libraries
@@ -153,7 +167,10 @@ def extension_cxx11_abi_mismatch(facts: Facts) -> Outcome:
         return Skip("torch's C++ ABI could not be read (no libc10.so)")
     torch_abi = "1 (C++11 ABI)" if found.torch_cxx11_abi else "0 (pre-C++11 ABI)"
     findings = []
+    reported = _companions_reported(facts)
     for extension in found.extensions:
+        if extension.name in reported:
+            continue
         mismatched = [
             (lib, kind)
             for lib in extension.libraries
@@ -213,7 +230,10 @@ def extension_cuda_major_mismatch(facts: Facts) -> Outcome:
         return Skip("torch is not a CUDA build")
     wanted = f"libcudart.so.{torch_cuda[0]}"
     findings = []
+    reported = _companions_reported(facts)
     for extension in found.extensions:
+        if extension.name in reported:
+            continue
         other = sorted(
             {
                 (lib.path, soname)
