@@ -1,0 +1,131 @@
+"""The extension and toolkit checks as pure functions of hand-built facts (table-driven)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from doctor.checks import Skip
+from doctor.facts import Facts
+from doctor.facts.extensions import (
+    CudaToolkitFacts,
+    ExtensionFacts,
+    ExtensionLibraryFacts,
+    ExtensionsFacts,
+    HostCompilerFacts,
+    MissingSymbol,
+)
+from tests.handmade import CheckUnderTest, healthy_facts
+
+LIBRARY = "/venv/lib/python3.11/site-packages/demo_ext/_C.so"
+
+
+def with_extension(
+    library: ExtensionLibraryFacts, *, torch_cxx11: bool | None = True, **extension: object
+) -> Facts:
+    found = ExtensionFacts(
+        name="demo-ext", display_name="demo-ext", version="1.0", libraries=(library,)
+    )
+    found = dataclasses.replace(found, **extension)  # type: ignore[arg-type]
+    return dataclasses.replace(
+        healthy_facts(),
+        extensions=ExtensionsFacts(("libc10.so",), torch_cxx11, (found,)),
+    )
+
+
+def missing(name: str, count: int = 1, **flags: bool) -> ExtensionLibraryFacts:
+    return ExtensionLibraryFacts(
+        LIBRARY,
+        torch_needed=("libc10.so",),
+        torch_symbols=10,
+        missing_count=count,
+        missing=(MissingSymbol(name),) if count else (),
+        **flags,
+    )
+
+
+@pytest.mark.parametrize(
+    ("library", "torch_cxx11", "abi", "cxx11"),
+    [
+        (missing("_ZN3c104cuda9SetDeviceEi"), True, True, False),
+        (missing("_ZN3c104cuda9SetDeviceEi", uses_cxx11_abi=True), True, True, False),
+        (missing("_ZN3c104cuda9SetDeviceEi", uses_cxx11_abi=True), False, False, True),
+        (
+            missing("_ZN5torch3jit17parseSchemaOrNameERKSsb", uses_old_string_abi=True),
+            True,
+            False,
+            True,
+        ),
+        (missing("x", count=0, uses_cxx11_abi=True), True, False, False),
+        (missing("x", count=0), None, False, False),
+    ],
+)
+def test_one_cause_per_shared_object(
+    library: ExtensionLibraryFacts, torch_cxx11: bool | None, abi: bool, cxx11: bool
+) -> None:
+    facts = with_extension(library, torch_cxx11=torch_cxx11)
+    abi_outcome = CheckUnderTest("extension-abi-mismatch").run(facts)
+    cxx11_outcome = CheckUnderTest("extension-cxx11-abi-mismatch").run(facts)
+    assert bool(abi_outcome) == abi
+    if torch_cxx11 is None:
+        assert isinstance(cxx11_outcome, Skip)
+    else:
+        assert bool(cxx11_outcome) == cxx11
+
+
+def test_cuda_runtime_of_torchs_major_is_quiet_and_another_fires() -> None:
+    check = CheckUnderTest("extension-cuda-major-mismatch")
+    same = missing("x", count=0)
+    assert (
+        check.run(with_extension(dataclasses.replace(same, cuda_runtime=("libcudart.so.13",))))
+        == []
+    )
+    finding = check.only(
+        with_extension(
+            dataclasses.replace(same, cuda_runtime=("libcudart.so.12",)), built_for_cuda="12"
+        )
+    )
+    assert finding.data["needs"] == ["libcudart.so.12"]
+
+
+def toolkit(release: str | None, compiler: HostCompilerFacts | None = None) -> Facts:
+    return dataclasses.replace(
+        healthy_facts(),
+        cuda_toolkit=CudaToolkitFacts(
+            "/usr/local/cuda",
+            "CUDA_HOME",
+            "/usr/local/cuda/bin/nvcc",
+            release,
+            host_compiler=compiler,
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("release", "compiler", "fires"),
+    [
+        ("13.0", HostCompilerFacts("/usr/bin/gcc", "PATH", "gcc", "15.2.0"), False),
+        ("13.0", HostCompilerFacts("/usr/bin/gcc", "PATH", "gcc", "16.0.1"), True),
+        ("12.1", HostCompilerFacts("/usr/bin/gcc", "PATH", "gcc", "13.3.0"), True),
+        ("12.4", HostCompilerFacts("/usr/bin/gcc", "PATH", "gcc", "13.3.0"), False),
+        ("13.0", HostCompilerFacts("/usr/bin/clang", "CC", "clang", "21.1.0"), True),
+        ("12.8", HostCompilerFacts("/usr/bin/clang", "CC", "clang", "21.1.0"), False),  # not judged
+    ],
+)
+def test_host_compiler_against_the_table(
+    release: str, compiler: HostCompilerFacts, fires: bool
+) -> None:
+    outcome = CheckUnderTest("nvcc-host-compiler-unsupported").run(toolkit(release, compiler))
+    assert not isinstance(outcome, Skip)
+    assert bool(outcome) == fires
+
+
+def test_toolkit_checks_skip_without_a_release_or_a_toolkit() -> None:
+    for check_id in (
+        "nvcc-cuda-mismatch",
+        "nvcc-host-compiler-unsupported",
+        "several-cuda-toolkits",
+    ):
+        assert isinstance(CheckUnderTest(check_id).run(healthy_facts()), Skip)
+        assert isinstance(CheckUnderTest(check_id).run(toolkit(None)), Skip)
