@@ -249,7 +249,7 @@ def test_host_compiler_newer_than_nvcc_accepts(
         assert "export CC=gcc-15" in finding["remedies"][0]["text"]
 
 
-def test_no_toolkit_is_no_finding_and_runs_no_tool(tmp_path: Path, workdir: Path) -> None:
+def test_cuda_home_without_nvcc_is_a_skip_with_its_reason(tmp_path: Path, workdir: Path) -> None:
     env = FakeEnv.create(tmp_path / "venv")
     env.install_torch()
     empty = tmp_path / "empty"
