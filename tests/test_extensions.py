@@ -161,6 +161,44 @@ def test_extension_with_the_cxx11_abi_beside_an_old_abi_torch_fires(
     assert "extension-abi-mismatch" not in run.finding_ids()
 
 
+def versioned_c10(directory: Path, version: str) -> Path:
+    """A stand-in libc10.so whose exports carry the symbol version ``version``."""
+    script = directory / f"{version}.map"
+    directory.mkdir(parents=True, exist_ok=True)
+    script.write_text(f"{version} {{ global: *; }};\n")
+    return compile_shared(
+        TORCH_DEFINES,
+        directory / "libc10.so",
+        soname="libc10.so",
+        flags=[f"-Wl,--version-script={script}"],
+    )
+
+
+def test_symbol_versions_are_compared_where_torch_defines_them(
+    tmp_path: Path, workdir: Path
+) -> None:
+    built_against = versioned_c10(tmp_path / "c10-v2", "C10_2.0")
+    compile_shared("", built_against.parent / "libtorch_cpu.so", soname="libtorch_cpu.so")
+    extension = compiled_extension(tmp_path, built_against.parent, USES_EXPORTED)
+    for installed, fires in (("C10_2.0", False), ("C10_3.0", True)):
+        lib = tmp_path / f"torch-{installed}"
+        versioned_c10(lib, installed)
+        compile_shared("", lib / "libtorch_cpu.so", soname="libtorch_cpu.so")
+        env = torch_env(tmp_path / f"venv-{installed}", lib)
+        env.install("good-ext", "1.0", files={"good_ext/_C.so": extension})
+        run = doctor(env, workdir)
+        assert ("extension-abi-mismatch" in run.finding_ids()) == fires, installed
+        if fires:
+            (missing,) = run.finding("extension-abi-mismatch")["data"]["missing"]
+            library = run.json["facts"]["extensions"]["extensions"][0]["libraries"][0]
+            assert library["missing"][0]["version"] == "C10_2.0"
+            assert missing.startswith("_ZN3c106detail14torchCheckFail")
+            evidence = "\n".join(run.finding("extension-abi-mismatch")["evidence"])
+            assert "_jRKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE), version C10_2.0" in (
+                evidence
+            )
+
+
 # -- building extensions: nvcc and the host compiler ------------------------------------
 
 

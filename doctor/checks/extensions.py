@@ -89,7 +89,10 @@ def _torch_label(facts: Facts) -> str:
 
 
 def _missing_line(extension: ExtensionFacts, library: ExtensionLibraryFacts) -> str:
-    shown = [symbol_text(m.name, m.demangled) for m in library.missing[:SYMBOLS_SHOWN]]
+    shown = [
+        symbol_text(m.name, m.demangled) + (f", version {m.version}" if m.version else "")
+        for m in library.missing[:SYMBOLS_SHOWN]
+    ]
     more = library.missing_count - len(shown)
     tail = f" and {more} more" if more > 0 else ""
     return (
