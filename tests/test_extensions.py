@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.driver_stub import Driver
+from tests.driver_stub import Driver, DriverStubs
 from tests.extension_objects import TORCH_DEFINES, USES_EXPORTED, USES_REMOVED, compile_shared
 from tests.factory import DoctorRun, FakeEnv, run_doctor
 from tests.fatbin_blob import add_fatbin, cubins
@@ -124,13 +124,13 @@ def test_extension_gpu_code_is_judged_against_the_gpus_here(
     tmp_path: Path,
     stand_in_torch: Path,
     workdir: Path,
-    driver_stubs: object,
+    driver_stubs: DriverStubs,
 ) -> None:
     env = torch_env(tmp_path / "venv", stand_in_torch)
     plain = compiled_extension(tmp_path, stand_in_torch, USES_EXPORTED)
     kernels = add_fatbin(plain, cubins(*targets), tmp_path / "objects" / "_C_cuda.so")
     env.install("kernels-ext", "1.0", files={"kernels_ext/_C.so": kernels})
-    run = doctor(env, workdir, **driver_stubs.env(Driver()))  # type: ignore[attr-defined]
+    run = doctor(env, workdir, **driver_stubs.env(Driver()))
     assert ("extension-gpu-arch-unsupported" in run.finding_ids()) == fires
     if fires:
         finding = run.finding("extension-gpu-arch-unsupported")
