@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.driver_stub import Driver, DriverStubs
-from tests.extension_objects import TORCH_DEFINES, USES_EXPORTED, USES_REMOVED, compile_shared
+from tests.extension_objects import (
+    NOT_EXPORTED,
+    TORCH_DEFINES,
+    USES_EXPORTED,
+    USES_REMOVED,
+    compile_shared,
+)
 from tests.factory import DoctorRun, FakeEnv, run_doctor
 from tests.fatbin_blob import add_fatbin, cubins
 
@@ -83,6 +89,20 @@ def test_stand_in_extension_needing_a_symbol_torch_lacks_fires(
     findings = [f for f in run.json["findings"] if f["id"] == "extension-abi-mismatch"]
     assert [f["data"]["distribution"] for f in findings] == ["bad-ext"]
     assert "local version 0.5+pt26" in "\n".join(findings[0]["evidence"])
+
+
+def test_without_a_demangler_the_mangled_names_are_shown(
+    tmp_path: Path, stand_in_torch: Path, workdir: Path
+) -> None:
+    env = torch_env(tmp_path / "venv", stand_in_torch)
+    bad = compiled_extension(tmp_path, stand_in_torch, USES_REMOVED)
+    env.install("bad-ext", "1.0", files={"bad_ext/_C.so": bad})
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    run = doctor(env, workdir, PATH=str(empty))  # no c++filt (nor anything else) on PATH
+    assert run.json["facts"]["extensions"]["demangler"] is None
+    evidence = "\n".join(run.finding("extension-abi-mismatch")["evidence"])
+    assert f"that torch does not export: {NOT_EXPORTED}" in evidence
 
 
 def test_unreadable_shared_objects_in_a_distribution_never_crash_the_check(
