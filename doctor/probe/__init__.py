@@ -152,6 +152,8 @@ def _extension_facts(
     from doctor.facts import ProbeFailure
     from doctor.probe.extensions import probe_extensions
 
+    if inside.platform is not None and inside.platform.system != "Linux":
+        return None  # ELF shared objects and glibc's loader: Linux only
     try:
         return probe_extensions(
             inside.distributions, inside.torch, read_gpu_code=gpus_known, timeout=options.timeout
