@@ -187,10 +187,11 @@ def phase_timings(venv: Path) -> list[tuple[str, float]]:
         return probe_extensions(inside.distributions, inside.torch)
 
     if inside is not None:
-        timed("extensions probe (symbols vs torch's exports)", extensions)
         timed("library probe, static (ELF)", lambda: libraries(False))
         timed("library probe, with contained load", lambda: libraries(True))
         timed("machine probe (NVML, libcuda, fatbin)", machine)
+        # After the library probe, as in the run: pyelftools is imported by then.
+        timed("extensions probe (symbols vs torch's exports)", extensions)
     facts = timed("all probes (gather, as run)", lambda: gather(ProbeOptions(target=target)))
     report = timed("checks and remedies", lambda: judge(facts))
     timed("terminal rendering", lambda: render_terminal_text(report))
