@@ -233,7 +233,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from doctor.explain import render_list
+    from doctor.catalogue import render_list
     from doctor.render.output import write_output
 
     write_output(render_list(args.format), args.output)

@@ -62,7 +62,7 @@ class FixOptions:
 @dataclass(frozen=True)
 class PlannedEdit:
     target: Path
-    remedies: tuple[tuple[Finding, Remedy], ...]
+    remedies: tuple[tuple[Finding[Any], Remedy], ...]
     before: str
     after: str
 
@@ -244,7 +244,7 @@ def apply_blocks(text: str, blocks: Sequence[str], name: str = "pyproject.toml")
 
 def plan_edits(report: Report) -> list[PlannedEdit]:
     """One edit per target file, holding every TOML remedy for it."""
-    by_target: dict[str, list[tuple[Finding, Remedy]]] = {}
+    by_target: dict[str, list[tuple[Finding[Any], Remedy]]] = {}
     for finding in report.findings:
         for remedy in finding.remedies:
             if remedy.kind is RemedyKind.TOML and remedy.target:

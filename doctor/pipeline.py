@@ -1,11 +1,11 @@
-"""One run: probe -> facts -> checks -> remedies -> report."""
+"""One run: probe -> facts -> derive -> checks -> relations -> remedies -> report."""
 
 from __future__ import annotations
 
-from doctor.checks import run_checks
+from doctor.checks import attach_remedies, relate, run_checks
+from doctor.derive import derive
 from doctor.facts import Facts
 from doctor.probe import ProbeOptions, gather
-from doctor.remedies import attach_remedies
 from doctor.report import Report
 
 __all__ = ["diagnose", "judge"]
@@ -13,11 +13,10 @@ __all__ = ["diagnose", "judge"]
 
 def judge(facts: Facts) -> Report:
     """Checks and remedies over facts: pure, used by tests with hand-built facts."""
-    results = run_checks(facts)
-    findings = [f for r in results for f in r.findings]
-    return Report(
-        facts=facts, results=tuple(results), findings=tuple(attach_remedies(findings, facts))
-    )
+    ctx = derive(facts)
+    results = run_checks(ctx)
+    findings = attach_remedies(relate(results), ctx)
+    return Report(context=ctx, results=tuple(results), findings=tuple(findings))
 
 
 def diagnose(options: ProbeOptions) -> Report:

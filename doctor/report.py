@@ -1,16 +1,29 @@
-"""The report: facts, check results, findings with remedies, and the verdict."""
+"""The report: the context, every check's result, the findings related to their root
+causes and carrying their remedies, and every judgement a renderer shows (verdict, order,
+the first step). Renderers only format what is here."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 from doctor.checks import CheckResult, CheckStatus
-from doctor.checks.expectations import Expectations, expected_wheels
+from doctor.derive import Context
+from doctor.derive.expectations import Expectations
 from doctor.facts import Facts
-from doctor.findings import Finding, Severity
+from doctor.findings import Finding, Remedy, RemedyKind, Severity
 
-__all__ = ["EXIT_DOCTOR_FAILED", "EXIT_ERRORS", "EXIT_OK", "Report", "Verdict"]
+__all__ = [
+    "EXIT_DOCTOR_FAILED",
+    "EXIT_ERRORS",
+    "EXIT_OK",
+    "Explanation",
+    "Recognised",
+    "Report",
+    "Verdict",
+]
 
 EXIT_OK = 0
 EXIT_ERRORS = 1
@@ -26,16 +39,92 @@ class Verdict(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class Report:
-    """The facts, every check's result and the findings with their remedies."""
+class Recognised:
+    """A failure `explain` recognised in the pasted text."""
 
-    facts: Facts
+    id: str
+    name: str
+    matched: str  # the line of the pasted text that matched
+    findings: tuple[str, ...]  # the finding ids whose checks decide its cause
+    advice: str | None
+    source: str  # where the error text was seen
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What `explain` concluded: the failures recognised, and what the checks say of them."""
+
+    recognised: tuple[Recognised, ...]
+    confirmed: tuple[str, ...]
+    ruled_out: tuple[str, ...]
+    undetermined: tuple[tuple[str, str], ...]  # (finding id, why it could not judge)
+    not_checked: tuple[str, ...]  # finding ids this version has no check for
+
+    @property
+    def conclusion(self) -> str:
+        if not (self.confirmed or self.ruled_out or self.undetermined):
+            return "torch-doctor has no check for this cause yet: follow the advice above."
+        if self.confirmed:
+            return "Confirmed here: " + ", ".join(self.confirmed) + " (remedies below)."
+        if self.ruled_out and not self.undetermined and not self.not_checked:
+            return (
+                "Ruled out here: every check for this failure passed in this environment. "
+                "Is the error from another environment (another venv, machine or container)?"
+            )
+        return (
+            "Not confirmed here: no check for this failure found its cause in this environment"
+            + (", and some could not judge." if self.undetermined else ".")
+        )
+
+
+@dataclass(frozen=True)
+class Report:
+    """The context, every check's result and the findings with their remedies.
+
+    `explain` shows a focused report: the checks and findings that bear on the pasted
+    error, with its ``explanation``; the verdict and exit code stay those of the ``whole``
+    report, so explain and check agree on the same environment.
+    """
+
+    context: Context
     results: tuple[CheckResult, ...]
-    findings: tuple[Finding, ...]
+    findings: tuple[Finding[Any], ...]  # roots first, then consequences (Finding.root)
+    explanation: Explanation | None = None
+    whole: Report | None = None  # the unfocused report this one was cut from
+
+    @property
+    def other_roots(self) -> tuple[Finding[Any], ...]:
+        """Root causes of the whole report that this focused one does not show."""
+        if self.whole is None:
+            return ()
+        shown = {f.id for f in self.roots}
+        return tuple(f for f in self.whole.roots if f.id not in shown)
+
+    @property
+    def facts(self) -> Facts:
+        return self.context.facts
+
+    @cached_property
+    def roots(self) -> tuple[Finding[Any], ...]:
+        """Root causes, the worst first (then in check order): what the user fixes."""
+        roots = [f for f in self.findings if f.root is None]
+        return tuple(sorted(roots, key=lambda f: -f.severity.rank))
+
+    def consequences_of(self, root: Finding[Any]) -> tuple[Finding[Any], ...]:
+        return tuple(f for f in self.findings if f.root == root.id)
+
+    def root_of(self, result: CheckResult) -> str | None:
+        """The root id every finding of a failed check hangs under (None: it is a root)."""
+        roots = {f.root for f in result.findings}
+        if len(roots) == 1:
+            return next(iter(roots))
+        return None
 
     @property
     def verdict(self) -> Verdict:
-        worst = max((f.severity.rank for f in self.findings), default=-1)
+        if self.whole is not None:
+            return self.whole.verdict
+        worst = max((f.severity.rank for f in self.roots), default=-1)
         if worst >= Severity.ERROR.rank:
             return Verdict.ERROR
         if self.crashed or self.facts.interpreter is None:
@@ -47,13 +136,18 @@ class Report:
     @property
     def torch_requirements(self) -> Expectations | None:
         """torch's requirements evaluated for the inspected interpreter (None without torch)."""
-        return expected_wheels(self.facts)
+        return self.context.expected
 
     def count(self, severity: Severity) -> int:
-        return sum(1 for f in self.findings if f.severity is severity)
+        """Root causes of this severity (consequences are not counted again)."""
+        if self.whole is not None:
+            return self.whole.count(severity)
+        return sum(1 for f in self.roots if f.severity is severity)
 
     @property
     def crashed(self) -> tuple[CheckResult, ...]:
+        if self.whole is not None:
+            return self.whole.crashed
         return tuple(r for r in self.results if r.status is CheckStatus.CRASHED)
 
     @property
@@ -78,3 +172,20 @@ class Report:
             n = len(self.crashed)
             parts.append(f"{n} check{'s' if n != 1 else ''} could not run")
         return ", ".join(parts) if parts else "no problems found"
+
+    @property
+    def first_step(self) -> tuple[Finding[Any], Remedy] | None:
+        """The worst root cause with a runnable remedy, and that remedy: what to do first.
+
+        A pyproject.toml block is applied by `torch-doctor fix`, so for it the step is
+        the block itself (renderers say `torch-doctor fix` beside it).
+        """
+        for finding in self.roots:
+            if finding.severity is Severity.INFO:
+                continue
+            for remedy in finding.remedies:
+                if remedy.kind is not RemedyKind.TEXT:
+                    return finding, remedy
+            if finding.remedies:
+                return finding, finding.remedies[0]
+        return None

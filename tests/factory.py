@@ -313,6 +313,10 @@ class DoctorRun:
     def finding_ids(self) -> list[str]:
         return [f["id"] for f in self.json["findings"]]
 
+    def root_ids(self) -> list[str]:
+        """The root causes: what the verdict counts and what carries remedies."""
+        return [f["id"] for f in self.json["findings"] if f["root"] is None]
+
     def finding(self, finding_id: str) -> dict[str, Any]:
         for finding in self.json["findings"]:
             if finding["id"] == finding_id:

@@ -11,7 +11,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from doctor.checks import REGISTRY, Skip
+from doctor.checks import Skip
+from doctor.checks.registry import outcome_of
+from doctor.derive import derive
 from doctor.facts import (
     DistributionFacts,
     Facts,
@@ -58,10 +60,10 @@ def marker_env(
 
 def interpreter(environment: Mapping[str, str] | None = None) -> InterpreterFacts:
     return InterpreterFacts(
-        executable="/venv/bin/python",
+        executable="/project/.venv/bin/python",
         version="3.11.7",
         implementation="CPython",
-        prefix="/venv",
+        prefix="/project/.venv",
         base_prefix="/usr",
         is_venv=True,
         purelib=SITE,
@@ -221,7 +223,7 @@ class CheckUnderTest:
         self.id = check_id
 
     def run(self, all_facts: Facts) -> Sequence[Finding] | Skip:
-        return REGISTRY[self.id].function(all_facts)
+        return outcome_of(self.id, derive(all_facts))
 
     def only(self, all_facts: Facts) -> Finding:
         """Its one finding (fails the test on a skip or on any other count)."""

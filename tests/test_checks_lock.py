@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
-from doctor.checks import REGISTRY, Skip
+from doctor.checks import Skip
+from doctor.checks.registry import outcome_of
+from doctor.derive import derive
 from doctor.facts import Facts, LockedPackage
 from doctor.findings import Finding, RemedyKind
 from doctor.pipeline import judge
@@ -46,7 +48,7 @@ def deps(names: tuple[str, ...], marker: str | None = None) -> list[tuple[str, s
 
 
 def run(all_facts: Facts) -> Skip | list[Finding]:
-    outcome = REGISTRY["lock-missing-dependencies"].function(all_facts)
+    outcome = outcome_of("lock-missing-dependencies", derive(all_facts))
     return outcome if isinstance(outcome, Skip) else list(outcome)
 
 
@@ -58,7 +60,7 @@ def missing(outcome: Skip | list[Finding]) -> list[str]:
     assert not isinstance(outcome, Skip), outcome
     [finding] = outcome
     assert finding.id == "lock-missing-dependencies"
-    return [Requirement(r).name for r in finding.data["missing"]]
+    return [Requirement(r).name for r in finding.data.missing]
 
 
 def test_lock_recording_every_dependency_is_quiet() -> None:
@@ -72,7 +74,7 @@ def test_lock_without_nvidia_dependencies_names_each_with_its_marker() -> None:
     outcome = run(with_lock(stripped))
     assert sorted(missing(outcome)) == sorted(set(TORCH_LINUX_DEPENDENCIES) - set(PLAIN))
     assert not isinstance(outcome, Skip)
-    requirements = outcome[0].data["missing"]
+    requirements = outcome[0].data.missing
     assert 'nvidia-cudnn-cu13==9.24.0.43; platform_system == "Linux"' in requirements
     assert any("download.pytorch.org/whl/cu130" in line for line in outcome[0].evidence)
 
@@ -194,7 +196,7 @@ def test_existing_metadata_entry_is_pointed_out() -> None:
     all_facts = with_lock(locked_torch(dependencies=deps(PLAIN)), dependency_metadata=[declared])
     outcome = run(all_facts)
     assert not isinstance(outcome, Skip)
-    assert outcome[0].data["existing_metadata_entry"] is True
+    assert outcome[0].data.existing_metadata_entry is True
     assert any("already has a [[tool.uv.dependency-metadata]]" in e for e in outcome[0].evidence)
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from doctor.checks import REGISTRY, Skip
-from doctor.checks.expectations import expected_wheels
+from doctor.checks import Skip
+from doctor.checks.registry import outcome_of
+from doctor.derive import derive
+from doctor.derive.expectations import compute_expectations as expected_wheels
 from doctor.facts import Facts
 from doctor.findings import Finding, Severity
 from doctor.pipeline import judge
@@ -37,7 +39,7 @@ WHEEL_IDS = (
 
 
 def run(check_id: str, all_facts: Facts) -> Skip | list[Finding]:
-    outcome = REGISTRY[check_id].function(all_facts)
+    outcome = outcome_of(check_id, derive(all_facts))
     return outcome if isinstance(outcome, Skip) else list(outcome)
 
 
@@ -49,7 +51,7 @@ def only(check_id: str, all_facts: Facts) -> Finding:
 
 
 def missing_names(finding: Finding) -> list[str]:
-    return [m["name"] for m in finding.data["missing"]]
+    return [m.name for m in finding.data.missing]
 
 
 @pytest.mark.parametrize("check_id", WHEEL_IDS)
@@ -80,14 +82,14 @@ def test_torch_absent_is_one_error_and_the_other_wheel_checks_skip() -> None:
 def test_torch_package_without_metadata_is_called_a_stray_directory() -> None:
     stray = facts([], build=torch_build())
     finding = only("torch-not-installed", stray)
-    assert finding.data["stray_package_dir"] is True
+    assert finding.data.stray_package_dir is True
     assert any("no distribution metadata" in line for line in finding.evidence)
 
 
 def test_torch_absent_but_locked_says_the_environment_is_not_synced() -> None:
     unsynced = facts([], project=project(locked_torch()))
     finding = only("torch-not-installed", unsynced)
-    assert finding.data["locked"] is True
+    assert finding.data.locked is True
     report = judge(unsynced)
     assert [r.text for r in report.findings[0].remedies] == ["uv sync"]
 
@@ -103,16 +105,16 @@ def test_missing_cudnn_is_named_with_its_exact_pin() -> None:
     finding = only("missing-cuda-wheel", facts(healthy_distributions(skip=["nvidia-cudnn-cu13"])))
     assert finding.severity is Severity.ERROR
     assert missing_names(finding) == ["nvidia-cudnn-cu13"]
-    assert finding.data["missing"][0]["install"] == "nvidia-cudnn-cu13==9.24.0.43"
-    assert finding.data["missing"][0]["required_by"] == "torch"
+    assert finding.data.missing[0].install == "nvidia-cudnn-cu13==9.24.0.43"
+    assert finding.data.missing[0].required_by == "torch"
 
 
 def test_wheel_pulled_by_a_cuda_toolkit_extra_is_named_with_the_toolkit_pin() -> None:
     finding = only("missing-cuda-wheel", facts(healthy_distributions(skip=["nvidia-cublas"])))
-    [cublas] = finding.data["missing"]
-    assert cublas["install"] == "nvidia-cublas==13.1.1.3.*"
+    [cublas] = finding.data.missing
+    assert cublas.install == "nvidia-cublas==13.1.1.3.*"
     # cublas comes from two of the requested extras; both are named.
-    assert cublas["required_by"] == "cuda-toolkit[cublas,cusolver]"
+    assert cublas.required_by == "cuda-toolkit[cublas,cusolver]"
 
 
 def test_extra_that_torch_does_not_request_is_not_expected() -> None:
@@ -158,7 +160,7 @@ def test_toolkit_requirement_only_for_an_unrequested_extra_is_not_expected() -> 
 def test_missing_cuda_toolkit_says_its_extras_cannot_be_named() -> None:
     finding = only("missing-cuda-wheel", facts(healthy_distributions(skip=["cuda-toolkit"])))
     assert missing_names(finding) == ["cuda-toolkit"]
-    assert "cublas" in finding.data["toolkit_extras_unknown"]
+    assert "cublas" in finding.data.toolkit_extras_unknown
     assert "cuda-toolkit itself is missing" in finding.detail
     remedy = judge(facts(healthy_distributions(skip=["cuda-toolkit"]))).findings[0].remedies[-1]
     assert "cuda-toolkit[" in remedy.text and "==13.0.3" in remedy.text
@@ -242,8 +244,8 @@ def test_installed_version_is_judged_against_the_pin(
         return
     assert not isinstance(outcome, Skip)
     [finding] = outcome
-    assert [m["name"] for m in finding.data["mismatched"]] == [name]
-    assert finding.data["mismatched"][0]["installed_version"] == installed
+    assert [m.name for m in finding.data.mismatched] == [name]
+    assert finding.data.mismatched[0].installed_version == installed
     assert any(f"{name} {installed} installed" in line for line in finding.evidence)
 
 
@@ -252,13 +254,13 @@ def test_version_mismatch_remedy_installs_the_pinned_version() -> None:
     [finding] = report.findings
     assert finding.id == "cuda-wheel-version-mismatch"
     assert "nvidia-cudnn-cu13==9.24.0.43" in finding.remedies[-1].text
-    assert "/venv/bin/python" in finding.remedies[-1].text
+    assert "/project/.venv/bin/python" in finding.remedies[-1].text
 
 
 def test_invalid_installed_version_counts_as_mismatch() -> None:
     all_facts = facts(healthy_distributions(versions={"nvidia-nccl-cu13": "not-a-version"}))
     finding = only("cuda-wheel-version-mismatch", all_facts)
-    assert finding.data["mismatched"][0]["name"] == "nvidia-nccl-cu13"
+    assert finding.data.mismatched[0].name == "nvidia-nccl-cu13"
 
 
 # --- cuda-wheel-files-missing -------------------------------------------------------
@@ -273,7 +275,7 @@ def test_nvidia_wheel_with_deleted_files_is_reported_with_examples() -> None:
         for d in healthy_distributions()
     ]
     finding = only("cuda-wheel-files-missing", facts(damaged))
-    assert finding.data["packages"] == ["nvidia-cudnn-cu13"]
+    assert finding.data.packages == ("nvidia-cudnn-cu13",)
     [line] = finding.evidence
     assert "4 of 40 files" in line and "libcudnn_ops.so.9" in line and "1 more" in line
 
@@ -289,7 +291,7 @@ def test_torch_itself_with_deleted_files_is_reported() -> None:
         ),
     )
     finding = only("cuda-wheel-files-missing", facts(dists))
-    assert finding.data["packages"] == ["torch"]
+    assert finding.data.packages == ("torch",)
 
 
 def test_missing_files_in_a_non_cuda_dependency_are_not_this_finding() -> None:

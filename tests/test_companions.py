@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from doctor.checks import Skip
-from doctor.facts import DistributionFacts, Facts
+from doctor.facts import DistributionFacts, Facts, to_jsonable
 from doctor.facts.project import IndexFacts
 from doctor.findings import Severity
 from tests.factory import FakeEnv, run_doctor
@@ -44,7 +44,7 @@ def test_a_torchvision_pinned_to_another_torch_release_is_an_error() -> None:
         "torchvision 0.27.1+cu130 requires torch==2.12.1, but torch 2.14.1+cu130"
         in (finding.evidence[0])
     )
-    assert finding.data["companions"] == [
+    assert to_jsonable(finding.data.companions) == [
         {
             "name": "torchvision",
             "version": "0.27.1+cu130",
@@ -130,11 +130,14 @@ def test_outside_a_project_the_paired_torchvision_is_installed_from_torchs_index
     known = with_companions(torchvision("0.27.1", "2.12.1"), torch_version="2.11.0+cu126")
     command = CHECK.judged(known).remedies[0].text
     assert "torchvision==0.26.*" in command
-    assert command.endswith("--index-url https://download.pytorch.org/whl/cu126")
-    # No torchvision release recorded for torch 2.14: words, not an unpinned install.
-    unknown = with_companions(torchvision("0.29.1+cpu", "2.14.1"))
+    assert "--index-url https://download.pytorch.org/whl/cu126 " in command
+    # torch 2.14's torchvision (0.29, read from the real wheel) is in the table now.
+    paired = CHECK.judged(with_companions(torchvision("0.29.1+cpu", "2.14.1")))
+    assert "torchvision==0.29.*" in paired.remedies[0].text
+    # No torchvision release recorded for a torch: words, not an unpinned install.
+    unknown = with_companions(torchvision("0.99.0+cpu", "2.99.0"), torch_version="2.99.0+cu130")
     remedy = CHECK.judged(unknown).remedies[0]
-    assert remedy.kind == "text" and "requires torch==2.14.1" in remedy.text
+    assert remedy.kind == "text" and "requires torch==2.99.0" in remedy.text
 
 
 # --- through the CLI ---------------------------------------------------------------------

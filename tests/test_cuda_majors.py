@@ -31,14 +31,14 @@ def test_a_cuda_12_leftover_beside_a_cuda_13_torch_is_a_warning() -> None:
     )
     [remedy] = CHECK.judged(facts([*healthy_distributions(), leftover])).remedies
     assert remedy.kind == "shell"
-    assert remedy.text.endswith("uninstall --python /venv/bin/python nvidia-cublas-cu12")
+    assert remedy.text.endswith("uninstall --python /project/.venv/bin/python nvidia-cublas-cu12")
 
 
 def test_the_package_that_needs_the_other_major_is_named() -> None:
     plugin = dist("jax-cuda12-plugin", "0.7.2", requires_dist=("nvidia-cublas-cu12>=12.1",))
     cublas = dist("nvidia-cublas-cu12", "12.8.4.1")
     finding = CHECK.only(facts([*healthy_distributions(), plugin, cublas]))
-    assert finding.data["foreign"][0]["required_by"] == ["jax-cuda12-plugin"]
+    assert finding.data.foreign[0].required_by == ("jax-cuda12-plugin",)
     judged = CHECK.judged(facts([*healthy_distributions(), plugin, cublas]))
     assert any("CUDA 13 variant of jax-cuda12-plugin" in r.text for r in judged.remedies)
 
@@ -49,7 +49,7 @@ def test_unsuffixed_cuda_13_wheels_beside_a_cuda_12_torch_are_foreign() -> None:
     newer = dist("nvidia-cublas", "13.1.0.3")
     all_facts = facts([torch, own, newer], build=torch_build("2.6.0+cu126", cuda="12.6"))
     finding = CHECK.only(all_facts)
-    assert [r["name"] for r in finding.data["foreign"]] == ["nvidia-cublas"]
+    assert [r.name for r in finding.data.foreign] == ["nvidia-cublas"]
     assert any("CUDA 13 or later wheel" in e for e in finding.evidence)
 
 

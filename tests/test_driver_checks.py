@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from doctor.checks import REGISTRY, Skip
-from doctor.checks.cuda_compat import best_variant, covering_target, parse_target
+from doctor.checks import Skip
+from doctor.checks.registry import outcome_of
+from doctor.derive import derive
+from doctor.derive.cuda_compat import best_variant, covering_target, parse_target
 from doctor.facts import Facts
 from doctor.facts.machine import (
     ArchListFacts,
@@ -24,7 +26,7 @@ from doctor.facts.machine import (
 from doctor.findings import Finding, Severity
 from doctor.pipeline import judge
 from doctor.probe.machine import parse_visible_devices
-from tests.handmade import healthy_facts, torch_build
+from tests.handmade import healthy_facts, project, torch_build
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,7 +79,7 @@ def with_machine(m: MachineFacts, facts: Facts | None = None, **build: Any) -> F
 
 
 def run(check_id: str, facts: Facts) -> Sequence[Finding] | Skip:
-    return REGISTRY[check_id].function(facts)
+    return outcome_of(check_id, derive(facts))
 
 
 def only(check_id: str, facts: Facts) -> Finding:
@@ -240,7 +242,7 @@ def test_driver_of_a_lower_cuda_major_is_an_error_quoting_the_versions() -> None
     assert finding.severity is Severity.ERROR
     text = "\n".join(finding.evidence)
     assert "570.124.06" in text and "12080" in text and "CUDA 13.0" in text
-    assert finding.data["native_driver"] == "580.65.06"
+    assert finding.data.native_driver == "580.65.06"
 
 
 def test_same_major_older_minor_is_a_warning_naming_what_mvc_does_not_cover() -> None:
@@ -250,7 +252,7 @@ def test_same_major_older_minor_is_a_warning_naming_what_mvc_does_not_cover() ->
     finding = only("driver-too-old", facts)
     assert finding.severity is Severity.WARNING
     assert "CUDA_ERROR_UNSUPPORTED_PTX_VERSION" in finding.detail
-    assert finding.data["native_driver"] == "570.26"
+    assert finding.data.native_driver == "570.26"
 
 
 def test_newer_driver_than_torch_cuda_is_quiet() -> None:
@@ -287,7 +289,7 @@ def test_unknown_arch_list_skips_with_the_reason() -> None:
 def test_visible_devices_hiding_every_gpu_fire(value: str) -> None:
     cvd = parse_visible_devices("CUDA_VISIBLE_DEVICES", value)
     finding = only("no-gpu-visible", with_machine(machine(cuda_visible_devices=cvd)))
-    assert finding.data["value"] == value
+    assert finding.data.value == value
 
 
 @pytest.mark.parametrize("value", ["0", "GPU-1", "0,-1,2", "MIG-abcd"])
@@ -309,8 +311,8 @@ def test_an_entry_naming_no_gpu_hides_the_gpus_named_after_it() -> None:
     )
     assert finding.severity is Severity.WARNING
     assert "'-1'" in finding.title and "1 of the 3 devices" in finding.title
-    assert finding.data["visible"] == [0] and finding.data["hidden_gpus"] == [1]
-    assert finding.data["suggested"] == "0,1"
+    assert finding.data.visible == (0,) and finding.data.hidden_gpus == (1,)
+    assert finding.data.suggested == "0,1"
     assert any("names GPU 1 (NVIDIA GeForce RTX 5090)" in e for e in finding.evidence)
     remedy = next(
         r
@@ -324,9 +326,9 @@ def test_indices_past_the_last_gpu_are_reported_with_what_cuda_exposes() -> None
     # Copied from a 4-GPU machine onto this one with a single GPU.
     cvd = parse_visible_devices("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     finding = only("visible-devices-truncated", with_machine(machine(cuda_visible_devices=cvd)))
-    assert finding.data["stop"] == "1"
-    assert finding.data["ignored"] == ["2", "3"]
-    assert finding.data["hidden_gpus"] == []
+    assert finding.data.stop == "1"
+    assert finding.data.ignored == ("2", "3")
+    assert finding.data.hidden_gpus == ()
     assert any("cuda:0 = GPU 0 (NVIDIA H100 80GB HBM3)" in e for e in finding.evidence)
 
 
@@ -373,7 +375,10 @@ def test_cpu_build_with_a_gpu_is_an_error_and_without_one_information() -> None:
 
 def test_cpu_build_remedy_is_the_index_block_for_the_computed_variant() -> None:
     facts = with_machine(
-        machine((RTX_5090,), driver="570.124.06", cuda=12080), version="2.14.1+cpu", cuda=None
+        machine((RTX_5090,), driver="570.124.06", cuda=12080),
+        healthy_facts(project=project()),
+        version="2.14.1+cpu",
+        cuda=None,
     )
     report = judge(facts)
     finding = next(f for f in report.findings if f.id == "cpu-only-torch")
@@ -381,6 +386,20 @@ def test_cpu_build_remedy_is_the_index_block_for_the_computed_variant() -> None:
     assert block["tool"]["uv"]["index"][0]["url"] == "https://download.pytorch.org/whl/cu128"
     assert block["tool"]["uv"]["index"][0]["explicit"] is True
     assert block["tool"]["uv"]["sources"]["torch"][0]["marker"] == "sys_platform == 'linux'"
+
+
+def test_cpu_build_in_a_pip_venv_gets_an_index_command_not_a_pyproject_block() -> None:
+    facts = with_machine(
+        machine((RTX_5090,), driver="570.124.06", cuda=12080), version="2.14.1+cpu", cuda=None
+    )
+    finding = next(f for f in judge(facts).findings if f.id == "cpu-only-torch")
+    assert all(r.kind.value != "toml" for r in finding.remedies)
+    [command] = [r.text for r in finding.remedies if r.kind.value == "shell"]
+    # torch was installed by uv (its INSTALLER), so uv pip; 2.14 has no cu128 build.
+    assert command == (
+        "uv pip install --python /project/.venv/bin/python --index-url "
+        "https://download.pytorch.org/whl/cu128 'torch>=2.11,<2.12'"
+    )
 
 
 # --- knowledge ----------------------------------------------------------------------------
@@ -412,7 +431,9 @@ def test_every_published_variant_names_the_source_of_its_arch_list() -> None:
 def test_the_index_block_marker_follows_the_platform() -> None:
     from doctor.facts import PlatformFacts
 
-    facts = with_machine(machine(), version="2.14.1+cpu", cuda=None)
+    facts = with_machine(
+        machine(), healthy_facts(project=project()), version="2.14.1+cpu", cuda=None
+    )
     windows = dataclasses.replace(
         facts, platform=PlatformFacts("Windows", "AMD64", "10", None, None)
     )

@@ -7,6 +7,7 @@ No GPU is needed: each scenario is a config file the stand-ins read (tests/drive
 from __future__ import annotations
 
 import ctypes
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +55,15 @@ def toml_remedy(finding: dict[str, Any]) -> dict[str, Any]:
     assert blocks, f"no TOML remedy in {finding['remedies']}"
     parsed: dict[str, Any] = tomllib.loads(blocks[0]["text"])
     return parsed
+
+
+def assert_installs_variant(finding: dict[str, Any], variant: str) -> None:
+    """These venvs belong to no uv project: the remedy is one command for the inspected
+    interpreter, from the variant's index, and no pyproject.toml block."""
+    assert not [r for r in finding["remedies"] if r["kind"] == "toml"]
+    [command] = [r["text"] for r in finding["remedies"] if r["kind"] == "shell"]
+    assert f"--index-url https://download.pytorch.org/whl/{variant} " in command
+    assert re.search(r"'?torch(==[\d.]+\+" + variant + r"|[<>=][^ ]+)'?$", command), command
 
 
 def assert_index_block(block: dict[str, Any], variant: str) -> None:
@@ -160,7 +170,7 @@ def test_535_driver_is_too_old_for_a_cu130_build(
     assert "580.65.06" in evidence  # CUDA 13.0's native minimum on Linux
     assert "found version 12020" in finding["detail"]
     # torch 2.14 is also published for CUDA 12.6, which a 535 driver runs.
-    assert_index_block(toml_remedy(finding), "cu126")
+    assert_installs_variant(finding, "cu126")
 
 
 def test_12_4_driver_under_a_cu128_build_warns_about_minor_version_compatibility(
@@ -196,7 +206,7 @@ def test_rtx_5090_on_a_build_with_only_sm80_and_sm90_cubins_is_unsupported(
     assert archs["source"] == "fatbin"
     assert archs["sm"] == ["sm_80", "sm_90"] and archs["ptx"] == []
     assert archs["fat_binaries"] == 2
-    assert_index_block(toml_remedy(finding), "cu130")
+    assert_installs_variant(finding, "cu130")
 
 
 @pytest.mark.parametrize("gpu", [TESLA_K80, GTX_980], ids=["kepler-3.7", "maxwell-5.2"])
@@ -215,7 +225,7 @@ def test_maxwell_is_sent_to_the_cu126_index_and_kepler_to_no_index(
     cu130: FakeEnv, workdir: Path, driver_stubs: DriverStubs
 ) -> None:
     maxwell = doctor(cu130, workdir, driver_stubs.env(Driver(gpus=(GTX_980,))))
-    assert_index_block(toml_remedy(maxwell.finding("gpu-arch-unsupported")), "cu126")
+    assert_installs_variant(maxwell.finding("gpu-arch-unsupported"), "cu126")
     kepler = doctor(cu130, workdir, driver_stubs.env(Driver(gpus=(TESLA_K80,))))
     remedies = kepler.finding("gpu-arch-unsupported")["remedies"]
     assert [r["kind"] for r in remedies] == ["text"]
@@ -423,7 +433,7 @@ def test_cpu_build_on_a_blackwell_with_a_570_driver_gets_the_cu128_index_block(
     finding = run.finding("cpu-only-torch")
     assert finding["severity"] == "error"
     assert any("NVIDIA GeForce RTX 5090" in e for e in finding["evidence"])
-    assert_index_block(toml_remedy(finding), "cu128")
+    assert_installs_variant(finding, "cu128")
     # torch 2.14 has no cu128 build: the remedy says which releases do.
     assert any("torch>=2.11,<2.12" in r["text"] for r in finding["remedies"])
 
@@ -435,7 +445,7 @@ def test_cpu_build_on_an_h100_with_a_580_driver_gets_the_cu130_index_block(
     env.install_torch("2.14.1+cpu", cuda=None, requires_dist=())
     finding = doctor(env, workdir, driver_stubs.env(Driver())).finding("cpu-only-torch")
     assert finding["severity"] == "error"
-    assert_index_block(toml_remedy(finding), "cu130")
+    assert_installs_variant(finding, "cu130")
     assert not any(r["kind"] == "text" for r in finding["remedies"])
 
 

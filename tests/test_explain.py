@@ -13,7 +13,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from doctor.checks import REGISTRY
-from doctor.explain import Signature, load_signatures, match_signatures
+from doctor.knowledge.signatures import Signature, load_signatures, match_signatures
 from tests.factory import PLAIN_DEPENDENCIES, REPO, FakeEnv, doctor_env, run_doctor
 
 SIGNATURES = load_signatures()
@@ -72,6 +72,24 @@ def test_each_signature_names_its_source_and_review_date(signature: Signature) -
             "to compile PyTorch (13.0). Please make sure to use the same CUDA versions.",
             "cpp-extension-cuda-mismatch",
         ),
+        # The undefined-symbol family, for every CUDA library torch loads, as import
+        # torch prints it (a shadowing copy lacks a symbol of the version torch was built for).
+        (
+            "ImportError: /venv/lib/python3.11/site-packages/torch/lib/libtorch_cuda.so: "
+            "undefined symbol: cudnnSetConvolutionGroupCount, version libcudnn.so.9",
+            "cudnn-undefined-symbol",
+        ),
+        (
+            "OSError: torch/lib/libtorch_cuda.so: undefined symbol: cublasLtMatmulAlgoGetIds, "
+            "version libcublasLt.so.13",
+            "cublas-undefined-symbol",
+        ),
+        (
+            "libtorch_cuda.so: undefined symbol: cusparseSpSV_updateMatrix, "
+            "version libcusparse.so.12",
+            "cusparse-undefined-symbol",
+        ),
+        ("libtorch_cuda.so: undefined symbol: ncclCommWindowRegister", "nccl-undefined-symbol"),
     ],
 )
 def test_errors_named_in_the_issue_are_recognised(text: str, expected: str) -> None:
@@ -126,7 +144,8 @@ def test_explain_json_lists_what_is_confirmed_and_what_is_ruled_out(
     checked = {c["id"] for c in data["report"]["checks"]}
     [cudnn] = [s for s in SIGNATURES if s.id == "cudnn-not-found"]
     assert checked <= set(cudnn.findings)
-    assert [f["id"] for f in data["report"]["findings"]] == ["missing-cuda-wheel"]
+    roots = [f["id"] for f in data["report"]["findings"] if f["root"] is None]
+    assert roots == ["missing-cuda-wheel"]
 
 
 def test_cpu_build_confirms_torch_not_compiled_with_cuda(
@@ -181,7 +200,8 @@ def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
         env=doctor_env(),
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr
+    # This interpreter has no torch: like `check`, explain exits 1 (torch-not-installed).
+    assert proc.returncode == 1, proc.stderr
     explained = json.loads(proc.stdout)["explain"]
     [recognised] = explained["recognised"]
     assert (
@@ -235,3 +255,41 @@ def test_explain_markdown_names_the_failure_then_the_focused_report(
         "## What this environment says"
     )
     assert "#### ❌ error: `missing-cuda-wheel`" in text
+
+
+def test_explain_agrees_with_check_on_the_verdict_and_the_exit_code(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    # No driver here: check says "1 warning". Explaining an unrelated error must not say
+    # "no problems found" while check does not.
+    env = make_env()
+    env.install_healthy_cu130()
+    check = run_doctor("--python", str(env.root), "--format", "json", cwd=workdir)
+    explained = run_doctor(
+        "explain",
+        "AssertionError: Torch not compiled with CUDA enabled",
+        "--python",
+        str(env.root),
+        "--format",
+        "json",
+        cwd=workdir,
+    )
+    assert explained.returncode == check.returncode
+    report = explained.json["report"]
+    assert (report["verdict"], report["summary"]) == (check.json["verdict"], check.json["summary"])
+    terminal = run_doctor(
+        "explain", "Torch not compiled with CUDA enabled", "--python", str(env.root), cwd=workdir
+    )
+    assert check.json["summary"] in terminal.stdout
+    assert "Not shown, not related to this error: no-nvidia-driver" in terminal.stdout
+
+
+def test_explain_prints_no_internal_references(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    error = "ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory"
+    for fmt in ("terminal", "markdown", "json"):
+        run = run_doctor("explain", error, "--python", str(env.root), "--format", fmt, cwd=workdir)
+        assert "catalogue" not in run.stdout and "reviewed" not in run.stdout, fmt

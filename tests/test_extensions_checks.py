@@ -86,7 +86,7 @@ def test_cuda_runtime_of_torchs_major_is_quiet_and_another_fires() -> None:
             dataclasses.replace(same, cuda_runtime=("libcudart.so.12",)), built_for_cuda="12"
         )
     )
-    assert finding.data["needs"] == ["libcudart.so.12"]
+    assert finding.data.needs == ("libcudart.so.12",)
 
 
 def toolkit(release: str | None, compiler: HostCompilerFacts | None = None) -> Facts:

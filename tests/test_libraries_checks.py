@@ -62,7 +62,7 @@ def _facts(
     cuda: str | None = "13.0",
 ) -> Facts:
     interpreter = InterpreterFacts(
-        executable="/venv/bin/python",
+        executable="/project/.venv/bin/python",
         version="3.11.7",
         implementation="CPython",
         prefix="/venv",
@@ -155,11 +155,12 @@ def test_an_older_cudnn_from_ld_preload_is_shadowed_and_mismatched() -> None:
         f"libcudnn.so.9: loaded from {old} (through the LD_PRELOAD entry {old}); expected {CUDNN}",
     )
     assert shadowed.remedies[0].text == "export LD_PRELOAD=/usr/lib/libjemalloc.so.2"
+    # One cause: the version mismatch is the preload's consequence, and the wheel is
+    # intact, so nothing tells the user to reinstall it.
     mismatch = _finding(facts, "library-version-mismatch")
-    assert mismatch.data["mismatched"][0]["expected"] == "9.24.0.43"
-    assert "uv pip install --python /venv/bin/python --reinstall nvidia-cudnn-cu13==9.24.0.43" in [
-        r.text for r in mismatch.remedies
-    ]
+    assert mismatch.data.mismatched[0].expected == "9.24.0.43"
+    assert mismatch.root == "library-shadowed"
+    assert mismatch.remedies == ()
 
 
 def test_a_torch_built_against_a_system_cuda_is_not_told_its_libraries_are_shadowed() -> None:
@@ -200,7 +201,7 @@ def test_undefined_symbol_names_the_ld_library_path_entry_and_drops_every_copy_o
         environment={"LD_LIBRARY_PATH": f"{OLD_LIB}:/opt/x:{OLD_LIB}"},
     )
     failed = _finding(facts, "library-load-failed")
-    assert failed.data["failures"][0]["soname"] == "libcusparse.so.12"
+    assert failed.data.failures[0].soname == "libcusparse.so.12"
     assert failed.evidence[1] == (
         f"cause: libnvJitLink.so.12 was found first through the LD_LIBRARY_PATH entry {OLD_LIB}: "
         f"{OLD_LIB}/libnvJitLink.so.12, ahead of the wheel's copy "

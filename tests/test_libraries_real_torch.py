@@ -101,6 +101,15 @@ def test_old_cudnn_preloaded_into_real_torch_is_named_as_shadowed(
         "mismatched"
     ][0].items()
     assert "unset LD_PRELOAD" in [r["text"] for r in shadowed["remedies"]]
+    # One cause: the preload. What it breaks hangs under it (the sub-libraries cuDNN looks
+    # for beside the outside copy, the version torch checks), and the shadowing is an error
+    # because of them. The wheel is intact: nothing says to reinstall it.
+    assert run.root_ids() == ["library-shadowed", "no-nvidia-driver"]
+    assert run.returncode == 1 and shadowed["severity"] == "error"
+    not_found = run.finding("library-not-found")
+    assert not_found["root"] == "library-shadowed" and not_found["remedies"] == []
+    assert not any("without this file" in line for line in not_found["evidence"])
+    assert all("outside torch's wheels" in line for line in not_found["evidence"])
 
 
 GROUND_TRUTH = r"""

@@ -99,12 +99,13 @@ def test_missing_soname_names_the_wheel_that_should_provide_it(
     assert [m["soname"] for m in finding["data"]["missing"]] == ["libcufft.so.11"]
     assert finding["data"]["missing"][0]["wheels"] == ["nvidia-cufft-cu12"]
     assert any("nvidia-cufft-cu12 (not installed)" in line for line in finding["evidence"])
-    assert "nvidia-cufft-cu12==11.2.1.3" in finding["remedies"][-1]["text"]
-    assert "library-load-failed" not in run.finding_ids()
-    # Not a pass either: the library did not load, and the report says why.
-    load_check = next(c for c in run.json["checks"] if c["id"] == "library-load-failed")
-    assert load_check["status"] == "skipped"
-    assert "libcufft.so.11 not found: see library-not-found" in load_check["reason"]
+    # One cause, one error: the missing wheel is the root; the loader's view of it (the
+    # soname nowhere, the load that failed) hangs under it, and only the root has a remedy.
+    assert run.root_ids() == ["missing-cuda-wheel", "no-nvidia-driver"]
+    assert finding["root"] == "missing-cuda-wheel" and finding["remedies"] == []
+    root = run.finding("missing-cuda-wheel")
+    assert "nvidia-cufft-cu12==11.2.1.3" in root["remedies"][-1]["text"]
+    assert run.finding("library-load-failed")["root"] == "missing-cuda-wheel"
 
 
 def _old_nvjitlink_run(
@@ -370,4 +371,4 @@ def test_a_cudnn_sub_library_missing_from_its_wheel_is_not_found(
     assert any(
         "nvidia-cudnn-cu12 (installed, but without this file)" in e for e in finding["evidence"]
     )
-    assert "library-load-failed" not in run.finding_ids()
+    assert "library-load-failed" not in run.root_ids()

@@ -12,8 +12,10 @@ import pytest
 
 from doctor import __version__
 from doctor.checks import CheckResult, CheckSpec, CheckStatus
+from doctor.checks.wheels import MissingCudaWheel
+from doctor.derive import derive
 from doctor.facts import DistributionFacts, Facts, InterpreterFacts, PlatformFacts
-from doctor.findings import Finding, Remedy, RemedyKind, Severity
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.pipeline import judge
 from doctor.render.markdown import MAX_BYTES, cell, code, md, render_markdown
 from doctor.report import Report
@@ -90,7 +92,7 @@ def test_report_without_findings_says_ok_and_lists_none() -> None:
         interpreter=_interpreter(),
         platform=PlatformFacts("Linux", "x86_64", "6.8.0", "glibc", "2.39"),
     )
-    text = render_markdown(Report(facts=facts, results=(), findings=()))
+    text = render_markdown(Report(context=derive(facts), results=(), findings=()))
     assert "**✅ ok: " in text
     assert "None: every check that could run passed." in text
     assert "#### " not in text
@@ -150,8 +152,9 @@ def _huge_report() -> Report:
         detail="Lots of evidence.",
         evidence=tuple(f"line {i}" for i in range(500)),
         remedies=(Remedy(RemedyKind.SHELL, "do it", "echo fix"),),
+        data=MissingCudaWheel(missing=(), toolkit_extras_unknown=()),
     )
-    return Report(facts=report.facts, results=report.results, findings=(noisy,))
+    return Report(context=report.context, results=report.results, findings=(noisy,))
 
 
 def test_long_lists_are_cut_with_a_count_and_the_report_stays_under_64_kb() -> None:
@@ -255,22 +258,41 @@ def _golden_report() -> Report:
                 target="/proj/pyproject.toml",
             ),
         ),
+        data=MissingCudaWheel(missing=(), toolkit_extras_unknown=()),
     )
     passed = CheckSpec(
-        "cpu-only-torch", "wheels", "CPU build.", "torch built with CUDA", lambda facts: []
+        "cpu-only-torch",
+        "wheels",
+        (Severity.ERROR,),
+        "CPU build.",
+        "torch built with CUDA",
+        lambda facts: [],
+        Payload,
     )
     failed = CheckSpec(
-        "missing-cuda-wheel", "wheels", "Missing.", "CUDA wheels installed", lambda facts: []
+        "missing-cuda-wheel",
+        "wheels",
+        (Severity.ERROR,),
+        "Missing.",
+        "CUDA wheels installed",
+        lambda facts: [],
+        Payload,
     )
     skipped = CheckSpec(
-        "lock-missing-dependencies", "lock", "Lock.", "uv.lock records torch", lambda facts: []
+        "lock-missing-dependencies",
+        "lock",
+        (Severity.ERROR,),
+        "Lock.",
+        "uv.lock records torch",
+        lambda facts: [],
+        Payload,
     )
     results = (
         CheckResult(failed, CheckStatus.FAILED, findings=(finding,)),
         CheckResult(passed, CheckStatus.PASSED),
         CheckResult(skipped, CheckStatus.SKIPPED, reason="no uv.lock found"),
     )
-    return Report(facts=facts, results=results, findings=(finding,))
+    return Report(context=derive(facts), results=results, findings=(finding,))
 
 
 def test_markdown_layout_matches_the_golden_file() -> None:

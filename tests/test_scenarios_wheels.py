@@ -28,7 +28,11 @@ else:  # pragma: no cover
 
 # The findings these scenarios are about. The driver checks judge the machine the tests
 # run on (no GPU here, a GPU elsewhere), so their findings are left to their own tests.
-WHEEL_AND_LOCK = {i for i, spec in REGISTRY.items() if spec.family in ("wheels", "lock")}
+WHEEL_AND_LOCK = {
+    i
+    for i, spec in REGISTRY.items()
+    if spec.family in ("wheels", "companions", "cuda-majors", "lock")
+}
 
 
 def wheel_findings(run: DoctorRun) -> list[str]:
@@ -108,7 +112,8 @@ def test_files_deleted_from_an_installed_nvidia_wheel_are_reported(
     # The environment is not a uv project's venv: reinstall with uv pip (uv installed it).
     command = finding["remedies"][-1]["text"]
     assert command.startswith("uv pip install --python")
-    assert "--reinstall nvidia-cudnn-cu13" in command
+    # pinned to torch's version: an unpinned reinstall would take the newest on the index
+    assert "--reinstall --no-deps nvidia-cudnn-cu13==9.24.0.43" in command
 
 
 def test_wrong_nccl_version_is_reported_with_the_pinned_reinstall(

@@ -88,7 +88,7 @@ def test_a_transitive_torch_ignores_the_sources() -> None:
     sources = {"torch": [{"index": "pytorch-cu130"}]}
     facts = with_project(sources=sources, dependencies=("docling>=2",))
     finding = CHECK.only(facts)
-    assert finding.data["torch_is_direct"] is False
+    assert finding.data.torch_is_direct is False
     assert any("astral-sh/uv#8253" in e for e in finding.evidence)
     assert "uv add torch" in remedies(facts)["text"]
 
@@ -122,7 +122,7 @@ def test_torch_routed_to_a_declared_mirror_is_quiet() -> None:
 def test_a_lock_older_than_the_routing_is_told_to_re_lock() -> None:
     sources = {"torch": [{"index": "pytorch-cu130"}]}
     finding = CHECK.only(with_project(sources=sources))
-    assert finding.data["causes"] == [
+    assert list(finding.data.causes) == [
         "pyproject.toml routes torch to the index now, so uv.lock predates that: re-lock"
     ]
 
@@ -186,7 +186,7 @@ def test_cli_reports_torch_locked_from_pypi_despite_the_declared_index(
         "--python", str(env.root), "--project", str(root), "--format", "json", cwd=workdir
     )
     finding = run.finding(CHECK.id)
-    assert finding["data"]["locked_sources"] == [{"registry": PYPI}]
+    assert finding["data"]["locked_registries"] == [PYPI]
     toml = next(r for r in finding["remedies"] if r["kind"] == "toml")
     assert toml["target"].endswith("demo/pyproject.toml")
 

@@ -75,7 +75,9 @@ def test_without_a_blackwell_ptxas_triton_uses_ptxas_for_every_gpu() -> None:
     finding = CHECK.only(facts)
     env = next(r for r in CHECK.judged(facts).remedies if r.kind == "env")
     assert env.text.startswith("export TRITON_PTXAS_PATH=")
-    assert finding.data["gpus"] == [{"index": 0, "sm": "sm_120", "problem": finding.evidence[0]}]
+    assert [(g.index, g.sm, g.problem) for g in finding.data.gpus] == [
+        (0, "sm_120", finding.evidence[0])
+    ]
 
 
 def test_gpus_triton_does_not_support_or_ptxas_dropped_are_named() -> None:

@@ -1,39 +1,55 @@
-"""Checks: pure functions from facts to findings.
+"""Checks: pure functions from the context to findings, one module per family.
 
-A check never does I/O. It either returns its findings (none means it passed) or
-``Skip`` with the reason it could not judge (a missing torch is one finding, not six).
-Checks register themselves with ``@check`` and are listed in ``CHECK_MODULES``.
+A check never does I/O. It returns its findings (none means it passed) or ``Skip`` with
+the reason it could not judge. Each family's module declares its checks with ``@check``
+and their remedies with ``@remedy`` (doctor/checks/registry.py); ``CHECK_MODULES`` lists
+them in report order.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from doctor.checks.registry import (
     REGISTRY,
+    REMEDIES,
     CheckResult,
     CheckSpec,
     CheckStatus,
     Skip,
+    attach_remedies,
     check,
+    relate,
+    remedy,
     run_checks,
 )
 
 __all__ = [
+    "CHECK_MODULES",
     "REGISTRY",
+    "REMEDIES",
     "CheckResult",
     "CheckSpec",
     "CheckStatus",
     "Skip",
+    "attach_remedies",
     "check",
+    "relate",
+    "remedy",
     "run_checks",
 ]
 
-# Importing a module registers its checks, in report order.
-from doctor.checks import wheels as _wheels  # noqa: F401
-from doctor.checks import companions as _companions  # noqa: F401
-from doctor.checks import cuda_majors as _cuda_majors  # noqa: F401
-from doctor.checks import lock as _lock  # noqa: F401
-from doctor.checks import sources as _sources  # noqa: F401
-from doctor.checks import driver as _driver  # noqa: F401
-from doctor.checks import libraries as _libraries  # noqa: F401
-from doctor.checks import toolchain as _toolchain  # noqa: F401
-from doctor.checks import extensions as _extensions  # noqa: F401
+# The family modules, in report order. Importing one registers its checks and remedies.
+CHECK_MODULES = (
+    "wheels",
+    "companions",
+    "cuda_majors",
+    "lock",
+    "driver",
+    "libraries",
+    "toolchain",
+    "extensions",
+)
+
+for _module in CHECK_MODULES:
+    importlib.import_module(f"doctor.checks.{_module}")

@@ -8,19 +8,25 @@ PyPI variant (doctor/knowledge/torch_releases.toml).
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from doctor.checks.expectations import applicable_requirements
-from doctor.checks.registry import Outcome, Skip, check
-from doctor.facts import DistributionFacts, Facts
-from doctor.findings import Finding, Severity
-from doctor.knowledge import torch_release
+from doctor.checks.registry import Outcome, Skip, check, remedy
+from doctor.derive import Context, Workflow
+from doctor.derive.expectations import applicable_requirements
+from doctor.derive.uv import source_entries
+from doctor.facts import DistributionFacts
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
+from doctor.knowledge import pytorch_index_url, torch_release
+from doctor.remedies import install_command
+from doctor.remedies.variants import platform_marker, render_index_block
 
-__all__ = ["COMPANIONS"]
+__all__ = ["CompanionRef", "TorchCompanionMismatch"]
 
 COMPANIONS = ("torchvision", "torchaudio")
 
@@ -61,18 +67,17 @@ def _variant_of(version: str, release_of: str | None, pypi_applies: bool) -> Var
     return Variant(release.pypi_linux, f"no local tag: PyPI's variant for torch {release.torch}")
 
 
-def _pypi_applies(facts: Facts) -> bool:
-    markers = facts.interpreter.marker_environment if facts.interpreter else {}
+def _pypi_applies(ctx: Context) -> bool:
+    markers = ctx.marker_environment
     return markers.get("platform_system") == "Linux" and markers.get("platform_machine") in (
         "x86_64",
         "AMD64",
     )
 
 
-def _torch_pin(companion: DistributionFacts, facts: Facts) -> SpecifierSet | None:
+def _torch_pin(companion: DistributionFacts, ctx: Context) -> SpecifierSet | None:
     """The companion's requirement on torch here (``==2.7.1``), if it states one."""
-    environment = facts.interpreter.marker_environment if facts.interpreter else {}
-    requirements, _ = applicable_requirements(companion.requires_dist, environment)
+    requirements, _ = applicable_requirements(companion.requires_dist, ctx.marker_environment)
     for requirement in requirements:
         if canonicalize_name(requirement.name) == "torch":
             return requirement.specifier or None
@@ -112,27 +117,50 @@ def _mismatch_severity(torch_variant: Variant, companion: Variant) -> Severity |
     return Severity.ERROR
 
 
+@dataclass(frozen=True)
+class CompanionRef:
+    name: str
+    version: str
+    torch_requirement: str | None  # its pin on torch, e.g. "==2.7.1"
+    variant: str | None  # its build variant, e.g. "cu130"
+
+
+@dataclass(frozen=True)
+class TorchCompanionMismatch(Payload):
+    torch_version: str
+    torch_variant: str | None
+    companions: tuple[CompanionRef, ...]
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset(c.name for c in self.companions)
+
+
 @check(
     "torch-companion-mismatch",
-    family="wheels",
+    severities=(
+        Severity.ERROR,
+        Severity.WARNING,
+    ),
+    family="companions",
     summary="torchvision or torchaudio was built for another torch release or CUDA variant.",
-    label="torchvision and torchaudio match torch",
+    label="torchvision and torchaudio are built for this torch",
+    payload=TorchCompanionMismatch,
+    requires=("torch",),
 )
-def torch_companion_mismatch(facts: Facts) -> Outcome:
-    torch = facts.distribution("torch")
-    if torch is None:
-        return Skip("torch is not installed")
+def torch_companion_mismatch(ctx: Context) -> Outcome:
+    facts = ctx.facts
     companions = [d for name in COMPANIONS if (d := facts.distribution(name)) is not None]
     if not companions:
         return Skip("none installed")
-    torch_version = facts.torch.version if facts.torch and facts.torch.version else torch.version
-    pypi = _pypi_applies(facts)
+    torch_version = ctx.torch_version
+    assert torch_version is not None
+    pypi = _pypi_applies(ctx)
     torch_variant = _variant_of(torch_version, torch_version, pypi)
     evidence: list[str] = []
-    problems: list[dict[str, object]] = []
+    problems: list[CompanionRef] = []
     severity = Severity.WARNING
     for companion in companions:
-        pin = _torch_pin(companion, facts)
+        pin = _torch_pin(companion, ctx)
         variant = _variant_of(companion.version, _pinned_release(pin), pypi)
         mismatched = False
         if pin is not None and not _accepts(pin, torch_version):
@@ -155,19 +183,19 @@ def torch_companion_mismatch(facts: Facts) -> Outcome:
                 severity = Severity.ERROR
         if mismatched:
             problems.append(
-                {
-                    "name": companion.name,
-                    "version": companion.version,
-                    "torch_requirement": str(pin) if pin is not None else None,
-                    "variant": variant.tag if variant else None,
-                }
+                CompanionRef(
+                    name=companion.name,
+                    version=companion.version,
+                    torch_requirement=str(pin) if pin is not None else None,
+                    variant=variant.tag if variant else None,
+                )
             )
     if not problems:
         return []
     sources = facts.project.sources if facts.project is not None else {}
     if sources.get("torch") is not None:
         for problem in problems:
-            name = str(problem["name"])
+            name = problem.name
             if sources.get(name) != sources["torch"]:
                 given = sources.get(name)
                 evidence.append(
@@ -178,7 +206,7 @@ def torch_companion_mismatch(facts: Facts) -> Outcome:
                         else f"{name} none: uv takes it from PyPI"
                     )
                 )
-    names = ", ".join(str(p["name"]) for p in problems)
+    names = ", ".join(p.name for p in problems)
     return [
         Finding(
             id="torch-companion-mismatch",
@@ -194,10 +222,106 @@ def torch_companion_mismatch(facts: Facts) -> Outcome:
                 "without the other."
             ),
             evidence=tuple(evidence),
-            data={
-                "torch_version": torch_version,
-                "torch_variant": torch_variant.tag if torch_variant else None,
-                "companions": problems,
-            },
+            data=TorchCompanionMismatch(
+                torch_version=torch_version,
+                torch_variant=torch_variant.tag if torch_variant else None,
+                companions=tuple(problems),
+            ),
         )
     ]
+
+
+def _tagged_variant(version: str) -> str | None:
+    """'cu130' for torch 2.14.1+cu130: the PyTorch index torch came from (None from PyPI)."""
+    return version.split("+", 1)[1] if "+" in version else None
+
+
+def _sources_block(ctx: Context, names: list[str], variant: str | None) -> tuple[str, str] | None:
+    """(summary, TOML) sending the companions where torch comes from; None for PyPI."""
+    project = ctx.facts.project
+    declared = {i.name for i in project.indexes} if project else set()
+    routed = [
+        str(e["index"])
+        for e in source_entries(project.sources.get("torch") if project else None)
+        if e.get("index") in declared
+    ]
+    if routed:
+        # torch's own source names a declared index already: the companions go there too.
+        block = render_index_block(routed[0], None, names, platform_marker(ctx))
+        return f"take {', '.join(names)} from {routed[0]}, as torch", block
+    if variant is None:
+        return None
+    block = render_index_block(
+        f"pytorch-{variant}", pytorch_index_url() + variant, ["torch", *names], platform_marker(ctx)
+    )
+    return f"take {', '.join(names)} from torch's index ({variant}), as torch", block
+
+
+@remedy("torch-companion-mismatch")
+def _torch_companion_mismatch(
+    finding: Finding[TorchCompanionMismatch], ctx: Context
+) -> Sequence[Remedy]:
+    torch_version = finding.data.torch_version
+    names = [c.name for c in finding.data.companions]
+    variant = _tagged_variant(torch_version)
+    release = torch_release(torch_version)
+    remedies: list[Remedy] = []
+    if ctx.workflow is Workflow.UV_PROJECT:
+        upgrade = " ".join(f"--upgrade-package {shlex.quote(p)}" for p in ["torch", *names])
+        toml = _sources_block(ctx, names, variant)
+        if toml is not None:
+            summary, block = toml
+            remedies.append(
+                Remedy(
+                    RemedyKind.TOML,
+                    summary,
+                    block,
+                    target=ctx.facts.project.pyproject_path if ctx.facts.project else None,
+                )
+            )
+        else:
+            remedies.append(
+                Remedy(
+                    RemedyKind.TEXT,
+                    f"take {', '.join(names)} from PyPI, as torch",
+                    f"torch {torch_version} comes from PyPI: remove the [tool.uv.sources] "
+                    f"entries of {', '.join(names)} from pyproject.toml.",
+                )
+            )
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                "re-lock them together and sync",
+                f"uv lock {upgrade}\nuv sync\n",
+            )
+        )
+        return remedies
+    # Outside a uv project: install the companion release built for this torch, when the
+    # knowledge table names it (an unpinned install could replace torch itself).
+    specs = [
+        f"torchvision=={release.torchvision}.*"
+        for name in names
+        if name == "torchvision" and release is not None and release.torchvision
+    ]
+    where = f" from {pytorch_index_url()}{variant}" if variant is not None else " from PyPI"
+    if len(specs) == len(names):
+        index = pytorch_index_url() + variant if variant is not None else None
+        command = install_command(ctx, specs, index_url=index)
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                f"install the {', '.join(names)} built for torch {torch_version}",
+                command,
+            )
+        )
+    else:
+        remedies.append(
+            Remedy(
+                RemedyKind.TEXT,
+                f"install the {', '.join(names)} built for torch {torch_version}",
+                f"Install the release of {', '.join(names)} whose metadata requires "
+                f"torch=={torch_version.split('+', 1)[0]}{where}, with the same installer "
+                "as torch; an unpinned install may replace torch itself.",
+            )
+        )
+    return remedies

@@ -9,15 +9,37 @@ pointing into them, another framework) can pick the wrong major.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from packaging.utils import canonicalize_name
 
-from doctor.checks.expectations import applicable_requirements, parse_requirement
-from doctor.checks.registry import Outcome, Skip, check
+from doctor.checks.registry import Outcome, Skip, check, remedy
+from doctor.derive import Context, Workflow
+from doctor.derive.expectations import applicable_requirements, parse_requirement
 from doctor.facts import DistributionFacts, Facts
-from doctor.findings import Finding, Severity
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge.cuda_libraries import WheelMajor, wheel_cuda_major
+from doctor.remedies import uninstall_command
 
-__all__: list[str] = []
+__all__ = ["ForeignWheel", "MixedCudaMajors"]
+
+
+@dataclass(frozen=True)
+class ForeignWheel:
+    name: str
+    version: str
+    cuda_major: int
+    or_later: bool
+    required_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MixedCudaMajors(Payload):
+    torch_cuda_major: int
+    foreign: tuple[ForeignWheel, ...]
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset(w.name for w in self.foreign)
 
 
 def _foreign(major: WheelMajor, torch_major: int) -> bool:
@@ -44,23 +66,23 @@ def _major_text(major: WheelMajor) -> str:
 
 @check(
     "mixed-cuda-majors",
-    family="wheels",
+    severities=(Severity.WARNING,),
+    family="cuda-majors",
     summary="CUDA library wheels of another CUDA major than torch's are installed beside it.",
-    label="CUDA wheels all of torch's CUDA major",
+    label="CUDA wheels are all of torch's CUDA major",
+    payload=MixedCudaMajors,
+    requires=("torch", "torch-cuda-version"),
 )
-def mixed_cuda_majors(facts: Facts) -> Outcome:
-    torch = facts.distribution("torch")
+def mixed_cuda_majors(ctx: Context) -> Outcome:
+    facts = ctx.facts
+    torch = ctx.torch
     build = facts.torch
-    if torch is None:
-        return Skip("torch is not installed")
-    if build is None or not build.cuda:
-        return Skip("torch is not a CUDA build")
+    assert torch is not None and build is not None and build.cuda
     try:
         torch_major = int(build.cuda.split(".")[0])
     except ValueError:
         return Skip(f"torch's CUDA version {build.cuda!r} has no major number")
-    environment = facts.interpreter.marker_environment if facts.interpreter else {}
-    requirements, _ = applicable_requirements(torch.requires_dist, environment)
+    requirements, _ = applicable_requirements(torch.requires_dist, ctx.marker_environment)
     required_by_torch = {canonicalize_name(r.name) for r in requirements}
     foreign: list[tuple[DistributionFacts, WheelMajor]] = []
     for dist in facts.distributions:
@@ -87,13 +109,7 @@ def mixed_cuda_majors(facts: Facts) -> Outcome:
             f"{dist.display_name} {dist.version} is a {_major_text(major)} wheel, {why}"
         )
         rows.append(
-            {
-                "name": dist.name,
-                "version": dist.version,
-                "cuda_major": major.major,
-                "or_later": major.or_later,
-                "required_by": users,
-            }
+            ForeignWheel(dist.name, dist.version, major.major, major.or_later, tuple(users))
         )
     names = ", ".join(dist.display_name for dist, _ in foreign)
     return [
@@ -110,6 +126,45 @@ def mixed_cuda_majors(facts: Facts) -> Outcome:
                 "from an extension built for the other major."
             ),
             evidence=tuple(evidence),
-            data={"torch_cuda_major": torch_major, "foreign": rows},
+            data=MixedCudaMajors(torch_cuda_major=torch_major, foreign=tuple(rows)),
         )
     ]
+
+
+@remedy("mixed-cuda-majors")
+def _mixed_cuda_majors(finding: Finding[MixedCudaMajors], ctx: Context) -> list[Remedy]:
+    rows = finding.data.foreign
+    leftovers = [r.name for r in rows if not r.required_by]
+    needed = [r for r in rows if r.required_by]
+    remedies = []
+    project = ctx.facts.project
+    unlocked = project is not None and not set(leftovers) & set(project.locked_names)
+    if leftovers and ctx.workflow is Workflow.UV_PROJECT and unlocked:
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                "uv.lock does not record them: uv sync removes what the lock does not hold",
+                "uv sync",
+            )
+        )
+        leftovers = []
+    if leftovers:
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                "remove the leftover wheels (nothing installed requires them)",
+                uninstall_command(ctx, leftovers),
+            )
+        )
+    if needed:
+        users = sorted({u for r in needed for u in r.required_by})
+        major = finding.data.torch_cuda_major
+        remedies.append(
+            Remedy(
+                RemedyKind.TEXT,
+                f"{', '.join(users)} want{'s' if len(users) == 1 else ''} another CUDA major",
+                f"Install the CUDA {major} variant of {', '.join(users)}, or give "
+                f"{'it' if len(users) == 1 else 'them'} an environment of its own.",
+            )
+        )
+    return remedies

@@ -5,27 +5,122 @@ An extension's shared objects are judged against the installed torch: the symbol
 need from torch's libraries (read by doctor/probe/extensions.py), the CUDA runtime they
 NEED, and the GPU code in their fat binaries. One cause per shared object: a C++11-ABI
 mismatch explains its missing symbols, so those are not reported again as a release
-mismatch.
+mismatch. torchvision/torchaudio built for another torch are torch-companion-mismatch's
+(their findings here hang under it: ``caused_by``). Remedies: the extension's own build
+for this torch, a rebuild against the installed torch, or the torch it was built for.
 """
 
 from __future__ import annotations
 
-from doctor.checks.cuda_compat import covering_target, parse_cuda, parse_target
-from doctor.checks.registry import Outcome, Skip, check
-from doctor.facts import Facts
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from doctor.checks.registry import Outcome, Skip, check, remedy
+from doctor.derive import Context, Workflow
+from doctor.derive.cuda_compat import covering_target, parse_cuda, parse_target
 from doctor.facts.extensions import (
     CudaToolkitFacts,
     ExtensionFacts,
     ExtensionLibraryFacts,
     ExtensionsFacts,
 )
-from doctor.findings import Finding, Severity
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge import host_compiler_limit
+from doctor.remedies import install_command
 
-__all__ = ["abi_mismatch", "built_for_text", "symbol_text"]
+__all__ = [
+    "ExtensionAbiMismatch",
+    "ExtensionCudaMajorMismatch",
+    "ExtensionCxx11AbiMismatch",
+    "ExtensionGpuArchUnsupported",
+    "NvccCudaMismatch",
+    "NvccHostCompilerUnsupported",
+    "NvccRef",
+    "SeveralCudaToolkits",
+    "abi_mismatch",
+    "built_for_text",
+    "symbol_text",
+]
 
 FAMILY = "extensions"
 SYMBOLS_SHOWN = 2
+# torchvision/torchaudio: when their pin names another torch, that is the root cause.
+COMPANION_ROOT = ("torch-companion-mismatch",)
+
+
+# --- payloads ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ExtensionPayload(Payload):
+    """The extension a finding is about, and what it says it was built for."""
+
+    distribution: str  # PEP 503 normalised name
+    display_name: str
+    version: str
+    built_for_torch: str | None  # the torch release its pin, tag or file name names
+    wheel_file: str | None  # its wheel's file name, from direct_url.json
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset({self.distribution})
+
+
+@dataclass(frozen=True)
+class ExtensionAbiMismatch(_ExtensionPayload):
+    libraries: tuple[str, ...]  # its shared objects that miss torch symbols
+    missing: tuple[str, ...]  # the first missing symbols of each, mangled
+
+
+@dataclass(frozen=True)
+class ExtensionCxx11AbiMismatch(_ExtensionPayload):
+    libraries: tuple[str, ...]
+    torch_cxx11_abi: bool  # torch's _GLIBCXX_USE_CXX11_ABI, which a rebuild must use
+
+
+@dataclass(frozen=True)
+class ExtensionCudaMajorMismatch(_ExtensionPayload):
+    needs: tuple[str, ...]  # the CUDA runtimes it NEEDs, e.g. libcudart.so.12
+    torch_cuda: str | None
+    built_for_cuda: str | None
+
+
+@dataclass(frozen=True)
+class ExtensionGpuArchUnsupported(_ExtensionPayload):
+    gpus: tuple[str, ...]  # sm_XY of the GPUs it has no code for
+
+
+@dataclass(frozen=True)
+class NvccRef:
+    nvcc: str
+    release: str | None
+
+
+@dataclass(frozen=True)
+class NvccCudaMismatch(Payload):
+    cuda_home: str | None
+    nvcc_release: str | None
+    torch_cuda: str | None
+    others: tuple[NvccRef, ...]  # every other nvcc on PATH
+
+
+@dataclass(frozen=True)
+class NvccHostCompilerUnsupported(Payload):
+    compiler: str
+    family: str
+    version: str
+    newest: int
+    nvcc_release: str | None
+
+
+@dataclass(frozen=True)
+class SeveralCudaToolkits(Payload):
+    cuda_home: str | None
+    nvcc_release: str | None
+    others: tuple[NvccRef, ...]  # the first nvcc on PATH, of another major
+
+
+# --- shared pieces ----------------------------------------------------------------------------
 
 
 def symbol_text(name: str, demangled: str | None) -> str:
@@ -55,10 +150,21 @@ def abi_mismatch(library: ExtensionLibraryFacts, torch_cxx11: bool | None) -> st
     return None
 
 
-def _extensions(facts: Facts) -> ExtensionsFacts | Skip:
-    if facts.torch is None:
-        return Skip("torch is not installed")
-    extensions = facts.extensions
+def _extension_fields(
+    extension: ExtensionFacts,
+) -> tuple[str, str, str, str | None, str | None]:
+    """The fields every extension payload starts with, in _ExtensionPayload's order."""
+    return (
+        extension.name,
+        extension.display_name,
+        extension.version,
+        extension.built_for_torch,
+        extension.wheel_file,
+    )
+
+
+def _extensions(ctx: Context) -> ExtensionsFacts | Skip:
+    extensions = ctx.facts.extensions
     if extensions is None or extensions.error is not None:
         reason = extensions.error if extensions is not None else None
         return Skip(reason or "torch's libraries were not read")
@@ -67,25 +173,14 @@ def _extensions(facts: Facts) -> ExtensionsFacts | Skip:
     return extensions
 
 
-def _companions_reported(facts: Facts) -> set[str]:
-    """torchvision/torchaudio that torch-companion-mismatch already reports as built for
-    another torch: that is their root cause, so their symbols are not reported again."""
-    from doctor.checks.companions import torch_companion_mismatch
-
-    outcome = torch_companion_mismatch(facts)
-    if isinstance(outcome, Skip):
-        return set()
-    return {str(c["name"]) for f in outcome for c in f.data.get("companions", [])}
-
-
-def _toolkit(facts: Facts) -> CudaToolkitFacts | Skip:
-    if facts.cuda_toolkit is None:
+def _toolkit(ctx: Context) -> CudaToolkitFacts | Skip:
+    if ctx.facts.cuda_toolkit is None:
         return Skip("no CUDA toolkit (CUDA_HOME, nvcc) found")
-    return facts.cuda_toolkit
+    return ctx.facts.cuda_toolkit
 
 
-def _torch_label(facts: Facts) -> str:
-    return f"torch {facts.torch.version}" if facts.torch and facts.torch.version else "torch"
+def _torch_cuda(ctx: Context) -> str:
+    return (ctx.facts.torch.cuda or "") if ctx.facts.torch is not None else ""
 
 
 def _missing_line(extension: ExtensionFacts, library: ExtensionLibraryFacts) -> str:
@@ -102,22 +197,26 @@ def _missing_line(extension: ExtensionFacts, library: ExtensionLibraryFacts) -> 
     )
 
 
+# --- compiled extensions ----------------------------------------------------------------------
+
+
 @check(
     "extension-abi-mismatch",
+    severities=(Severity.ERROR,),
     family=FAMILY,
     summary="A compiled extension needs symbols the installed torch does not export: it was "
     "built for another torch.",
     label="compiled extensions find every torch symbol they need",
+    payload=ExtensionAbiMismatch,
+    requires=("torch", "linux"),
+    caused_by=COMPANION_ROOT,
 )
-def extension_abi_mismatch(facts: Facts) -> Outcome:
-    found = _extensions(facts)
+def extension_abi_mismatch(ctx: Context) -> Outcome:
+    found = _extensions(ctx)
     if isinstance(found, Skip):
         return found
     findings = []
-    reported = _companions_reported(facts)
     for extension in found.extensions:
-        if extension.name in reported:
-            continue
         broken = [
             lib
             for lib in extension.libraries
@@ -129,14 +228,14 @@ def extension_abi_mismatch(facts: Facts) -> Outcome:
         built_for = built_for_text(extension)
         if built_for:
             evidence.append(f"built for: {built_for}")
-        evidence.append(f"installed: {_torch_label(facts)}")
+        evidence.append(f"installed: {ctx.torch_label}")
         first = broken[0].missing[0]
         findings.append(
             Finding(
                 id="extension-abi-mismatch",
                 severity=Severity.ERROR,
                 title=f"{extension.display_name} {extension.version} was built for another "
-                f"torch than {_torch_label(facts)}",
+                f"torch than {ctx.torch_label}",
                 detail=(
                     "Its compiled code needs C++ symbols that none of the installed torch's "
                     "libraries exports, so importing it fails with `ImportError: … undefined "
@@ -144,13 +243,11 @@ def extension_abi_mismatch(facts: Facts) -> Outcome:
                     "an extension works only with the torch it was compiled against)."
                 ),
                 evidence=tuple(evidence),
-                data={
-                    "distribution": extension.name,
-                    "version": extension.version,
-                    "libraries": [lib.path for lib in broken],
-                    "missing": [m.name for lib in broken for m in lib.missing[:SYMBOLS_SHOWN]],
-                    "built_for_torch": extension.built_for_torch,
-                },
+                data=ExtensionAbiMismatch(
+                    *_extension_fields(extension),
+                    libraries=tuple(lib.path for lib in broken),
+                    missing=tuple(m.name for lib in broken for m in lib.missing[:SYMBOLS_SHOWN]),
+                ),
             )
         )
     return findings
@@ -158,22 +255,23 @@ def extension_abi_mismatch(facts: Facts) -> Outcome:
 
 @check(
     "extension-cxx11-abi-mismatch",
+    severities=(Severity.ERROR,),
     family=FAMILY,
     summary="A compiled extension was built with the other C++11 ABI setting than torch.",
     label="compiled extensions use torch's C++11 ABI",
+    payload=ExtensionCxx11AbiMismatch,
+    requires=("torch", "linux"),
+    caused_by=COMPANION_ROOT,
 )
-def extension_cxx11_abi_mismatch(facts: Facts) -> Outcome:
-    found = _extensions(facts)
+def extension_cxx11_abi_mismatch(ctx: Context) -> Outcome:
+    found = _extensions(ctx)
     if isinstance(found, Skip):
         return found
     if found.torch_cxx11_abi is None:
         return Skip("torch's C++ ABI could not be read (no libc10.so)")
     torch_abi = "1 (C++11 ABI)" if found.torch_cxx11_abi else "0 (pre-C++11 ABI)"
     findings = []
-    reported = _companions_reported(facts)
     for extension in found.extensions:
-        if extension.name in reported:
-            continue
         mismatched = [
             (lib, kind)
             for lib in extension.libraries
@@ -188,17 +286,16 @@ def extension_cxx11_abi_mismatch(facts: Facts) -> Outcome:
             if lib.missing:
                 line += "; missing " + symbol_text(lib.missing[0].name, lib.missing[0].demangled)
             evidence.append(line)
-        evidence.append(f"{_torch_label(facts)} is built with _GLIBCXX_USE_CXX11_ABI={torch_abi}")
+        evidence.append(f"{ctx.torch_label} is built with _GLIBCXX_USE_CXX11_ABI={torch_abi}")
         built_for = built_for_text(extension)
         if built_for:
             evidence.append(f"built for: {built_for}")
-        wanted_cxx11 = bool(found.torch_cxx11_abi)
         findings.append(
             Finding(
                 id="extension-cxx11-abi-mismatch",
                 severity=Severity.ERROR,
                 title=f"{extension.display_name} {extension.version} was built with the other "
-                f"C++ ABI than {_torch_label(facts)}",
+                f"C++ ABI than {ctx.torch_label}",
                 detail=(
                     "libstdc++ has two ABIs for std::string and std::list, chosen at compile "
                     "time by _GLIBCXX_USE_CXX11_ABI. Every torch function taking a string has "
@@ -206,13 +303,11 @@ def extension_cxx11_abi_mismatch(facts: Facts) -> Outcome:
                     "setting fails to import with `undefined symbol: _ZN3c10…`."
                 ),
                 evidence=tuple(evidence),
-                data={
-                    "distribution": extension.name,
-                    "version": extension.version,
-                    "libraries": [lib.path for lib, _ in mismatched],
-                    "torch_cxx11_abi": wanted_cxx11,
-                    "built_for_torch": extension.built_for_torch,
-                },
+                data=ExtensionCxx11AbiMismatch(
+                    *_extension_fields(extension),
+                    libraries=tuple(lib.path for lib, _ in mismatched),
+                    torch_cxx11_abi=bool(found.torch_cxx11_abi),
+                ),
             )
         )
     return findings
@@ -220,23 +315,24 @@ def extension_cxx11_abi_mismatch(facts: Facts) -> Outcome:
 
 @check(
     "extension-cuda-major-mismatch",
+    severities=(Severity.ERROR,),
     family=FAMILY,
     summary="A compiled extension needs the CUDA runtime of another major than torch's.",
     label="compiled extensions need torch's CUDA runtime",
+    payload=ExtensionCudaMajorMismatch,
+    requires=("torch", "linux", "torch-cuda-version"),
+    caused_by=COMPANION_ROOT,
 )
-def extension_cuda_major_mismatch(facts: Facts) -> Outcome:
-    found = _extensions(facts)
+def extension_cuda_major_mismatch(ctx: Context) -> Outcome:
+    found = _extensions(ctx)
     if isinstance(found, Skip):
         return found
-    torch_cuda = parse_cuda(facts.torch.cuda if facts.torch else None)
+    torch_cuda = parse_cuda(_torch_cuda(ctx))
     if torch_cuda is None:
-        return Skip("torch is not a CUDA build")
+        return Skip(f"torch's CUDA release is unreadable ({_torch_cuda(ctx)!r})")
     wanted = f"libcudart.so.{torch_cuda[0]}"
     findings = []
-    reported = _companions_reported(facts)
     for extension in found.extensions:
-        if extension.name in reported:
-            continue
         other = sorted(
             {
                 (lib.path, soname)
@@ -248,33 +344,28 @@ def extension_cuda_major_mismatch(facts: Facts) -> Outcome:
         if not other:
             continue
         runtimes = sorted({soname for _, soname in other})
+        built_for = built_for_text(extension)
         findings.append(
             Finding(
                 id="extension-cuda-major-mismatch",
                 severity=Severity.ERROR,
                 title=f"{extension.display_name} {extension.version} needs "
-                f"{', '.join(runtimes)}; {_torch_label(facts)} uses {wanted}",
+                f"{', '.join(runtimes)}; {ctx.torch_label} uses {wanted}",
                 detail=(
                     f"The extension was compiled with CUDA {runtimes[0].rsplit('.', 1)[-1]}; "
-                    f"torch was built with CUDA {facts.torch.cuda if facts.torch else ''}. "
-                    "Importing it fails with `"
+                    f"torch was built with CUDA {_torch_cuda(ctx)}. Importing it fails with `"
                     f"{runtimes[0]}: cannot open shared object file`, or, where that runtime is "
                     "installed too, two CUDA runtimes share the process and fail at the first "
                     "kernel launch."
                 ),
                 evidence=tuple(f"{path} NEEDs {soname}" for path, soname in other)
-                + (
-                    (f"built for: {built_for_text(extension)}",)
-                    if built_for_text(extension)
-                    else ()
+                + ((f"built for: {built_for}",) if built_for else ()),
+                data=ExtensionCudaMajorMismatch(
+                    *_extension_fields(extension),
+                    needs=tuple(runtimes),
+                    torch_cuda=_torch_cuda(ctx) or None,
+                    built_for_cuda=extension.built_for_cuda,
                 ),
-                data={
-                    "distribution": extension.name,
-                    "version": extension.version,
-                    "needs": runtimes,
-                    "torch_cuda": facts.torch.cuda if facts.torch else None,
-                    "built_for_cuda": extension.built_for_cuda,
-                },
             )
         )
     return findings
@@ -282,17 +373,21 @@ def extension_cuda_major_mismatch(facts: Facts) -> Outcome:
 
 @check(
     "extension-gpu-arch-unsupported",
+    severities=(Severity.ERROR,),
     family=FAMILY,
     summary="A compiled extension carries no GPU code for a GPU here.",
     label="compiled extensions carry code for every GPU",
+    payload=ExtensionGpuArchUnsupported,
+    requires=("torch", "linux", "gpu"),
 )
-def extension_gpu_arch_unsupported(facts: Facts) -> Outcome:
-    found = _extensions(facts)
+def extension_gpu_arch_unsupported(ctx: Context) -> Outcome:
+    found = _extensions(ctx)
     if isinstance(found, Skip):
         return found
-    gpus = [g for g in (facts.machine.gpus if facts.machine else ()) if g.compute_capability]
+    machine = ctx.facts.machine
+    gpus = [g for g in (machine.gpus if machine is not None else ()) if g.compute_capability]
     if not gpus:
-        return Skip("no GPU is known")
+        return Skip("no GPU's compute capability is known")
     findings = []
     for extension in found.extensions:
         lacking = []
@@ -323,29 +418,35 @@ def extension_gpu_arch_unsupported(facts: Facts) -> Outcome:
                     + ", ".join(lib.gpu_targets or ())
                     for lib, gpu in lacking
                 ),
-                data={
-                    "distribution": extension.name,
-                    "version": extension.version,
-                    "gpus": sms,
-                },
+                data=ExtensionGpuArchUnsupported(
+                    *_extension_fields(extension),
+                    gpus=tuple(sms),
+                ),
             )
         )
     return findings
 
 
+# --- the toolkit that would build extensions --------------------------------------------------
+
+
 @check(
     "nvcc-cuda-mismatch",
+    severities=(Severity.WARNING,),
     family=FAMILY,
     summary="The CUDA toolkit that would build extensions is of another major than torch's CUDA.",
     label="the CUDA toolkit (nvcc) matches torch's CUDA",
+    payload=NvccCudaMismatch,
+    requires=("torch", "torch-cuda-version"),
 )
-def nvcc_cuda_mismatch(facts: Facts) -> Outcome:
-    toolkit = _toolkit(facts)
+def nvcc_cuda_mismatch(ctx: Context) -> Outcome:
+    toolkit = _toolkit(ctx)
     if isinstance(toolkit, Skip):
         return toolkit
-    torch_cuda = parse_cuda(facts.torch.cuda if facts.torch else None)
+    torch_text = _torch_cuda(ctx)
+    torch_cuda = parse_cuda(torch_text)
     if torch_cuda is None:
-        return Skip("torch is not a CUDA build")
+        return Skip(f"torch's CUDA release is unreadable ({torch_text!r})")
     release = parse_cuda(toolkit.release)
     if release is None:
         return Skip(f"nvcc's release is unknown ({toolkit.error or 'not read'})")
@@ -354,7 +455,7 @@ def nvcc_cuda_mismatch(facts: Facts) -> Outcome:
     evidence = [
         f"CUDA_HOME: {toolkit.cuda_home} (from {toolkit.cuda_home_source}); "
         f"{toolkit.nvcc}: release {toolkit.release}",
-        f"{_torch_label(facts)} was built with CUDA {facts.torch.cuda if facts.torch else ''}",
+        f"{ctx.torch_label} was built with CUDA {torch_text}",
     ]
     evidence += [
         f"also on PATH: {path} (release {rel or 'unknown'})" for path, rel in toolkit.others
@@ -364,34 +465,36 @@ def nvcc_cuda_mismatch(facts: Facts) -> Outcome:
             id="nvcc-cuda-mismatch",
             severity=Severity.WARNING,
             title=f"building extensions would use CUDA {toolkit.release}; torch was built with "
-            f"CUDA {facts.torch.cuda if facts.torch else ''}",
+            f"CUDA {torch_text}",
             detail=(
                 "torch.utils.cpp_extension refuses to build a CUDA extension with a toolkit of "
                 "another major: `RuntimeError: The detected CUDA version "
                 f"({toolkit.release}) mismatches the version that was used to compile PyTorch "
-                f"({facts.torch.cuda if facts.torch else ''}). Please make sure to use the same "
+                f"({torch_text}). Please make sure to use the same "
                 "CUDA versions.` Installing a package from source (flash-attn, xformers, a "
                 "`--no-build-isolation` rebuild) stops there."
             ),
             evidence=tuple(evidence),
-            data={
-                "cuda_home": toolkit.cuda_home,
-                "nvcc_release": toolkit.release,
-                "torch_cuda": facts.torch.cuda if facts.torch else None,
-                "others": [{"nvcc": p, "release": r} for p, r in toolkit.others],
-            },
+            data=NvccCudaMismatch(
+                cuda_home=toolkit.cuda_home,
+                nvcc_release=toolkit.release,
+                torch_cuda=torch_text,
+                others=tuple(NvccRef(p, r) for p, r in toolkit.others),
+            ),
         )
     ]
 
 
 @check(
     "nvcc-host-compiler-unsupported",
+    severities=(Severity.WARNING,),
     family=FAMILY,
     summary="The host compiler is newer than the CUDA toolkit's nvcc accepts.",
     label="nvcc accepts the host compiler",
+    payload=NvccHostCompilerUnsupported,
 )
-def nvcc_host_compiler_unsupported(facts: Facts) -> Outcome:
-    toolkit = _toolkit(facts)
+def nvcc_host_compiler_unsupported(ctx: Context) -> Outcome:
+    toolkit = _toolkit(ctx)
     if isinstance(toolkit, Skip):
         return toolkit
     release = parse_cuda(toolkit.release)
@@ -423,40 +526,41 @@ def nvcc_host_compiler_unsupported(facts: Facts) -> Outcome:
                 f"nvcc: {toolkit.nvcc} (CUDA {toolkit.release}); newest {family} it accepts: "
                 f"{newest} ({limit.verified})",
             ),
-            data={
-                "compiler": compiler.path,
-                "family": family,
-                "version": compiler.version,
-                "newest": newest,
-                "nvcc_release": toolkit.release,
-            },
+            data=NvccHostCompilerUnsupported(
+                compiler=compiler.path,
+                family=family,
+                version=compiler.version,
+                newest=newest,
+                nvcc_release=toolkit.release,
+            ),
         )
     ]
 
 
 @check(
     "several-cuda-toolkits",
+    severities=(Severity.WARNING,),
     family=FAMILY,
     summary="The first nvcc on PATH is of another CUDA major than CUDA_HOME's: builds disagree "
     "on the toolkit.",
     label="the nvcc on PATH is CUDA_HOME's CUDA major",
+    payload=SeveralCudaToolkits,
+    # When CUDA_HOME's toolkit is itself of another major, nvcc-cuda-mismatch names the
+    # toolkits on PATH and the one to point CUDA_HOME at: one cause, one finding.
+    requires=("torch", "torch-cuda-version", "nvcc-cuda-mismatch"),
 )
-def several_cuda_toolkits(facts: Facts) -> Outcome:
-    toolkit = _toolkit(facts)
+def several_cuda_toolkits(ctx: Context) -> Outcome:
+    toolkit = _toolkit(ctx)
     if isinstance(toolkit, Skip):
         return toolkit
     chosen = parse_cuda(toolkit.release)
-    torch_cuda = parse_cuda(facts.torch.cuda if facts.torch else None)
-    if chosen is None or torch_cuda is None:
-        return Skip("nvcc's release or torch's CUDA is unknown")
-    if chosen[0] != torch_cuda[0]:
-        return Skip("nvcc-cuda-mismatch names the toolkits")
+    if chosen is None:
+        return Skip(f"nvcc's release is unknown ({toolkit.error or 'not read'})")
     # What a plain `nvcc` runs: the first on PATH, when it is not CUDA_HOME's own.
     first = next(((p, r) for p, r in toolkit.others if p == toolkit.first_on_path), None)
     first_release = parse_cuda(first[1]) if first is not None else None
     if first is None or first_release is None or first_release[0] == chosen[0]:
         return []
-    other = [first]
     return [
         Finding(
             id="several-cuda-toolkits",
@@ -472,12 +576,172 @@ def several_cuda_toolkits(facts: Facts) -> Outcome:
             evidence=(
                 f"CUDA_HOME: {toolkit.cuda_home} (from {toolkit.cuda_home_source}); "
                 f"{toolkit.nvcc}: release {toolkit.release}",
-                *(f"first nvcc on PATH: {path} (release {rel})" for path, rel in other),
+                f"first nvcc on PATH: {first[0]} (release {first[1]})",
             ),
-            data={
-                "cuda_home": toolkit.cuda_home,
-                "nvcc_release": toolkit.release,
-                "others": [{"nvcc": p, "release": r} for p, r in other],
-            },
+            data=SeveralCudaToolkits(
+                cuda_home=toolkit.cuda_home,
+                nvcc_release=toolkit.release,
+                others=(NvccRef(*first),),
+            ),
+        )
+    ]
+
+
+# --- remedies ---------------------------------------------------------------------------------
+
+
+def _uses_uv(ctx: Context) -> bool:
+    return ctx.workflow in (Workflow.UV_VENV, Workflow.UV_PROJECT)
+
+
+def _rebuild(extension: _ExtensionPayload, ctx: Context) -> Remedy:
+    """A source build against the torch in the environment: no build isolation (an
+    isolated build installs another torch to build against) and no cached wheel (a wheel
+    built earlier, against the old torch, would be reused)."""
+    name = extension.display_name
+    spec = f"{name}=={extension.version.split('+', 1)[0]}"
+    flags = ["--no-build-isolation", "--no-binary", name]
+    if _uses_uv(ctx):
+        flags += ["--reinstall-package", name, "--no-cache", "--no-deps", spec]
+    else:
+        flags += ["--force-reinstall", "--no-cache-dir", "--no-deps", spec]
+    return Remedy(
+        RemedyKind.SHELL,
+        f"rebuild {name} against the installed torch (needs a C++ compiler, and an nvcc of "
+        "torch's CUDA major for CUDA code)",
+        install_command(ctx, flags) + "\n",
+    )
+
+
+def _own_build(extension: _ExtensionPayload, ctx: Context, cxx11: bool | None) -> Remedy | None:
+    """flash-attn names its builds +cu<major>torch<X.Y>cxx11abi<TRUE|FALSE>: name the one
+    for this torch (its GitHub release assets)."""
+    torch = ctx.facts.torch
+    if extension.wheel_file is None or torch is None or not torch.version:
+        return None
+    if "cxx11abi" not in extension.wheel_file.lower():
+        return None
+    torch_mm = ".".join(torch.version.split("+", 1)[0].split(".")[:2])
+    cuda = (torch.cuda or "").split(".")[0]
+    if cxx11 is None:
+        found = ctx.facts.extensions
+        cxx11 = bool(found is not None and found.torch_cxx11_abi)
+    tag = f"cu{cuda}torch{torch_mm}cxx11abi{'TRUE' if cxx11 else 'FALSE'}"
+    command = install_command(ctx, ["<that wheel URL>"], reinstall=True, no_deps=True)
+    return Remedy(
+        RemedyKind.TEXT,
+        f"install the {extension.display_name} build for this torch: the wheel tagged +{tag}",
+        f"Installed: {extension.wheel_file}. Take the wheel of the same version whose name "
+        f"carries +{tag} from the project's release assets, and install it with `{command}`.",
+    )
+
+
+def _torch_spec(release: str) -> str:
+    """torch==2.6.0 for a pin; torch==2.6.* for flash-attn's "torch2.6" (any 2.6.x)."""
+    return f"torch=={release}.*" if release.count(".") == 1 else f"torch=={release}"
+
+
+def _torch_it_was_built_for(extension: _ExtensionPayload, ctx: Context) -> Remedy | None:
+    release = extension.built_for_torch
+    torch = ctx.facts.torch
+    if not release or torch is None or torch.version == release:
+        return None
+    return Remedy(
+        RemedyKind.SHELL,
+        f"or go back to the torch {extension.display_name} was built for (its companions and "
+        "CUDA wheels must follow)",
+        install_command(ctx, [_torch_spec(release)]) + "\n",
+    )
+
+
+def _extension_remedies(
+    extension: _ExtensionPayload, ctx: Context, cxx11: bool | None = None
+) -> list[Remedy]:
+    remedies = [r for r in (_own_build(extension, ctx, cxx11),) if r is not None]
+    remedies.append(_rebuild(extension, ctx))
+    back = _torch_it_was_built_for(extension, ctx)
+    if back is not None:
+        remedies.append(back)
+    return remedies
+
+
+@remedy("extension-abi-mismatch")
+def _extension_abi_mismatch(
+    finding: Finding[ExtensionAbiMismatch], ctx: Context
+) -> Sequence[Remedy]:
+    return _extension_remedies(finding.data, ctx)
+
+
+@remedy("extension-cxx11-abi-mismatch")
+def _extension_cxx11_abi_mismatch(
+    finding: Finding[ExtensionCxx11AbiMismatch], ctx: Context
+) -> Sequence[Remedy]:
+    return _extension_remedies(finding.data, ctx, finding.data.torch_cxx11_abi)
+
+
+@remedy("extension-cuda-major-mismatch")
+def _extension_cuda_major_mismatch(
+    finding: Finding[ExtensionCudaMajorMismatch], ctx: Context
+) -> Sequence[Remedy]:
+    return _extension_remedies(finding.data, ctx)
+
+
+@remedy("extension-gpu-arch-unsupported")
+def _extension_gpu_arch_unsupported(
+    finding: Finding[ExtensionGpuArchUnsupported], ctx: Context
+) -> Sequence[Remedy]:
+    archs = ";".join(g.replace("sm_", "")[:-1] + "." + g[-1] for g in finding.data.gpus)
+    rebuild = _rebuild(finding.data, ctx)
+    return [
+        Remedy(
+            RemedyKind.SHELL,
+            f"rebuild {finding.data.display_name} for these GPUs (TORCH_CUDA_ARCH_LIST names them)",
+            f"TORCH_CUDA_ARCH_LIST={shlex.quote(archs)} {rebuild.text}",
+        )
+    ]
+
+
+@remedy("nvcc-cuda-mismatch")
+def _nvcc_cuda_mismatch(finding: Finding[NvccCudaMismatch], ctx: Context) -> Sequence[Remedy]:
+    torch_cuda = finding.data.torch_cuda or ""
+    major = torch_cuda.split(".")[0]
+    matching = [o.nvcc for o in finding.data.others if (o.release or "").split(".")[0] == major]
+    if matching:
+        home = matching[0].rsplit("/bin/nvcc", 1)[0]
+        text = f"export CUDA_HOME={shlex.quote(home)}\n"
+        summary = f"point CUDA_HOME at the CUDA {major} toolkit already on PATH"
+    else:
+        text = f"export CUDA_HOME=/usr/local/cuda-{torch_cuda}  # a CUDA {major}.x toolkit\n"
+        summary = f"install a CUDA {major}.x toolkit and point CUDA_HOME at it"
+    return [Remedy(RemedyKind.ENV, summary, text)]
+
+
+@remedy("nvcc-host-compiler-unsupported")
+def _nvcc_host_compiler_unsupported(
+    finding: Finding[NvccHostCompilerUnsupported], ctx: Context
+) -> Sequence[Remedy]:
+    newest = finding.data.newest
+    family = finding.data.family
+    cxx = "g++" if family == "gcc" else "clang++"
+    return [
+        Remedy(
+            RemedyKind.ENV,
+            f"build with {family} {newest} (Debian/Ubuntu: apt-get install {family}-{newest} "
+            f"{cxx}-{newest}); cpp_extension passes CC to nvcc as -ccbin",
+            f"export CC={family}-{newest} CXX={cxx}-{newest} NVCC_CCBIN={family}-{newest}\n",
+        )
+    ]
+
+
+@remedy("several-cuda-toolkits")
+def _several_cuda_toolkits(finding: Finding[SeveralCudaToolkits], ctx: Context) -> Sequence[Remedy]:
+    home = finding.data.cuda_home
+    if not home:
+        return []
+    return [
+        Remedy(
+            RemedyKind.ENV,
+            "put CUDA_HOME's nvcc first on PATH, so every build uses the same toolkit",
+            f'export PATH={shlex.quote(home)}/bin:"$PATH"\n',
         )
     ]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from doctor.checks.expectations import expected_wheels
-from doctor.checks.registry import Outcome, Skip, check
-from doctor.facts import Facts
+from doctor.checks.registry import Outcome, check, remedy
+from doctor.derive import Context
 from doctor.facts.libraries import (
     CudaLibraryFacts,
     LibrariesFacts,
@@ -25,10 +26,21 @@ from doctor.facts.libraries import (
     Resolution,
     ResolvedDependency,
 )
-from doctor.findings import Finding, Severity
-from doctor.knowledge.cuda_libraries import cuda_library, driver_sonames, wheel_matches
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
+from doctor.knowledge.cuda_libraries import driver_sonames
+from doctor.remedies import reinstall_command
 
-__all__ = ["pinned_wheels", "providing_wheels", "reference_version"]
+__all__ = [
+    "CudaLibsInLoaderPath",
+    "LibraryLoadFailed",
+    "LibraryNotFound",
+    "LibraryShadowed",
+    "LibraryVersionMismatch",
+]
+
+REQUIRES = ("torch", "cuda-build", "libraries")
+SUBLIBRARY_STAGE = "cudnn sub-library"  # the load probe's stage for cuDNN's sub-libraries
+LOADER_VARIABLES = (Resolution.LD_LIBRARY_PATH, Resolution.LD_PRELOAD)
 
 # How an outside copy gets in ahead of the wheel's (the loader-path variables and the system).
 OUTSIDE = (Resolution.LD_PRELOAD, Resolution.LD_LIBRARY_PATH, Resolution.CACHE, Resolution.DEFAULT)
@@ -41,63 +53,6 @@ VERSION_NOT_FOUND = re.compile(
 CANNOT_OPEN = re.compile(r"(?P<soname>[^\s:]+): cannot open shared object file")
 
 
-def _libraries(facts: Facts) -> Skip | LibrariesFacts:
-    if facts.distribution("torch") is None:
-        return Skip("torch is not installed")
-    if facts.torch is None or not facts.torch.is_cuda_build:
-        return Skip("torch is a CPU-only build: it loads no CUDA library")
-    if facts.libraries is None:
-        failure = facts.failure("libraries")
-        return Skip(failure.reason if failure else "torch's libraries could not be inspected")
-    return facts.libraries
-
-
-def _is_driver(soname: str) -> bool:
-    return soname in driver_sonames()
-
-
-def pinned_wheels(facts: Facts, soname: str) -> list[str]:
-    """The wheels torch's own requirements name for this soname (none for a torch built
-    against a system CUDA, e.g. conda's or a distribution's, which pins no NVIDIA wheel)."""
-    library = cuda_library(soname)
-    expectations = expected_wheels(facts)
-    if library is None or expectations is None:
-        return []
-    return [
-        w.name
-        for w in expectations.cuda
-        if any(wheel_matches(stem, w.name) for stem in library.wheels)
-    ]
-
-
-def providing_wheels(facts: Facts, soname: str) -> list[str]:
-    """The wheels that ship this soname (installed or not), torch's pins first."""
-    library = cuda_library(soname)
-    if library is None:
-        return []
-    names = pinned_wheels(facts, soname)
-    if not names:
-        names = [
-            d.name
-            for d in facts.distributions
-            if not d.shadowed and any(wheel_matches(s, d.name) for s in library.wheels)
-        ]
-    return names or list(library.wheels)
-
-
-def reference_version(facts: Facts, wheel: str) -> str | None:
-    """The version torch pins exactly for a wheel (``==9.24.0.43``), else the installed one."""
-    expectations = expected_wheels(facts)
-    if expectations is not None:
-        for expected in expectations.cuda:
-            spec = expected.specifier
-            if expected.name == wheel and spec.startswith("==") and "," not in spec:
-                version = spec[2:]
-                return version[:-2] if version.endswith(".*") else version
-    installed = facts.distribution(wheel)
-    return installed.version if installed is not None else None
-
-
 def _actual(row: CudaLibraryFacts) -> tuple[str | None, str, ResolvedDependency | None]:
     """Where the library came from, and whether the load probe (or the ELF model) says so."""
     if row.load is not None and row.load.path:
@@ -107,18 +62,14 @@ def _actual(row: CudaLibraryFacts) -> tuple[str | None, str, ResolvedDependency 
     return None, "", row.resolved
 
 
-def _how(resolved: ResolvedDependency | None) -> str:
-    if resolved is None:
-        return ""
-    if resolved.how in (Resolution.LD_LIBRARY_PATH, Resolution.LD_PRELOAD):
-        return f"{resolved.how} entry {entry_text(resolved.entry)}"
-    if resolved.how == Resolution.CACHE:
-        return "the system's ld.so cache (ldconfig)"
-    if resolved.how == Resolution.DEFAULT:
-        return f"the loader's default directory {resolved.entry}"
-    if resolved.how in (Resolution.RPATH, Resolution.RUNPATH) and resolved.entry_from:
-        return f"{resolved.how} {resolved.entry} of {os.path.basename(resolved.entry_from)}"
-    return resolved.how
+def _libraries(ctx: Context) -> LibrariesFacts:
+    # Every check here requires "libraries": the runner skipped it when there are none.
+    assert ctx.facts.libraries is not None
+    return ctx.facts.libraries
+
+
+def _is_driver(soname: str) -> bool:
+    return soname in driver_sonames()
 
 
 def _not_found(row: CudaLibraryFacts) -> bool:
@@ -129,43 +80,105 @@ def _not_found(row: CudaLibraryFacts) -> bool:
     return error is not None and f"{row.soname}: cannot open shared object file" in error
 
 
+def _outside_parent(
+    libraries: LibrariesFacts, row: CudaLibraryFacts, ctx: Context
+) -> CudaLibraryFacts | None:
+    """For a sub-library the load probe looked for beside its parent (cuDNN's, as cuDNN
+    does): the parent row, when that parent was loaded from outside torch's wheels."""
+    if row.load is None or row.load.stage != SUBLIBRARY_STAGE:
+        return None
+    for parent in libraries.cuda:
+        if parent.soname.startswith("libcudnn.so") and parent.path:
+            pinned = ctx.pinned_wheels(parent.soname)
+            if pinned and parent.owner not in pinned:
+                return parent
+    return None
+
+
+def entry_text(entry: str | None) -> str:
+    """A search path entry for the reader: ld.so reads an empty one as the working directory."""
+    return entry if entry else "'' (empty: the working directory)"
+
+
+def _via(how: str | None, entry: str | None) -> str:
+    """The subject of "found through this loader-variable entry" (LD_PRELOAD:/opt/x.so)."""
+    return f"{how}:{entry}"
+
+
+def _how_text(how: str | None, entry: str | None) -> str:
+    if how in LOADER_VARIABLES:
+        return f"the {how} entry {entry_text(entry)}"
+    if how == Resolution.CACHE:
+        return "the system's ld.so cache"
+    return str(how)
+
+
+# --- library-not-found ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MissingLibrary:
+    soname: str
+    needed_by: tuple[str, ...]
+    wheels: tuple[str, ...]  # the wheels that ship it, torch's pin first
+    installed: tuple[str, ...]  # those of them that are installed
+
+
+@dataclass(frozen=True)
+class LibraryNotFound(Payload):
+    missing: tuple[MissingLibrary, ...]
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset(m.wheels[0] if m.wheels else m.soname for m in self.missing)
+
+
 @check(
     "library-not-found",
+    severities=(Severity.ERROR,),
     family="libraries",
     summary="A CUDA library torch needs resolves nowhere: no installed wheel provides it here.",
     label="every CUDA library torch needs resolves",
+    payload=LibraryNotFound,
+    requires=REQUIRES,
+    caused_by=("missing-cuda-wheel", "cuda-wheel-files-missing", "library-shadowed"),
 )
-def library_not_found(facts: Facts) -> Outcome:
-    libraries = _libraries(facts)
-    if isinstance(libraries, Skip):
-        return libraries
-    missing: list[dict[str, Any]] = []
+def library_not_found(ctx: Context) -> Outcome:
+    libraries = _libraries(ctx)
+    missing: list[MissingLibrary] = []
+    evidence = []
     for row in libraries.cuda:
         if _is_driver(row.soname):
             continue  # the driver's library: judged by the driver checks
         if (row.load is not None and row.load.loaded) or not _not_found(row):
             continue
-        wheels = providing_wheels(facts, row.soname)
-        missing.append(
-            {
-                "soname": row.soname,
-                "needed_by": list(row.needed_by),
-                "wheels": wheels,
-                "installed": [w for w in wheels if facts.distribution(w) is not None],
-            }
+        wheels = ctx.providing_wheels(row.soname)
+        item = MissingLibrary(
+            soname=row.soname,
+            needed_by=tuple(row.needed_by),
+            wheels=tuple(wheels),
+            installed=tuple(w for w in wheels if ctx.facts.distribution(w) is not None),
         )
-    if not missing:
-        return []
-    evidence = []
-    for item in missing:
-        wheel = item["wheels"][0] if item["wheels"] else "an NVIDIA wheel"
-        state = "installed, but without this file" if item["installed"] else "not installed"
+        missing.append(item)
+        wheel = item.wheels[0] if item.wheels else "an NVIDIA wheel"
+        parent = _outside_parent(libraries, row, ctx)
+        if parent is not None:
+            # cuDNN looks for its sub-libraries beside itself: a copy from elsewhere looks
+            # there, whatever the wheel holds.
+            evidence.append(
+                f"{item.soname}: cuDNN loads it from its own directory, and the "
+                f"{parent.soname} in use was loaded from {parent.path}, outside torch's "
+                f"wheels, which has no {item.soname}"
+            )
+            continue
+        state = "installed, but without this file" if item.installed else "not installed"
         evidence.append(
-            f"{item['soname']}: needed by {', '.join(item['needed_by'])}; "
+            f"{item.soname}: needed by {', '.join(item.needed_by)}; "
             f"no RPATH, LD_LIBRARY_PATH, RUNPATH, ld.so cache or default directory holds it; "
             f"it should come from {wheel} ({state})"
         )
-    names = ", ".join(m["soname"] for m in missing)
+    if not missing:
+        return []
+    names = ", ".join(m.soname for m in missing)
     return [
         Finding(
             id="library-not-found",
@@ -179,13 +192,65 @@ def library_not_found(facts: Facts) -> Outcome:
                 "directory`, or the feature that loads it later does."
             ),
             evidence=tuple(evidence),
-            data={"missing": missing},
+            data=LibraryNotFound(missing=tuple(missing)),
         )
     ]
 
 
-def _cause(libraries: LibrariesFacts, load: LoadedLibraryFacts) -> dict[str, Any] | None:
-    """Which copy of the soname a failed symbol lookup met first, and why."""
+@remedy("library-not-found")
+def _library_not_found(finding: Finding[LibraryNotFound], ctx: Context) -> list[Remedy]:
+    wheels = [m.wheels[0] for m in finding.data.missing if m.wheels]
+    return _reinstall(ctx, wheels, "install the wheels that ship these libraries")
+
+
+# --- library-load-failed ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadCause:
+    """Which copy of a soname a failed symbol lookup met first, and why."""
+
+    soname: str
+    symbol: str | None
+    object: str
+    how: str
+    entry: str | None
+    path: str
+    expected_path: str | None
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    soname: str
+    requested: str
+    stage: str | None
+    error: str | None
+    crashed_signal: str | None
+    timed_out: bool
+    wheels: tuple[str, ...]  # the wheels that ship the failing library, torch's pin first
+    cause: LoadCause | None
+    cause_wheels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LibraryLoadFailed(Payload):
+    failures: tuple[LoadFailure, ...]
+    torch_import_error: str | None
+
+    def subjects(self) -> frozenset[str]:
+        subjects: set[str] = set()
+        for failure in self.failures:
+            subjects.add(failure.wheels[0] if failure.wheels else failure.soname)
+            cause = failure.cause
+            if cause is not None and cause.how in LOADER_VARIABLES:
+                subjects.add(_via(cause.how, cause.entry))
+            elif failure.cause_wheels:
+                subjects.add(failure.cause_wheels[0])
+        return frozenset(subjects)
+
+
+def _cause(libraries: LibrariesFacts, load: LoadedLibraryFacts) -> LoadCause | None:
     error = load.error or ""
     match = UNDEFINED_SYMBOL.search(error) or VERSION_NOT_FOUND.search(error)
     if match is None:
@@ -204,103 +269,101 @@ def _cause(libraries: LibrariesFacts, load: LoadedLibraryFacts) -> dict[str, Any
         resolved = row.resolved if row is not None else None
     if resolved is None or resolved.path is None:
         return None
-    return {
-        "soname": version,
-        "symbol": match.groupdict().get("symbol"),
-        "object": failing,
-        "how": resolved.how,
-        "entry": resolved.entry,
-        "path": resolved.path,
-        "expected_path": resolved.expected_path,
-        "owner": resolved.owner,
-    }
+    return LoadCause(
+        soname=version,
+        symbol=match.groupdict().get("symbol"),
+        object=failing,
+        how=resolved.how,
+        entry=resolved.entry,
+        path=resolved.path,
+        expected_path=resolved.expected_path,
+        owner=resolved.owner,
+    )
 
 
 @check(
     "library-load-failed",
+    severities=(Severity.ERROR,),
     family="libraries",
     summary="A CUDA library torch loads fails to load, crashes or hangs when loaded.",
     label="torch's CUDA libraries load",
+    payload=LibraryLoadFailed,
+    requires=(*REQUIRES, "load-probe"),
+    caused_by=("library-not-found", "missing-cuda-wheel", "library-shadowed"),
 )
-def library_load_failed(facts: Facts) -> Outcome:
-    libraries = _libraries(facts)
-    if isinstance(libraries, Skip):
-        return libraries
+def library_load_failed(ctx: Context) -> Outcome:
+    libraries = _libraries(ctx)
     probe = libraries.load_probe
-    if probe is None or not probe.ran:
-        return Skip("the load probe did not run" + (f" ({probe.skipped_reason})" if probe else ""))
-    if probe.error and not libraries.loads:
-        return Skip(probe.error)
-    failures: list[dict[str, Any]] = []
-    explained: set[str] = set()
+    assert probe is not None
+    failures: list[LoadFailure] = []
     seen: set[tuple[str, str]] = set()
     loaded = {row.soname for row in libraries.cuda if row.load is not None and row.load.loaded}
-    not_found = {row.soname for row in libraries.cuda if _not_found(row)}
     for load in libraries.loads:
         if load.loaded or (load.error is None and not load.crashed_signal and not load.timed_out):
             continue
         if load.soname in loaded and not (load.crashed_signal or load.timed_out):
             continue  # torch's own flow loaded it afterwards
-        missing = CANNOT_OPEN.search(load.error or "")
-        if missing and missing.group("soname") in not_found:
-            explained.add(missing.group("soname"))
-            continue  # not found: library-not-found says it
         # A load fails because of the object the loader names first (libtorch_global_deps
-        # fails because its NEEDED libcusparse does): report that object.
+        # fails because its NEEDED libcusparse does), or the soname it cannot open.
         named = UNDEFINED_SYMBOL.search(load.error or "")
-        subject = os.path.basename(named.group("object")) if named else load.soname
+        missing = CANNOT_OPEN.search(load.error or "")
+        if named:
+            subject = os.path.basename(named.group("object"))
+        elif missing:
+            subject = missing.group("soname")
+        else:
+            subject = load.soname
         # The same failure reached by two paths (torch/lib/../../nvidia/… and nvidia/…) is one.
         what = (
             f"{named.group('symbol')}@{named.group('version')}"
             if named
             else load.error or load.crashed_signal or str(load.timed_out)
         )
-        key = (subject, what)
-        if key in seen:
+        if (subject, what) in seen:
             continue
-        seen.add(key)
+        seen.add((subject, what))
+        cause = _cause(libraries, load)
         failures.append(
-            {
-                "soname": subject,
-                "requested": load.requested,
-                "stage": load.stage,
-                "error": load.error,
-                "crashed_signal": load.crashed_signal,
-                "timed_out": load.timed_out,
-                "cause": _cause(libraries, load),
-            }
+            LoadFailure(
+                soname=subject,
+                requested=load.requested,
+                stage=load.stage,
+                error=load.error,
+                crashed_signal=load.crashed_signal,
+                timed_out=bool(load.timed_out),
+                wheels=tuple(ctx.providing_wheels(subject)),
+                cause=cause,
+                cause_wheels=tuple(ctx.providing_wheels(cause.soname)) if cause else (),
+            )
         )
-    if not failures and explained:
-        # Not a pass: these did not load, because they are nowhere to be found.
-        return Skip(f"{', '.join(sorted(explained))} not found: see library-not-found")
     if not failures:
         return []
     evidence = []
     for item in failures:
-        if item["crashed_signal"]:
+        if item.crashed_signal:
             evidence.append(
-                f"{item['soname']}: loading {item['requested']} killed the process with "
-                f"{item['crashed_signal']} (a constructor in it or its dependencies)"
+                f"{item.soname}: loading {item.requested} killed the process with "
+                f"{item.crashed_signal} (a constructor in it or its dependencies)"
             )
-        elif item["timed_out"]:
+        elif item.timed_out:
             evidence.append(
-                f"{item['soname']}: loading {item['requested']} did not finish within the "
+                f"{item.soname}: loading {item.requested} did not finish within the "
                 "time limit (a constructor in it or its dependencies hangs)"
             )
         else:
-            evidence.append(f"{item['soname']}: {item['error']}")
-        cause = item["cause"]
+            evidence.append(f"{item.soname}: {item.error}")
+        cause = item.cause
         if cause is not None:
-            line = f"cause: {cause['soname']} was found first through {_how_text(cause)}: "
-            line += cause["path"]
-            if cause["expected_path"] and cause["expected_path"] != cause["path"]:
-                line += f", ahead of the wheel's copy {cause['expected_path']}"
+            line = f"cause: {cause.soname} was found first through "
+            line += f"{_how_text(cause.how, cause.entry)}: {cause.path}"
+            if cause.expected_path and cause.expected_path != cause.path:
+                line += f", ahead of the wheel's copy {cause.expected_path}"
             evidence.append(line)
     if probe.torch_import_error:
         evidence.append(f"`import torch` would stop here with {probe.torch_import_error}")
     first = failures[0]
     title = (
-        f"{first['soname']} fails to load"
+        f"{first.soname} fails to load"
         if len(failures) == 1
         else f"{len(failures)} CUDA libraries fail to load"
     )
@@ -317,78 +380,107 @@ def library_load_failed(facts: Facts) -> Outcome:
                 "libX was found before the one the wheel was built against."
             ),
             evidence=tuple(evidence),
-            data={"failures": failures, "torch_import_error": probe.torch_import_error},
+            data=LibraryLoadFailed(
+                failures=tuple(failures), torch_import_error=probe.torch_import_error
+            ),
         )
     ]
 
 
-def entry_text(entry: str | None) -> str:
-    """A search path entry for the reader: ld.so reads an empty one as the working directory."""
-    return entry if entry else "'' (empty: the working directory)"
+@remedy("library-load-failed")
+def _library_load_failed(finding: Finding[LibraryLoadFailed], ctx: Context) -> list[Remedy]:
+    failures = finding.data.failures
+    causes = [f.cause for f in failures if f.cause is not None]
+    remedies = _env_remedies(ctx, ((c.how, c.entry) for c in causes))
+    if any(c.how == Resolution.CACHE for c in causes):
+        remedies.append(
+            Remedy(
+                RemedyKind.TEXT,
+                "a system copy is registered with ldconfig",
+                "Install the wheel torch pins for it (below) so its RPATH/RUNPATH finds that "
+                "copy first, or remove the system package that registered the old one.",
+            )
+        )
+    wheels = [f.wheels[0] for f in failures if f.wheels]
+    wheels += [f.cause_wheels[0] for f in failures if f.cause_wheels]
+    summary = "then reinstall the pinned wheels" if remedies else "reinstall the pinned wheels"
+    remedies += _reinstall(ctx, wheels, summary)
+    return remedies
 
 
-def _how_text(cause: dict[str, Any]) -> str:
-    how = cause["how"]
-    if how in (Resolution.LD_LIBRARY_PATH, Resolution.LD_PRELOAD):
-        return f"the {how} entry {entry_text(cause['entry'])}"
-    if how == Resolution.CACHE:
-        return "the system's ld.so cache"
-    return str(how)
+# --- library-shadowed ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShadowedLibrary:
+    soname: str
+    path: str
+    how: str | None  # how the loader found the outside copy (None: not what the model says)
+    entry: str | None
+    expected_path: str | None
+    expected_wheels: tuple[str, ...]
+    verb: str  # "loaded" (the load probe saw it) or "resolves" (the ELF model says so)
+
+
+@dataclass(frozen=True)
+class LibraryShadowed(Payload):
+    shadowed: tuple[ShadowedLibrary, ...]
+
+    def subjects(self) -> frozenset[str]:
+        subjects = {s.expected_wheels[0] for s in self.shadowed if s.expected_wheels}
+        subjects |= {_via(s.how, s.entry) for s in self.shadowed if s.how in LOADER_VARIABLES}
+        return frozenset(subjects)
 
 
 @check(
     "library-shadowed",
+    severities=(Severity.WARNING,),
     family="libraries",
     summary="A CUDA library is loaded from outside the wheel torch pins (LD_LIBRARY_PATH, "
     "LD_PRELOAD, the system).",
     label="CUDA libraries come from torch's wheels",
+    payload=LibraryShadowed,
+    requires=REQUIRES,
 )
-def library_shadowed(facts: Facts) -> Outcome:
-    libraries = _libraries(facts)
-    if isinstance(libraries, Skip):
-        return libraries
-    shadowed: list[dict[str, Any]] = []
-    for row in libraries.cuda:
+def library_shadowed(ctx: Context) -> Outcome:
+    shadowed: list[ShadowedLibrary] = []
+    for row in _libraries(ctx).cuda:
         if _is_driver(row.soname):
             continue
         path, verb, resolved = _actual(row)
         if path is None:
             continue
-        wheels = pinned_wheels(facts, row.soname)
+        wheels = ctx.pinned_wheels(row.soname)
         if not wheels:
             continue  # torch pins no wheel for it: a system CUDA is where it belongs
-        owner = row.owner
-        if owner is not None and owner in wheels:
+        if row.owner is not None and row.owner in wheels:
             continue
         expected = resolved.expected_path if resolved is not None else None
         how = resolved.how if resolved is not None else None
         if verb == "loaded" and resolved is not None and resolved.path != path:
             how = None  # the loader took another way than the model: say only where
         shadowed.append(
-            {
-                "soname": row.soname,
-                "path": path,
-                "how": how,
-                "entry": resolved.entry if resolved is not None and how else None,
-                "expected_path": expected,
-                "expected_wheels": wheels,
-                "verb": verb,
-            }
+            ShadowedLibrary(
+                soname=row.soname,
+                path=path,
+                how=how,
+                entry=resolved.entry if resolved is not None and how else None,
+                expected_path=expected,
+                expected_wheels=tuple(wheels),
+                verb=verb,
+            )
         )
     if not shadowed:
         return []
     evidence = []
     for item in shadowed:
-        line = f"{item['soname']}: {item['verb']} from {item['path']}"
-        if item["how"] in OUTSIDE:
-            line += f" (through {_how_text(item)})"
+        line = f"{item.soname}: {item.verb} from {item.path}"
+        if item.how in OUTSIDE:
+            line += f" (through {_how_text(item.how, item.entry)})"
         line += "; expected "
-        if item["expected_path"]:
-            line += item["expected_path"]
-        else:
-            line += f"the file from {item['expected_wheels'][0]}"
+        line += item.expected_path or f"the file from {item.expected_wheels[0]}"
         evidence.append(line)
-    names = ", ".join(s["soname"] for s in shadowed)
+    names = ", ".join(s.soname for s in shadowed)
     return [
         Finding(
             id="library-shadowed",
@@ -402,9 +494,40 @@ def library_shadowed(facts: Facts) -> Outcome:
                 "`undefined symbol` errors, `cuDNN version incompatibility`, or wrong results."
             ),
             evidence=tuple(evidence),
-            data={"shadowed": shadowed},
+            data=LibraryShadowed(shadowed=tuple(shadowed)),
         )
     ]
+
+
+@remedy("library-shadowed")
+def _library_shadowed(finding: Finding[LibraryShadowed], ctx: Context) -> list[Remedy]:
+    items = finding.data.shadowed
+    remedies = _env_remedies(ctx, ((i.how, i.entry) for i in items if i.how))
+    outside_env = [i for i in items if i.how not in LOADER_VARIABLES]
+    wheels = [i.expected_wheels[0] for i in outside_env if i.expected_wheels]
+    remedies += _reinstall(ctx, wheels, "install the pinned wheels so torch finds their copy")
+    return remedies
+
+
+# --- library-version-mismatch -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MismatchedLibrary:
+    soname: str
+    version: str
+    version_api: str | None
+    path: str | None
+    wheel: str
+    expected: str
+
+
+@dataclass(frozen=True)
+class LibraryVersionMismatch(Payload):
+    mismatched: tuple[MismatchedLibrary, ...]
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset(m.wheel for m in self.mismatched)
 
 
 def _version_parts(text: str) -> tuple[int, ...] | None:
@@ -416,54 +539,50 @@ def _version_parts(text: str) -> tuple[int, ...] | None:
 
 @check(
     "library-version-mismatch",
+    severities=(Severity.ERROR,),
     family="libraries",
     summary="A loaded CUDA library reports a version other than the wheel torch pins.",
-    label="loaded CUDA library versions match torch's pins",
+    label="loaded CUDA libraries are the versions torch pins",
+    payload=LibraryVersionMismatch,
+    requires=(*REQUIRES, "load-probe"),
+    caused_by=("cuda-wheel-version-mismatch", "library-shadowed"),
 )
-def library_version_mismatch(facts: Facts) -> Outcome:
-    libraries = _libraries(facts)
-    if isinstance(libraries, Skip):
-        return libraries
-    probe = libraries.load_probe
-    if probe is None or not probe.ran:
-        return Skip("the load probe did not run")
-    if probe.error and not libraries.loads:
-        return Skip(probe.error)
-    mismatched: list[dict[str, Any]] = []
-    for row in libraries.cuda:
+def library_version_mismatch(ctx: Context) -> Outcome:
+    mismatched: list[MismatchedLibrary] = []
+    for row in _libraries(ctx).cuda:
         load = row.load
         if load is None or not load.version:
             continue
         loaded = _version_parts(load.version)
-        for wheel in pinned_wheels(facts, row.soname):
-            reference = reference_version(facts, wheel)
+        for wheel in ctx.pinned_wheels(row.soname):
+            reference = ctx.pinned_version(wheel)
             expected = _version_parts(reference) if reference else None
-            if loaded is None or expected is None:
+            if loaded is None or expected is None or reference is None:
                 continue
             if expected[: len(loaded)] != loaded:
                 mismatched.append(
-                    {
-                        "soname": row.soname,
-                        "version": load.version,
-                        "version_api": load.version_api,
-                        "path": load.path,
-                        "wheel": wheel,
-                        "expected": reference,
-                    }
+                    MismatchedLibrary(
+                        soname=row.soname,
+                        version=load.version,
+                        version_api=load.version_api,
+                        path=load.path,
+                        wheel=wheel,
+                        expected=reference,
+                    )
                 )
             break
     if not mismatched:
         return []
     evidence = [
-        f"{m['soname']} reports {m['version']} ({m['version_api']}), loaded from {m['path']}; "
-        f"torch pins {m['wheel']} {m['expected']}"
+        f"{m.soname} reports {m.version} ({m.version_api}), loaded from {m.path}; "
+        f"torch pins {m.wheel} {m.expected}"
         for m in mismatched
     ]
     return [
         Finding(
             id="library-version-mismatch",
             severity=Severity.ERROR,
-            title=", ".join(f"{m['soname']} is {m['version']}" for m in mismatched)
+            title=", ".join(f"{m.soname} is {m.version}" for m in mismatched)
             + " (not torch's pin)",
             detail=(
                 "Asked through its own API, the library that was really loaded reports a "
@@ -472,22 +591,58 @@ def library_version_mismatch(facts: Facts) -> Outcome:
                 "others fail with missing symbols or wrong results."
             ),
             evidence=tuple(evidence),
-            data={"mismatched": mismatched},
+            data=LibraryVersionMismatch(mismatched=tuple(mismatched)),
         )
     ]
 
 
+@remedy("library-version-mismatch")
+def _library_version_mismatch(
+    finding: Finding[LibraryVersionMismatch], ctx: Context
+) -> list[Remedy]:
+    items = finding.data.mismatched
+    pairs = []
+    libraries = ctx.facts.libraries
+    for item in items:
+        row = libraries.library(item.soname) if libraries is not None else None
+        resolved = row.resolved if row is not None else None
+        if resolved is not None and resolved.path == item.path and resolved.entry is not None:
+            pairs.append((resolved.how, resolved.entry))
+    remedies = _env_remedies(ctx, pairs)
+    remedies += _reinstall(ctx, [i.wheel for i in items], "reinstall the pinned versions")
+    return remedies
+
+
+# --- cuda-libs-in-loader-path ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoaderPathEntry:
+    variable: str
+    entry: str
+    cuda_files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CudaLibsInLoaderPath(Payload):
+    entries: tuple[LoaderPathEntry, ...]
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset(_via(e.variable, e.entry) for e in self.entries)
+
+
 @check(
     "cuda-libs-in-loader-path",
+    severities=(Severity.WARNING,),
     family="libraries",
     summary="LD_LIBRARY_PATH or LD_PRELOAD holds CUDA libraries that can shadow torch's wheels.",
     label="LD_LIBRARY_PATH and LD_PRELOAD hold no CUDA libraries",
+    payload=CudaLibsInLoaderPath,
+    requires=REQUIRES,
+    caused_by=("library-shadowed", "library-load-failed"),
 )
-def cuda_libs_in_loader_path(facts: Facts) -> Outcome:
-    libraries = _libraries(facts)
-    if isinstance(libraries, Skip):
-        return libraries
-    entries = [e for e in libraries.loader_path if e.cuda_files]
+def cuda_libs_in_loader_path(ctx: Context) -> Outcome:
+    entries = [e for e in _libraries(ctx).loader_path if e.cuda_files]
     if not entries:
         return []
     evidence = []
@@ -510,11 +665,59 @@ def cuda_libs_in_loader_path(facts: Facts) -> Outcome:
                 "torch's wheels needs neither."
             ),
             evidence=tuple(evidence),
-            data={
-                "entries": [
-                    {"variable": e.variable, "entry": e.entry, "cuda_files": list(e.cuda_files)}
-                    for e in entries
-                ]
-            },
+            data=CudaLibsInLoaderPath(
+                entries=tuple(
+                    LoaderPathEntry(e.variable, e.entry, tuple(e.cuda_files)) for e in entries
+                )
+            ),
         )
     ]
+
+
+@remedy("cuda-libs-in-loader-path")
+def _loader_path(finding: Finding[CudaLibsInLoaderPath], ctx: Context) -> list[Remedy]:
+    return _env_remedies(ctx, ((e.variable, e.entry) for e in finding.data.entries))
+
+
+# --- remedy pieces shared by this family ---------------------------------------------------------
+
+
+def _split(variable: str, value: str) -> list[str]:
+    if variable == Resolution.LD_PRELOAD:  # colons or white space (ld.so(8))
+        return value.replace(":", " ").split()
+    return value.split(":")
+
+
+def _drop_entries(ctx: Context, variable: str, entries: Iterable[str]) -> Remedy:
+    """``export VAR=<value without those entries>``, or ``unset VAR`` when nothing is left."""
+    drop = set(entries)
+    current = ctx.facts.environment.get(variable, "")
+    kept = [part for part in _split(variable, current) if part and part not in drop]
+    text = f"export {variable}={shlex.quote(':'.join(kept))}" if kept else f"unset {variable}"
+    names = ", ".join(e or "the empty entry (the working directory)" for e in sorted(drop))
+    return Remedy(
+        RemedyKind.ENV,
+        f"drop {names} from {variable} in the shell (and the profile or module) that sets it",
+        text,
+    )
+
+
+def _env_remedies(ctx: Context, pairs: Iterable[tuple[str | None, str | None]]) -> list[Remedy]:
+    by_variable: dict[str, list[str]] = {}
+    for variable, entry in pairs:
+        # An empty entry ("") is one too: ld.so searches the working directory for it.
+        if (
+            variable in LOADER_VARIABLES
+            and variable is not None
+            and entry is not None
+            and entry not in by_variable.get(variable, [])
+        ):
+            by_variable.setdefault(variable, []).append(entry)
+    return [_drop_entries(ctx, v, e) for v, e in by_variable.items()]
+
+
+def _reinstall(ctx: Context, wheels: Sequence[str], summary: str) -> list[Remedy]:
+    unique = list(dict.fromkeys(w for w in wheels if w))
+    if not unique:
+        return []
+    return [Remedy(RemedyKind.SHELL, summary, reinstall_command(ctx, unique))]

@@ -1,61 +1,41 @@
-"""Does uv.lock record torch with the dependencies its installed wheel declares here?
+"""Does uv take torch, with its dependencies, from where the project says (catalogue 1, 3)?
 
 The founding case (uv#11945): the PyTorch index served torch 2.6.0+cu126 wheels whose
 metadata differed by platform; uv reads one wheel's metadata for all of them, so the
 lock recorded torch without its nvidia dependencies and `uv sync` never installs them.
+
+uv uses an explicit index only for the packages ``[tool.uv.sources]`` pins to it, applies
+sources only to the project's own dependencies, and skips a source entry whose marker does
+not hold. Any of these sends torch back to PyPI (or another index) while pyproject.toml
+looks as if it asked for a CUDA build from download.pytorch.org.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
 
-from doctor.checks.expectations import applicable_requirements, marker_applies, same_version
-from doctor.checks.registry import Outcome, Skip, check
-from doctor.facts import Facts, LockedDependency, LockedPackage
-from doctor.findings import Finding, Severity
+from doctor.checks.registry import Outcome, Skip, check, remedy
+from doctor.derive import Context, Workflow
+from doctor.derive.expectations import applicable_requirements, parse_requirement
+from doctor.derive.uv import (
+    matching_locked_torch,
+    pytorch_indexes,
+    source_entries,
+    uv_marker_applies,
+)
+from doctor.facts import LockedDependency
+from doctor.facts.project import IndexFacts, ProjectFacts
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
+from doctor.remedies.metadata_block import entry_uv_uses, render_dependency_metadata
+from doctor.remedies.variants import platform_marker, render_index_block
 
-__all__ = ["matching_locked_torch", "uv_marker_applies"]
+__all__ = ["IndexRef", "LockMissingDependencies", "TorchIndexNotUsed"]
 
-
-_MARKER_EXTRA = re.compile(r"""\bextra\s*==\s*['"]([^'"]+)['"]""")
-
-
-def uv_marker_applies(marker: str | None, environment: Mapping[str, str]) -> bool:
-    """Whether a marker as uv writes it (uv.lock, [tool.uv.sources]) holds here."""
-    if not marker:
-        return True
-    try:
-        parsed = Marker(marker)
-    except InvalidMarker:
-        # Includes uv's `group == '...'` markers, which are not PEP 508: cannot judge, so
-        # never raise a false alarm on it.
-        return True
-    # uv's conflict markers name the project's extras (`extra == 'extra-4-demo-cu130'`).
-    # Whether one is active depends on how the user syncs, so each extra the marker names
-    # counts as active; the rest of the marker (the platform) must still hold here.
-    extras = _MARKER_EXTRA.findall(marker)
-    return marker_applies(parsed, environment, extras or ("",))
-
-
-def matching_locked_torch(facts: Facts) -> list[LockedPackage]:
-    """The uv.lock entries for the installed torch version that apply to this platform."""
-    project = facts.project
-    torch = facts.distribution("torch")
-    if project is None or torch is None or facts.interpreter is None:
-        return []
-    environment = facts.interpreter.marker_environment
-    entries = [p for p in project.locked_torch if same_version(p.version, torch.version)]
-    applicable = [
-        p
-        for p in entries
-        if not p.resolution_markers
-        or any(uv_marker_applies(m, environment) for m in p.resolution_markers)
-    ]
-    return applicable or entries
+RELOCK = "uv lock\nuv sync"
 
 
 def _recorded(dependencies: tuple[LockedDependency, ...], environment: dict[str, str]) -> set[str]:
@@ -64,44 +44,67 @@ def _recorded(dependencies: tuple[LockedDependency, ...], environment: dict[str,
     }
 
 
+# --- lock-missing-dependencies ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockMissingDependencies(Payload):
+    version: str
+    missing: tuple[str, ...]  # torch's requirements, as the installed wheel declares them
+    brought: tuple[str, ...]  # wheels the missing requirements bring (cuda-toolkit's extras)
+    lock_path: str | None
+    pyproject_path: str | None
+    existing_metadata_entry: bool
+
+    def subjects(self) -> frozenset[str]:
+        names = {
+            canonicalize_name(
+                r.split(";")[0].split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip()
+            )
+            for r in self.missing
+        }
+        return frozenset(names | set(self.brought))
+
+
 @check(
     "lock-missing-dependencies",
+    severities=(Severity.ERROR,),
     family="lock",
     summary="uv.lock records torch without requirements its installed wheel declares here.",
     label="uv.lock records torch's dependencies",
+    payload=LockMissingDependencies,
+    requires=("interpreter", "torch", "torch-metadata", "lock"),
 )
-def lock_missing_dependencies(facts: Facts) -> Outcome:
+def lock_missing_dependencies(ctx: Context) -> Outcome:
+    facts = ctx.facts
     project = facts.project
-    if facts.interpreter is None:
-        return Skip("the inspected interpreter could not be probed")
-    torch = facts.distribution("torch")
-    if torch is None:
-        return Skip("torch is not installed")
-    if torch.error is not None:
-        return Skip(f"torch's metadata cannot be used: {torch.error}")
-    if project is None or project.lock_path is None:
-        return Skip("no uv.lock found")
-    if project.lock_error is not None:
-        return Skip(f"uv.lock could not be read: {project.lock_error}")
+    torch = ctx.torch
+    assert project is not None and torch is not None
     if not project.locked_torch:
         return Skip("uv.lock does not record torch")
-    environment = facts.interpreter.marker_environment
+    environment = ctx.marker_environment
     entries = matching_locked_torch(facts)
     if not entries:
         locked = ", ".join(sorted({str(p.version) for p in project.locked_torch}))
         return Skip(f"uv.lock records torch {locked}, the environment has torch {torch.version}")
 
     requirements, _ = applicable_requirements(torch.requires_dist, environment)
-    missing = []
+    missing: list[str] = []
+    missing_names: set[str] = set()
     for entry in entries:
         recorded = _recorded(entry.dependencies, environment)
         for requirement in requirements:
             name = canonicalize_name(requirement.name)
             if name not in recorded and str(requirement) not in missing:
                 missing.append(str(requirement))
+                missing_names.add(name)
     if not missing:
         return []
-
+    brought = tuple(
+        w.name
+        for w in (ctx.expected.wheels if ctx.expected is not None else ())
+        if w.required_by.split("[", 1)[0] in missing_names and w.required_by != "torch"
+    )
     existing = [
         m
         for m in project.dependency_metadata
@@ -133,12 +136,263 @@ def lock_missing_dependencies(facts: Facts) -> Outcome:
                 "metadata in pyproject.toml makes uv lock them."
             ),
             evidence=tuple(evidence),
-            data={
-                "version": torch.version,
-                "missing": missing,
-                "lock_path": project.lock_path,
-                "pyproject_path": project.pyproject_path,
-                "existing_metadata_entry": bool(existing),
-            },
+            data=LockMissingDependencies(
+                version=torch.version,
+                missing=tuple(missing),
+                brought=brought,
+                lock_path=project.lock_path,
+                pyproject_path=project.pyproject_path,
+                existing_metadata_entry=bool(existing),
+            ),
         )
     ]
+
+
+def _declares_all(entry: Mapping[str, Any], missing: Sequence[str], ctx: Context) -> bool:
+    """Whether a dependency-metadata entry declares every missing requirement, pins included.
+
+    An entry copied from another build declares the same names with other versions:
+    re-locking with it would install the wrong wheels, so it counts as not declaring them.
+    """
+    requires = entry.get("requires-dist")
+    if not isinstance(requires, list):
+        return False
+    declared, _ = applicable_requirements([str(r) for r in requires], ctx.marker_environment)
+    pins = {(canonicalize_name(r.name), r.specifier, frozenset(r.extras)) for r in declared}
+    wanted = [parse_requirement(m) for m in missing]
+    return all(
+        w is not None and (canonicalize_name(w.name), w.specifier, frozenset(w.extras)) in pins
+        for w in wanted
+    )
+
+
+@remedy("lock-missing-dependencies")
+def _lock_missing(finding: Finding[LockMissingDependencies], ctx: Context) -> list[Remedy]:
+    torch = ctx.torch
+    if torch is None:
+        return []
+    entries = ctx.facts.project.dependency_metadata if ctx.facts.project else ()
+    used = entry_uv_uses(entries, "torch", torch.version)
+    if used is not None and _declares_all(used, finding.data.missing, ctx):
+        return [
+            Remedy(
+                RemedyKind.SHELL,
+                "pyproject.toml already declares these for uv; uv.lock predates it: "
+                "re-lock and sync",
+                RELOCK,
+            )
+        ]
+    if used is not None and used.get("version") is not None:
+        # uv reads the first entry for a version and silently ignores later ones:
+        # appending a second entry would change nothing.
+        summary = (
+            f"replace the [[tool.uv.dependency-metadata]] entry for torch {used['version']} "
+            "in pyproject.toml with this one (uv uses only the first entry for a version; "
+            "`torch-doctor fix` does it)"
+        )
+    else:
+        summary = (
+            "declare torch's metadata for uv (append to pyproject.toml, or run "
+            "`torch-doctor fix`: it shows the diff and keeps a backup)"
+        )
+    return [
+        Remedy(
+            RemedyKind.TOML,
+            summary,
+            render_dependency_metadata(torch),
+            target=finding.data.pyproject_path,
+        ),
+        Remedy(RemedyKind.SHELL, "then re-lock and sync", RELOCK),
+    ]
+
+
+# --- torch-index-not-used --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexRef:
+    name: str | None
+    url: str
+    explicit: bool
+
+
+@dataclass(frozen=True)
+class TorchIndexNotUsed(Payload):
+    indexes: tuple[IndexRef, ...]
+    locked_registries: tuple[str, ...]
+    torch_is_direct: bool
+    causes: tuple[str, ...]
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset({"torch-source"})
+
+
+def _url(url: str) -> str:
+    return url.rstrip("/")
+
+
+def _locked_here(markers: tuple[str, ...], environment: Mapping[str, str]) -> bool:
+    """A uv.lock entry with resolution markers applies when one of them holds here."""
+    return not markers or any(uv_marker_applies(m, environment) for m in markers)
+
+
+def _direct(project: ProjectFacts, name: str) -> bool:
+    for text in project.declared_dependencies:
+        requirement = parse_requirement(text)
+        if requirement is not None and canonicalize_name(requirement.name) == name:
+            return True
+    return False
+
+
+def _causes(ctx: Context, project: ProjectFacts, indexes: list[IndexFacts]) -> list[str]:
+    environment = ctx.marker_environment
+    names = ", ".join(str(i.name or i.url) for i in indexes)
+    entries = source_entries(project.sources.get("torch"))
+    causes = []
+    if not entries:
+        explicit = all(i.explicit for i in indexes)
+        causes.append(
+            f"no [tool.uv.sources] entry sends torch to {names}"
+            + (": uv uses an explicit index only for the packages pinned to it" if explicit else "")
+        )
+    else:
+        holding = [e for e in entries if uv_marker_applies(e.get("marker"), environment)]
+        if not holding:
+            here = (
+                f"{environment.get('sys_platform', '?')}/{environment.get('platform_machine', '?')}"
+            )
+            markers = "; ".join(str(e.get("marker")) for e in entries)
+            causes.append(
+                f"no marker of torch's [tool.uv.sources] entries holds here ({here}): {markers}"
+            )
+        declared = {i.name for i in project.indexes}
+        for entry in holding:
+            index = entry.get("index")
+            if index is not None and index not in declared:
+                causes.append(f"torch's source names the index {index!r}, which is not declared")
+    if not _direct(project, "torch"):
+        causes.append(
+            "torch is not a dependency of the project itself: uv applies [tool.uv.sources] "
+            "only to the project's own dependencies (astral-sh/uv#8253)"
+        )
+    if not causes:
+        causes.append(
+            "pyproject.toml routes torch to the index now, so uv.lock predates that: re-lock"
+        )
+    return causes
+
+
+@check(
+    "torch-index-not-used",
+    severities=(Severity.WARNING,),
+    family="lock",
+    summary="pyproject.toml declares a PyTorch index, but uv.lock takes torch from elsewhere.",
+    label="torch comes from the declared PyTorch index",
+    payload=TorchIndexNotUsed,
+    requires=("project", "lock"),
+)
+def torch_index_not_used(ctx: Context) -> Outcome:
+    project = ctx.facts.project
+    assert project is not None
+    indexes = pytorch_indexes(project)
+    if not indexes:
+        return Skip("pyproject.toml declares no PyTorch index")
+    environment = ctx.marker_environment
+    locked = [p for p in project.locked_torch if _locked_here(p.resolution_markers, environment)]
+    if not locked:
+        return Skip("uv.lock records no torch for this platform")
+    # torch may be routed on purpose to another declared index (a mirror): that one counts.
+    routed = {
+        str(e.get("index"))
+        for e in source_entries(project.sources.get("torch"))
+        if uv_marker_applies(e.get("marker"), environment)
+    }
+    urls = {_url(i.url) for i in indexes} | {
+        _url(i.url) for i in project.indexes if i.name in routed
+    }
+    # Only registry sources: a torch from a wheel file, a URL or git was chosen on purpose.
+    elsewhere = [
+        p for p in locked if "registry" in p.source and _url(p.source["registry"]) not in urls
+    ]
+    if not elsewhere:
+        return []
+    evidence = [
+        "pyproject.toml declares "
+        + ", ".join(
+            f"{i.name or 'an index'} ({i.url}{', explicit' if i.explicit else ''})" for i in indexes
+        )
+    ]
+    for package in elsewhere:
+        evidence.append(
+            f"uv.lock records torch {package.version} from {package.source['registry']}"
+        )
+    causes = _causes(ctx, project, indexes)
+    evidence += causes
+    return [
+        Finding(
+            id="torch-index-not-used",
+            severity=Severity.WARNING,
+            title="uv takes torch from elsewhere than the PyTorch index pyproject.toml declares",
+            detail=(
+                "pyproject.toml declares a PyTorch index, so a CUDA build of torch from it "
+                "looks intended; uv.lock records torch from another place. On Linux that is "
+                "PyPI's CUDA variant, which may need a newer driver; on Windows and macOS it "
+                "is a CPU-only torch. uv uses an explicit index only for packages that "
+                "[tool.uv.sources] pins to it, and applies sources only to the project's own "
+                "dependencies."
+            ),
+            evidence=tuple(evidence),
+            data=TorchIndexNotUsed(
+                indexes=tuple(IndexRef(i.name, i.url, i.explicit) for i in indexes),
+                locked_registries=tuple(p.source["registry"] for p in elsewhere),
+                torch_is_direct=_direct(project, "torch"),
+                causes=tuple(causes),
+            ),
+        )
+    ]
+
+
+@remedy("torch-index-not-used")
+def _torch_index_not_used(finding: Finding[TorchIndexNotUsed], ctx: Context) -> list[Remedy]:
+    from doctor.remedies.variants import family
+
+    project = ctx.facts.project
+    if project is None or ctx.workflow is not Workflow.UV_PROJECT:
+        return []
+    indexes = pytorch_indexes(project)
+    wanted = {str(e.get("index")) for e in source_entries(project.sources.get("torch"))}
+    index = next((i for i in indexes if i.name in wanted), indexes[0] if indexes else None)
+    if index is None:
+        return []
+    remedies: list[Remedy] = []
+    packages = family(ctx)
+    if index.name is None:
+        remedies.append(
+            Remedy(
+                RemedyKind.TEXT,
+                "name the index, so that [tool.uv.sources] can point at it",
+                f'Add name = "pytorch" to the [[tool.uv.index]] with url = "{index.url}".',
+            )
+        )
+    else:
+        remedies.append(
+            Remedy(
+                RemedyKind.TOML,
+                f"send {', '.join(packages)} to the index {index.name} on this platform "
+                "(`torch-doctor fix` adds it)",
+                render_index_block(index.name, None, packages, platform_marker(ctx)),
+                target=project.pyproject_path,
+            )
+        )
+    if not finding.data.torch_is_direct:
+        remedies.append(
+            Remedy(
+                RemedyKind.TEXT,
+                "make torch a dependency of the project itself",
+                "Sources apply only to the project's own dependencies: `uv add torch` (with "
+                "the version you need) adds it, with the source above.",
+            )
+        )
+    upgrade = " ".join(f"--upgrade-package {p}" for p in packages)
+    remedies.append(Remedy(RemedyKind.SHELL, "re-lock and sync", f"uv lock {upgrade}\nuv sync\n"))
+    return remedies

@@ -7,18 +7,45 @@ and a GPU triton supports at all.
 
 from __future__ import annotations
 
-from doctor.checks.registry import Outcome, Skip, check
-from doctor.facts import Facts, NvidiaToolFacts, ToolchainFacts
+from dataclasses import dataclass
+
+from doctor.checks.registry import Outcome, Skip, check, remedy
+from doctor.derive import Context
+from doctor.facts import NvidiaToolFacts, ToolchainFacts
+from doctor.facts.environment import triton_tool_variable
 from doctor.facts.machine import GpuFacts
-from doctor.findings import Finding, Severity
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge import first_cuda_for, last_cuda_major_for, triton_min_capability
 
-__all__ = ["tool_for"]
+__all__ = ["GpuToolProblem", "ToolRef", "TorchCompileToolchain"]
+
+
+@dataclass(frozen=True)
+class GpuToolProblem:
+    index: int
+    sm: str | None
+    problem: str
+
+
+@dataclass(frozen=True)
+class ToolRef:
+    name: str
+    path: str | None
+    release: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class TorchCompileToolchain(Payload):
+    c_compiler: str | None
+    gpus: tuple[GpuToolProblem, ...]
+    tools: tuple[ToolRef, ...]
+
 
 BLACKWELL = (10, 0)  # triton compiles for 10.0 and later with ptxas-blackwell, if bundled
 
 
-def tool_for(capability: tuple[int, int], toolchain: ToolchainFacts) -> NvidiaToolFacts | None:
+def _tool_for(capability: tuple[int, int], toolchain: ToolchainFacts) -> NvidiaToolFacts | None:
     """The ptxas triton runs for a GPU of this compute capability."""
     if capability >= BLACKWELL and toolchain.tool("ptxas-blackwell") is not None:
         return toolchain.tool("ptxas-blackwell")
@@ -43,7 +70,7 @@ def _gpu_problem(gpu: GpuFacts, toolchain: ToolchainFacts) -> str | None:
             f"{label}: triton supports compute capability {floor} and later, so "
             "torch.compile's GPU backend refuses this GPU"
         )
-    tool = tool_for(capability, toolchain)
+    tool = _tool_for(capability, toolchain)
     if tool is None or tool.release is None:
         reason = tool.error if tool is not None else "triton bundles no ptxas"
         return f"{label}: triton's ptxas cannot be run ({reason})"
@@ -63,20 +90,19 @@ def _gpu_problem(gpu: GpuFacts, toolchain: ToolchainFacts) -> str | None:
 
 @check(
     "torch-compile-toolchain",
-    family="compile",
+    severities=(Severity.WARNING,),
+    family="toolchain",
     summary="torch.compile's GPU path (triton) lacks a C compiler or a ptxas for this GPU.",
-    label="torch.compile's toolchain (triton, ptxas, C compiler)",
+    label="torch.compile has its toolchain (triton's ptxas, a C compiler)",
+    payload=TorchCompileToolchain,
+    # triton-windows bundles its own compiler and names its tools *.exe: Linux only.
+    requires=("torch", "cuda-build", "linux"),
 )
-def torch_compile_toolchain(facts: Facts) -> Outcome:
+def torch_compile_toolchain(ctx: Context) -> Outcome:
+    facts = ctx.facts
     toolchain = facts.toolchain
-    if facts.torch is None or not facts.torch.is_cuda_build:
-        return Skip("torch is not a CUDA build")
     if toolchain is None:
         return Skip("triton is not installed")
-    environment = facts.interpreter.marker_environment if facts.interpreter else {}
-    if environment.get("platform_system", "Linux") != "Linux":
-        # triton-windows bundles its own compiler and names its tools *.exe.
-        return Skip("judged on Linux only")
     gpus = facts.machine.gpus if facts.machine is not None else ()
     gpu_problems = [(g, p) for g in gpus if (p := _gpu_problem(g, toolchain)) is not None]
     problems: list[str] = []
@@ -93,6 +119,11 @@ def torch_compile_toolchain(facts: Facts) -> Outcome:
             "triton cannot compile for " + ", ".join(str(g.sm) for g, _ in gpu_problems)
         )
         problems += [p for _, p in gpu_problems]
+    if not problems and not gpus:
+        # Only the C compiler was judged: a pass would claim triton's ptxas was checked.
+        return Skip(
+            f"no GPU is known, so triton's ptxas was not asked (C compiler: {toolchain.c_compiler})"
+        )
     if not problems:
         return []
     evidence = list(problems)
@@ -113,13 +144,62 @@ def torch_compile_toolchain(facts: Facts) -> Outcome:
                 "PTX into GPU code with its ptxas, which must know the GPU's architecture."
             ),
             evidence=tuple(evidence),
-            data={
-                "c_compiler": toolchain.c_compiler,
-                "gpus": [{"index": g.index, "sm": g.sm, "problem": p} for g, p in gpu_problems],
-                "tools": [
-                    {"name": t.name, "path": t.path, "release": t.release, "source": t.source}
-                    for t in toolchain.tools
-                ],
-            },
+            data=TorchCompileToolchain(
+                c_compiler=toolchain.c_compiler,
+                gpus=tuple(GpuToolProblem(g.index, g.sm, p) for g, p in gpu_problems),
+                tools=tuple(ToolRef(t.name, t.path, t.release, t.source) for t in toolchain.tools),
+            ),
         )
     ]
+
+
+@remedy("torch-compile-toolchain")
+def _torch_compile_toolchain(finding: Finding[TorchCompileToolchain], ctx: Context) -> list[Remedy]:
+    facts = ctx.facts
+    remedies: list[Remedy] = []
+    toolchain = facts.toolchain
+    if toolchain is not None and toolchain.c_compiler is None:
+        remedies.append(
+            Remedy(
+                RemedyKind.TEXT,
+                "install a C compiler, or point CC at one",
+                "Debian/Ubuntu: `apt-get install gcc`; Fedora/RHEL: `dnf install gcc`; "
+                "Alpine: `apk add gcc musl-dev`; or `export CC=/path/to/cc`.",
+            )
+        )
+    gpus = {g.index: g for g in (facts.machine.gpus if facts.machine is not None else ())}
+    variables: dict[str, str] = {}
+    too_old: list[str] = []
+    for row in finding.data.gpus:
+        gpu = gpus.get(row.index)
+        if gpu is None or gpu.compute_capability is None or toolchain is None:
+            continue
+        if gpu.compute_capability < triton_min_capability():
+            too_old.append(str(gpu.sm))
+            continue
+        tool = _tool_for(gpu.compute_capability, toolchain)
+        first = first_cuda_for(gpu.compute_capability)
+        if tool is not None and first is not None:
+            variables[triton_tool_variable(tool.name)] = "{}.{}".format(*first)
+    if variables:
+        lines = [
+            f"export {variable}=/usr/local/cuda/bin/ptxas  # the ptxas of CUDA {needed} or later"
+            for variable, needed in variables.items()
+        ]
+        remedies.append(
+            Remedy(
+                RemedyKind.ENV,
+                "point triton at a ptxas that knows this GPU (or upgrade torch and triton "
+                "together: `uv lock --upgrade-package torch --upgrade-package triton`)",
+                "\n".join(lines) + "\n",
+            )
+        )
+    if too_old:
+        remedies.append(
+            Remedy(
+                RemedyKind.ENV,
+                f"run without torch.compile on {', '.join(too_old)}",
+                "export TORCHDYNAMO_DISABLE=1\n",
+            )
+        )
+    return remedies

@@ -19,6 +19,8 @@ class InterpreterFacts:
     platlib: str
     sys_path: tuple[str, ...]
     marker_environment: dict[str, str] = field(default_factory=dict)
+    conda: bool = False  # the prefix is a conda environment (it has conda-meta/)
+    venv_creator: str | None = None  # "uv", "virtualenv" or "venv", from pyvenv.cfg
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ __all__ = [
     "ToolkitDriver",
     "TorchBuild",
     "TorchRelease",
+    "cuinit_meaning",
     "first_cuda_for",
     "gpu_family",
     "host_compiler_limit",
@@ -29,6 +30,7 @@ __all__ = [
     "load",
     "mvc_floors",
     "mvc_limitations",
+    "pytorch_index_url",
     "toolkit_drivers",
     "torch_builds",
     "torch_release",
@@ -168,6 +170,19 @@ def gpu_family(capability: tuple[int, int]) -> str | None:
             name: str = family["name"]
             return name
     return None
+
+
+def pytorch_index_url() -> str:
+    """PyTorch's package index root: one simple index per variant below it (cu130, cpu)."""
+    return str(load("indexes")["pytorch"]["url"])
+
+
+def cuinit_meaning(code: int | None) -> str:
+    """What a cuInit error code means, in a sentence ("" when the table has no entry)."""
+    for entry in load("driver_errors")["cuinit"]:
+        if entry["code"] == code:
+            return str(entry["meaning"])
+    return ""
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,22 @@ def interpreter_facts():
         "platlib": paths.get("platlib", ""),
         "sys_path": [p for p in sys.path if p],
         "marker_environment": marker_environment(),
+        "conda": os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
+        "venv_creator": venv_creator(),
     }
+
+
+def venv_creator():
+    """Who made the venv, from the keys pyvenv.cfg carries (uv = ..., virtualenv = ...)."""
+    try:
+        with open(os.path.join(sys.prefix, "pyvenv.cfg")) as handle:
+            keys = [line.split("=", 1)[0].strip() for line in handle.read(65536).splitlines()]
+    except (OSError, ValueError):
+        return None
+    for key in ("uv", "virtualenv"):
+        if key in keys:
+            return key
+    return "venv"
 
 
 def platform_facts():

@@ -79,6 +79,8 @@ def _fill(result: InterpreterProbe, data: dict[str, Any]) -> None:
         platlib=interp["platlib"],
         sys_path=tuple(interp["sys_path"]),
         marker_environment=dict(interp["marker_environment"]),
+        conda=bool(interp.get("conda", False)),
+        venv_creator=interp.get("venv_creator"),
     )
     plat = data["platform"]
     result.platform = PlatformFacts(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
-from doctor.checks.expectations import same_version
+from doctor.derive.expectations import same_version
 from doctor.facts import DistributionFacts
 
 if TYPE_CHECKING:

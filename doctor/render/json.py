@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from doctor import __version__
@@ -10,14 +9,15 @@ from doctor.facts import to_jsonable
 from doctor.findings import Finding
 from doctor.report import Report
 
-__all__ = ["SCHEMA", "render_json", "report_to_dict"]
+__all__ = ["SCHEMA", "report_to_dict"]
 
 SCHEMA = "https://torch-doctor.dev/schemas/report-1.json"
 
 
-def finding_to_dict(finding: Finding) -> dict[str, Any]:
+def finding_to_dict(finding: Finding[Any]) -> dict[str, Any]:
     return {
         "id": finding.id,
+        "root": finding.root,
         "severity": finding.severity.value,
         "title": finding.title,
         "detail": finding.detail,
@@ -68,11 +68,9 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             }
             for r in report.results
         ],
-        "findings": [finding_to_dict(f) for f in report.findings],
+        # Root causes first (the worst first), then their consequences, each naming its root.
+        "findings": [finding_to_dict(f) for f in report.roots]
+        + [finding_to_dict(f) for f in report.findings if f.root is not None],
         "torch_requirements": requirements_to_dict(report),
         "facts": to_jsonable(report.facts),
     }
-
-
-def render_json(report: Report) -> str:
-    return json.dumps(report_to_dict(report), indent=2, sort_keys=False) + "\n"

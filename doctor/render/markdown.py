@@ -12,18 +12,25 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from doctor import __version__
-from doctor.checks import CheckResult, CheckStatus
 from doctor.facts import DistributionFacts, Facts, to_jsonable
-from doctor.findings import Finding, Remedy, RemedyKind, Severity
+from doctor.findings import (
+    CheckResult,
+    CheckStatus,
+    Finding,
+    Remedy,
+    RemedyKind,
+    Severity,
+    docs_url,
+)
 from doctor.redact import KIND_LABELS
 from doctor.render import CODE_LANGUAGE, venv_relative
 from doctor.report import Report, Verdict
 
 __all__ = ["MAX_BYTES", "render_markdown"]
 
-DOCS_URL = "https://github.com/torch-doctor/torch-doctor/blob/main/docs/findings/{id}.md"
 MAX_BYTES = 64 * 1024
 
 # Caps that keep a report pasteable; what is cut is counted.
@@ -41,23 +48,6 @@ STATUS_MARK = {
     CheckStatus.SKIPPED: "➖ skipped",
     CheckStatus.CRASHED: "❓ crashed",
 }
-
-# Distributions worth listing in a torch report, besides what torch itself requires.
-RELEVANT_PREFIXES = (
-    "torch",
-    "nvidia-",
-    "cuda-",
-    "triton",
-    "pytorch-triton",
-    "jax",
-    "tensorflow",
-    "onnxruntime",
-    "xformers",
-    "flash-attn",
-    "vllm",
-    "cupy",
-)
-
 
 # --- Markdown text helpers -------------------------------------------------------------
 
@@ -139,7 +129,7 @@ def _verdict_line(report: Report) -> str:
         context.append(f"Python {facts.interpreter.version}")
     if facts.platform is not None:
         context.append(f"{facts.platform.system} {facts.platform.machine}")
-    driver = _driver_text(facts)
+    driver = _driver_text(report)
     if driver:
         context.append(f"driver {driver}")
     tail = f" ({' · '.join(context)})" if context else ""
@@ -161,7 +151,7 @@ def _remedy(remedy: Remedy) -> list[str]:
     return lines
 
 
-def _finding(finding: Finding) -> list[str]:
+def _finding(finding: Finding[Any], consequences: Sequence[Finding[Any]] = ()) -> list[str]:
     lines = [
         f"#### {SEVERITY_MARK[finding.severity]} {finding.severity.value}: "
         f"{code(finding.id)} — {md(finding.title)}",
@@ -176,19 +166,37 @@ def _finding(finding: Finding) -> list[str]:
         lines.append(f"- {_more(len(evidence) - MAX_EVIDENCE, 'lines of evidence')}")
     if evidence:
         lines.append("")
+    if consequences:
+        lines += ["**Because of this:**", ""]
+        for consequence in consequences:
+            lines.append(
+                f"- {SEVERITY_MARK[consequence.severity]} {code(consequence.id)}: "
+                f"{md(consequence.title)}"
+            )
+            for line in consequence.evidence[:3]:
+                lines.append(f"  - {md(line)}")
+        lines.append("")
     for remedy in finding.remedies:
         lines += _remedy(remedy)
-    lines += [f"[What {finding.id} means and how to fix it]({DOCS_URL.format(id=finding.id)})", ""]
+    lines += [f"[What {finding.id} means and how to fix it]({docs_url(finding.id)})", ""]
     return lines
 
 
 def _findings(report: Report) -> list[str]:
-    if not report.findings:
+    if not report.roots:
         return ["### Findings", "", "None: every check that could run passed.", ""]
     lines = ["### Findings", ""]
-    for finding in sorted(report.findings, key=lambda f: -f.severity.rank):
-        lines += _finding(finding)
+    for finding in report.roots:
+        lines += _finding(finding, report.consequences_of(finding))
     return lines
+
+
+def _other_roots(report: Report) -> list[str]:
+    others = report.other_roots
+    if not others:
+        return []
+    names = ", ".join(code(f.id) for f in others)
+    return [f"_Not shown, not related to this error: {names} (`torch-doctor` shows them)._", ""]
 
 
 def _torch_text(facts: Facts) -> str:
@@ -210,28 +218,28 @@ def _torch_text(facts: Facts) -> str:
     return " · ".join(parts)
 
 
-def _driver_text(facts: Facts) -> str | None:
-    machine = facts.machine
+def _driver_text(report: Report) -> str | None:
+    machine = report.facts.machine
     if machine is None:
         return None
     version = machine.driver_version
-    cuda = machine.driver_cuda_version
+    cuda = report.context.driver_cuda_text
     if version is None and cuda is None:
         return None
     text = version or "unknown version"
     if cuda:
-        text += f" (supports CUDA {cuda // 1000}.{(cuda % 1000) // 10})"
+        text += f" (supports CUDA {cuda})"
     return text
 
 
-def _machine_rows(facts: Facts) -> list[tuple[str, str]]:
+def _machine_rows(report: Report) -> list[tuple[str, str]]:
     """Driver and GPU rows, worded as in the terminal header (shared helper)."""
     from doctor.render.machine_rows import machine_rows
 
-    machine = facts.machine
+    machine = report.facts.machine
     if machine is None:
         return [("Driver", "not probed")]
-    rows = [(label, md(text.plain)) for label, text in machine_rows(facts)[: MAX_LIST + 1]]
+    rows = [(label, md(text.plain)) for label, text in machine_rows(report.context)[: MAX_LIST + 1]]
     if len(machine.gpus) > MAX_LIST:
         rows.append(("GPUs", _more(len(machine.gpus) - MAX_LIST, "GPUs")))
     if not machine.gpus:
@@ -303,7 +311,7 @@ def _facts_table(report: Report) -> list[str]:
     if plat is not None:
         libc = f" · {plat.libc} {plat.libc_version}" if plat.libc else ""
         rows.append(("Platform", f"{plat.system} {plat.machine}{libc} · {md(plat.release)}"))
-    rows += _machine_rows(facts)
+    rows += _machine_rows(report)
     toolchain = _toolchain_text(facts)
     if toolchain is not None:
         rows.append(("torch.compile", toolchain))
@@ -430,20 +438,9 @@ def _checks(report: Report) -> list[str]:
     return details(f"All checks ({len(rows)})", table(("check", "status", "note"), rows))
 
 
-def _relevant(facts: Facts) -> tuple[list[DistributionFacts], int]:
-    wanted: set[str] = set()
-    torch = facts.distribution("torch")
-    if torch is not None:
-        wanted.update(
-            re.split(r"[\s\[;<>=!~(]", r, maxsplit=1)[0].lower().replace("_", "-")
-            for r in torch.requires_dist
-        )
-    relevant = [
-        d
-        for d in facts.distributions
-        if d.name.startswith(RELEVANT_PREFIXES) or d.name in wanted or d.shadowed or d.error
-    ]
-    return relevant, len(facts.distributions) - len(relevant)
+def _relevant(report: Report) -> tuple[list[DistributionFacts], int]:
+    relevant = list(report.context.relevant_distributions)
+    return relevant, len(report.facts.distributions) - len(relevant)
 
 
 def _distribution_note(dist: DistributionFacts) -> str:
@@ -457,8 +454,9 @@ def _distribution_note(dist: DistributionFacts) -> str:
     return md("; ".join(notes))
 
 
-def _distributions(facts: Facts) -> list[str]:
-    relevant, others = _relevant(facts)
+def _distributions(report: Report) -> list[str]:
+    facts = report.facts
+    relevant, others = _relevant(report)
     rows = [
         (
             code(d.display_name),
@@ -571,14 +569,22 @@ def render_markdown(
     redactions: Sequence[str] | None = (),
 ) -> str:
     """The report as GitHub-flavoured Markdown. ``redactions`` None: redaction was off."""
-    lines = ["## torch-doctor report", "", _verdict_line(report), ""]
+    lines = []
+    if report.explanation is not None:
+        from doctor.render.explanation import explanation_markdown
+
+        lines += [*explanation_markdown(report.explanation), "## What this environment says", ""]
+    else:
+        lines += ["## torch-doctor report", ""]
+    lines += [_verdict_line(report), ""]
     lines += _findings(report)
+    lines += _other_roots(report)
     lines += _facts_table(report)
     lines += _libraries(report.facts)
     lines += ["### Details", ""]
     lines += _checks(report)
     lines += _requirements(report)
-    lines += _distributions(report.facts)
+    lines += _distributions(report)
     lines += _environment(report.facts)
     lines += _loader_details(report.facts)
     lines += _failures(report.facts)

@@ -82,7 +82,14 @@ def report_dict(prepared: Prepared) -> dict[str, Any]:
 
 
 def render_text(prepared: Prepared, fmt: str, width: int | None = 100) -> str:
+    explanation = prepared.report.explanation
     if fmt == "json":
+        if explanation is not None:
+            from doctor.render.explanation import explanation_dict
+
+            # The report stays one schema-valid object (docs/report.schema.json) under "report".
+            both = {"explain": explanation_dict(explanation), "report": report_dict(prepared)}
+            return json.dumps(both, indent=2) + "\n"
         return json.dumps(report_dict(prepared), indent=2) + "\n"
     if fmt == "markdown":
         from doctor.render.markdown import render_markdown

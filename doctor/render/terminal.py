@@ -6,6 +6,7 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
@@ -14,16 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from doctor import __version__
-from doctor.checks import CheckStatus
 from doctor.facts import Facts
-from doctor.findings import Finding, Severity
+from doctor.findings import CheckStatus, Finding, Severity, docs_url
 from doctor.render import CODE_LANGUAGE, venv_relative
 from doctor.render.machine_rows import machine_rows
 from doctor.report import Report, Verdict
 
 __all__ = ["render_terminal", "render_terminal_text"]
-
-DOCS_URL = "https://github.com/torch-doctor/torch-doctor/blob/main/docs/findings/{id}.md"
 
 SEVERITY_STYLE = {
     Severity.ERROR: ("✗", "bold red"),
@@ -95,7 +93,7 @@ def _header(report: Report) -> Panel:
     if plat is not None:
         libc = f", {plat.libc} {plat.libc_version}" if plat.libc else ""
         row("Platform", f"{plat.system} {plat.machine}{libc}")
-    for label, value in machine_rows(facts):
+    for label, value in machine_rows(report.context):
         row(label, value)
     project = facts.project
     if project is not None:
@@ -119,7 +117,13 @@ def _checks(report: Report) -> Table:
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     for result in report.results:
-        if result.status is CheckStatus.FAILED:
+        root = report.root_of(result)
+        if result.status is CheckStatus.FAILED and root is not None:
+            worst = max(result.findings, key=lambda f: f.severity.rank)
+            mark, style = "↳", "dim"
+            note = Text(worst.title)
+            note.append(f" (because of {root})", style="dim")
+        elif result.status is CheckStatus.FAILED:
             worst = max(result.findings, key=lambda f: f.severity.rank)
             mark, style = SEVERITY_STYLE[worst.severity]
             note = Text(worst.title, style=style.replace("bold ", ""))
@@ -134,7 +138,7 @@ def _checks(report: Report) -> Table:
     return table
 
 
-def _finding(finding: Finding) -> RenderableType:
+def _finding(finding: Finding[Any], consequences: tuple[Finding[Any], ...]) -> RenderableType:
     mark, style = SEVERITY_STYLE[finding.severity]
     parts: list[RenderableType] = []
     title = Text()
@@ -151,12 +155,20 @@ def _finding(finding: Finding) -> RenderableType:
             evidence.append("• ", style="dim")
             evidence.append(line)
         parts.append(Padding(evidence, (0, 0, 0, 2)))
+    if consequences:
+        parts.append(Padding(Text("because of this:", style="bold"), (0, 0, 0, 2)))
+        for consequence in consequences:
+            because = Text()
+            because.append(f"{SEVERITY_STYLE[consequence.severity][0]} ", style="dim")
+            because.append(consequence.id, style="bold")
+            because.append(f": {consequence.title}")
+            parts.append(Padding(because, (0, 0, 0, 4)))
     for remedy in finding.remedies:
         parts.append(Padding(Text(f"→ {remedy.summary}", style="bold cyan"), (0, 0, 0, 2)))
         lexer = CODE_LANGUAGE.get(remedy.kind)
         body: RenderableType = _code(remedy.text, lexer) if lexer else Text(remedy.text)
         parts.append(Padding(body, (0, 0, 0, 4)))
-    parts.append(Padding(Text(DOCS_URL.format(id=finding.id), style="dim"), (0, 0, 0, 2)))
+    parts.append(Padding(Text(docs_url(finding.id), style="dim"), (0, 0, 0, 2)))
     return Group(*parts)
 
 
@@ -222,6 +234,10 @@ def _site_relative(path: str, real_site_dirs: list[str]) -> str | None:
 
 
 def _sections(report: Report, width: int) -> Iterator[RenderableType]:
+    if report.explanation is not None:
+        from doctor.render.explanation import explanation_text
+
+        yield Text("\n".join(explanation_text(report.explanation)))
     yield _header(report)
     yield Text("Checks", style="bold underline")
     yield _checks(report)
@@ -233,13 +249,20 @@ def _sections(report: Report, width: int) -> Iterator[RenderableType]:
         interpreter = report.facts.interpreter
         if interpreter is not None and interpreter.purelib:
             yield Text(f"{SITE} = {interpreter.purelib}", style="dim")
-    if report.findings:
+    if report.roots:
         yield Text("")
         yield Text("Findings", style="bold underline")
-        ordered = sorted(report.findings, key=lambda f: -f.severity.rank)
-        for finding in ordered:
-            yield _finding(finding)
+        for finding in report.roots:
+            yield _finding(finding, report.consequences_of(finding))
             yield Text("")
+    others = report.other_roots
+    if others:
+        yield Text(
+            "Not shown, not related to this error: "
+            + ", ".join(f.id for f in others)
+            + " (`torch-doctor` shows them)",
+            style="dim",
+        )
     failures = report.facts.failures
     if failures:
         yield Text("Could not inspect", style="bold underline")

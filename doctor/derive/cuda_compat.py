@@ -16,10 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from doctor.facts.machine import ArchListFacts, GpuFacts
-from doctor.knowledge import TorchBuild, mvc_floors, toolkit_drivers, torch_builds
+from doctor.knowledge import (
+    TorchBuild,
+    mvc_floors,
+    pytorch_index_url,
+    toolkit_drivers,
+    torch_builds,
+)
 
 __all__ = [
-    "PYTORCH_INDEX_URL",
     "Target",
     "VariantChoice",
     "best_variant",
@@ -35,8 +40,6 @@ __all__ = [
     "parse_target",
 ]
 
-# PyTorch's own package index: one simple index per variant below it (cu130, cpu, ...).
-PYTORCH_INDEX_URL = "https://download.pytorch.org/whl/"
 
 _TARGET = re.compile(r"^(sm|compute)_(\d+)(\d)([af]?)$")
 
@@ -142,7 +145,7 @@ class VariantChoice:
 
     @property
     def index_url(self) -> str:
-        return PYTORCH_INDEX_URL + self.build.variant
+        return pytorch_index_url() + self.build.variant
 
 
 def _release_bound(build: TorchBuild) -> tuple[int, ...]:

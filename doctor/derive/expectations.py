@@ -26,7 +26,7 @@ __all__ = [
     "Expectations",
     "ExpectedWheel",
     "applicable_requirements",
-    "expected_wheels",
+    "compute_expectations",
     "is_cuda_wheel",
     "marker_applies",
     "parse_requirement",
@@ -188,22 +188,8 @@ class Expectations:
         return tuple(w for w in self.wheels if not w.is_cuda)
 
 
-_last: list[tuple[Facts, Expectations | None]] = []
-
-
-def expected_wheels(facts: Facts) -> Expectations | None:
-    """torch's applicable requirements, cuda-toolkit's extras expanded; None without torch.
-
-    Several checks ask for the same facts in one run; the last answer is kept.
-    """
-    if _last and _last[0][0] is facts:
-        return _last[0][1]
-    result = _expected_wheels(facts)
-    _last[:] = [(facts, result)]
-    return result
-
-
-def _expected_wheels(facts: Facts) -> Expectations | None:
+def compute_expectations(facts: Facts) -> Expectations | None:
+    """torch's applicable requirements, cuda-toolkit's extras expanded; None without torch."""
     torch = facts.distribution("torch")
     if torch is None or facts.interpreter is None:
         return None

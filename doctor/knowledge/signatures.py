@@ -1,0 +1,80 @@
+"""Error signatures (signatures.toml): the text users paste, mapped to the finding ids
+whose checks confirm or rule out the cause. Loaded and matched here; judged by explain."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from doctor.knowledge import load
+
+__all__ = ["Match", "Signature", "SignatureError", "load_signatures", "match_signatures"]
+
+MAX_QUOTE = 160
+
+
+class SignatureError(Exception):
+    """signatures.toml is malformed (a defect of the package, said clearly)."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    id: str
+    name: str
+    pattern: re.Pattern[str]
+    findings: tuple[str, ...]
+    example: str
+    source: str
+    reviewed: str
+    catalogue: str = ""  # shared/knowledge/catalogue.md's entry: for maintainers, never shown
+    advice: str | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    signature: Signature
+    quote: str  # the line of the pasted text that matched
+
+
+@cache
+def load_signatures() -> tuple[Signature, ...]:
+    signatures = []
+    for number, entry in enumerate(load("signatures").get("signature", []), 1):
+        try:
+            signatures.append(
+                Signature(
+                    id=str(entry["id"]),
+                    name=str(entry["name"]),
+                    pattern=re.compile(str(entry["pattern"]), re.IGNORECASE),
+                    findings=tuple(str(f) for f in entry.get("findings", [])),
+                    example=str(entry["example"]),
+                    source=str(entry["source"]),
+                    reviewed=str(entry["reviewed"]),
+                    catalogue=str(entry.get("catalogue", "")),
+                    advice=entry.get("advice"),
+                )
+            )
+        except (KeyError, TypeError, re.error) as exc:
+            raise SignatureError(f"signatures.toml: signature #{number}: {exc!r}") from exc
+    return tuple(signatures)
+
+
+def match_signatures(text: str, signatures: Sequence[Signature] | None = None) -> list[Match]:
+    """Every signature found in ``text``, in the order of the knowledge file."""
+    found = []
+    for signature in signatures if signatures is not None else load_signatures():
+        hit = signature.pattern.search(text)
+        if hit is not None:
+            found.append(Match(signature, _quote(text, hit)))
+    return found
+
+
+def _quote(text: str, hit: re.Match[str]) -> str:
+    start = text.rfind("\n", 0, hit.start()) + 1
+    end = text.find("\n", hit.end())
+    line = text[start : end if end != -1 else len(text)].strip()
+    if len(line) > MAX_QUOTE:
+        line = line[: MAX_QUOTE - 1] + "…"
+    return line

@@ -1,0 +1,215 @@
+"""The check registry: declared relations, one module per family, and what a new check costs."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from doctor.catalogue import family_table, findings_index, render_list, replace_table
+from doctor.checks import CHECK_MODULES, REGISTRY, REMEDIES, check, remedy
+from doctor.checks.needs import NEEDS
+from doctor.derive import Context
+from doctor.facts.machine import NvmlStatus
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
+from doctor.pipeline import judge
+from doctor.render.markdown import render_markdown
+from doctor.render.output import prepare, render_text
+from doctor.schema import payload_schema, with_finding_data
+from tests.factory import REPO
+from tests.handmade import (
+    facts,
+    healthy_distributions,
+    locked_torch,
+    project,
+)
+
+CHECKS_DIR = REPO / "doctor" / "checks"
+
+
+def test_every_relation_names_a_registered_check_or_need() -> None:
+    for spec in REGISTRY.values():
+        for required in spec.requires:
+            assert required in NEEDS or required in REGISTRY, (spec.id, required)
+        for cause in spec.caused_by:
+            assert cause in REGISTRY and cause != spec.id, (spec.id, cause)
+
+
+def test_caused_by_relations_have_no_cycle() -> None:
+    def roots(finding_id: str, seen: tuple[str, ...]) -> None:
+        assert finding_id not in seen, f"cycle: {' -> '.join((*seen, finding_id))}"
+        for cause in REGISTRY[finding_id].caused_by:
+            roots(cause, (*seen, finding_id))
+
+    for finding_id in REGISTRY:
+        roots(finding_id, ())
+
+
+def _imported_modules(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+@pytest.mark.parametrize("module", CHECK_MODULES)
+def test_no_check_module_imports_another_family(module: str) -> None:
+    """A check never re-tests another's condition: it declares `requires`/`caused_by`."""
+    families = {f"doctor.checks.{m}" for m in CHECK_MODULES} - {f"doctor.checks.{module}"}
+    imported = set(_imported_modules(CHECKS_DIR / f"{module}.py"))
+    assert imported & families == set()
+
+
+def test_each_check_and_its_remedy_live_in_the_module_named_after_its_family() -> None:
+    for spec in REGISTRY.values():
+        assert spec.function.__module__ == f"doctor.checks.{spec.family.replace('-', '_')}"
+        builder = REMEDIES.get(spec.id)
+        if builder is not None:
+            assert builder.__module__ == spec.function.__module__, spec.id
+
+
+def test_renderers_import_nothing_from_checks() -> None:
+    for path in (REPO / "doctor" / "render").glob("*.py"):
+        imported = set(_imported_modules(path))
+        assert not {m for m in imported if m.startswith("doctor.checks")}, path.name
+
+
+def test_every_payload_has_a_schema_and_the_report_schema_carries_them_all() -> None:
+    schema = json.loads((REPO / "docs" / "report.schema.json").read_text(encoding="utf-8"))
+    for spec in REGISTRY.values():
+        assert dataclasses.is_dataclass(spec.payload), spec.id
+        payload_schema(spec.payload)
+    # `python -m doctor.schema docs/report.schema.json` writes it: it must be current.
+    assert with_finding_data(schema) == schema
+
+
+def test_generated_tables_in_the_readme_and_the_findings_index_are_current() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    index = (REPO / "docs" / "findings" / "README.md").read_text(encoding="utf-8")
+    # `python -m doctor.catalogue` writes both.
+    assert replace_table(readme, family_table()) == readme
+    assert replace_table(index, findings_index()) == index
+
+
+# --- relations between findings ---------------------------------------------------------------
+
+
+def test_a_lock_without_the_cuda_wheels_is_the_one_root_of_the_missing_wheels() -> None:
+    # Installed torch declares its wheels; the lock records torch without them; so they
+    # are missing from the venv. The lock is what to fix; the missing wheels follow from it.
+    deps = [
+        (n, None)
+        for n in (
+            "filelock",
+            "typing-extensions",
+            "sympy",
+            "networkx",
+            "jinja2",
+            "fsspec",
+            "setuptools",
+            "triton",
+        )
+    ]
+    all_facts = facts(
+        healthy_distributions(skip=["nvidia-cudnn-cu13", "cuda-toolkit"]),
+        project=project(locked_torch(dependencies=deps)),
+    )
+    report = judge(all_facts)
+    roots = [f.id for f in report.roots]
+    assert "lock-missing-dependencies" in roots
+    assert "missing-cuda-wheel" not in roots
+    missing = next(f for f in report.findings if f.id == "missing-cuda-wheel")
+    assert missing.root == "lock-missing-dependencies" and missing.remedies == ()
+    assert report.count(Severity.ERROR) == len(
+        [f for f in report.roots if f.severity is Severity.ERROR]
+    )
+
+
+def test_an_nvml_driver_library_mismatch_gives_no_driver_too_old() -> None:
+    from doctor.facts.machine import CudaDriverFacts
+    from tests.test_driver_checks import machine, with_machine
+
+    # NVML refuses; libcuda still loads and says it supports CUDA 12.4 (an old libcuda
+    # beside a newer kernel module): the age of "the driver" is not a second cause.
+    broken = dataclasses.replace(
+        machine(status=NvmlStatus.RM_VERSION_MISMATCH),
+        cuda_driver=CudaDriverFacts(loaded=True, init_result=803, driver_version=12040),
+    )
+    assert broken.driver_cuda_version == 12040
+    report = judge(with_machine(broken))
+    ids = [f.id for f in report.findings]
+    assert "nvml-driver-mismatch" in ids
+    assert "driver-too-old" not in ids
+    result = next(r for r in report.results if r.spec.id == "driver-too-old")
+    assert result.reason == "see nvml-driver-mismatch"
+
+
+# --- a new check costs its module, its test and its page -------------------------------------
+
+
+@dataclass(frozen=True)
+class Throwaway(Payload):
+    answer: int
+    names: tuple[str, ...]
+
+
+@pytest.fixture
+def throwaway_check() -> Iterator[str]:
+    finding_id = "throwaway-test-finding"
+
+    @check(
+        finding_id,
+        severities=(Severity.WARNING,),
+        family="registry-test",
+        summary="A finding that exists only in this test.",
+        label="the throwaway condition holds",
+        payload=Throwaway,
+        requires=("torch",),
+    )
+    def _throwaway(ctx: Context) -> list[Finding[Throwaway]]:
+        return [
+            Finding(
+                id=finding_id,
+                severity=Severity.WARNING,
+                title="the throwaway condition does not hold",
+                detail="Only a test raises this.",
+                evidence=("evidence line",),
+                data=Throwaway(answer=42, names=("a", "b")),
+            )
+        ]
+
+    @remedy(finding_id)
+    def _fix(finding: Finding[Throwaway], ctx: Context) -> list[Remedy]:
+        return [Remedy(RemedyKind.SHELL, "run it", f"echo {finding.data.answer}")]
+
+    try:
+        yield finding_id
+    finally:
+        REGISTRY.pop(finding_id)
+        REMEDIES.pop(finding_id)
+
+
+def test_a_new_check_appears_everywhere_from_its_declaration_alone(
+    throwaway_check: str, tmp_path: Path
+) -> None:
+    report = judge(facts(healthy_distributions()))
+    [finding] = [f for f in report.findings if f.id == throwaway_check]
+    assert finding.remedies[0].text == "echo 42"
+    prepared = prepare(report, "torch-doctor", redacted=False)
+    terminal = render_text(prepared, "terminal", width=100)
+    assert throwaway_check in terminal and "echo 42" in terminal
+    data = json.loads(render_text(prepared, "json"))
+    [entry] = [f for f in data["findings"] if f["id"] == throwaway_check]
+    assert entry["data"] == {"answer": 42, "names": ["a", "b"]}
+    schema = with_finding_data(json.loads((REPO / "docs" / "report.schema.json").read_text()))
+    assert schema["$defs"]["findingData"][throwaway_check]["required"] == ["answer", "names"]
+    assert throwaway_check in render_markdown(report)
+    assert throwaway_check in render_list("terminal")
+    assert any(throwaway_check in line for line in findings_index())
+    assert any(throwaway_check in line for line in family_table())
