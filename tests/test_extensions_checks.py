@@ -16,7 +16,8 @@ from doctor.facts.extensions import (
     HostCompilerFacts,
     MissingSymbol,
 )
-from tests.handmade import CheckUnderTest, healthy_facts
+from doctor.pipeline import judge
+from tests.handmade import CheckUnderTest, dist, healthy_facts
 
 LIBRARY = "/venv/lib/python3.11/site-packages/demo_ext/_C.so"
 
@@ -129,3 +130,58 @@ def test_toolkit_checks_skip_without_a_release_or_a_toolkit() -> None:
     ):
         assert isinstance(CheckUnderTest(check_id).run(healthy_facts()), Skip)
         assert isinstance(CheckUnderTest(check_id).run(toolkit(None)), Skip)
+
+
+# --- relations: one cause, one finding ---------------------------------------------------------
+
+
+def companion_with_missing_symbols(torch_pin: str) -> Facts:
+    """torchvision pinned to ``torch_pin``, whose _C.so misses a torch symbol."""
+    torchvision = dist("torchvision", "0.28.0", requires_dist=("numpy", f"torch=={torch_pin}"))
+    base = healthy_facts()
+    library = dataclasses.replace(missing("_ZN3c104cuda9SetDeviceEi"), path="torchvision/_C.so")
+    found = ExtensionFacts(
+        name="torchvision",
+        display_name="torchvision",
+        version="0.28.0",
+        torch_requirement=f"torch=={torch_pin}",
+        built_for_torch=torch_pin,
+        libraries=(library,),
+    )
+    return dataclasses.replace(
+        base,
+        distributions=(*base.distributions, torchvision),
+        extensions=ExtensionsFacts(("libc10.so",), True, (found,)),
+    )
+
+
+def test_a_companion_built_for_another_torch_is_one_root_with_its_symbols_under_it() -> None:
+    report = judge(companion_with_missing_symbols("2.13.0"))
+    roots = [f for f in report.findings if f.is_root]
+    assert [f.id for f in roots] == ["torch-companion-mismatch"]
+    symbols = next(f for f in report.findings if f.id == "extension-abi-mismatch")
+    assert symbols.root == "torch-companion-mismatch"
+    assert symbols.remedies == ()  # its root's remedy fixes it
+
+
+def test_a_companion_whose_pin_accepts_torch_but_whose_symbols_do_not_is_a_root() -> None:
+    report = judge(companion_with_missing_symbols("2.14.1"))
+    symbols = next(f for f in report.findings if f.id == "extension-abi-mismatch")
+    assert symbols.is_root and symbols.remedies
+    assert "torch-companion-mismatch" not in {f.id for f in report.findings}
+
+
+def test_several_toolkits_is_left_to_nvcc_cuda_mismatch_when_cuda_home_is_another_major() -> None:
+    all_facts = toolkit("12.8")
+    assert all_facts.cuda_toolkit is not None
+    all_facts = dataclasses.replace(
+        all_facts,
+        cuda_toolkit=dataclasses.replace(
+            all_facts.cuda_toolkit,
+            others=(("/opt/cuda-13.0/bin/nvcc", "13.0"),),
+            first_on_path="/opt/cuda-13.0/bin/nvcc",
+        ),
+    )
+    assert CheckUnderTest("several-cuda-toolkits").run(all_facts) == Skip("see nvcc-cuda-mismatch")
+    finding = CheckUnderTest("nvcc-cuda-mismatch").judged(all_facts)
+    assert finding.remedies[0].text == "export CUDA_HOME=/opt/cuda-13.0\n"
