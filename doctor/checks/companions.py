@@ -274,7 +274,7 @@ def _torch_companion_mismatch(
             remedies.append(
                 Remedy(
                     RemedyKind.TOML,
-                    summary,
+                    f"{summary} (`torch-doctor fix` adds it)",
                     block,
                     target=ctx.facts.project.pyproject_path if ctx.facts.project else None,
                 )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from doctor.checks.registry import Outcome, check, remedy
+from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context
 from doctor.facts.libraries import (
     CudaLibraryFacts,
@@ -144,6 +144,8 @@ class LibraryNotFound(Payload):
 )
 def library_not_found(ctx: Context) -> Outcome:
     libraries = _libraries(ctx)
+    if not libraries.cuda:
+        return Skip("torch's libraries name no CUDA library")
     missing: list[MissingLibrary] = []
     evidence = []
     for row in libraries.cuda:
@@ -443,8 +445,11 @@ class LibraryShadowed(Payload):
     requires=REQUIRES,
 )
 def library_shadowed(ctx: Context) -> Outcome:
+    rows = _libraries(ctx).cuda
+    if not any(row.path for row in rows):
+        return Skip("no CUDA library torch needs was found or loaded")
     shadowed: list[ShadowedLibrary] = []
-    for row in _libraries(ctx).cuda:
+    for row in rows:
         if _is_driver(row.soname):
             continue
         path, verb, resolved = _actual(row)
@@ -548,8 +553,12 @@ def _version_parts(text: str) -> tuple[int, ...] | None:
     caused_by=("cuda-wheel-version-mismatch", "library-shadowed"),
 )
 def library_version_mismatch(ctx: Context) -> Outcome:
+    rows = _libraries(ctx).cuda
+    if not any(row.load is not None and row.load.version for row in rows):
+        # A pass would claim versions were compared.
+        return Skip("no loaded CUDA library reported its version")
     mismatched: list[MismatchedLibrary] = []
-    for row in _libraries(ctx).cuda:
+    for row in rows:
         load = row.load
         if load is None or not load.version:
             continue

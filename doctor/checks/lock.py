@@ -73,7 +73,7 @@ class LockMissingDependencies(Payload):
     summary="uv.lock records torch without requirements its installed wheel declares here.",
     label="uv.lock records torch's dependencies",
     payload=LockMissingDependencies,
-    requires=("interpreter", "torch", "torch-metadata", "lock"),
+    requires=("interpreter", "torch", "torch-metadata", "lock", "uv-project"),
 )
 def lock_missing_dependencies(ctx: Context) -> Outcome:
     facts = ctx.facts
@@ -289,7 +289,7 @@ def _causes(ctx: Context, project: ProjectFacts, indexes: list[IndexFacts]) -> l
     summary="pyproject.toml declares a PyTorch index, but uv.lock takes torch from elsewhere.",
     label="torch comes from the declared PyTorch index",
     payload=TorchIndexNotUsed,
-    requires=("project", "lock"),
+    requires=("project", "lock", "uv-project"),
 )
 def torch_index_not_used(ctx: Context) -> Outcome:
     project = ctx.facts.project

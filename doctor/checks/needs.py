@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from doctor.derive import Context
+from doctor.derive import Context, Workflow
 from doctor.facts.machine import NvmlStatus
 
 __all__ = ["NEEDS"]
@@ -99,6 +99,16 @@ def _project(ctx: Context) -> str | None:
     return None
 
 
+def _uv_project(ctx: Context) -> str | None:
+    """The project must be the one that manages the inspected venv: a checkout found from
+    the working directory says nothing about a venv elsewhere."""
+    if ctx.workflow is Workflow.UV_PROJECT:
+        return None
+    project = ctx.facts.project
+    where = f" at {project.root}" if project is not None else ""
+    return f"the uv project{where} does not manage this environment"
+
+
 def _lock(ctx: Context) -> str | None:
     project = ctx.facts.project
     if project is None or project.lock_path is None:
@@ -127,6 +137,7 @@ NEEDS: dict[str, Callable[[Context], str | None]] = {
     "libraries": _libraries,
     "load-probe": _load_probe,
     "project": _project,
+    "uv-project": _uv_project,
     "lock": _lock,
     "linux": _linux,
 }

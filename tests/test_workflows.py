@@ -1,0 +1,110 @@
+"""Remedies speak the workflow that manages the inspected environment: a uv project's venv,
+a venv uv made or filled without a project, a pip venv, a conda environment. The same
+fault gets that workflow's commands, and no remedy targets a pyproject.toml the inspected
+environment does not belong to."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from doctor.derive import Workflow, derive
+from doctor.facts import Facts
+from doctor.findings import Finding, RemedyKind
+from doctor.pipeline import judge
+from tests.handmade import facts, healthy_distributions, interpreter, locked_torch, project
+
+PIN = "nvidia-cudnn-cu13==9.24.0.43"
+PYTHON = "/project/.venv/bin/python"
+
+
+def _as(all_facts: Facts, workflow: Workflow) -> Facts:
+    """The same facts, managed the way ``workflow`` manages an environment."""
+    installer = "pip" if workflow in (Workflow.PIP_VENV, Workflow.CONDA) else "uv"
+    dists = tuple(dataclasses.replace(d, installer=installer) for d in all_facts.distributions)
+    interp = dataclasses.replace(
+        interpreter(),
+        venv_creator="uv" if workflow is Workflow.UV_VENV else "venv",
+        conda=workflow is Workflow.CONDA,
+    )
+    if workflow is not Workflow.UV_PROJECT:
+        # The project found from the working directory is another checkout: the venv
+        # lives elsewhere, so it is not this environment's project.
+        interp = dataclasses.replace(interp, prefix="/elsewhere/venv")
+    if all_facts.project is not None:
+        all_facts = dataclasses.replace(
+            all_facts,
+            project=dataclasses.replace(all_facts.project, found_by="working directory"),
+        )
+    return dataclasses.replace(all_facts, distributions=dists, interpreter=interp)
+
+
+def _root(all_facts: Facts, finding_id: str) -> Finding[Any]:
+    report = judge(all_facts)
+    [finding] = [f for f in report.roots if f.id == finding_id]
+    return finding
+
+
+def _missing_cudnn() -> Facts:
+    # The lock records cuDNN (the venv just lost it): in a uv project, the lock is right.
+    deps = [("nvidia-cudnn-cu13", None), ("cuda-toolkit", None)]
+    return facts(
+        healthy_distributions(skip=["nvidia-cudnn-cu13"]),
+        project=project(locked_torch(dependencies=deps)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("workflow", "command"),
+    [
+        (Workflow.UV_PROJECT, "uv sync"),
+        (Workflow.UV_VENV, f"uv pip install --python {PYTHON} {PIN}"),
+        (Workflow.PIP_VENV, f"{PYTHON} -m pip install {PIN}"),
+        (Workflow.CONDA, f"{PYTHON} -m pip install {PIN}"),
+    ],
+)
+def test_a_missing_wheel_gets_the_command_of_its_workflow(workflow: Workflow, command: str) -> None:
+    all_facts = _as(_missing_cudnn(), workflow)
+    assert derive(all_facts).workflow is workflow
+    finding = _root(all_facts, "missing-cuda-wheel")
+    shell = [r.text for r in finding.remedies if r.kind is RemedyKind.SHELL]
+    assert shell == [command]
+    conda_said = any("conda" in r.summary for r in finding.remedies)
+    assert conda_said is (workflow is Workflow.CONDA)
+
+
+@pytest.mark.parametrize("workflow", [Workflow.UV_VENV, Workflow.PIP_VENV, Workflow.CONDA])
+def test_no_remedy_targets_the_pyproject_of_another_checkout(workflow: Workflow) -> None:
+    from tests.test_driver_checks import RTX_5090, machine
+
+    cpu = dataclasses.replace(
+        _as(_missing_cudnn(), workflow),
+        machine=machine((RTX_5090,), driver="570.124.06", cuda=12080),
+    )
+    cpu = dataclasses.replace(cpu, torch=dataclasses.replace(cpu.torch, cuda=None, lib_files=()))
+    report = judge(cpu)
+    assert report.roots, "the CPU build on a GPU machine is found"
+    for finding in report.findings:
+        for remedy in finding.remedies:
+            assert remedy.kind is not RemedyKind.TOML, (finding.id, remedy)
+            assert "uv lock" not in remedy.text and "uv sync" not in remedy.text, finding.id
+    cpu_only = _root(cpu, "cpu-only-torch")
+    [install] = [r.text for r in cpu_only.remedies if r.kind is RemedyKind.SHELL]
+    assert "--index-url https://download.pytorch.org/whl/cu128" in install
+    assert install.startswith("uv pip install" if workflow is Workflow.UV_VENV else PYTHON)
+
+
+def test_in_its_own_uv_project_the_fix_is_a_pyproject_block_for_that_project() -> None:
+    from tests.test_driver_checks import RTX_5090, machine
+
+    own = dataclasses.replace(
+        _as(_missing_cudnn(), Workflow.UV_PROJECT),
+        machine=machine((RTX_5090,), driver="570.124.06", cuda=12080),
+    )
+    own = dataclasses.replace(own, torch=dataclasses.replace(own.torch, cuda=None, lib_files=()))
+    cpu_only = _root(own, "cpu-only-torch")
+    [block] = [r for r in cpu_only.remedies if r.kind is RemedyKind.TOML]
+    assert block.target == "/project/pyproject.toml"
+    assert "torch-doctor fix" in block.summary
