@@ -18,6 +18,7 @@ from doctor.facts.extensions import (
 )
 from doctor.pipeline import judge
 from tests.handmade import CheckUnderTest, dist, healthy_facts
+from tests.test_driver_checks import machine, with_machine
 
 LIBRARY = "/venv/lib/python3.11/site-packages/demo_ext/_C.so"
 
@@ -111,13 +112,17 @@ def toolkit(release: str | None, compiler: HostCompilerFacts | None = None) -> F
         ("12.1", HostCompilerFacts("/usr/bin/gcc", "PATH", "gcc", "13.3.0"), True),
         ("12.4", HostCompilerFacts("/usr/bin/gcc", "PATH", "gcc", "13.3.0"), False),
         ("13.0", HostCompilerFacts("/usr/bin/clang", "CC", "clang", "21.1.0"), True),
-        ("12.8", HostCompilerFacts("/usr/bin/clang", "CC", "clang", "21.1.0"), False),  # not judged
+        # The table has no clang limit before CUDA 13.0: not judged, so not a pass.
+        ("12.8", HostCompilerFacts("/usr/bin/clang", "CC", "clang", "21.1.0"), None),
     ],
 )
 def test_host_compiler_against_the_table(
-    release: str, compiler: HostCompilerFacts, fires: bool
+    release: str, compiler: HostCompilerFacts, fires: bool | None
 ) -> None:
     outcome = CheckUnderTest("nvcc-host-compiler-unsupported").run(toolkit(release, compiler))
+    if fires is None:
+        assert isinstance(outcome, Skip)
+        return
     assert not isinstance(outcome, Skip)
     assert bool(outcome) == fires
 
@@ -185,3 +190,21 @@ def test_several_toolkits_is_left_to_nvcc_cuda_mismatch_when_cuda_home_is_anothe
     assert CheckUnderTest("several-cuda-toolkits").run(all_facts) == Skip("see nvcc-cuda-mismatch")
     finding = CheckUnderTest("nvcc-cuda-mismatch").judged(all_facts)
     assert finding.remedies[0].text == "export CUDA_HOME=/opt/cuda-13.0\n"
+
+
+@pytest.mark.parametrize(
+    ("targets", "outcome"),
+    [
+        ((), "skip"),  # CPU code only: nothing to judge, not a pass
+        (("sm_90",), "quiet"),  # the H100's own cubin
+        (("sm_80",), "fires"),  # an A100 cubin does not run on 9.0
+    ],
+)
+def test_extension_gpu_code_against_the_gpu_here(targets: tuple[str, ...], outcome: str) -> None:
+    library = dataclasses.replace(missing("x", count=0), gpu_targets=targets)
+    all_facts = with_machine(machine(), with_extension(library))
+    result = CheckUnderTest("extension-gpu-arch-unsupported").run(all_facts)
+    if outcome == "skip":
+        assert result == Skip("no extension's shared objects carry GPU code")
+    else:
+        assert not isinstance(result, Skip) and bool(result) == (outcome == "fires")

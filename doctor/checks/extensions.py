@@ -388,6 +388,8 @@ def extension_gpu_arch_unsupported(ctx: Context) -> Outcome:
     gpus = [g for g in (machine.gpus if machine is not None else ()) if g.compute_capability]
     if not gpus:
         return Skip("no GPU's compute capability is known")
+    if not any(lib.gpu_targets for e in found.extensions for lib in e.libraries):
+        return Skip("no extension's shared objects carry GPU code")
     findings = []
     for extension in found.extensions:
         lacking = []
@@ -505,10 +507,12 @@ def nvcc_host_compiler_unsupported(ctx: Context) -> Outcome:
     if limit is None:
         return Skip(f"no host compiler table entry for CUDA {toolkit.release}")
     major = int(compiler.version.split(".")[0])
-    newest = limit.gcc_max if compiler.family == "gcc" else limit.clang_max
-    if newest is None or major <= newest:
-        return []
     family = compiler.family or "gcc"
+    newest = limit.gcc_max if family == "gcc" else limit.clang_max
+    if newest is None:
+        return Skip(f"no {family} limit for CUDA {toolkit.release} in the host compiler table")
+    if major <= newest:
+        return []
     return [
         Finding(
             id="nvcc-host-compiler-unsupported",
