@@ -35,6 +35,56 @@ def real_torch_venv() -> Path:
     return real_torch_venv_path(TORCH_VERSION)
 
 
+# Compiled extensions of torch for the --extensions case: real wheels, fetched by pip
+# (from this machine's wheel directories, else PyPI) into the cache once.
+EXTENSION_WHEELS = ("torchvision==0.29.1", "torchaudio")
+
+
+def extensions_venv(torch_venv: Path) -> Path:
+    """A venv that sees the real torch venv (a .pth file) and holds real compiled
+    extensions of torch, installed with uv; built once beside the torch venv."""
+    venv = torch_venv.parent / f"{torch_venv.name}-extensions"
+    done = venv.with_name(venv.name + ".done")
+    if done.exists():
+        return venv
+    wheels = venv.with_name(venv.name + "-wheels")
+    python = str(torch_venv / "bin" / "python")
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "-d",
+            str(wheels),
+            *EXTENSION_WHEELS,
+        ],
+        check=True,
+    )
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    torch_site = next(torch_venv.glob("lib/python3*/site-packages"))
+    (site / "real_torch.pth").write_text(f"{torch_site}\n")
+    subprocess.run(
+        [
+            "uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(venv / "bin" / "python"),
+            "--no-deps",
+            "--offline",
+            *map(str, wheels.glob("*.whl")),
+        ],
+        check=True,
+    )
+    done.write_text("ok\n")
+    return venv
+
+
 def doctor_command(venv: Path) -> list[str]:
     script = Path(sys.executable).parent / "torch-doctor"
     launcher = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
@@ -131,10 +181,17 @@ def phase_timings(venv: Path) -> list[tuple[str, float]]:
 
         return MachineProbe(timeout=60.0).finish(inside.torch)
 
+    def extensions() -> Any:
+        from doctor.probe.extensions import probe_extensions
+
+        return probe_extensions(inside.distributions, inside.torch)
+
     if inside is not None:
         timed("library probe, static (ELF)", lambda: libraries(False))
         timed("library probe, with contained load", lambda: libraries(True))
         timed("machine probe (NVML, libcuda, fatbin)", machine)
+        # After the library probe, as in the run: pyelftools is imported by then.
+        timed("extensions probe (symbols vs torch's exports)", extensions)
     facts = timed("all probes (gather, as run)", lambda: gather(ProbeOptions(target=target)))
     report = timed("checks and remedies", lambda: judge(facts))
     timed("terminal rendering", lambda: render_terminal_text(report))
@@ -153,9 +210,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each (default: 7)")
     parser.add_argument("--no-phases", action="store_true", help="skip the phase breakdown")
+    parser.add_argument(
+        "--extensions",
+        action="store_true",
+        help="also time a venv with real compiled extensions (torchvision, torchaudio)",
+    )
     args = parser.parse_args(argv)
 
     venv = real_torch_venv()
+    if args.extensions:
+        venv = extensions_venv(venv)
     cwd = Path("/")  # no project around: the default run of a plain venv
     doctor = time_runs(doctor_command(venv), args.runs, cwd, accepted=(0, 1))
     collect_env = time_runs(

@@ -57,6 +57,21 @@ def test_each_signature_names_its_source_and_review_date(signature: Signature) -
         ),
         ("libtorch_cuda.so: undefined symbol: ncclCommRegister", "nccl-undefined-symbol"),
         ("RuntimeError: operator torchvision::nms does not exist", "torchvision-operator-missing"),
+        (
+            "ImportError: /venv/lib/python3.12/site-packages/vllm/_C.abi3.so: undefined symbol: "
+            "_ZN5torch3jit17parseSchemaOrNameERKSsb",
+            "extension-undefined-torch-symbol",
+        ),
+        (
+            "OSError: /venv/lib/python3.11/site-packages/torchaudio/lib/libtorchaudio.so: "
+            "undefined symbol: aoti_torch_abi_version",
+            "extension-undefined-torch-symbol",
+        ),
+        (
+            "RuntimeError: The detected CUDA version (12.1) mismatches the version that was used "
+            "to compile PyTorch (13.0). Please make sure to use the same CUDA versions.",
+            "cpp-extension-cuda-mismatch",
+        ),
         # The undefined-symbol family, for every CUDA library torch loads, as import
         # torch prints it (a shadowing copy lacks a symbol of the version torch was built for).
         (

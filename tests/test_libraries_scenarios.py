@@ -101,7 +101,13 @@ def test_missing_soname_names_the_wheel_that_should_provide_it(
     assert any("nvidia-cufft-cu12 (not installed)" in line for line in finding["evidence"])
     # One cause, one error: the missing wheel is the root; the loader's view of it (the
     # soname nowhere, the load that failed) hangs under it, and only the root has a remedy.
-    assert run.root_ids() == ["missing-cuda-wheel", "no-nvidia-driver"]
+    # The machine's own CUDA toolkit, if it has one (a real nvcc 13.0 here), is judged too:
+    # against this CUDA 12 stand-in torch it is a warning of its own, not this relation's.
+    toolkit = {"nvcc-cuda-mismatch", "several-cuda-toolkits", "nvcc-host-compiler-unsupported"}
+    assert [i for i in run.root_ids() if i not in toolkit] == [
+        "missing-cuda-wheel",
+        "no-nvidia-driver",
+    ]
     assert finding["root"] == "missing-cuda-wheel" and finding["remedies"] == []
     root = run.finding("missing-cuda-wheel")
     assert "nvidia-cufft-cu12==11.2.1.3" in root["remedies"][-1]["text"]

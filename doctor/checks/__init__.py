@@ -49,6 +49,7 @@ CHECK_MODULES = (
     "libraries",
     "toolchain",
     "stack",
+    "extensions",
     "runtime",
 )
 

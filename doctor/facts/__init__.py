@@ -19,6 +19,7 @@ from doctor.facts.environment import (
     ToolchainFacts,
     TorchBuildFacts,
 )
+from doctor.facts.extensions import CudaToolkitFacts, ExtensionsFacts
 from doctor.facts.libraries import LibrariesFacts
 from doctor.facts.machine import MachineFacts
 from doctor.facts.project import (
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
     from doctor.facts.stack import StackFacts
 
 __all__ = [
+    "CudaToolkitFacts",
     "DistributionFacts",
+    "ExtensionsFacts",
     "Facts",
     "IndexFacts",
     "InterpreterFacts",
@@ -77,6 +80,8 @@ class Facts:
     toolchain: ToolchainFacts | None = None
     stack: StackFacts | None = None
     runtime: RuntimeFacts | None = None  # check --deep only: torch imported and run
+    extensions: ExtensionsFacts | None = None  # compiled extensions of torch
+    cuda_toolkit: CudaToolkitFacts | None = None  # the toolkit that would build one
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

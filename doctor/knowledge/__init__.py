@@ -17,6 +17,7 @@ from typing import Any
 _HERE = Path(__file__).parent
 
 __all__ = [
+    "HostCompilerLimit",
     "MvcFloor",
     "ToolkitDriver",
     "TorchBuild",
@@ -24,6 +25,7 @@ __all__ = [
     "cuinit_meaning",
     "first_cuda_for",
     "gpu_family",
+    "host_compiler_limit",
     "last_cuda_major_for",
     "load",
     "mvc_floors",
@@ -181,3 +183,28 @@ def cuinit_meaning(code: int | None) -> str:
         if entry["code"] == code:
             return str(entry["meaning"])
     return ""
+
+
+@dataclass(frozen=True)
+class HostCompilerLimit:
+    """The newest host compilers one CUDA release's nvcc accepts."""
+
+    cuda: tuple[int, int]  # the first release the limit applies to
+    gcc_max: int
+    clang_max: int | None
+    verified: str
+
+
+def host_compiler_limit(cuda: tuple[int, int]) -> HostCompilerLimit | None:
+    """The limit in force for an nvcc of this CUDA release (None before the table starts)."""
+    rows = sorted(
+        (
+            HostCompilerLimit(
+                _cc(row["cuda"]), int(row["gcc_max"]), row.get("clang_max"), row["verified"]
+            )
+            for row in load("cuda_host_compilers")["release"]
+        ),
+        key=lambda r: r.cuda,
+    )
+    applicable = [r for r in rows if r.cuda <= cuda]
+    return applicable[-1] if applicable else None

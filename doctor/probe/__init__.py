@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from doctor.facts import DistributionFacts, Facts, RuntimeFacts, TorchBuildFacts
+    from doctor.facts import (
+        DistributionFacts,
+        ExtensionsFacts,
+        Facts,
+        ProbeFailure,
+        RuntimeFacts,
+        TorchBuildFacts,
+    )
+    from doctor.probe.cuda_toolkit import CudaToolkitProbe
+    from doctor.probe.interpreter import InterpreterProbe
     from doctor.probe.machine import MachineProbe
     from doctor.probe.start import StartedProbes
     from doctor.probe.target import Target
@@ -59,6 +68,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
 
     failures: list[ProbeFailure] = []
     machine_probe = MachineProbe(timeout=options.timeout, driver=started.driver)
+    toolkit_probe = _start_toolkit_probe(options, failures)
     inside = finish_interpreter_probe(options.target.python, started.inside)
     failures.extend(inside.failures)
 
@@ -115,10 +125,17 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     except Exception as exc:  # the report goes on without this probe
         stack = None
         failures.append(ProbeFailure("stack", f"internal error: {type(exc).__name__}: {exc}"))
+    extensions = _extension_facts(inside, bool(machine.gpus), options, failures)
+    cuda_toolkit = None
+    if toolkit_probe is not None:
+        try:
+            cuda_toolkit = toolkit_probe.finish()
+        except Exception as exc:  # the report goes on without this probe
+            failures.append(ProbeFailure("cuda-toolkit", f"internal error: {exc!r}"))
+
     runtime = None
     if options.deep:
         runtime = _deep(options, started, inside.distributions, inside.shared_libraries)
-
     return Facts(
         interpreter=inside.interpreter,
         platform=inside.platform,
@@ -131,6 +148,8 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         toolchain=toolchain,
         stack=stack,
         runtime=runtime,
+        extensions=extensions,
+        cuda_toolkit=cuda_toolkit,
         failures=tuple(failures),
     )
 
@@ -149,6 +168,38 @@ def _deep(
 
     started.runtime = RuntimeProbe(options.target.python, timeout=options.timeout, env=os.environ)
     return started.runtime.finish(record_owners(distributions, shared_libraries))
+
+
+def _start_toolkit_probe(
+    options: ProbeOptions, failures: list[ProbeFailure]
+) -> CudaToolkitProbe | None:
+    """The CUDA toolkit that would build an extension: its tools start running now."""
+    from doctor.facts import ProbeFailure
+    from doctor.probe.cuda_toolkit import CudaToolkitProbe
+
+    try:
+        return CudaToolkitProbe(timeout=options.timeout)
+    except Exception as exc:  # the report goes on without this probe
+        failures.append(ProbeFailure("cuda-toolkit", f"internal error: {exc!r}"))
+        return None
+
+
+def _extension_facts(
+    inside: InterpreterProbe, gpus_known: bool, options: ProbeOptions, failures: list[ProbeFailure]
+) -> ExtensionsFacts | None:
+    """Compiled extensions' symbols against torch's exports."""
+    from doctor.facts import ProbeFailure
+    from doctor.probe.extensions import probe_extensions
+
+    if inside.platform is not None and inside.platform.system != "Linux":
+        return None  # ELF shared objects and glibc's loader: Linux only
+    try:
+        return probe_extensions(
+            inside.distributions, inside.torch, read_gpu_code=gpus_known, timeout=options.timeout
+        )
+    except Exception as exc:  # the report goes on without this probe
+        failures.append(ProbeFailure("extensions", f"internal error: {exc!r}"))
+        return None
 
 
 def _while_loading(

@@ -35,6 +35,7 @@ from doctor.facts.libraries import Resolution, ResolvedDependency
 __all__ = [
     "ElfDynamic",
     "LoaderModel",
+    "dynamic_entries",
     "elf_header",
     "elf_sections",
     "expand_origin",
@@ -178,7 +179,7 @@ def _dynamic_tag_names() -> dict[int, str]:
     return {value: name for name, value in ENUM_D_TAG_COMMON.items()}
 
 
-def _dynamic_entries(
+def dynamic_entries(
     stream: BinaryIO, structs: Any, offset: int, size: int
 ) -> list[tuple[str, int]]:
     """(tag name, value) of each dynamic entry up to DT_NULL. The entries are two words
@@ -213,7 +214,7 @@ def _read_dynamic(path: str) -> ElfDynamic:
         dynamic = next((h for h in headers if h["p_type"] == "PT_DYNAMIC"), None)
         if dynamic is None:
             return ElfDynamic(path, error="no dynamic section (a static or non-library file)")
-        entries = _dynamic_entries(stream, structs, dynamic["p_offset"], dynamic["p_filesz"])
+        entries = dynamic_entries(stream, structs, dynamic["p_offset"], dynamic["p_filesz"])
         strtab = next((value for tag, value in entries if tag == "DT_STRTAB"), None)
         if strtab is None:
             return ElfDynamic(path, error="the dynamic section has no string table")
