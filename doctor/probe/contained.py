@@ -346,9 +346,10 @@ class Contained:
         return False
 
     def _drain(self, selector: selectors.BaseSelector, buffers: Mapping[int, _Buffer]) -> None:
-        """Read what is in the pipes now (a descendant that writes on is cut at the
-        deadline)."""
-        while time.perf_counter() < self.deadline:
+        """Read what is in the pipes now. A descendant that writes on is cut at the
+        deadline; what the child wrote is read even when it is collected late."""
+        end = max(self.deadline, time.perf_counter() + 0.1)
+        while time.perf_counter() < end:
             ready = [key.fd for key, _ in selector.select(0) if key.fd in buffers]
             if not ready:
                 return  # all read, or a descendant holds the pipes open

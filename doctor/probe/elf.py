@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import platform
+import stat
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,8 +61,16 @@ def split_search_path(value: str) -> tuple[str, ...]:
 
 
 def _file_key(path: str) -> tuple[str, int, int]:
-    stat = os.stat(path)
-    return (path, stat.st_mtime_ns, stat.st_size)
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO or a device where a library should be: opening it could block for ever.
+        raise OSError(f"{path}: not a regular file")
+    return (path, info.st_mtime_ns, info.st_size)
+
+
+def open_nonblocking(path: str, flags: int) -> int:
+    """An ``opener`` for open(): never waits for a FIFO's writer."""
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def read_dynamic(path: str) -> ElfDynamic:
@@ -204,7 +213,7 @@ def _read_dynamic(path: str) -> ElfDynamic:
     # dynamic entries need only these.
     from elftools.common.utils import parse_cstring_from_stream, struct_parse
 
-    with open(path, "rb") as stream:
+    with open(path, "rb", opener=open_nonblocking) as stream:
         elf, structs = elf_header(stream)
         headers = [
             struct_parse(structs.Elf_Phdr, stream, elf["e_phoff"] + i * elf["e_phentsize"])
