@@ -54,6 +54,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     from doctor.probe.machine import MachineProbe
     from doctor.probe.project import locate_project, probe_project
     from doctor.probe.stack import probe_stack
+    from doctor.probe.text import clean
     from doctor.probe.toolchain import probe_toolchain
 
     failures: list[ProbeFailure] = []
@@ -126,7 +127,8 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         machine=machine,
         toolchain=toolchain,
         stack=stack,
-        failures=tuple(failures),
+        # Reasons quote files and stderr: safe text, like every fact from the environment.
+        failures=tuple(ProbeFailure(f.probe, clean(f.reason)) for f in failures),
     )
 
 

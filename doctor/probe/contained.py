@@ -121,8 +121,13 @@ class Outcome(NamedTuple):
 ContainedResult = Outcome
 
 
-def _tail(stderr: str, lines: int = 3) -> str:
+def _tail(stderr: str, lines: int = 3, cap: int = 2000) -> str:
+    """The last lines of stderr for a one-line reason: no control characters, capped."""
     text = "\n".join(stderr.strip().splitlines()[-lines:])
+    text = "".join(c for c in text if c.isprintable() or c in "\n\t")
+    if len(text) > cap:
+        extra = len(text[:-cap].encode("utf-8", "replace"))
+        text = f"… {extra} more bytes …{text[-cap:]}"
     return f": {text}" if text else ""
 
 

@@ -64,6 +64,10 @@ def query(pynvml: Any, call: Callable[..., Any], *args: Any) -> tuple[Any, str |
         return call(*args), None
     except pynvml.NVMLError as exc:
         return None, error_of(pynvml, exc)[1]
+    except UnicodeDecodeError as exc:
+        # pynvml decodes the driver's bytes strictly; a name that is not UTF-8 is still a
+        # name: its bytes, with what does not decode replaced.
+        return bytes(exc.object).split(b"\0", 1)[0].decode("utf-8", "replace"), None
 
 
 def gpu(pynvml: Any, index: int) -> dict[str, Any]:
@@ -272,7 +276,15 @@ def cuda_report() -> dict[str, Any]:
 def main(stages: list[str]) -> int:
     nodes_wanted = False
     for stage in stages or ["nvml", "cuda"]:
-        report = nvml_report() if stage == "nvml" else cuda_report()
+        try:
+            report = nvml_report() if stage == "nvml" else cuda_report()
+        except Exception as exc:  # the driver's answer broke the probe: a fact, no traceback
+            failure = f"the probe could not read the driver's answer: {type(exc).__name__}: {exc}"
+            report = (
+                {"status": "unknown", "error_text": failure}
+                if stage == "nvml"
+                else {"loaded": True, "load_error": failure}
+            )
         nodes_wanted = nodes_wanted or bool(report.pop("nodes_wanted", False))
         sys.stdout.write(json.dumps({"stage": stage, "report": report}) + "\n")
         sys.stdout.flush()

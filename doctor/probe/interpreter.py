@@ -15,6 +15,7 @@ from doctor.facts import (
 )
 from doctor.probe.contained import Contained
 from doctor.probe.start import start_inside
+from doctor.probe.text import clean_tree
 
 __all__ = ["InterpreterProbe", "finish_interpreter_probe", "probe_interpreter"]
 
@@ -58,7 +59,7 @@ def finish_interpreter_probe(python: str, child: Contained) -> InterpreterProbe:
         )
         return result
     try:
-        _fill(result, data)
+        _fill(result, clean_tree(data))
     except (KeyError, TypeError, ValueError) as exc:
         result.failures.append(
             ProbeFailure("interpreter", f"unexpected report from the inside probe: {exc!r}")

@@ -49,6 +49,7 @@ from doctor.probe import load_inside
 from doctor.probe.contained import run_contained
 from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic, split_search_path
 from doctor.probe.start import LoadSession, load_argv, load_options
+from doctor.probe.text import clean_tree
 
 __all__ = ["probe_libraries", "start_load_probe", "torch_preload_flow"]
 
@@ -503,8 +504,10 @@ def _run_load_plan(
         unfinished = None
         for line in run.stdout.splitlines():
             try:
-                event = json.loads(line)
-            except ValueError:
+                event = clean_tree(json.loads(line))
+            except (ValueError, RecursionError):
+                continue
+            if not isinstance(event, dict):
                 continue
             kind = event.get("event")
             if kind == "begin":

@@ -8,6 +8,7 @@ from typing import Any
 
 from doctor.facts import IndexFacts, LockedDependency, LockedPackage, ProjectFacts
 from doctor.probe.files import UnreadableFile, read_capped
+from doctor.probe.text import clean_tree
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,14 +79,14 @@ def probe_project(root: Path, found_by: str) -> ProjectFacts:
     }
     if pyproject.exists():
         try:
-            facts.update(_read_pyproject(load_toml(pyproject)))
+            facts.update(_read_pyproject(clean_tree(load_toml(pyproject))))
         except TomlError as exc:
             facts["pyproject_error"] = str(exc)
         except (TypeError, AttributeError, KeyError) as exc:
             facts["pyproject_error"] = f"{pyproject}: unexpected structure: {exc}"
     if lock.exists():
         try:
-            facts.update(_read_lock(load_toml(lock, "uv.lock"), lock))
+            facts.update(_read_lock(clean_tree(load_toml(lock, "uv.lock")), lock))
         except TomlError as exc:
             facts["lock_error"] = str(exc)
         except (TypeError, AttributeError, KeyError, ValueError) as exc:
