@@ -183,9 +183,9 @@ def _command_line(args: argparse.Namespace, command: Sequence[str] = ()) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _diagnose(
-    args: argparse.Namespace, while_loading: Callable[[], object] | None = None
-) -> Report:
+def _diagnose(args: argparse.Namespace, renderer: str | None = None) -> Report:
+    """Start the probes, then (while they run) import the pipeline and, for ``renderer``,
+    the report's renderer; then gather, judge, and return the report."""
     from doctor.probe import ProbeOptions
     from doctor.probe.start import start_probes
     from doctor.probe.target import TargetError, resolve_target
@@ -202,6 +202,9 @@ def _diagnose(
         from doctor.pipeline import diagnose
         from doctor.probe.progress import ProgressLine
 
+        if renderer is not None:
+            _import_renderer(renderer)
+
         # Silent unless the run is still going after a second (a slow driver, a hang).
         with ProgressLine(started.waiting):
             return diagnose(
@@ -212,7 +215,6 @@ def _diagnose(
                     timeout=args.timeout,
                     load_libraries=not args.no_load,
                     started=started,
-                    while_loading=while_loading,
                 )
             )
     finally:
@@ -220,7 +222,7 @@ def _diagnose(
 
 
 def _import_renderer(fmt: str) -> None:
-    """Import the report's renderer (rich for the terminal: ~30 ms) while probes finish."""
+    """Import the report's renderer (rich for the terminal: ~30 ms) while probes run."""
     import doctor.render.output
 
     if fmt == "terminal":
@@ -229,7 +231,7 @@ def _import_renderer(fmt: str) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     # First: it starts the probe processes before the heavy imports.
-    report = _diagnose(args, while_loading=lambda: _import_renderer(args.format))
+    report = _diagnose(args, renderer=args.format)
     from doctor.render.output import default_redaction, prepare, show
 
     redacted = default_redaction(args.format, args.redact)

@@ -36,10 +36,10 @@ from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.report import EXIT_DOCTOR_FAILED, EXIT_OK, Report
 
 __all__ = [
+    "BACKUP_DIRECTORY",
     "FixError",
     "FixOptions",
     "PlannedEdit",
-    "BACKUP_DIRECTORY",
     "apply_blocks",
     "backup_path",
     "follow_up_commands",
@@ -511,7 +511,11 @@ def run_fix(
             return EXIT_OK
     for edit in pending:
         backup = write_atomically(edit.target, edit.encoded())
-        where = "" if not edit.target.is_symlink() else f" (the link's target {os.path.realpath(edit.target)})"
+        where = (
+            ""
+            if not edit.target.is_symlink()
+            else f" (the link's target {os.path.realpath(edit.target)})"
+        )
         stdout.write(f"Wrote {edit.target}{where}; the original is kept as {backup}.\n")
     commands = follow_up_commands(pending)
     if options.sync:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import difflib
-import time
 import os
 import platform
 import pty
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 

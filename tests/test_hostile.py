@@ -10,6 +10,7 @@ the exit code documented. Nothing in the containment code is monkeypatched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -102,16 +103,14 @@ def read_pids(path: Path) -> list[int]:
 
 def kill_leftovers(pids: Sequence[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 def wrapper_python(directory: Path, body: str) -> Path:
     """An interpreter wrapper (as pyenv, conda or a site's module system install them)."""
     path = directory / "python"
-    path.write_text(f"#!/bin/sh\n{body}\nexec {sys.executable} \"$@\"\n")
+    path.write_text(f'#!/bin/sh\n{body}\nexec {sys.executable} "$@"\n')
     path.chmod(0o755)
     return path
 
@@ -199,7 +198,10 @@ def test_an_interpreter_that_writes_without_end_stays_within_memory(workdir: Pat
 def test_a_20_mb_stderr_line_is_cut_in_every_report(workdir: Path) -> None:
     python = workdir / "python"
     python.write_text(
-        "#!/bin/sh\nhead -c 20000000 /dev/zero | tr '\\0' 'x' >&2\nprintf '\\n\\033]0;owned\\007' >&2\nexit 3\n"
+        "#!/bin/sh\n"
+        "head -c 20000000 /dev/zero | tr '\\0' 'x' >&2\n"
+        "printf '\\n\\033]0;owned\\007' >&2\n"
+        "exit 3\n"
     )
     python.chmod(0o755)
     for fmt, cap in (("json", 64_000), ("markdown", 64_000), ("terminal", 64_000)):
@@ -410,9 +412,7 @@ def test_a_huge_project_file_hits_its_cap(tmp_path: Path) -> None:
 def test_a_lock_of_an_unknown_version_is_not_judged(tmp_path: Path) -> None:
     project = _project(tmp_path, b'[project]\nname = "p"\nversion = "0"\n', b"version = 9\n")
     result = run("--project", str(project), "--no-load", "--format", "json", cwd=project)
-    assert "lock format version 9, which this doctor does not know" in " ".join(
-        result.failures()
-    )
+    assert "lock format version 9, which this doctor does not know" in " ".join(result.failures())
 
 
 def test_a_pyproject_with_a_bom_is_read_as_uv_reads_it(tmp_path: Path) -> None:

@@ -2,17 +2,23 @@
 
 Importing this package is cheap (it imports no facts, checks or libraries), so the CLI
 can start the probe processes (doctor/probe/start.py) before its heavy imports.
+
+``gather`` is the one orchestrator: it owns the order and the overlap of the probes. The
+contained processes (inside, load, driver) are started together by start.py; each probe
+is then finished here in the order that keeps the default run near its floor: the inside
+probe (everything else needs its facts), the project files, the library probe's start
+(the ELF walk while the load process loads), torch's GPU code read in a thread while the
+load process finishes, the library probe's finish, the machine, the toolchain. Nothing
+from outside (the CLI) runs inside a probe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from doctor.facts import Facts, TorchBuildFacts
-    from doctor.probe.machine import MachineProbe
+    from doctor.facts import Facts
     from doctor.probe.start import StartedProbes
     from doctor.probe.target import Target
 
@@ -27,9 +33,6 @@ class ProbeOptions(NamedTuple):
     timeout: float = 60.0
     load_libraries: bool = True  # run the contained CUDA library load probe (--no-load)
     started: StartedProbes | None = None  # the probe processes, when already started
-    # Work for this process while it waits for the library load probe (e.g. importing
-    # the renderer): that wait is the run's longest idle stretch.
-    while_loading: Callable[[], object] | None = None
 
 
 def gather(options: ProbeOptions) -> Facts:
@@ -50,7 +53,7 @@ def gather(options: ProbeOptions) -> Facts:
 def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     from doctor.facts import Facts, ProbeFailure
     from doctor.probe.interpreter import finish_interpreter_probe
-    from doctor.probe.libraries import probe_libraries
+    from doctor.probe.libraries import LibraryProbe
     from doctor.probe.machine import MachineProbe
     from doctor.probe.project import locate_project, probe_project
     from doctor.probe.stack import probe_stack
@@ -75,7 +78,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         else:
             failures.append(ProbeFailure("project", f"{root}: no such directory"))
 
-    libraries, library_failures = probe_libraries(
+    library_probe = LibraryProbe(
         options.target.python,
         inside.torch,
         inside.interpreter,
@@ -85,10 +88,12 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         load=options.load_libraries,
         shared_libraries=inside.shared_libraries,
         session=started.load,
-        # torch's GPU code is read while the load process finishes, not during the ELF
-        # walk the load process waits for (both need this process's CPU).
-        while_loading=lambda: _while_loading(machine_probe, inside.torch, options),
     )
+    library_probe.start()
+    # torch's GPU code is read (in a thread) while the load process finishes, not during
+    # the ELF walk the load process waits for: both need this process's CPU.
+    machine_probe.torch_found(inside.torch)
+    libraries, library_failures = library_probe.finish()
     failures.extend(library_failures)
 
     machine = machine_probe.finish(inside.torch)
@@ -130,11 +135,3 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         # Reasons quote files and stderr: safe text, like every fact from the environment.
         failures=tuple(ProbeFailure(f.probe, clean(f.reason)) for f in failures),
     )
-
-
-def _while_loading(
-    machine_probe: MachineProbe, torch: TorchBuildFacts | None, options: ProbeOptions
-) -> None:
-    machine_probe.torch_found(torch)  # torch's GPU code, read in a thread meanwhile
-    if options.while_loading is not None:
-        options.while_loading()

@@ -41,6 +41,7 @@ __all__ = [
     "expand_origin",
     "ld_so_cache",
     "read_dynamic",
+    "split_preload",
     "split_search_path",
 ]
 
@@ -53,6 +54,11 @@ class ElfDynamic:
     rpath: tuple[str, ...] = ()
     runpath: tuple[str, ...] = ()
     error: str | None = None
+
+
+def split_preload(value: str) -> list[str]:
+    """LD_PRELOAD entries: separated by colons or white space (ld.so(8))."""
+    return [part for part in value.replace(":", " ").split() if part]
 
 
 def split_search_path(value: str) -> tuple[str, ...]:
@@ -437,6 +443,34 @@ class LoaderModel:
                     soname, Resolution.DEFAULT, found, entry=entry, expected_path=expected
                 )
         return ResolvedDependency(soname, Resolution.NOT_FOUND, expected_path=expected)
+
+    @classmethod
+    def for_environment(
+        cls, environment: Mapping[str, str], program: ElfDynamic
+    ) -> tuple[LoaderModel, tuple[tuple[str, str | None], ...]]:
+        """The loader of a process started from ``program`` with ``environment``
+        (LD_LIBRARY_PATH, LD_PRELOAD), and each LD_PRELOAD entry as written with the file
+        it loads (None when it loads none)."""
+        # ld.so ignores an empty LD_LIBRARY_PATH but reads an empty entry as the
+        # working directory.
+        value = environment.get("LD_LIBRARY_PATH", "")
+        model = cls(ld_library_path=list(split_search_path(value)) if value else [])
+        preloaded: dict[str, str] = {}
+        written: dict[str, str] = {}
+        files: list[tuple[str, str | None]] = []
+        for item in split_preload(environment.get("LD_PRELOAD", "")):
+            preload_file = model.preload_path(item, program)
+            files.append((item, preload_file))
+            if preload_file is None:
+                continue
+            soname = read_dynamic(preload_file).soname or os.path.basename(item)
+            if soname not in preloaded:
+                preloaded[soname] = preload_file
+                if preload_file != item:
+                    written[soname] = item
+        model.ld_preload = preloaded
+        model.preload_entries = written
+        return model, tuple(files)
 
     def preload_path(self, item: str, program: ElfDynamic) -> str | None:
         """The file an LD_PRELOAD entry loads: a path as written; a name without a slash

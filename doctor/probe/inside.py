@@ -298,7 +298,9 @@ def read_distribution(location, metadata_dir):
     except Exception as exc:  # noqa: BLE001 - corrupt metadata is a fact, not a crash
         dist["error"] = "cannot parse METADATA: {}".format(exc)
     try:
-        dist["installer"] = read_text(os.path.join(metadata_dir, "INSTALLER"), "INSTALLER").strip() or None
+        dist["installer"] = (
+            read_text(os.path.join(metadata_dir, "INSTALLER"), "INSTALLER").strip() or None
+        )
     except OSError:
         pass
     try:
