@@ -112,7 +112,8 @@ _WORD_CHARS = r"A-Za-z0-9_\-"
 # A URL's scheme and authority (netloc): the authority ends at the first "/", "?" or "#"
 # (RFC 3986), or where the text around the URL resumes. Its userinfo is everything before
 # the *last* "@" in it, as urllib.parse.urlsplit splits it: a password may hold "@".
-_URL_AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<netloc>[^\s/?#\"'<>`]*)")
+# "'" may be in a password (RFC 3986 sub-delims): it does not end the authority.
+_URL_AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<netloc>[^\s/?#\"<>`]*)")
 # What may stand right before a home directory that starts a path: the start of the
 # text, a space, a quote, "=", ":" (PATH-like lists), an opening bracket, a comma.
 _PATH_START = r"(?<![^\s\"'`=:(\[{<,])"
