@@ -244,6 +244,28 @@ def test_sigterm_and_sighup_stop_the_run_and_its_children(workdir: Path) -> None
             kill_leftovers(read_pids(pids))
 
 
+def test_a_library_constructor_that_forks_does_not_hold_the_run(
+    make_env: Callable[..., FakeEnv], workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tests.elf_fixtures import CudaTorchKit, ElfBuilder, compiler
+
+    if compiler() is None:
+        pytest.skip("no C compiler (cc) to build the stand-in libraries")
+    kit = CudaTorchKit(ElfBuilder(tmp_path_factory.mktemp("forking-stand-ins")))
+    env = make_env()
+    kit.install(env, [*kit.healthy_wheels(), kit.curand(constructor="CONSTRUCTOR_FORKS")])
+    pids = workdir / "forked.pids"
+    try:
+        result = run("--python", str(env.root), "--format", "json", "--timeout", "8",
+                     cwd=workdir, env={"TORCH_DOCTOR_FORK_PIDFILE": str(pids)})  # fmt: skip
+        assert result.seconds < 8 + MARGIN
+        assert result.returncode in (0, 1), result.stderr
+        assert not [f for f in result.failures() if "did not finish" in f]
+        assert read_pids(pids) and all(gone(pid) for pid in read_pids(pids))
+    finally:
+        kill_leftovers(read_pids(pids))
+
+
 # --- the driver ------------------------------------------------------------------------------
 
 
