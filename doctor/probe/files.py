@@ -19,7 +19,6 @@ __all__ = ["CAPS", "UnreadableFile", "check_regular", "read_capped"]
 CAPS = {
     "pyproject.toml": 4 * 1024 * 1024,
     "uv.lock": 64 * 1024 * 1024,
-    "ELF file": 4 * 1024 * 1024 * 1024,
 }
 
 
