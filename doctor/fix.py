@@ -397,10 +397,12 @@ def write_atomically(target: Path, data: bytes | str) -> Path:
     _check_writable(real)
     mode = real.stat().st_mode & 0o7777
     new = data.encode("utf-8") if isinstance(data, str) else data
+    from doctor.probe.files import UnreadableFile, read_capped
+
     try:
-        original = real.read_bytes()
-    except OSError as exc:
-        raise FixError(f"cannot read {real}: {exc.strerror or exc}; nothing was changed") from exc
+        original = read_capped(str(real), "pyproject.toml")
+    except UnreadableFile as exc:
+        raise FixError(f"{exc}; nothing was changed") from exc
     backup = _write_backup(Path(os.path.abspath(target)), original, mode)
     temporary: str | None = None
     try:

@@ -203,7 +203,11 @@ def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> No
     width = terminal_width()
     if not _encodable(stream, "✓✗•→…─╭"):
         # rich would raise on the first glyph: plain text in the glyphs stdout can carry.
-        text = render_text(prepared, "terminal", width=width or 100)
+        if width is None:
+            import shutil
+
+            width = shutil.get_terminal_size((80, 24)).columns
+        text = render_text(prepared, "terminal", width=width)
         write_output(text, None)
         return
     from rich.console import Console
