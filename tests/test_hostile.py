@@ -391,6 +391,19 @@ def test_url_passwords_with_at_signs_do_not_leak(
         assert "<redacted>@host.example/simple" in result.stdout, fmt
 
 
+def test_home_is_redacted_only_as_a_leading_path(tmp_path: Path) -> None:
+    home = tmp_path / "home" / "qz7alice"
+    home.mkdir(parents=True)
+    # A venv whose path holds the home directory's path in its middle, not at its start.
+    elsewhere = Path(f"{tmp_path}/srv{home}/venv")
+    env = FakeEnv.create(elsewhere)
+    env.install_healthy_cu130()
+    result = run("--python", str(env.root), "--no-load", "--format", "markdown",
+                 cwd=tmp_path, env={"HOME": str(home)})  # fmt: skip
+    assert "srv~" not in result.stdout
+    assert f"{tmp_path}/srv{tmp_path}/home/" in result.stdout  # the path, not ~
+
+
 # --- project files ---------------------------------------------------------------------------
 
 
