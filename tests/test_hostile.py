@@ -267,6 +267,54 @@ def test_a_library_constructor_that_forks_does_not_hold_the_run(
         kill_leftovers(read_pids(pids))
 
 
+def test_a_killed_doctor_leaves_no_hanging_load_probe_behind(
+    make_env: Callable[..., FakeEnv], workdir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tests.elf_fixtures import CudaTorchKit, ElfBuilder, compiler
+
+    if compiler() is None:
+        pytest.skip("no C compiler (cc) to build the stand-in libraries")
+    kit = CudaTorchKit(ElfBuilder(tmp_path_factory.mktemp("hanging-stand-ins")))
+    env = make_env()
+    kit.install(env, [*kit.healthy_wheels(), kit.curand(constructor="CONSTRUCTOR_HANGS")])
+    doctor = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "--python", str(env.root), "--timeout", "60"],
+        cwd=workdir,
+        env=doctor_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    marker = f"TORCH_DOCTOR_CONTAINED={doctor.pid}-".encode()
+
+    def children() -> list[int]:
+        found = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    environ = Path(f"/proc/{name}/environ").read_bytes()
+                except OSError:
+                    continue
+                if any(v.startswith(marker) for v in environ.split(b"\0")):
+                    found.append(int(name))
+        return found
+
+    try:
+        deadline = time.monotonic() + 30
+        while not children() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the load probe reaches the hanging constructor
+        started = children()
+        assert started
+        doctor.kill()  # SIGKILL: the doctor cannot clean up
+        doctor.wait()
+        left = [pid for pid in started if not gone(pid)]
+        assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
+    finally:
+        doctor.kill()
+        doctor.wait()
+        kill_leftovers(children())
+
+
 # --- the driver ------------------------------------------------------------------------------
 
 

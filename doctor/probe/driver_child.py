@@ -273,7 +273,25 @@ def cuda_report() -> dict[str, Any]:
     return report
 
 
+def die_with_the_doctor() -> None:
+    """Be killed when the doctor dies, even by SIGKILL: a driver call that hangs must not
+    keep this process alive as an orphan. Linux only (PR_SET_PDEATHSIG)."""
+    doctor = os.environ.get("TORCH_DOCTOR_CONTAINED", "").split("-", 1)[0]
+    if not sys.platform.startswith("linux") or not doctor.isdigit():
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    # Started through a wrapper that does not exec, the parent is the wrapper: tied to it
+    # instead. Reparented to init already: the doctor died before prctl took effect.
+    if os.getppid() == 1 and int(doctor) != 1:
+        os._exit(1)
+
+
 def main(stages: list[str]) -> int:
+    die_with_the_doctor()
     nodes_wanted = False
     for stage in stages or ["nvml", "cuda"]:
         try:

@@ -581,8 +581,27 @@ def read_line():
     return json.loads(sys.stdin.readline() or "{}")
 
 
+def die_with_the_doctor():
+    """Be killed when the doctor dies, even by SIGKILL (it then cannot clean up): a
+    library that hangs must not keep this process alive as an orphan. Linux only."""
+    marker = os.environ.get("TORCH_DOCTOR_CONTAINED", "")
+    doctor = marker.split("-", 1)[0]
+    if not sys.platform.startswith("linux") or not doctor.isdigit():
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    # Started through a wrapper that does not exec, the parent is the wrapper: tied to it
+    # instead. Reparented to init already: the doctor died before prctl took effect.
+    if os.getppid() == 1 and int(doctor) != 1:
+        os._exit(1)
+
+
 def main():
     global _report
+    die_with_the_doctor()
     # Libraries may print from their constructors: keep the report on its own descriptor.
     _report = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
