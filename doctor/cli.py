@@ -287,8 +287,10 @@ def _reported(exc: Exception) -> bool:
 
 
 def _stop_on_signal(signum: int, frame: object) -> None:
-    from doctor.probe.contained import kill_all
+    from doctor.probe.contained import defer_signal, kill_all
 
+    if defer_signal(signum):
+        return  # a child is being started: the signal comes again once it is registered
     kill_all()  # at once: the exception below may take a moment to reach main
     raise Stopped(signum)
 
@@ -310,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         # The program: `timeout`, CI cancellation and `docker stop` send SIGTERM, a closed
         # terminal SIGHUP; both stop the run like Ctrl-C, children included.
-        for signum in (signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _stop_on_signal)
         # The program: a short run that makes little garbage. The cyclic collector's
         # passes over every imported module (and again at exit) cost it ~40 ms;

@@ -302,7 +302,16 @@ def test_a_killed_doctor_leaves_no_hanging_load_probe_behind(
         deadline = time.monotonic() + 30
         while not children() and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(1.0)  # the load probe reaches the hanging constructor
+
+        def hanging() -> bool:  # the load probe is in the constructor that hangs
+            for pid in children():
+                with contextlib.suppress(OSError):
+                    if b"libcurand" in Path(f"/proc/{pid}/maps").read_bytes():
+                        return True
+            return False
+
+        while not hanging() and time.monotonic() < deadline:
+            time.sleep(0.1)
         started = children()
         assert started
         doctor.kill()  # SIGKILL: the doctor cannot clean up

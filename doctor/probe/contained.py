@@ -22,8 +22,9 @@ The bounds ``finish`` keeps, whatever the child's descendants do:
   killed too when they hold the child's pipes or outlived a timeout.
 
 ``kill_all()`` stops every child still running; the CLI calls it on SIGINT, SIGTERM and
-SIGHUP. This module imports only the standard library (the probes start before
-anything heavy is imported).
+SIGHUP (``defer_signal()`` first: a signal that comes while a child is being started is
+sent again once the child is registered). This module imports only the standard library
+(the probes start before anything heavy is imported).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "Contained",
     "ContainedResult",
     "Outcome",
+    "defer_signal",
     "kill_all",
     "run_contained",
     "start",
@@ -57,6 +59,10 @@ STDERR_CAP = 256 * 1024
 MARKER_VARIABLE = "TORCH_DOCTOR_CONTAINED"
 _CHUNK = 65536
 _live: set[Contained] = set()
+# Children being started right now, and the stop signals that came meanwhile: a signal
+# between the fork and the registration in _live would miss the new child.
+_starting = 0
+_deferred: list[int] = []
 
 
 class Outcome(NamedTuple):
@@ -211,6 +217,8 @@ class Contained:
         child_env[MARKER_VARIABLE] = self.marker
         self.proc: subprocess.Popen[bytes] | None = None
         piped = stdin_text is not None or open_stdin
+        global _starting
+        _starting += 1
         try:
             self.proc = subprocess.Popen(
                 list(argv),
@@ -221,10 +229,16 @@ class Contained:
                 cwd=cwd,
                 start_new_session=True,  # its own session and process group
             )
+            _live.add(self)
         except (OSError, ValueError) as exc:
             self.start_error = getattr(exc, "strerror", None) or str(exc)
-        else:
-            _live.add(self)
+        finally:
+            _starting -= 1
+            if _deferred and not _starting:
+                # Now that the child is registered, the stop can find it: the signal again.
+                signum = _deferred.pop()
+                _deferred.clear()
+                os.kill(os.getpid(), signum)
 
     def send(self, text: str) -> None:
         """Write to the process's stdin now (it may already have died: that is no error).
@@ -471,6 +485,15 @@ def run_contained(
 ) -> Outcome:
     """Run ``argv`` to its outcome; never raises for the child's failures."""
     return start(argv, timeout=timeout, env=env, stdin_text=stdin_text, cwd=cwd).finish()
+
+
+def defer_signal(signum: int) -> bool:
+    """For a stop signal's handler: True when a child is being started; the signal is
+    then sent again once the child is registered, so that :func:`kill_all` finds it."""
+    if _starting:
+        _deferred.append(signum)
+        return True
+    return False
 
 
 def kill_all() -> None:

@@ -285,9 +285,14 @@ def die_with_the_doctor() -> None:
     except (OSError, AttributeError):
         return
     # Started through a wrapper that does not exec, the parent is the wrapper: tied to it
-    # instead. Reparented to init already: the doctor died before prctl took effect.
-    if os.getppid() == 1 and int(doctor) != 1:
-        os._exit(1)
+    # instead. If the doctor died before prctl took effect, go now.
+    if os.getppid() != int(doctor):
+        try:
+            os.kill(int(doctor), 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:
+            pass
 
 
 def main(stages: list[str]) -> int:
