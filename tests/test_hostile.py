@@ -212,10 +212,10 @@ def test_a_20_mb_stderr_line_is_cut_in_every_report(workdir: Path) -> None:
         assert "more bytes" in result.stdout
 
 
-def test_sigterm_and_sighup_stop_the_run_and_its_children(workdir: Path) -> None:
+def test_sigint_sigterm_and_sighup_stop_the_run_and_its_children(workdir: Path) -> None:
     pids = workdir / "pids"
     python = wrapper_python(workdir, f"echo $$ >> {pids}; sleep 60")
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         pids.unlink(missing_ok=True)
         proc = subprocess.Popen(
             [sys.executable, "-m", "doctor", "--python", str(python), "--timeout", "60"],
@@ -235,7 +235,9 @@ def test_sigterm_and_sighup_stop_the_run_and_its_children(workdir: Path) -> None
             _, stderr = proc.communicate(timeout=10)
             assert time.monotonic() - sent < MARGIN
             assert proc.returncode == 128 + signum
-            assert f"stopped by {signal.Signals(signum).name}" in stderr
+            said = "interrupted" if signum == signal.SIGINT else "stopped by"
+            assert f"torch-doctor: {said}" in stderr
+            assert signum == signal.SIGINT or signal.Signals(signum).name in stderr
             assert "Traceback" not in stderr
             left = [pid for pid in read_pids(pids) if not gone(pid)]
             assert not left, [Path(f"/proc/{pid}/stat").read_text() for pid in left]
