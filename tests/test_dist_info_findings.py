@@ -60,7 +60,7 @@ def test_two_torch_dist_infos_in_one_directory_name_both_versions_and_the_stale_
     finding = DUPLICATE.judged(with_extra(healthy_facts(), stale))
     assert finding.severity is Severity.ERROR
     assert "2.14.1+cu130" in finding.title and "2.13.0" in finding.title
-    assert finding.data["stale_dirs"] == [stale.metadata_dir]
+    assert finding.data.stale_dirs == (stale.metadata_dir,)
     [remedy] = finding.remedies
     assert remedy.text.splitlines()[0] == f"rm -rf -- {stale.metadata_dir}"
 
