@@ -128,8 +128,8 @@ def interpreter_facts():
 def venv_creator():
     """Who made the venv, from the keys pyvenv.cfg carries (uv = ..., virtualenv = ...)."""
     try:
-        with open(os.path.join(sys.prefix, "pyvenv.cfg")) as handle:
-            keys = [line.split("=", 1)[0].strip() for line in handle.read(65536).splitlines()]
+        text = read_text(os.path.join(sys.prefix, "pyvenv.cfg"), "pyvenv.cfg")
+        keys = [line.split("=", 1)[0].strip() for line in text.splitlines()]
     except (OSError, ValueError):
         return None
     for key in ("uv", "virtualenv"):
@@ -167,6 +167,7 @@ FILE_CAPS = {
     "WHEEL": 1024 * 1024,
     "INSTALLER": 4096,
     "version.py": 1024 * 1024,
+    "pyvenv.cfg": 65536,
 }
 # Requires-Dist entries read per distribution (torch lists ~30).
 MAX_REQUIREMENTS = 2000
