@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from doctor.checks.expectations import parse_requirement
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from doctor.derive.expectations import parse_requirement
 from doctor.fix import FixError, apply_blocks
 from doctor.probe import inside
 from doctor.probe.elf import elf_sections, read_dynamic
