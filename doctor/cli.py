@@ -14,6 +14,7 @@ import contextlib
 import gc
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,22 +35,58 @@ class UsageError(Exception):
     """Bad arguments or input: a clear message and exit code 2."""
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived (like KeyboardInterrupt for SIGINT): stop, exit 128+signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+# Longer than any probe could usefully take; also keeps deadline arithmetic finite.
+MAX_TIMEOUT = 24 * 3600.0
+
+
+def _timeout(value: str) -> float:
+    """--timeout: a finite number of seconds, more than 0 and at most a day."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 < seconds <= MAX_TIMEOUT:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give a number of seconds above 0 and at most {MAX_TIMEOUT:g}"
+        )
+    return seconds
+
+
+def _non_empty(option: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"{option} needs a path, not an empty string")
+        return value
+
+    return parse
+
+
 def _target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--python",
         metavar="PATH",
+        type=_non_empty("--python"),
         help="interpreter or virtual environment to inspect "
         "(default: the active venv, else the project's .venv, else this interpreter)",
     )
     parser.add_argument(
         "--project",
         metavar="DIR",
+        type=_non_empty("--project"),
         help="uv project directory with pyproject.toml and uv.lock "
         "(default: the venv's parent, else found from the working directory)",
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout,
         default=60.0,
         metavar="SECONDS",
         help="time limit for each contained probe (default: 60)",
@@ -154,15 +191,13 @@ def _command_line(args: argparse.Namespace, command: Sequence[str] = ()) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _diagnose(
-    args: argparse.Namespace, while_loading: Callable[[], object] | None = None
-) -> Report:
+def _diagnose(args: argparse.Namespace, renderer: str | None = None) -> Report:
+    """Start the probes, then (while they run) import the pipeline and, for ``renderer``,
+    the report's renderer; then gather, judge, and return the report."""
     from doctor.probe import ProbeOptions
     from doctor.probe.start import start_probes
     from doctor.probe.target import TargetError, resolve_target
 
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
     if args.project is not None and not Path(args.project).expanduser().is_dir():
         raise UsageError(f"--project {args.project}: no such directory")
     try:
@@ -175,6 +210,9 @@ def _diagnose(
         from doctor.pipeline import diagnose
         from doctor.probe.progress import ProgressLine
 
+        if renderer is not None:
+            _import_renderer(renderer)
+
         # Silent unless the run is still going after a second (a slow driver, a hang).
         with ProgressLine(started.waiting):
             return diagnose(
@@ -185,7 +223,6 @@ def _diagnose(
                     timeout=args.timeout,
                     load_libraries=not args.no_load,
                     started=started,
-                    while_loading=while_loading,
                     deep=getattr(args, "deep", False),
                 )
             )
@@ -194,7 +231,7 @@ def _diagnose(
 
 
 def _import_renderer(fmt: str) -> None:
-    """Import the report's renderer (rich for the terminal: ~30 ms) while probes finish."""
+    """Import the report's renderer (rich for the terminal: ~30 ms) while probes run."""
     import doctor.render.output
 
     if fmt == "terminal":
@@ -203,7 +240,7 @@ def _import_renderer(fmt: str) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     # First: it starts the probe processes before the heavy imports.
-    report = _diagnose(args, while_loading=lambda: _import_renderer(args.format))
+    report = _diagnose(args, renderer=args.format)
     from doctor.render.output import default_redaction, prepare, show
 
     redacted = default_redaction(args.format, args.redact)
@@ -258,10 +295,34 @@ def _reported(exc: Exception) -> bool:
     return isinstance(exc, (UsageError, FixError, OutputError))
 
 
+def _stop_on_signal(signum: int, frame: object) -> None:
+    from doctor.probe.contained import defer_signal, kill_all
+
+    if defer_signal(signum):
+        return  # a child is being started: the signal comes again once it is registered
+    kill_all()  # at once: the exception below may take a moment to reach main
+    raise Stopped(signum)
+
+
+def _stopped(signum: int) -> int:
+    """The contained children are killed; one line; exit status 128+signal, as a shell's."""
+    from doctor.probe.contained import kill_all
+
+    kill_all()
+    name = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        print(f"torch-doctor: {name}", file=sys.stderr)
+    return 128 + signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
     command = {"check": _check, "fix": _fix, "explain": _explain, "list": _list}[args.command]
     if argv is None:
+        # The program: `timeout`, CI cancellation and `docker stop` send SIGTERM, a closed
+        # terminal SIGHUP; both stop the run like Ctrl-C, children included.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _stop_on_signal)
         # The program: a short run that makes little garbage. The cyclic collector's
         # passes over every imported module (and again at exit) cost it ~40 ms;
         # in-process callers (argv given) keep their collector.
@@ -269,8 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except KeyboardInterrupt:
-        print("torch-doctor: interrupted", file=sys.stderr)
-        return 130
+        return _stopped(signal.SIGINT)
+    except Stopped as stop:
+        return _stopped(stop.signum)
     except BrokenPipeError:
         # `torch-doctor | head`: the reader left; that is not our failure.
         with contextlib.suppress(OSError):

@@ -6,6 +6,14 @@ sources blocks from later checks merge the same way). The edit goes through toml
 the user's comments, order and formatting survive; the diff is shown; nothing is written
 without a yes (``--yes``, or an answer on a terminal); the write is atomic and the
 original is kept as a backup. Running it twice changes nothing the second time.
+
+How the file is written:
+- a symlinked pyproject.toml (dotfile repositories do this) keeps its link: the link's
+  target is replaced, by an atomic rename next to the target;
+- line endings (CRLF) and a UTF-8 byte order mark are kept as they were;
+- the backup goes to ``.torch-doctor/backups/`` in the project directory, beside a
+  ``.gitignore`` of ``*`` so it is never committed by accident; it is created exclusively
+  and never through a symlink (a symlinked backup directory is refused, and said).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from doctor.findings import Finding, Remedy, RemedyKind
 from doctor.report import EXIT_DOCTOR_FAILED, EXIT_OK, Report
 
 __all__ = [
+    "BACKUP_DIRECTORY",
     "FixError",
     "FixOptions",
     "PlannedEdit",
@@ -46,6 +55,9 @@ IDENTITY_KEYS: dict[str, tuple[str, ...]] = {
     "index": ("name",),
 }
 DEFAULT_IDENTITY = ("name",)
+# Where backups go, relative to the directory of the edited file (the project).
+BACKUP_DIRECTORY = Path(".torch-doctor") / "backups"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class FixError(Exception):
@@ -63,8 +75,15 @@ class FixOptions:
 class PlannedEdit:
     target: Path
     remedies: tuple[tuple[Finding[Any], Remedy], ...]
-    before: str
+    before: str  # with "\n" line ends and no BOM: the file is written back in its own
     after: str
+    newline: str = "\n"  # "\r\n" when the file used CRLF
+    bom: bool = False
+
+    def encoded(self) -> bytes:
+        """``after`` as the file's own bytes: its line ends, its BOM."""
+        text = self.after.replace("\n", self.newline) if self.newline != "\n" else self.after
+        return (UTF8_BOM if self.bom else b"") + text.encode("utf-8")
 
     @property
     def changes(self) -> bool:
@@ -252,38 +271,103 @@ def plan_edits(report: Report) -> list[PlannedEdit]:
     edits = []
     for target, remedies in by_target.items():
         path = Path(target)
-        if path.is_dir():
-            raise FixError(f"{path} is a directory, not a file; nothing was changed")
-        try:
-            before = path.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise FixError(
-                f"{path} does not exist: `torch-doctor fix` edits an existing project's "
-                "pyproject.toml (run it in the uv project, or pass --project DIR); "
-                "nothing was changed"
-            ) from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise FixError(f"{path} cannot be read ({reason}); nothing was changed") from exc
+        before, newline, bom = _read_text(path)
         # Several findings often carry the same block (one index choice): apply it once.
         blocks = list(dict.fromkeys(r.text for _, r in remedies))
         after = apply_blocks(before, blocks, name=str(path))
-        edits.append(PlannedEdit(path, tuple(remedies), before, after))
+        edits.append(PlannedEdit(path, tuple(remedies), before, after, newline, bom))
     return edits
 
 
+def _read_text(path: Path) -> tuple[str, str, bool]:
+    """The file's text with "\n" line ends, its line end, and whether it had a BOM."""
+    from doctor.probe.files import UnreadableFile, read_capped
+
+    if path.is_dir():
+        raise FixError(f"{path} is a directory, not a file; nothing was changed")
+    if not path.exists():
+        raise FixError(
+            f"{path} does not exist: `torch-doctor fix` edits an existing project's "
+            "pyproject.toml (run it in the uv project, or pass --project DIR); "
+            "nothing was changed"
+        )
+    try:
+        raw = read_capped(str(path), "pyproject.toml")
+    except UnreadableFile as exc:
+        raise FixError(f"{exc}; nothing was changed") from exc
+    bom = raw.startswith(UTF8_BOM)
+    try:
+        text = raw[len(UTF8_BOM) :].decode("utf-8") if bom else raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FixError(f"{path} cannot be read (not UTF-8 text); nothing was changed") from exc
+    newline = "\r\n" if "\r\n" in text and text.count("\r\n") >= text.count("\n") / 2 else "\n"
+    return text.replace("\r\n", "\n"), newline, bom
+
+
+def _backup_directory(project: Path) -> Path:
+    """``.torch-doctor/backups`` in ``project``, made if missing, with a ``.gitignore`` of
+    ``*``; never through a symlink (refused, and said)."""
+    directory = project
+    for part in BACKUP_DIRECTORY.parts:
+        directory = directory / part
+        if directory.is_symlink():
+            raise FixError(
+                f"{directory} is a symlink; torch-doctor does not write its backup through "
+                "a symlink. Remove it (or make it a directory); nothing was changed."
+            )
+        try:
+            directory.mkdir(mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise FixError(
+                f"cannot create {directory} for the backup: {exc.strerror or exc}; "
+                "nothing was changed"
+            ) from exc
+        if not directory.is_dir() or directory.is_symlink():
+            raise FixError(f"{directory} is not a directory; nothing was changed")
+    ignore = project / BACKUP_DIRECTORY.parts[0] / ".gitignore"
+    with contextlib.suppress(FileExistsError):
+        _create_exclusively(ignore, b"# torch-doctor's backups: never committed\n*\n")
+    return directory
+
+
+def _create_exclusively(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a new file; FileExistsError if the name is taken (by a dangling symlink too:
+    O_EXCL never follows one)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            fd = -1
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def backup_path(target: Path) -> Path:
-    """``pyproject.toml.bak``; if that exists already, a timestamped name beside it."""
-    plain = target.with_name(target.name + ".bak")
-    if not plain.exists():
-        return plain
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    candidate = target.with_name(f"{target.name}.{stamp}.bak")
-    n = 1
-    while candidate.exists():
-        candidate = target.with_name(f"{target.name}.{stamp}-{n}.bak")
-        n += 1
-    return candidate
+    """The first backup name for ``target``: ``.torch-doctor/backups/<name>.<UTC time>.bak``
+    in the directory that holds ``target`` (a later taken name gets a counter)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return target.parent / BACKUP_DIRECTORY / f"{target.name}.{stamp}.bak"
+
+
+def _write_backup(target: Path, data: bytes, mode: int) -> Path:
+    directory = _backup_directory(target.parent)
+    first = backup_path(target)
+    candidate = directory / first.name
+    for n in range(1, 1000):
+        try:
+            _create_exclusively(candidate, data, mode)
+            return candidate
+        except FileExistsError:
+            candidate = directory / f"{first.stem}-{n}.bak"
+        except OSError as exc:
+            raise FixError(
+                f"cannot write the backup {candidate}: {exc.strerror or exc}; nothing was changed"
+            ) from exc
+    raise FixError(f"no free backup name in {directory}; nothing was changed")
 
 
 def _check_writable(target: Path) -> None:
@@ -300,32 +384,41 @@ def _check_writable(target: Path) -> None:
         )
     if not os.access(target.parent, os.W_OK | os.X_OK):
         raise FixError(
-            f"{target.parent} is not writable (the new file and the backup go there); "
-            "nothing was changed."
+            f"{target.parent} is not writable (the new file goes there); nothing was changed."
         )
 
 
-def write_atomically(target: Path, text: str) -> Path:
-    """Back up ``target``, then replace it in one step. Returns the backup's path."""
-    _check_writable(target)
-    mode = target.stat().st_mode & 0o7777
-    backup = backup_path(target)
+def write_atomically(target: Path, data: bytes | str) -> Path:
+    """Back up ``target``, then replace it in one step. Returns the backup's path.
+
+    A symlink is kept: its target is what is replaced (the new file is made next to the
+    target and renamed over it). The backup holds the original bytes."""
+    real = Path(os.path.realpath(target))
+    _check_writable(real)
+    mode = real.stat().st_mode & 0o7777
+    new = data.encode("utf-8") if isinstance(data, str) else data
+    from doctor.probe.files import UnreadableFile, read_capped
+
+    try:
+        original = read_capped(str(real), "pyproject.toml")
+    except UnreadableFile as exc:
+        raise FixError(f"{exc}; nothing was changed") from exc
+    backup = _write_backup(Path(os.path.abspath(target)), original, mode)
     temporary: str | None = None
     try:
-        shutil.copy2(target, backup)
         handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+            dir=real.parent, prefix=f".{real.name}.", suffix=".tmp"
         )
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            out.write(new)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temporary, mode)
-        os.replace(temporary, target)
+        os.replace(temporary, real)
         temporary = None
     except OSError as exc:
         raise FixError(
-            f"could not write {target}: {exc.strerror or exc}; the original is unchanged"
+            f"could not write {real}: {exc.strerror or exc}; the original is unchanged"
         ) from exc
     finally:
         if temporary is not None:
@@ -373,7 +466,7 @@ def _run_uv(commands: Sequence[str], project: Path, out: IO[str]) -> int:
         if result.returncode != 0:
             out.write(
                 f"torch-doctor: `{command}` failed (exit {result.returncode}); "
-                "pyproject.toml keeps the edit, the backup is beside it.\n"
+                f"pyproject.toml keeps the edit, the backup is in {BACKUP_DIRECTORY}.\n"
             )
             return EXIT_DOCTOR_FAILED
     return EXIT_OK
@@ -419,8 +512,13 @@ def run_fix(
             stdout.write("Nothing was changed.\n")
             return EXIT_OK
     for edit in pending:
-        backup = write_atomically(edit.target, edit.after)
-        stdout.write(f"Wrote {edit.target} (the original is kept as {backup}).\n")
+        backup = write_atomically(edit.target, edit.encoded())
+        where = (
+            ""
+            if not edit.target.is_symlink()
+            else f" (the link's target {os.path.realpath(edit.target)})"
+        )
+        stdout.write(f"Wrote {edit.target}{where}; the original is kept as {backup}.\n")
     commands = follow_up_commands(pending)
     if options.sync:
         return _run_uv(commands, pending[0].target.parent, stdout)

@@ -109,9 +109,14 @@ _GENERIC_USERS = frozenset({"root", "user", "users", "admin", "nobody", "home"})
 _GENERIC_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"}) | _REPORT_WORDS
 
 _WORD_CHARS = r"A-Za-z0-9_\-"
-_URL_USERINFO = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s/?#@\"'<>`]+)@"
-)
+# A URL's scheme and authority (netloc): the authority ends at the first "/", "?" or "#"
+# (RFC 3986), or where the text around the URL resumes. Its userinfo is everything before
+# the *last* "@" in it, as urllib.parse.urlsplit splits it: a password may hold "@".
+# "'" may be in a password (RFC 3986 sub-delims): it does not end the authority.
+_URL_AUTHORITY = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<netloc>[^\s/?#\"<>`]*)")
+# What may stand right before a home directory that starts a path: the start of the
+# text, a space, a quote, "=", ":" (PATH-like lists), an opening bracket, a comma.
+_PATH_START = r"(?<![^\s\"'`=:(\[{<,])"
 _QUERY_PARAMETER = re.compile(
     r"(?P<key>[?&;](?P<name>[^=&;#\s\"'<>`]+)=)(?P<value>[^&;#\s\"'<>`]+)"
 )
@@ -222,8 +227,11 @@ class Redactor:
         self.counts: Counter[str] = Counter()
         # (literal, pattern): a pattern can only match where its literal occurs, and an
         # `in` test is far cheaper than a regex scan over thousands of report strings.
+        # The home directory only as a whole leading path prefix: /home/alice/x, not
+        # /srv/home/alice/x nor /home/alicex.
         self._homes = [
-            (h, re.compile(re.escape(h) + r"(?=/|$|[\s\"'`),:;\]}])")) for h in rules.homes
+            (h, re.compile(_PATH_START + re.escape(h) + r"(?=/|$|[\s\"'`),:;\]}>])"))
+            for h in rules.homes
         ]
         self._users = [(u, _word_pattern(u, ignore_case=False)) for u in rules.users]
         self._hosts = [(h, _word_pattern(h, ignore_case=False)) for h in rules.hosts]
@@ -238,9 +246,7 @@ class Redactor:
         # report has thousands of strings, nearly all clean); the result is the same.
         out = value
         if "://" in out and "@" in out:
-            out = self._sub(
-                _URL_USERINFO, lambda m: m.group("scheme") + REDACTED + "@", out, "url-credentials"
-            )
+            out = self._sub(_URL_AUTHORITY, _without_userinfo, out, "url-credentials")
         if "=" in out:
             out = self._sub(_QUERY_PARAMETER, self._query_parameter, out, None)
             out = self._sub(_ASSIGNMENT, self._assignment, out, None)
@@ -330,6 +336,14 @@ class Redactor:
 
 
 _VARIABLE_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def _without_userinfo(match: re.Match[str]) -> str:
+    """scheme://user:pass@host -> scheme://<redacted>@host (the last "@" ends userinfo)."""
+    userinfo, at, host = match.group("netloc").rpartition("@")
+    if not at or userinfo == REDACTED:
+        return match.group(0)
+    return f"{match.group('scheme')}{REDACTED}@{host}"
 
 
 @lru_cache(maxsize=1024)

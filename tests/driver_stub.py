@@ -80,6 +80,9 @@ class Driver:
     nvml_init_sleep: int = 0  # seconds: a driver that hangs
     cu_init_crash: bool = False  # cuInit aborts the process
     fabric_v: bool = True  # False: nvmlDeviceGetGpuFabricInfoV is "Function Not Found"
+    raw_byte: int = 0  # appended to GPU names and the driver version: 255 is not UTF-8
+    init_fork: int = 0  # seconds a daemon forked in nvmlInit holds the caller's stdout
+    fork_pidfile: str = ""  # where that daemon writes its pid
 
     def config(self) -> str:
         lines = [
@@ -90,6 +93,9 @@ class Driver:
             f"nvml_init_sleep={self.nvml_init_sleep}",
             f"cu_init_crash={int(self.cu_init_crash)}",
             f"fabric_v={int(self.fabric_v)}",
+            f"nvml_raw_byte={self.raw_byte}",
+            f"nvml_init_fork={self.init_fork}",
+            f"nvml_fork_pidfile={self.fork_pidfile}",
             *(gpu.line(i) for i, gpu in enumerate(self.gpus)),
         ]
         return "\n".join(lines) + "\n"

@@ -86,7 +86,11 @@ def test_torch_metadata_without_name_skips_the_wheel_checks_with_the_reason(
     lines = metadata.read_text().splitlines()
     metadata.write_text("\n".join(line for line in lines if not line.startswith("Name:")) + "\n")
     run = json_run(healthy, workdir)
-    assert run.returncode == 0
+    # A damaged torch install is an error of its own (torch-metadata-damaged), and the
+    # checks that need its requirements say why they skip.
+    assert run.returncode == 1
+    errors = [f["id"] for f in run.json["findings"] if f["severity"] == "error"]
+    assert errors == ["torch-metadata-damaged"]
     status, reason = check_status(run, "missing-cuda-wheel")
     assert status == "skipped"
     assert reason is not None and "no Name field" in reason

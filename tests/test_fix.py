@@ -8,6 +8,7 @@ import platform
 import pty
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -66,6 +67,12 @@ def torch_entries(pyproject: Path) -> list[dict[str, object]]:
     return [e for e in entries if e["name"] == "torch"]
 
 
+def backups(project: Path) -> list[Path]:
+    """The backups fix made: in .torch-doctor/backups, never beside pyproject.toml."""
+    assert not list(project.glob("pyproject.toml*.bak"))
+    return sorted((project / ".torch-doctor" / "backups").glob("pyproject.toml.*.bak"))
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_lock_project(tmp_path / "demo")
@@ -88,8 +95,9 @@ def test_fix_yes_adds_the_metadata_entry_and_keeps_comments_and_a_backup(project
     [entry] = torch_entries(pyproject)
     assert entry["version"] == "2.14.1+cu130"
     assert entry["requires-dist"] == list(TORCH_2_14_REQUIRES)
-    backup = project / "pyproject.toml.bak"
+    [backup] = backups(project)
     assert backup.read_bytes() == original
+    assert (project / ".torch-doctor" / ".gitignore").read_text().splitlines()[-1] == "*"
     assert f"kept as {backup}" in run.stdout
     assert "+[[tool.uv.dependency-metadata]]" in run.stdout  # the diff was shown
     assert "uv lock" in run.stdout and "uv sync" in run.stdout
@@ -103,12 +111,12 @@ def test_second_fix_changes_nothing_and_says_so(project: Path) -> None:
     assert fix(project, "--yes").returncode == 0
     pyproject = project / "pyproject.toml"
     first = pyproject.read_bytes()
-    backups = sorted(p.name for p in project.glob("pyproject.toml*.bak"))
+    made = backups(project)
     run = fix(project, "--yes")
     assert run.returncode == 0, run.stderr
     assert "Nothing to change" in run.stdout or "already up to date" in run.stdout
     assert pyproject.read_bytes() == first
-    assert sorted(p.name for p in project.glob("pyproject.toml*.bak")) == backups
+    assert backups(project) == made
 
 
 def test_existing_entry_for_the_same_version_is_updated_not_duplicated(tmp_path: Path) -> None:
@@ -135,7 +143,7 @@ def test_unparsable_pyproject_is_refused_and_left_byte_for_byte(tmp_path: Path) 
     assert "not valid TOML" in run.stderr and "untouched" in run.stderr
     assert "Traceback" not in run.stderr
     assert (project / "pyproject.toml").read_bytes() == before
-    assert not list(project.glob("pyproject.toml*.bak"))
+    assert not backups(project)
 
 
 def test_read_only_pyproject_gives_a_clear_error_and_stays_unchanged(project: Path) -> None:
@@ -153,7 +161,7 @@ def test_read_only_pyproject_gives_a_clear_error_and_stays_unchanged(project: Pa
     assert "read-only" in run.stderr and "nothing was changed" in run.stderr
     assert "Traceback" not in run.stderr
     assert pyproject.read_bytes() == before
-    assert not list(project.glob("pyproject.toml*.bak"))
+    assert not backups(project)
 
 
 def test_dry_run_shows_the_diff_and_writes_nothing(project: Path) -> None:
@@ -163,7 +171,7 @@ def test_dry_run_shows_the_diff_and_writes_nothing(project: Path) -> None:
     assert '+version = "2.14.1+cu130"' in run.stdout
     assert "nothing was written" in run.stdout
     assert (project / "pyproject.toml").read_bytes() == before
-    assert not list(project.glob("pyproject.toml*.bak"))
+    assert not backups(project)
     assert not [p for p in project.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -176,12 +184,19 @@ def test_without_a_terminal_and_without_yes_fix_refuses(project: Path) -> None:
 
 
 def test_existing_backup_is_not_overwritten_and_the_new_name_is_said(project: Path) -> None:
-    (project / "pyproject.toml.bak").write_text("an older backup\n")
+    directory = project / ".torch-doctor" / "backups"
+    directory.mkdir(parents=True)
+    # Every name this minute could take is taken by an older backup.
+    stamp = time.strftime("%Y%m%dT%H%M", time.gmtime())
+    older = [directory / f"pyproject.toml.{stamp}{s:02d}Z.bak" for s in range(60)]
+    for path in older:
+        path.write_text("an older backup\n")
     run = fix(project, "--yes")
     assert run.returncode == 0, run.stderr
-    assert (project / "pyproject.toml.bak").read_text() == "an older backup\n"
-    [stamped] = [p for p in project.glob("pyproject.toml.*.bak")]
-    assert f"kept as {stamped}" in run.stdout
+    assert all(p.read_text() == "an older backup\n" for p in older)
+    [new] = [p for p in backups(project) if p not in older]
+    assert new.name.endswith("-1.bak")
+    assert f"kept as {new}" in run.stdout
 
 
 def test_file_mode_survives_the_atomic_replace(project: Path) -> None:
@@ -361,7 +376,7 @@ def test_on_a_terminal_any_other_answer_changes_nothing(project: Path) -> None:
     assert code == 0, out
     assert "Nothing was changed." in out
     assert (project / "pyproject.toml").read_bytes() == before
-    assert not list(project.glob("pyproject.toml*.bak"))
+    assert not backups(project)
 
 
 def test_cpu_torch_on_a_gpu_machine_gets_the_cuda_index_and_sources_blocks(

@@ -42,6 +42,7 @@ __all__ = [
 # The family modules, in report order. Importing one registers its checks and remedies.
 CHECK_MODULES = (
     "wheels",
+    "dist_info",
     "companions",
     "cuda_majors",
     "lock",

@@ -2,11 +2,21 @@
 
 Importing this package is cheap (it imports no facts, checks or libraries), so the CLI
 can start the probe processes (doctor/probe/start.py) before its heavy imports.
+
+``gather`` is the one orchestrator: it owns the order and the overlap of the probes. The
+contained processes (inside, load, driver) are started together by start.py; each probe
+is then finished here in the order that keeps the default run near its floor: the inside
+probe (everything else needs its facts), the project files, the library probe's start
+(the ELF walk while the load process loads), torch's GPU code read in a thread while the
+load process finishes, the library probe's finish, the machine, the toolchain, the stack
+around torch, compiled extensions and the CUDA toolkit (whose tools ran meanwhile), and
+last, with --deep only, the runtime child, which competes for the CPU with nothing then. Nothing
+from outside (the CLI) runs inside a probe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -17,11 +27,9 @@ if TYPE_CHECKING:
         Facts,
         ProbeFailure,
         RuntimeFacts,
-        TorchBuildFacts,
     )
     from doctor.probe.cuda_toolkit import CudaToolkitProbe
     from doctor.probe.interpreter import InterpreterProbe
-    from doctor.probe.machine import MachineProbe
     from doctor.probe.start import StartedProbes
     from doctor.probe.target import Target
 
@@ -36,9 +44,6 @@ class ProbeOptions(NamedTuple):
     timeout: float = 60.0
     load_libraries: bool = True  # run the contained CUDA library load probe (--no-load)
     started: StartedProbes | None = None  # the probe processes, when already started
-    # Work for this process while it waits for the library load probe (e.g. importing
-    # the renderer): that wait is the run's longest idle stretch.
-    while_loading: Callable[[], object] | None = None
     deep: bool = False  # check --deep: import torch and run stages in a contained child
 
 
@@ -60,10 +65,11 @@ def gather(options: ProbeOptions) -> Facts:
 def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     from doctor.facts import Facts, ProbeFailure
     from doctor.probe.interpreter import finish_interpreter_probe
-    from doctor.probe.libraries import probe_libraries
+    from doctor.probe.libraries import LibraryProbe
     from doctor.probe.machine import MachineProbe
     from doctor.probe.project import locate_project, probe_project
     from doctor.probe.stack import probe_stack
+    from doctor.probe.text import clean
     from doctor.probe.toolchain import probe_toolchain
 
     failures: list[ProbeFailure] = []
@@ -85,7 +91,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         else:
             failures.append(ProbeFailure("project", f"{root}: no such directory"))
 
-    libraries, library_failures = probe_libraries(
+    library_probe = LibraryProbe(
         options.target.python,
         inside.torch,
         inside.interpreter,
@@ -95,10 +101,12 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         load=options.load_libraries,
         shared_libraries=inside.shared_libraries,
         session=started.load,
-        # torch's GPU code is read while the load process finishes, not during the ELF
-        # walk the load process waits for (both need this process's CPU).
-        while_loading=lambda: _while_loading(machine_probe, inside.torch, options),
     )
+    library_probe.start()
+    # torch's GPU code is read (in a thread) while the load process finishes, not during
+    # the ELF walk the load process waits for: both need this process's CPU.
+    machine_probe.torch_found(inside.torch)
+    libraries, library_failures = library_probe.finish()
     failures.extend(library_failures)
 
     machine = machine_probe.finish(inside.torch)
@@ -125,6 +133,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     except Exception as exc:  # the report goes on without this probe
         stack = None
         failures.append(ProbeFailure("stack", f"internal error: {type(exc).__name__}: {exc}"))
+
     extensions = _extension_facts(inside, bool(machine.gpus), options, failures)
     cuda_toolkit = None
     if toolkit_probe is not None:
@@ -136,6 +145,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     runtime = None
     if options.deep:
         runtime = _deep(options, started, inside.distributions, inside.shared_libraries)
+
     return Facts(
         interpreter=inside.interpreter,
         platform=inside.platform,
@@ -147,10 +157,11 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         machine=machine,
         toolchain=toolchain,
         stack=stack,
-        runtime=runtime,
         extensions=extensions,
         cuda_toolkit=cuda_toolkit,
-        failures=tuple(failures),
+        runtime=runtime,
+        # Reasons quote files and stderr: safe text, like every fact from the environment.
+        failures=tuple(ProbeFailure(f.probe, clean(f.reason)) for f in failures),
     )
 
 
@@ -200,11 +211,3 @@ def _extension_facts(
     except Exception as exc:  # the report goes on without this probe
         failures.append(ProbeFailure("extensions", f"internal error: {exc!r}"))
         return None
-
-
-def _while_loading(
-    machine_probe: MachineProbe, torch: TorchBuildFacts | None, options: ProbeOptions
-) -> None:
-    machine_probe.torch_found(torch)  # torch's GPU code, read in a thread meanwhile
-    if options.while_loading is not None:
-        options.while_loading()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from doctor.probe.contained import Contained, ContainedResult
+from doctor.probe.text import clean_tree
 
 if TYPE_CHECKING:
     from doctor.facts.machine import CudaDriverFacts, NvmlFacts
@@ -44,7 +45,8 @@ def _reports(run: ContainedResult) -> dict[str, Any]:
         except ValueError:
             continue
         if isinstance(event, dict) and "stage" in event:
-            out[str(event["stage"])] = event.get("report")
+            # GPU names and driver strings are the driver's bytes: cleaned before use.
+            out[str(event["stage"])] = clean_tree(event.get("report"))
     return out
 
 

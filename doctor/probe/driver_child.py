@@ -64,6 +64,10 @@ def query(pynvml: Any, call: Callable[..., Any], *args: Any) -> tuple[Any, str |
         return call(*args), None
     except pynvml.NVMLError as exc:
         return None, error_of(pynvml, exc)[1]
+    except UnicodeDecodeError as exc:
+        # pynvml decodes the driver's bytes strictly; a name that is not UTF-8 is still a
+        # name: its bytes, with what does not decode replaced.
+        return bytes(exc.object).split(b"\0", 1)[0].decode("utf-8", "replace"), None
 
 
 def gpu(pynvml: Any, index: int) -> dict[str, Any]:
@@ -269,10 +273,41 @@ def cuda_report() -> dict[str, Any]:
     return report
 
 
+def die_with_the_doctor() -> None:
+    """Be killed when the doctor dies, even by SIGKILL: a driver call that hangs must not
+    keep this process alive as an orphan. Linux only (PR_SET_PDEATHSIG)."""
+    doctor = os.environ.get("TORCH_DOCTOR_CONTAINED", "").split("-", 1)[0]
+    if not sys.platform.startswith("linux") or not doctor.isdigit():
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    # Started through a wrapper that does not exec, the parent is the wrapper: tied to it
+    # instead. If the doctor died before prctl took effect, go now.
+    if os.getppid() != int(doctor):
+        try:
+            os.kill(int(doctor), 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:
+            pass
+
+
 def main(stages: list[str]) -> int:
+    die_with_the_doctor()
     nodes_wanted = False
     for stage in stages or ["nvml", "cuda"]:
-        report = nvml_report() if stage == "nvml" else cuda_report()
+        try:
+            report = nvml_report() if stage == "nvml" else cuda_report()
+        except Exception as exc:  # the driver's answer broke the probe: a fact, no traceback
+            failure = f"the probe could not read the driver's answer: {type(exc).__name__}: {exc}"
+            report = (
+                {"status": "unknown", "error_text": failure}
+                if stage == "nvml"
+                else {"loaded": True, "load_error": failure}
+            )
         nodes_wanted = nodes_wanted or bool(report.pop("nodes_wanted", False))
         sys.stdout.write(json.dumps({"stage": stage, "report": report}) + "\n")
         sys.stdout.flush()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import platform
+import stat
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = [
     "expand_origin",
     "ld_so_cache",
     "read_dynamic",
+    "split_preload",
     "split_search_path",
 ]
 
@@ -55,14 +57,27 @@ class ElfDynamic:
     error: str | None = None
 
 
+def split_preload(value: str) -> list[str]:
+    """LD_PRELOAD entries: separated by colons or white space (ld.so(8))."""
+    return [part for part in value.replace(":", " ").split() if part]
+
+
 def split_search_path(value: str) -> tuple[str, ...]:
     """RPATH/RUNPATH/LD_LIBRARY_PATH entries; an empty entry means the working directory."""
     return tuple(part for part in value.replace(";", ":").split(":"))
 
 
 def _file_key(path: str) -> tuple[str, int, int]:
-    stat = os.stat(path)
-    return (path, stat.st_mtime_ns, stat.st_size)
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO or a device where a library should be: opening it could block for ever.
+        raise OSError(f"{path}: not a regular file")
+    return (path, info.st_mtime_ns, info.st_size)
+
+
+def open_nonblocking(path: str, flags: int) -> int:
+    """An ``opener`` for open(): never waits for a FIFO's writer."""
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def read_dynamic(path: str) -> ElfDynamic:
@@ -147,15 +162,27 @@ def elf_sections(stream: BinaryIO) -> list[tuple[str, str, int, int]]:
         offset = header["e_shoff"] + index * header["e_shentsize"]
         return struct_parse(structs.Elf_Shdr, stream, offset)
 
+    # A damaged header can claim any count and offset: past the file's end is an error, not
+    # a seek that fails with EINVAL or billions of headers read from nothing.
+    file_size = stream.seek(0, 2)
+
+    def check_within(count: int) -> None:
+        if header["e_shoff"] + count * header["e_shentsize"] > file_size:
+            raise ValueError("section headers past the end of the file")
+
     count = header["e_shnum"]
     names_index = header["e_shstrndx"]
     if header["e_shoff"] and (count == 0 or names_index == SHN_XINDEX):
+        check_within(1)
         first = section(0)  # extended numbering keeps the real values here
         count = count or first["sh_size"]
         if names_index == SHN_XINDEX:
             names_index = first["sh_link"]
     if not header["e_shoff"] or count == 0:
         return []
+    check_within(count)
+    if names_index >= count:
+        raise ValueError("the section name table's index is past the last section")
     headers = [section(i) for i in range(count)]
     names_offset = headers[names_index]["sh_offset"]
     out = []
@@ -205,7 +232,7 @@ def _read_dynamic(path: str) -> ElfDynamic:
     # dynamic entries need only these.
     from elftools.common.utils import parse_cstring_from_stream, struct_parse
 
-    with open(path, "rb") as stream:
+    with open(path, "rb", opener=open_nonblocking) as stream:
         elf, structs = elf_header(stream)
         headers = [
             struct_parse(structs.Elf_Phdr, stream, elf["e_phoff"] + i * elf["e_phentsize"])
@@ -429,6 +456,34 @@ class LoaderModel:
                     soname, Resolution.DEFAULT, found, entry=entry, expected_path=expected
                 )
         return ResolvedDependency(soname, Resolution.NOT_FOUND, expected_path=expected)
+
+    @classmethod
+    def for_environment(
+        cls, environment: Mapping[str, str], program: ElfDynamic
+    ) -> tuple[LoaderModel, tuple[tuple[str, str | None], ...]]:
+        """The loader of a process started from ``program`` with ``environment``
+        (LD_LIBRARY_PATH, LD_PRELOAD), and each LD_PRELOAD entry as written with the file
+        it loads (None when it loads none)."""
+        # ld.so ignores an empty LD_LIBRARY_PATH but reads an empty entry as the
+        # working directory.
+        value = environment.get("LD_LIBRARY_PATH", "")
+        model = cls(ld_library_path=list(split_search_path(value)) if value else [])
+        preloaded: dict[str, str] = {}
+        written: dict[str, str] = {}
+        files: list[tuple[str, str | None]] = []
+        for item in split_preload(environment.get("LD_PRELOAD", "")):
+            preload_file = model.preload_path(item, program)
+            files.append((item, preload_file))
+            if preload_file is None:
+                continue
+            soname = read_dynamic(preload_file).soname or os.path.basename(item)
+            if soname not in preloaded:
+                preloaded[soname] = preload_file
+                if preload_file != item:
+                    written[soname] = item
+        model.ld_preload = preloaded
+        model.preload_entries = written
+        return model, tuple(files)
 
     def preload_path(self, item: str, program: ElfDynamic) -> str | None:
         """The file an LD_PRELOAD entry loads: a path as written; a name without a slash

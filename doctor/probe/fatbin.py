@@ -126,14 +126,16 @@ def read_fatbin_summary(path: Path) -> FatbinSummary:
     try:
         from elftools.common.exceptions import ELFError
 
-        from doctor.probe.elf import elf_sections
+        from doctor.probe.elf import elf_sections, open_nonblocking
+        from doctor.probe.files import check_regular
     except (ImportError, SyntaxError) as exc:  # a pyelftools too new for this Python
         raise FatbinError(f"pyelftools cannot be imported: {exc}") from exc
 
     carriers: Counter[str] = Counter()
     containers = 0
     try:
-        with open(path, "rb") as handle:
+        check_regular(str(path))  # a FIFO would block open() for ever
+        with open(path, "rb", opener=open_nonblocking) as handle:
             try:
                 sections = [
                     (offset, size)

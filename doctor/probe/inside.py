@@ -14,6 +14,7 @@ import io
 import json
 import os
 import platform
+import stat
 import sys
 import sysconfig
 
@@ -127,8 +128,8 @@ def interpreter_facts():
 def venv_creator():
     """Who made the venv, from the keys pyvenv.cfg carries (uv = ..., virtualenv = ...)."""
     try:
-        with open(os.path.join(sys.prefix, "pyvenv.cfg")) as handle:
-            keys = [line.split("=", 1)[0].strip() for line in handle.read(65536).splitlines()]
+        text = read_text(os.path.join(sys.prefix, "pyvenv.cfg"), "pyvenv.cfg")
+        keys = [line.split("=", 1)[0].strip() for line in text.splitlines()]
     except (OSError, ValueError):
         return None
     for key in ("uv", "virtualenv"):
@@ -158,9 +159,58 @@ def platform_facts():
     }
 
 
-def read_text(path):
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return handle.read()
+# Bytes read at most per kind of file (a hostile or damaged venv may hold /dev/zero or a
+# FIFO where METADATA should be): far above any real one. The doctor reports a cap's hit.
+FILE_CAPS = {
+    "METADATA": 8 * 1024 * 1024,  # its headers; the long description after them is not read
+    "RECORD": 64 * 1024 * 1024,
+    "WHEEL": 1024 * 1024,
+    "INSTALLER": 4096,
+    "version.py": 1024 * 1024,
+    "pyvenv.cfg": 65536,
+}
+# Requires-Dist entries read per distribution (torch lists ~30).
+MAX_REQUIREMENTS = 2000
+
+
+def open_regular(path):
+    """A descriptor of ``path`` if it is a regular file (a symlink to one is fine); opened
+    with O_NONBLOCK so a FIFO swapped in after the check cannot block the probe."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError("{} is not a regular file".format(os.path.basename(path)))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError("{} is not a regular file".format(os.path.basename(path)))
+    return fd
+
+
+def read_bytes(path, kind, until=None):
+    """At most FILE_CAPS[kind] bytes of a regular file; with ``until``, stop reading once
+    that marker has been read. OSError if it is larger than the cap (and has no marker)."""
+    cap = FILE_CAPS[kind]
+    fd = open_regular(path)
+    try:
+        chunks = []
+        size = 0
+        while size <= cap:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if until is not None and until in chunk:
+                return b"".join(chunks)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if until is not None and until in data:
+        return data
+    raise OSError("{} is larger than the {} MiB read of it".format(kind, cap // (1024 * 1024)))
+
+
+def read_text(path, kind):
+    return read_bytes(path, kind).decode("utf-8", "replace")
 
 
 def metadata_dirs():
@@ -190,22 +240,22 @@ def read_headers(path):
     """
     headers = {}
     last = None
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            line = line.rstrip("\r\n")
-            if not line:
-                break  # the body (the long description) follows
-            if line[0] in " \t":
-                if last is not None:  # a folded value continues
-                    values = headers[last]
-                    values[-1] = (values[-1] + " " + line.strip()).strip()
-                continue
-            name, colon, value = line.partition(":")
-            if not colon:
-                last = None
-                continue
-            last = name.strip().lower()
-            headers.setdefault(last, []).append(value.strip())
+    text = read_bytes(path, os.path.basename(path), until=b"\n\n").decode("utf-8", "replace")
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        if not line:
+            break  # the body (the long description) follows
+        if line[0] in " \t":
+            if last is not None:  # a folded value continues
+                values = headers[last]
+                values[-1] = (values[-1] + " " + line.strip()).strip()
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            last = None
+            continue
+        last = name.strip().lower()
+        headers.setdefault(last, []).append(value.strip())
     return headers
 
 
@@ -234,7 +284,12 @@ def read_distribution(location, metadata_dir):
         headers = read_headers(metadata_path)
         dist["display_name"] = first(headers, "name") or dir_name
         dist["version"] = first(headers, "version") or dir_version
-        dist["requires_dist"] = headers.get("requires-dist", [])
+        requirements = headers.get("requires-dist", [])
+        dist["requires_dist"] = requirements[:MAX_REQUIREMENTS]
+        if len(requirements) > MAX_REQUIREMENTS:
+            dist["error"] = "METADATA lists {} Requires-Dist entries; {} were read".format(
+                len(requirements), MAX_REQUIREMENTS
+            )
         dist["provides_extra"] = headers.get("provides-extra", [])
         dist["requires_python"] = first(headers, "requires-python") or None
         if not first(headers, "name"):
@@ -244,7 +299,9 @@ def read_distribution(location, metadata_dir):
     except Exception as exc:  # noqa: BLE001 - corrupt metadata is a fact, not a crash
         dist["error"] = "cannot parse METADATA: {}".format(exc)
     try:
-        dist["installer"] = read_text(os.path.join(metadata_dir, "INSTALLER")).strip() or None
+        dist["installer"] = (
+            read_text(os.path.join(metadata_dir, "INSTALLER"), "INSTALLER").strip() or None
+        )
     except OSError:
         pass
     try:
@@ -273,8 +330,7 @@ def check_record(dist, shared_libraries=False):
     location = dist["location"]
     try:
         # RECORD is UTF-8 CSV (the wheel spec); anything else is damage, not a file list.
-        with open(record_path, encoding="utf-8", newline="") as handle:
-            text = handle.read()
+        text = read_bytes(record_path, "RECORD").decode("utf-8")
         if "\x00" in text:
             raise ValueError("it contains NUL bytes")
         names = record_names(text)
@@ -366,7 +422,7 @@ def torch_build():
         pass
     version_path = os.path.join(package_dir, "version.py")
     try:
-        tree = ast.parse(read_text(version_path), version_path)
+        tree = ast.parse(read_text(version_path, "version.py"), version_path)
     except OSError as exc:
         build["error"] = "cannot read torch/version.py: {}".format(exc.strerror or exc)
         return build

@@ -15,6 +15,7 @@ from doctor.facts import (
 )
 from doctor.probe.contained import Contained
 from doctor.probe.start import start_inside
+from doctor.probe.text import clean_tree
 
 __all__ = ["InterpreterProbe", "finish_interpreter_probe", "probe_interpreter"]
 
@@ -58,12 +59,28 @@ def finish_interpreter_probe(python: str, child: Contained) -> InterpreterProbe:
         )
         return result
     try:
-        _fill(result, data)
+        _fill(result, _cleaned(data))
     except (KeyError, TypeError, ValueError) as exc:
         result.failures.append(
             ProbeFailure("interpreter", f"unexpected report from the inside probe: {exc!r}")
         )
     return result
+
+
+# The kernel's limit on one environment string (MAX_ARG_STRLEN): the variables decide how
+# the loader searches (LD_LIBRARY_PATH), so they are kept whole, only cleaned.
+ENVIRONMENT_CAP = 128 * 1024
+
+
+def _cleaned(data: Any) -> Any:
+    """The inside probe's report with every string made safe to show (doctor/probe/text.py)."""
+    if not isinstance(data, dict):
+        return clean_tree(data)
+    environment = data.get("environment")
+    cleaned = clean_tree({k: v for k, v in data.items() if k != "environment"})
+    if environment is not None:
+        cleaned["environment"] = clean_tree(environment, ENVIRONMENT_CAP)
+    return cleaned
 
 
 def _fill(result: InterpreterProbe, data: dict[str, Any]) -> None:

@@ -46,11 +46,18 @@ from doctor.knowledge.cuda_libraries import (
     soname_stem,
 )
 from doctor.probe import load_inside
-from doctor.probe.contained import run_contained
-from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic, split_search_path
+from doctor.probe.contained import ContainedResult, run_contained
+from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic, split_preload
+from doctor.probe.load_events import LoadResult, StepBegun, StepEnded, StepRecord, parse_events
 from doctor.probe.start import LoadSession, load_argv, load_options
 
-__all__ = ["probe_libraries", "start_load_probe", "torch_preload_flow"]
+__all__ = [
+    "LibraryProbe",
+    "probe_libraries",
+    "split_preload",
+    "start_load_probe",
+    "torch_preload_flow",
+]
 
 # A plan is run again after each crash or hang, at most this many times.
 MAX_LOAD_PROCESSES = 6
@@ -177,9 +184,98 @@ def _loader_path_entries(
     return tuple(entries)
 
 
-def split_preload(value: str) -> list[str]:
-    """LD_PRELOAD entries: separated by colons or white space (ld.so(8))."""
-    return [part for part in value.replace(":", " ").split() if part]
+class LibraryProbe:
+    """torch's CUDA libraries: ``start()`` sends torch's flow to the load process (started
+    earlier, see doctor/probe/start.py), walks the ELF files while it loads, and sends the
+    rest of the plan; ``finish()`` collects the loads. Neither raises: a bug here is one
+    probe failure in the report, not a traceback. The orchestrator (doctor/probe/
+    __init__.py) does other work between the two."""
+
+    def __init__(
+        self,
+        python: str,
+        torch: TorchBuildFacts | None,
+        interpreter: InterpreterFacts | None,
+        distributions: Sequence[DistributionFacts],
+        environment: Mapping[str, str],
+        *,
+        timeout: float = 60.0,
+        load: bool = True,
+        shared_libraries: Mapping[str, Sequence[str]] | None = None,
+        session: LoadSession | None = None,
+    ) -> None:
+        self.python = python
+        self.torch = torch
+        self.interpreter = interpreter
+        self.distributions = distributions
+        self.environment = environment
+        self.timeout = timeout
+        self.load = load
+        self.shared_libraries = shared_libraries or {}
+        self.session = session
+        self._static: _StaticView | None = None
+        self._failure: ProbeFailure | None = None
+
+    def start(self) -> None:
+        try:
+            self._static = self._start()
+        except Exception as exc:  # the report goes on without this probe
+            self._failure = _internal_error(exc)
+            self.kill()
+
+    def finish(self) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
+        try:
+            if self._failure is not None:
+                return None, [self._failure]
+            if self._static is None:
+                return None, []
+            return self._static.finish(self.session if self.load else None)
+        except Exception as exc:  # the report goes on without this probe
+            return None, [_internal_error(exc)]
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.session is not None:
+            self.session.kill()
+
+    def _start(self) -> _StaticView | None:
+        torch, interpreter = self.torch, self.interpreter
+        if torch is None or interpreter is None or not torch.is_cuda_build:
+            return None
+        torch_dir = os.path.realpath(torch.package_dir)
+        flow = torch_preload_flow(torch_dir)
+        cuda_major = torch.cuda.split(".")[0] if torch.cuda else None
+        # The same plan the load process makes for itself from torch/__init__.py; when it
+        # cannot read that file, it runs this one (with torch-doctor's copy of the list).
+        flow_plan = _make_flow_plan(
+            torch_dir,
+            {
+                "after_success": flow.after_success,
+                "libraries": [list(pair) for pair in flow.libraries],
+                "optional": [list(pair) for pair in flow.optional],
+            },
+            interpreter.sys_path,
+            cuda_major,
+            self.environment.get("TORCH_USE_RTLD_GLOBAL"),
+        )
+        if self.load:
+            if self.session is None:
+                self.session = start_load_probe(self.python, self.timeout)
+            self.session.send_flow(flow_plan)
+        owners = _owners(torch_dir, self.distributions, self.shared_libraries)
+        # The walk names sonames in its copy of the preload plan.
+        preload_plan = [dict(entry) for entry in flow_plan["preload"]["libraries"]]
+        view = _StaticView.build(
+            flow, preload_plan, torch_dir, interpreter, self.environment, owners
+        )
+        if self.load and self.session is not None:
+            view.send_rest(self.session)
+        return view
+
+
+def _internal_error(exc: Exception) -> ProbeFailure:
+    return ProbeFailure("libraries", f"internal error: {type(exc).__name__}: {exc}")
 
 
 def probe_libraries(
@@ -193,200 +289,179 @@ def probe_libraries(
     load: bool = True,
     shared_libraries: Mapping[str, Sequence[str]] | None = None,
     session: LoadSession | None = None,
-    while_loading: Callable[[], object] | None = None,
 ) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
-    """The static and dynamic views of torch's CUDA libraries (None without a CUDA torch).
-
-    ``session`` is the load probe when the caller started it already (start_load_probe);
-    ``shared_libraries`` the inside probe's RECORD view, for owners; ``while_loading`` runs
-    once the load process has all its plan, before waiting for it. Never raises: a bug
-    here is one probe failure in the report, not a traceback.
-    """
-    try:
-        return _probe_libraries(
-            python,
-            torch,
-            interpreter,
-            distributions,
-            environment,
-            timeout=timeout,
-            load=load,
-            shared_libraries=shared_libraries or {},
-            session=session,
-            while_loading=while_loading,
-        )
-    except Exception as exc:  # the report goes on without this probe
-        return None, [ProbeFailure("libraries", f"internal error: {type(exc).__name__}: {exc}")]
-    finally:
-        if session is not None:
-            session.kill()
-
-
-def _probe_libraries(
-    python: str,
-    torch: TorchBuildFacts | None,
-    interpreter: InterpreterFacts | None,
-    distributions: Sequence[DistributionFacts],
-    environment: Mapping[str, str],
-    *,
-    timeout: float,
-    load: bool,
-    shared_libraries: Mapping[str, Sequence[str]],
-    session: LoadSession | None,
-    while_loading: Callable[[], object] | None,
-) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
-    """The static and dynamic views of torch's CUDA libraries (None without a CUDA torch)."""
-    if torch is None or interpreter is None or not torch.is_cuda_build:
-        return None, []
-    torch_dir = os.path.realpath(torch.package_dir)
-    lib_dir = os.path.join(torch_dir, "lib")
-    flow = torch_preload_flow(torch_dir)
-    cuda_major = torch.cuda.split(".")[0] if torch.cuda else None
-    global_deps = os.path.join(lib_dir, "libtorch_global_deps.so")
-    # The same plan the load process makes for itself from torch/__init__.py; when it
-    # cannot read that file, it runs this one (with torch-doctor's copy of the list).
-    flow_plan = _make_flow_plan(
-        torch_dir,
-        {
-            "after_success": flow.after_success,
-            "libraries": [list(pair) for pair in flow.libraries],
-            "optional": [list(pair) for pair in flow.optional],
-        },
-        interpreter.sys_path,
-        cuda_major,
-        environment.get("TORCH_USE_RTLD_GLOBAL"),
+    """The static and dynamic views of torch's CUDA libraries (None without a CUDA torch):
+    :class:`LibraryProbe` started and finished at once."""
+    probe = LibraryProbe(
+        python,
+        torch,
+        interpreter,
+        distributions,
+        environment,
+        timeout=timeout,
+        load=load,
+        shared_libraries=shared_libraries,
+        session=session,
     )
-    preload_plan: list[dict[str, Any]] = flow_plan["preload"]["libraries"]
-    if load:
-        if session is None:
-            session = start_load_probe(python, timeout)
-        session.send_flow(flow_plan)
-    static_plan = [dict(entry) for entry in preload_plan]  # the walk names sonames in it
-    try:
-        return _complete(
-            session if load else None,
-            flow,
-            static_plan,
-            torch_dir,
-            lib_dir,
-            global_deps,
-            interpreter,
-            distributions,
-            environment,
-            shared_libraries,
-            while_loading,
-        )
-    finally:
-        if session is not None:
-            session.kill()
+    probe.start()
+    return probe.finish()
 
 
-def _complete(
-    session: LoadSession | None,
-    flow: TorchPreload,
-    preload_plan: list[dict[str, Any]],
+def _owners(
     torch_dir: str,
-    lib_dir: str,
-    global_deps: str,
-    interpreter: InterpreterFacts,
     distributions: Sequence[DistributionFacts],
-    environment: Mapping[str, str],
     shared_libraries: Mapping[str, Sequence[str]],
-    while_loading: Callable[[], object] | None,
-) -> tuple[LibrariesFacts | None, list[ProbeFailure]]:
-    """The ELF walk (while torch's flow loads), then the rest of the load plan."""
-    has_global_deps = os.path.isfile(global_deps)
-    started = time.perf_counter()
+) -> dict[str, str]:
     owners = record_owners(distributions, shared_libraries)
     # torch's own libraries also when its RECORD does not list them.
     if any(d.name == "torch" and not d.shadowed for d in distributions):
         for pattern in ("_C*.so", "lib/*.so*"):
             for path in glob.glob(os.path.join(torch_dir, pattern)):
                 owners.setdefault(os.path.realpath(path), "torch")
-    # ld.so ignores an empty LD_LIBRARY_PATH but reads an empty entry as the working directory.
-    value = environment.get("LD_LIBRARY_PATH", "")
-    ld_library_path = list(split_search_path(value)) if value else []
-    loader = LoaderModel(ld_library_path=ld_library_path)
-    program = read_dynamic(os.path.realpath(interpreter.executable))
-    preloaded: dict[str, str] = {}
-    preload_files: list[tuple[str, str | None]] = []  # (entry as written, file it loads)
-    for item in split_preload(environment.get("LD_PRELOAD", "")):
-        preload_file = loader.preload_path(item, program)
-        preload_files.append((item, preload_file))
-        if preload_file is not None:
-            soname = read_dynamic(preload_file).soname or os.path.basename(item)
-            if soname not in preloaded:
-                preloaded[soname] = preload_file
-                if preload_file != item:
-                    loader.preload_entries = {**loader.preload_entries, soname: item}
-    loader.ld_preload = preloaded
-    site_dirs = [os.path.realpath(p) for p in interpreter.sys_path if os.path.isdir(p)]
-    walk = _StaticWalk(loader, owners, [torch_dir, *site_dirs])
-    for preloaded_soname, item in preloaded.items():
-        # LD_PRELOAD objects are in the process first, so every NEEDED lookup of their
-        # soname binds to them (torch's later preload by path loads a second, unused copy).
-        real = os.path.realpath(item)
-        written = loader.preload_entries.get(preloaded_soname, item)
-        walk.add_loaded(
-            ResolvedDependency(
-                preloaded_soname, Resolution.LD_PRELOAD, real, entry=written, owner=owners.get(real)
-            )
-        )
-    if has_global_deps:
-        walk.visit(os.path.realpath(global_deps))
-    for entry in preload_plan:
-        path = entry["path"]
-        if not path or not flow.after_success:
-            continue
-        soname = read_dynamic(path).soname or os.path.basename(path)
-        entry["soname"] = soname
-        walk.add_loaded(
-            ResolvedDependency(
-                soname,
-                Resolution.TORCH_PRELOAD,
-                path,
-                entry=entry["glob"],
-                owner=owners.get(path),
-                expected_path=path,
-            )
-        )
-        walk.needed_by.setdefault(soname, []).append("torch/__init__.py")
-        walk.visit(path)
-    roots = sorted(glob.glob(os.path.join(torch_dir, "_C*.so")))
-    with contextlib.suppress(OSError):
-        roots += sorted(os.path.join(lib_dir, n) for n in os.listdir(lib_dir) if ".so" in n)
-    for root in roots:
-        if os.path.isfile(root):
-            walk.visit(os.path.realpath(root))
-    rows = _rows(walk, owners, preload_plan)
-    static_seconds = time.perf_counter() - started
+    return owners
 
-    failures: list[ProbeFailure] = []
-    loads: tuple[LoadedLibraryFacts, ...] = ()
-    if session is None:
-        if while_loading is not None:
-            while_loading()
-        probe = LoadProbeFacts(ran=False, skipped_reason="--no-load", flow=flow.source)
-    else:
-        rest = {**_needed_plan(walk, rows, torch_dir), "versions": _version_table()}
-        session.send_rest(rest)
-        if while_loading is not None:
-            while_loading()
-        probe, loads, failure = _run_load_plan(session, rest, owners, flow.source)
-        if failure is not None:
-            failures.append(failure)
-        rows = _merge_loads(rows, loads)
 
-    facts = LibrariesFacts(
-        torch_lib_dir=lib_dir,
-        objects=tuple(walk.objects.values()),
-        cuda=tuple(rows.values()),
-        loads=loads,
-        loader_path=_loader_path_entries(ld_library_path, preload_files, owners),
-        load_probe=probe,
-        static_seconds=round(static_seconds, 4),
+class _StaticView:
+    """The ELF walk's result: the objects in the order the process meets them, the CUDA
+    rows, and what the load plan still needs from it."""
+
+    def __init__(
+        self,
+        flow: TorchPreload,
+        walk: _StaticWalk,
+        rows: dict[str, CudaLibraryFacts],
+        lib_dir: str,
+        torch_dir: str,
+        ld_library_path: Sequence[str],
+        preload_files: Sequence[tuple[str, str | None]],
+        seconds: float,
+    ) -> None:
+        self.flow = flow
+        self.walk = walk
+        self.rows = rows
+        self.lib_dir = lib_dir
+        self.torch_dir = torch_dir
+        self.ld_library_path = ld_library_path
+        self.preload_files = preload_files
+        self.seconds = seconds
+        self.rest: dict[str, Any] = {}
+
+    @classmethod
+    def build(
+        cls,
+        flow: TorchPreload,
+        preload_plan: list[dict[str, Any]],
+        torch_dir: str,
+        interpreter: InterpreterFacts,
+        environment: Mapping[str, str],
+        owners: Mapping[str, str],
+    ) -> _StaticView:
+        started = time.perf_counter()
+        lib_dir = os.path.join(torch_dir, "lib")
+        program = read_dynamic(os.path.realpath(interpreter.executable))
+        loader, preload_files = LoaderModel.for_environment(environment, program)
+        site_dirs = [os.path.realpath(p) for p in interpreter.sys_path if os.path.isdir(p)]
+        walk = _StaticWalk(loader, owners, [torch_dir, *site_dirs])
+        for preloaded_soname, item in loader.ld_preload.items():
+            # LD_PRELOAD objects are in the process first, so every NEEDED lookup of their
+            # soname binds to them (torch's later preload by path loads a second, unused copy).
+            real = os.path.realpath(item)
+            written = loader.preload_entries.get(preloaded_soname, item)
+            walk.add_loaded(
+                ResolvedDependency(
+                    preloaded_soname,
+                    Resolution.LD_PRELOAD,
+                    real,
+                    entry=written,
+                    owner=owners.get(real),
+                )
+            )
+        global_deps = os.path.join(lib_dir, "libtorch_global_deps.so")
+        if os.path.isfile(global_deps):
+            walk.visit(os.path.realpath(global_deps))
+        for entry in preload_plan:
+            _visit_preload(walk, entry, flow, owners)
+        roots = sorted(glob.glob(os.path.join(torch_dir, "_C*.so")))
+        with contextlib.suppress(OSError):
+            roots += sorted(os.path.join(lib_dir, n) for n in os.listdir(lib_dir) if ".so" in n)
+        for root in roots:
+            if os.path.isfile(root):
+                walk.visit(os.path.realpath(root))
+        rows = _rows(walk, owners, preload_plan)
+        return cls(
+            flow,
+            walk,
+            rows,
+            lib_dir,
+            torch_dir,
+            loader.ld_library_path,
+            preload_files,
+            time.perf_counter() - started,
+        )
+
+    def send_rest(self, session: LoadSession) -> None:
+        """The load plan's last line: what torch's libraries NEED, what to report."""
+        self.rest = {
+            **_needed_plan(self.walk, self.rows, self.torch_dir),
+            "versions": _version_table(),
+        }
+        session.send_rest(self.rest)
+
+    def finish(self, session: LoadSession | None) -> tuple[LibrariesFacts, list[ProbeFailure]]:
+        failures: list[ProbeFailure] = []
+        loads: tuple[LoadedLibraryFacts, ...] = ()
+        rows = self.rows
+        if session is None:
+            probe = LoadProbeFacts(ran=False, skipped_reason="--no-load", flow=self.flow.source)
+        else:
+            steps, result, processes, failure = _run_load_plan(session, self.rest)
+            loads = _loads(steps, result, self.walk.owners)
+            probe = LoadProbeFacts(
+                ran=True,
+                flow=self.flow.source,
+                processes=processes,
+                seconds=round(time.perf_counter() - session.started, 4),
+                torch_import_error=result.torch_import_error if result else None,
+                error=failure.reason if failure else None,
+            )
+            if failure is not None:
+                failures.append(failure)
+            rows = _merge_loads(rows, loads)
+        facts = LibrariesFacts(
+            torch_lib_dir=self.lib_dir,
+            objects=tuple(self.walk.objects.values()),
+            cuda=tuple(rows.values()),
+            loads=loads,
+            loader_path=_loader_path_entries(
+                self.ld_library_path, self.preload_files, self.walk.owners
+            ),
+            load_probe=probe,
+            static_seconds=round(self.seconds, 4),
+        )
+        return facts, failures
+
+
+def _visit_preload(
+    walk: _StaticWalk, entry: dict[str, Any], flow: TorchPreload, owners: Mapping[str, str]
+) -> None:
+    """One library torch/__init__.py preloads by path: in the process before torch._C."""
+    path = entry["path"]
+    if not path or not flow.after_success:
+        return
+    soname = read_dynamic(path).soname or os.path.basename(path)
+    entry["soname"] = soname
+    walk.add_loaded(
+        ResolvedDependency(
+            soname,
+            Resolution.TORCH_PRELOAD,
+            path,
+            entry=entry["glob"],
+            owner=owners.get(path),
+            expected_path=path,
+        )
     )
-    return facts, failures
+    walk.needed_by.setdefault(soname, []).append("torch/__init__.py")
+    walk.visit(path)
 
 
 def _rows(
@@ -479,116 +554,117 @@ def start_load_probe(python: str, timeout: float) -> LoadSession:
 
 
 def _run_load_plan(
-    session: LoadSession, rest: dict[str, Any], owners: Mapping[str, str], flow: str
-) -> tuple[LoadProbeFacts, tuple[LoadedLibraryFacts, ...], ProbeFailure | None]:
-    steps: dict[str, dict[str, Any]] = {}  # step id -> begin/end, merged over the runs
+    session: LoadSession, rest: Mapping[str, Any]
+) -> tuple[list[StepRecord], LoadResult | None, int, ProbeFailure | None]:
+    """Collect the load process; after a crash or hang, run the plan again without the
+    library that was loading. Returns the steps (merged over the runs), the result, the
+    number of processes and a failure when no run gave a result."""
+    steps: dict[str, StepRecord] = {}
     skip: list[str] = []
     skip_requested: list[str] = []
-    result: dict[str, Any] | None = None
-    failure: ProbeFailure | None = None
-    processes = 0
-    while processes < MAX_LOAD_PROCESSES:
-        processes += 1
-        if processes == 1:
-            run = session.first_run()
-        else:
-            # Again without the files that crashed or hung: every line of the plan at once.
-            lines = (load_options(skip, skip_requested), session.flow_plan, rest)
-            run = run_contained(
-                load_argv(session.python),
-                timeout=session.timeout,
-                env=os.environ,
-                stdin_text="".join(json.dumps(line) + "\n" for line in lines),
-            )
-        unfinished = None
-        for line in run.stdout.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            kind = event.get("event")
-            if kind == "begin":
-                steps[event["step"]] = dict(event)
-                unfinished = event["step"]
-            elif kind == "end" and event["step"] in steps:
-                steps[event["step"]].update(ok=event["ok"], error=event["error"], done=True)
-                unfinished = None
-            elif kind == "result":
-                result = event
+    for processes in range(1, MAX_LOAD_PROCESSES + 1):
+        run = session.first_run() if processes == 1 else _again(session, rest, skip, skip_requested)
+        result, unfinished = _read_run(run, steps)
         if result is not None:
-            break
+            return list(steps.values()), result, processes, None
         if run.start_error is not None or unfinished is None:
-            failure = ProbeFailure("libraries", f"the library load probe {run.describe_failure()}")
-            break
+            reason = f"the library load probe {run.describe_failure()}"
+            return list(steps.values()), None, processes, ProbeFailure("libraries", reason)
         # The library being loaded when the process died or hung is the culprit.
-        steps[unfinished].update(
-            done=True,
-            ok=False,
-            crashed=run.signal_name if not run.timed_out else None,
-            timed_out=run.timed_out,
-            error=None if run.timed_out or run.signal_name else run.describe_failure(),
-        )
+        record = steps[unfinished]
+        record.done = True
+        record.ok = False
+        record.crashed = run.signal_name if not run.timed_out else None
+        record.timed_out = run.timed_out
+        record.error = None if run.timed_out or run.signal_name else run.describe_failure()
         skip.append(unfinished)
-        skip_requested.append(steps[unfinished]["requested"])
-    else:
-        failure = ProbeFailure(
-            "libraries", f"the library load probe stopped after {processes} crashed processes"
-        )
-    started = session.started
+        skip_requested.append(record.begun.requested)
+    reason = f"the library load probe stopped after {MAX_LOAD_PROCESSES} crashed processes"
+    return list(steps.values()), None, MAX_LOAD_PROCESSES, ProbeFailure("libraries", reason)
 
-    libraries: dict[str, Any] = (result or {}).get("libraries", {})
+
+def _again(
+    session: LoadSession, rest: Mapping[str, Any], skip: list[str], skip_requested: list[str]
+) -> ContainedResult:
+    """The plan again without the files that crashed or hung: every line of it at once."""
+    lines = (load_options(skip, skip_requested), session.flow_plan, rest)
+    return run_contained(
+        load_argv(session.python),
+        timeout=session.timeout,
+        env=os.environ,
+        stdin_text="".join(json.dumps(line) + "\n" for line in lines),
+    )
+
+
+def _read_run(
+    run: ContainedResult, steps: dict[str, StepRecord]
+) -> tuple[LoadResult | None, str | None]:
+    """Merge one run's events into ``steps``; its result, and the step it did not end."""
+    result = None
+    unfinished = None
+    for event in parse_events(run.stdout):
+        if isinstance(event, StepBegun):
+            steps[event.step] = StepRecord(event)
+            unfinished = event.step
+        elif isinstance(event, StepEnded):
+            record = steps.get(event.step)
+            if record is not None:
+                record.ok, record.error, record.done = event.ok, event.error, True
+                unfinished = None
+        else:
+            result = event
+    return result, unfinished
+
+
+def _loads(
+    steps: Sequence[StepRecord], result: LoadResult | None, owners: Mapping[str, str]
+) -> tuple[LoadedLibraryFacts, ...]:
+    """One fact per step that tells something, then the libraries that came as
+    dependencies (in the process without a step of their own)."""
+    libraries = result.libraries if result is not None else {}
     loads: list[LoadedLibraryFacts] = []
     seen: set[str] = set()
-    for step in steps.values():
-        if step.get("stage") == "version" and not step.get("crashed") and not step.get("timed_out"):
+    for record in steps:
+        begun = record.begun
+        if begun.stage == "version" and not record.crashed and not record.timed_out:
             continue
-        requested = step["requested"]
-        soname = step.get("soname") or os.path.basename(requested)
-        if step.get("stage") == "torch preload" and os.path.isabs(requested):
-            soname = read_dynamic(requested).soname or soname  # the plan named it by file
-        info = libraries.get(soname, {}) if step.get("ok") else {}
-        path = info.get("path")
+        soname = begun.soname or os.path.basename(begun.requested)
+        if begun.stage == "torch preload" and os.path.isabs(begun.requested):
+            soname = read_dynamic(begun.requested).soname or soname  # the plan named it by file
+        info = libraries.get(soname) if record.ok else None
+        path = info.path if info else None
         loads.append(
             LoadedLibraryFacts(
                 soname=soname,
-                stage=step.get("stage", ""),
-                requested=step["requested"],
-                loaded=bool(step.get("ok")),
+                stage=begun.stage,
+                requested=begun.requested,
+                loaded=record.ok,
                 path=path,
                 owner=owners.get(path) if path else None,
-                version=info.get("version"),
-                version_api=info.get("version_api"),
-                error=step.get("error"),
-                crashed_signal=step.get("crashed"),
-                timed_out=bool(step.get("timed_out")),
+                version=info.version if info else None,
+                version_api=info.version_api if info else None,
+                error=record.error,
+                crashed_signal=record.crashed,
+                timed_out=record.timed_out,
             )
         )
         seen.add(soname)
     for soname, info in libraries.items():
         if soname in seen:
             continue
-        path = info.get("path")
         loads.append(
             LoadedLibraryFacts(
                 soname=soname,
                 stage="dependency",
                 requested=soname,
                 loaded=True,
-                path=path,
-                owner=owners.get(path) if path else None,
-                version=info.get("version"),
-                version_api=info.get("version_api"),
+                path=info.path,
+                owner=owners.get(info.path) if info.path else None,
+                version=info.version,
+                version_api=info.version_api,
             )
         )
-    probe = LoadProbeFacts(
-        ran=True,
-        flow=flow,
-        processes=processes,
-        seconds=round(time.perf_counter() - started, 4),
-        torch_import_error=(result or {}).get("torch_import_error"),
-        error=failure.reason if failure else None,
-    )
-    return probe, tuple(loads), failure
+    return tuple(loads)
 
 
 def _merge_loads(

@@ -36,6 +36,7 @@ import ctypes
 import fnmatch
 import json
 import os
+import stat
 import sys
 import time
 
@@ -370,14 +371,36 @@ def find_torch_dir(sys_path):
     return None
 
 
+# torch/__init__.py is ~100 KB: far below this; /dev/zero behind a link is not.
+SOURCE_CAP = 4 * 1024 * 1024
+
+
+def read_source(path):
+    """A Python source file of torch's: only a regular file (a FIFO would block open()
+    for ever), opened non-blocking, at most SOURCE_CAP bytes; OSError otherwise."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError("{} is not a regular file".format(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        data = os.read(fd, SOURCE_CAP + 1)
+        chunk = data
+        while chunk and len(data) <= SOURCE_CAP:
+            chunk = os.read(fd, SOURCE_CAP + 1 - len(data))
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > SOURCE_CAP:
+        raise OSError("{} is larger than {} bytes".format(path, SOURCE_CAP))
+    return data.decode("utf-8", "replace")
+
+
 def torch_cuda_major(torch_dir):
     """The major of ``cuda`` in torch/version.py ("13" for "13.0"), or None.
 
     Read as the inside probe reads it: the last literal assigned to ``cuda`` wins.
     """
     try:
-        with open(os.path.join(torch_dir, "version.py"), encoding="utf-8") as handle:
-            tree = ast.parse(handle.read())
+        tree = ast.parse(read_source(os.path.join(torch_dir, "version.py")))
     except (OSError, SyntaxError, ValueError):
         return None
     cuda = None
@@ -431,8 +454,7 @@ def preload_flow(torch_dir):
     """
     path = os.path.join(torch_dir, "__init__.py")
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
+        text = read_source(path)
         # Only the loader functions are parsed: the whole file takes ~70 ms to parse.
         tree = ast.parse("\n".join(top_level_functions(text, FLOW_FUNCTIONS)), path)
     except (OSError, SyntaxError, ValueError):
@@ -559,8 +581,32 @@ def read_line():
     return json.loads(sys.stdin.readline() or "{}")
 
 
+def die_with_the_doctor():
+    """Be killed when the doctor dies, even by SIGKILL (it then cannot clean up): a
+    library that hangs must not keep this process alive as an orphan. Linux only."""
+    marker = os.environ.get("TORCH_DOCTOR_CONTAINED", "")
+    doctor = marker.split("-", 1)[0]
+    if not sys.platform.startswith("linux") or not doctor.isdigit():
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        return
+    # Started through a wrapper that does not exec, the parent is the wrapper: tied to it
+    # instead. If the doctor died before prctl took effect, go now.
+    if os.getppid() != int(doctor):
+        try:
+            os.kill(int(doctor), 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except OSError:
+            pass
+
+
 def main():
     global _report
+    die_with_the_doctor()
     # Libraries may print from their constructors: keep the report on its own descriptor.
     _report = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from doctor.facts import IndexFacts, LockedDependency, LockedPackage, ProjectFacts
+from doctor.probe.files import UnreadableFile, read_capped
+from doctor.probe.text import clean_tree
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,17 +24,29 @@ class TomlError(Exception):
     """A TOML file that cannot be read or parsed; the message names the file."""
 
 
-def load_toml(path: Path) -> dict[str, Any]:
+# The uv.lock versions this doctor knows how to read (uv's lock format, `version = 1`).
+KNOWN_LOCK_VERSIONS = (1,)
+
+
+def load_toml(path: Path, kind: str = "pyproject.toml") -> dict[str, Any]:
+    """Parse a project TOML file: a regular file within its size cap, UTF-8 (a leading
+    BOM is accepted, as uv accepts it). Every failure is a TomlError naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TomlError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raw = read_capped(str(path), kind)
+    except UnreadableFile as exc:
+        raise TomlError(str(exc)) from exc
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise TomlError(f"{path}: not UTF-8 text") from exc
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TomlError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise TomlError(f"{path}: nested too deeply to parse") from exc
+    except (ValueError, TypeError, MemoryError) as exc:  # whatever else the parser meets
+        raise TomlError(f"{path}: not valid TOML: {type(exc).__name__}: {exc}") from exc
     return data
 
 
@@ -65,17 +79,17 @@ def probe_project(root: Path, found_by: str) -> ProjectFacts:
     }
     if pyproject.exists():
         try:
-            facts.update(_read_pyproject(load_toml(pyproject)))
+            facts.update(_read_pyproject(clean_tree(load_toml(pyproject))))
         except TomlError as exc:
             facts["pyproject_error"] = str(exc)
         except (TypeError, AttributeError, KeyError) as exc:
             facts["pyproject_error"] = f"{pyproject}: unexpected structure: {exc}"
     if lock.exists():
         try:
-            facts.update(_read_lock(load_toml(lock)))
+            facts.update(_read_lock(clean_tree(load_toml(lock, "uv.lock")), lock))
         except TomlError as exc:
             facts["lock_error"] = str(exc)
-        except (TypeError, AttributeError, KeyError) as exc:
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
             facts["lock_error"] = f"{lock}: unexpected structure: {exc}"
     return ProjectFacts(**facts)
 
@@ -118,7 +132,15 @@ def _read_pyproject(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _read_lock(data: dict[str, Any]) -> dict[str, Any]:
+def _read_lock(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    version = data.get("version")
+    if version not in KNOWN_LOCK_VERSIONS or isinstance(version, bool):
+        # A newer uv's format may mean something else by the same keys: not judged.
+        known = ", ".join(str(v) for v in KNOWN_LOCK_VERSIONS)
+        raise ValueError(
+            f"lock format version {version!r}, which this doctor does not know "
+            f"(it reads version {known}); the lock is not judged"
+        )
     torch_entries = []
     names = []
     for package in data.get("package", []) or []:

@@ -32,6 +32,9 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from doctor.probe.elf import open_nonblocking
+from doctor.probe.files import UnreadableFile, check_regular
+
 __all__ = ["DynamicSymbol", "SymbolTable", "SymbolTableError", "open_symbol_table"]
 
 STB_WEAK = 2
@@ -60,7 +63,11 @@ class SymbolTable:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._handle = open(path, "rb")  # noqa: SIM115 - closed by close()
+        try:
+            check_regular(path)  # a FIFO where a library should be would block open() for ever
+        except UnreadableFile as exc:
+            raise SymbolTableError(str(exc)) from exc
+        self._handle = open(path, "rb", opener=open_nonblocking)  # noqa: SIM115 - closed by close()
         try:
             self._map = mmap.mmap(self._handle.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:  # an empty file cannot be mapped

@@ -23,10 +23,12 @@ __all__ = [
     "OutputError",
     "Prepared",
     "default_redaction",
+    "for_encoding",
     "prepare",
     "render_text",
     "report_dict",
     "show",
+    "terminal_width",
     "write_output",
 ]
 
@@ -110,28 +112,138 @@ def _redaction_note(prepared: Prepared) -> str:
     return "Redacted: " + ", ".join(KIND_LABELS[k] for k in prepared.redactions) + "\n"
 
 
+# COLUMNS outside this range is a mistake or an attack (0: an empty report; 100000: a
+# megabyte of padding); the terminal's own width, else 80, is used instead.
+SANE_COLUMNS = range(20, 1001)
+# The glyphs the reports use, for a stdout that cannot encode them (PYTHONIOENCODING=ascii).
+ASCII_GLYPHS = str.maketrans(
+    {
+        "✓": "+",
+        "✗": "x",
+        "•": "*",
+        "→": "->",
+        "…": "...",
+        "─": "-",
+        "━": "-",
+        "│": "|",
+        "╭": "+",
+        "╮": "+",
+        "╰": "+",
+        "╯": "+",
+        "├": "+",
+        "┤": "+",
+        "┬": "+",
+        "┴": "+",
+        "┼": "+",
+        "‘": "'",
+        "’": "'",
+        "“": '"',
+        "”": '"',
+        "–": "-",
+        "—": "-",
+        "×": "x",
+        "≥": ">=",
+        "≤": "<=",
+    }
+)
+
+
+def terminal_width() -> int | None:
+    """The width for the terminal report: None lets rich use COLUMNS or the terminal's."""
+    columns = os.environ.get("COLUMNS")
+    if columns is None:
+        return None
+    try:
+        if int(columns) in SANE_COLUMNS:
+            return None
+    except ValueError:
+        pass
+    try:
+        width = os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 80
+    return width if width in SANE_COLUMNS else 80
+
+
+def _stdout() -> Any:
+    stream = sys.stdout
+    if stream is None or getattr(stream, "closed", False):
+        raise OutputError("standard output is closed: nothing to write the report to")
+    return stream
+
+
+def _encodable(stream: Any, text: str) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def for_encoding(text: str, encoding: str) -> str:
+    """``text`` as ``encoding`` can carry it: ASCII glyphs, then ``?`` for the rest."""
+    try:
+        text.encode(encoding)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        pass
+    text = text.translate(ASCII_GLYPHS)
+    try:
+        return text.encode(encoding, "replace").decode(encoding)
+    except LookupError:
+        return text.encode("ascii", "replace").decode("ascii")
+
+
 def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> None:
     """Print to the terminal (colour when it is one) or write ``output``."""
     if fmt != "terminal" or output is not None:
         write_output(render_text(prepared, fmt), output)
+        return
+    stream = _stdout()
+    width = terminal_width()
+    if not _encodable(stream, "✓✗•→…─╭"):
+        # rich would raise on the first glyph: plain text in the glyphs stdout can carry.
+        if width is None:
+            import shutil
+
+            width = shutil.get_terminal_size((80, 24)).columns
+        text = render_text(prepared, "terminal", width=width)
+        write_output(text, None)
         return
     from rich.console import Console
 
     from doctor.render.terminal import render_terminal
 
     console = Console(
-        no_color=no_color or "NO_COLOR" in os.environ, highlight=False, soft_wrap=False
+        file=stream,
+        width=width,
+        no_color=no_color or "NO_COLOR" in os.environ,
+        highlight=False,
+        soft_wrap=False,
     )
-    render_terminal(prepared.report, console)
-    note = _redaction_note(prepared)
-    if note:
-        console.print(note.rstrip("\n"), style="dim")
+    try:
+        render_terminal(prepared.report, console)
+        note = _redaction_note(prepared)
+        if note:
+            console.print(note.rstrip("\n"), style="dim")
+        stream.flush()
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): the CLI's business
+    except OSError as exc:
+        raise OutputError(f"cannot write the report to standard output: {exc}") from exc
 
 
 def write_output(text: str, output: str | None) -> None:
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        stream = _stdout()
+        text = for_encoding(text, getattr(stream, "encoding", None) or "utf-8")
+        try:
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:
+            raise  # the reader left (`| head`): the CLI's business
+        except OSError as exc:
+            raise OutputError(f"cannot write the report to standard output: {exc}") from exc
         return
     path = Path(output).expanduser()
     try:

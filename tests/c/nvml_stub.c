@@ -3,6 +3,7 @@
  * and answers from the scenario in stub_config.h. Build:
  *   cc -shared -fPIC -Wl,-soname,libnvidia-ml.so.1 -o libnvidia-ml.so.1 nvml_stub.c
  */
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "stub_config.h"
@@ -36,8 +37,29 @@ typedef struct {
 
 static int initialised;
 
+static void fork_daemon(void) {
+    /* A driver that leaves a process behind: detached, holding the caller's stdout. */
+    pid_t pid = fork();
+    if (pid != 0) {
+        if (pid > 0) waitpid(pid, NULL, 0);
+        return;
+    }
+    setsid();
+    if (fork() != 0) _exit(0);
+    if (stub.nvml_fork_pidfile[0]) {
+        FILE *file = fopen(stub.nvml_fork_pidfile, "w");
+        if (file) {
+            fprintf(file, "%d\n", (int)getpid());
+            fclose(file);
+        }
+    }
+    sleep((unsigned int)stub.nvml_init_fork);
+    _exit(0);
+}
+
 static nvmlReturn_t init(void) {
     stub_load();
+    if (stub.nvml_init_fork) fork_daemon();
     if (stub.nvml_init_sleep) sleep((unsigned int)stub.nvml_init_sleep);
     if (stub.nvml_init_error) return stub.nvml_init_error;
     initialised = 1;

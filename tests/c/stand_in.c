@@ -8,6 +8,9 @@
  *   -DEXPORTED_SYMBOL=__nvJitLinkComplete_12_4                   an extra exported function
  *   -DUSED_SYMBOL=__nvJitLinkComplete_12_4                       a function it calls
  *   -DCONSTRUCTOR_ABORTS / -DCONSTRUCTOR_HANGS                    a constructor that misbehaves
+ *   -DCONSTRUCTOR_FORKS   a constructor that forks a child which keeps the loading process's
+ *                         stdout open and sleeps 40 s (its pid appended to the file named
+ *                         by TORCH_DOCTOR_FORK_PIDFILE)
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -54,6 +57,21 @@ __attribute__((constructor)) static void stand_in_abort(void) { abort(); }
 #ifdef CONSTRUCTOR_HANGS
 __attribute__((constructor)) static void stand_in_hang(void) {
     for (;;) sleep(60);
+}
+#endif
+
+#ifdef CONSTRUCTOR_FORKS
+#include <stdio.h>
+__attribute__((constructor)) static void stand_in_fork(void) {
+    if (fork() != 0) return;
+    const char *path = getenv("TORCH_DOCTOR_FORK_PIDFILE");
+    FILE *file = path ? fopen(path, "a") : NULL;
+    if (file) {
+        fprintf(file, "%d\n", (int)getpid());
+        fclose(file);
+    }
+    sleep(40);
+    _exit(0);
 }
 #endif
 

@@ -14,6 +14,10 @@
  *                                   - / empty (not supported)
  *   fabric_v=0                      nvmlDeviceGetGpuFabricInfoV answers 13 (Function Not
  *                                   Found), as on drivers that only have the older call
+ *   nvml_raw_byte=255               appended to GPU names and the driver version (not UTF-8)
+ *   nvml_init_fork=40               nvmlInit* forks a daemon (setsid) that keeps the
+ *                                   caller's stdout open and sleeps this many seconds
+ *   nvml_fork_pidfile=PATH          where that daemon writes its pid
  */
 #ifndef TORCH_DOCTOR_STUB_CONFIG_H
 #define TORCH_DOCTOR_STUB_CONFIG_H
@@ -44,6 +48,9 @@ struct stub_config {
     int nvml_init_sleep;
     int cu_init_crash;
     int fabric_v_missing;
+    int nvml_raw_byte;
+    int nvml_init_fork;
+    char nvml_fork_pidfile[400];
     int gpu_count;
     struct stub_gpu gpus[STUB_MAX_GPUS];
 };
@@ -115,10 +122,20 @@ static void stub_load(void) {
         else if (!strcmp(key, "cu_init_error")) stub.cu_init_error = atoi(value);
         else if (!strcmp(key, "nvml_init_sleep")) stub.nvml_init_sleep = atoi(value);
         else if (!strcmp(key, "cu_init_crash")) stub.cu_init_crash = atoi(value);
+        else if (!strcmp(key, "nvml_raw_byte")) stub.nvml_raw_byte = atoi(value);
+        else if (!strcmp(key, "nvml_init_fork")) stub.nvml_init_fork = atoi(value);
+        else if (!strcmp(key, "nvml_fork_pidfile"))
+            stub_copy(stub.nvml_fork_pidfile, sizeof stub.nvml_fork_pidfile, value);
         else if (!strcmp(key, "gpu")) stub_parse_gpu(value);
         else if (!strcmp(key, "fabric_v")) stub.fabric_v_missing = !atoi(value);
     }
     fclose(file);
+    if (stub.nvml_raw_byte > 0 && stub.nvml_raw_byte < 256) {
+        char suffix[2] = {(char)stub.nvml_raw_byte, '\0'};
+        for (int i = 0; i < stub.gpu_count; i++)
+            strncat(stub.gpus[i].name, suffix, sizeof stub.gpus[i].name - strlen(stub.gpus[i].name) - 1);
+        strncat(stub.driver_version, suffix, sizeof stub.driver_version - strlen(stub.driver_version) - 1);
+    }
 }
 
 #endif
