@@ -20,6 +20,7 @@ from doctor.facts.environment import (
     TorchBuildFacts,
 )
 from doctor.facts.libraries import LibrariesFacts
+from doctor.facts.lock_metadata import LockMetadataFacts
 from doctor.facts.machine import MachineFacts
 from doctor.facts.project import (
     IndexFacts,
@@ -34,6 +35,7 @@ __all__ = [
     "IndexFacts",
     "InterpreterFacts",
     "LibrariesFacts",
+    "LockMetadataFacts",
     "LockedDependency",
     "LockedPackage",
     "MachineFacts",
@@ -69,6 +71,8 @@ class Facts:
     libraries: LibrariesFacts | None = None
     machine: MachineFacts | None = None
     toolchain: ToolchainFacts | None = None
+    # Only `torch-doctor lock` fills this (it reads the index); the default run never does.
+    lock_metadata: LockMetadataFacts | None = None
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:
