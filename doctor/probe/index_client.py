@@ -73,8 +73,11 @@ def _env_name(index_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", index_name).upper()
 
 
-def _same_index(a: str, b: str) -> bool:
-    return public_url(a).rstrip("/") == public_url(b).rstrip("/")
+def _realm(url: str) -> tuple[str, str, int | None]:
+    # uv keeps an index's credentials per realm (scheme, host, port): its files are
+    # often served from another path of the same host (/simple/… and /files/…).
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname or "", parts.port
 
 
 def find_credentials(
@@ -86,7 +89,7 @@ def find_credentials(
     if own.username:
         return Credentials(unquote(own.username), unquote(own.password or ""), host)
     for index in indexes:
-        if not (url.startswith(public_url(index.url).rstrip("/")) or _same_index(url, index.url)):
+        if _realm(url) != _realm(index.url):
             continue
         parts = urlsplit(index.url)
         username = unquote(parts.username) if parts.username else None
