@@ -9,16 +9,15 @@ No test creates a venv: the command needs none.
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 
