@@ -20,6 +20,7 @@ from doctor.facts.environment import (
     TorchBuildFacts,
 )
 from doctor.facts.libraries import LibrariesFacts
+from doctor.facts.lock_graph import LockGraph
 from doctor.facts.lock_metadata import LockMetadataFacts
 from doctor.facts.machine import MachineFacts
 from doctor.facts.project import (
@@ -35,6 +36,7 @@ __all__ = [
     "IndexFacts",
     "InterpreterFacts",
     "LibrariesFacts",
+    "LockGraph",
     "LockMetadataFacts",
     "LockedDependency",
     "LockedPackage",
@@ -73,6 +75,8 @@ class Facts:
     toolchain: ToolchainFacts | None = None
     # Only `torch-doctor lock` fills this (it reads the index); the default run never does.
     lock_metadata: LockMetadataFacts | None = None
+    # uv.lock's whole graph and the sync settings (what the next `uv sync` installs).
+    lock_graph: LockGraph | None = None
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

@@ -61,12 +61,17 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     failures.extend(inside.failures)
 
     project = None
+    lock_graph = None
     prefix = inside.interpreter.prefix if inside.interpreter else None
     located = locate_project(options.project, prefix, options.cwd)
     if located is not None:
         root, found_by = located
         if root.is_dir():
             project = probe_project(root, found_by)
+            if project.lock_path is not None and project.lock_error is None:
+                from doctor.probe.lock_graph import probe_lock_graph
+
+                lock_graph = probe_lock_graph(root)
             for error in (project.pyproject_error, project.lock_error):
                 if error is not None:
                     failures.append(ProbeFailure("project", error))
@@ -110,6 +115,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         libraries=libraries,
         machine=machine,
         toolchain=toolchain,
+        lock_graph=lock_graph,
         failures=tuple(failures),
     )
 

@@ -1,0 +1,81 @@
+"""Read the uv.lock graph and pyproject.toml's sync settings (for venv/lock drift). Reads only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from doctor.facts.lock_graph import GraphDependency, GraphPackage, LockGraph
+from doctor.probe.project import TomlError, load_toml
+
+__all__ = ["probe_lock_graph"]
+
+
+def _table(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _edges(values: Any) -> tuple[GraphDependency, ...]:
+    if not isinstance(values, list):
+        return ()
+    return tuple(
+        GraphDependency(
+            name=str(dep["name"]),
+            version=None if dep.get("version") is None else str(dep["version"]),
+            marker=dep.get("marker") if isinstance(dep.get("marker"), str) else None,
+            extras=tuple(str(e) for e in dep.get("extra", ()) or ()),
+        )
+        for dep in values
+        if isinstance(dep, dict) and "name" in dep
+    )
+
+
+def probe_lock_graph(root: Path) -> LockGraph | None:
+    """None when there is no readable uv.lock (the project probe reports why)."""
+    try:
+        lock = load_toml(root / "uv.lock")
+    except TomlError:
+        return None
+    try:
+        pyproject = load_toml(root / "pyproject.toml")
+    except TomlError:
+        pyproject = {}
+    packages = []
+    for entry in lock.get("package", []) or []:
+        if not isinstance(entry, dict) or "name" not in entry:
+            continue
+        packages.append(
+            GraphPackage(
+                name=str(entry["name"]),
+                version=None if entry.get("version") is None else str(entry["version"]),
+                source={str(k): str(v) for k, v in _table(entry.get("source")).items()},
+                resolution_markers=tuple(str(m) for m in entry.get("resolution-markers", ()) or ()),
+                dependencies=_edges(entry.get("dependencies")),
+                optional={
+                    str(k): _edges(v) for k, v in _table(entry.get("optional-dependencies")).items()
+                },
+                groups={
+                    str(k): _edges(v) for k, v in _table(entry.get("dev-dependencies")).items()
+                },
+            )
+        )
+    project = _table(pyproject.get("project"))
+    uv = _table(_table(pyproject.get("tool")).get("uv"))
+    default_groups = uv.get("default-groups")
+    if isinstance(default_groups, list):
+        default_groups = tuple(str(g) for g in default_groups)
+    elif default_groups != "all":
+        default_groups = None
+    conflicts = tuple(
+        tuple({str(k): str(v) for k, v in item.items()} for item in group if isinstance(item, dict))
+        for group in uv.get("conflicts", []) or []
+        if isinstance(group, list)
+    )
+    return LockGraph(
+        project=None if project.get("name") is None else str(project["name"]),
+        packages=tuple(packages),
+        extras=tuple(str(e) for e in _table(project.get("optional-dependencies"))),
+        groups=tuple(str(g) for g in _table(pyproject.get("dependency-groups"))),
+        default_groups=default_groups,
+        conflicts=conflicts,
+    )
