@@ -16,7 +16,7 @@ from pathlib import Path
 from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.utils import canonicalize_name
 
-from doctor.checks.expectations import is_cuda_wheel, same_version
+from doctor.checks.expectations import applicable_requirements, is_cuda_wheel, same_version
 from doctor.checks.registry import Outcome, Skip, check
 from doctor.facts import Facts, LockGraph
 from doctor.facts.lock_graph import GraphDependency, GraphPackage
@@ -145,6 +145,25 @@ def _with_group(graph: LockGraph, groups: tuple[str, ...], group: str) -> tuple[
     return (*(g for g in groups if not _conflicting(graph, g, group)), group)
 
 
+def _lock_lacks(facts: Facts, graph: LockGraph, plan: Mapping[str, str | None]) -> set[str]:
+    """What the installed torch requires here and uv.lock does not record under it, when the
+    sync keeps that torch: lock-missing-dependencies reports those, as their root cause."""
+    torch = facts.distribution("torch")
+    if (
+        torch is None
+        or facts.interpreter is None
+        or not same_version(plan.get("torch"), torch.version)
+    ):
+        return set()
+    environment = facts.interpreter.marker_environment
+    required, _ = applicable_requirements(torch.requires_dist, environment)
+    entries = [
+        p for p in graph.packages if p.name == "torch" and same_version(p.version, torch.version)
+    ]
+    recorded = {str(canonicalize_name(d.name)) for p in entries for d in p.dependencies}
+    return {str(canonicalize_name(r.name)) for r in required} - recorded
+
+
 def _watched(name: str) -> bool:
     return name in TORCH_FAMILY or is_cuda_wheel(name)
 
@@ -180,8 +199,13 @@ def venv_lock_drift(facts: Facts) -> Outcome:
     installed = {
         d.name: d.version for d in facts.distributions if not d.shadowed and _watched(d.name)
     }
+    explained = _lock_lacks(facts, graph, plan)
     changes = []
     for name, version in sorted(installed.items()):
+        if name in explained or (explained and is_cuda_wheel(name)):
+            # lock-missing-dependencies' finding: uv.lock lacks torch's requirements (and
+            # so everything they bring in); that is the root cause, reported there.
+            continue
         following = plan.get(name)
         if name not in plan:
             changes.append({"name": name, "installed": version, "next": None})
