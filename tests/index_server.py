@@ -66,9 +66,7 @@ class SimpleIndex:
     maps a request path to the (status, content type, body) served instead.
     """
 
-    def __init__(
-        self, wheels: Iterable[Path], credentials: tuple[str, str] | None = None
-    ) -> None:
+    def __init__(self, wheels: Iterable[Path], credentials: tuple[str, str] | None = None) -> None:
         # Files are listed in the order given: the order a test chose is the order uv sees.
         self.wheels = [IndexedWheel.read(Path(p)) for p in wheels]
         self.requests: list[str] = []

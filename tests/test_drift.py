@@ -9,23 +9,15 @@ does exactly that.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.factory import TORCH_2_6_CU126_NVIDIA, DoctorRun, run_doctor
-from tests.index_server import serve_index
-from tests.test_uv_lock_metadata import UV, _uv_env
-from tests.wheelhouse import (
-    CPYTHON_TAG,
-    WheelSpec,
-    build_wheels,
-    founding_case_wheels,
-)
+from tests.factory import TORCH_2_6_CU126_NVIDIA, run_doctor
+from tests.test_uv_lock_metadata import UV
+from tests.uv_torch_project import Project, torch_projects
 
 pytestmark = [
     pytest.mark.uv,
@@ -66,105 +58,17 @@ torch = [
 """,
 }
 
-PYPROJECT = """\
-[project]
-name = "drift"
-version = "0.1.0"
-requires-python = "=={python}.*"
-dependencies = []
-
-{choice}
-[[tool.uv.index]]
-name = "torch-cpu"
-url = "{cpu}"
-explicit = true
-
-[[tool.uv.index]]
-name = "torch-cu126"
-url = "{cuda}"
-explicit = true
-
-[[tool.uv.index]]
-name = "local"
-url = "{plain}"
-default = true
-"""
-
-
-def _torch_cpu() -> WheelSpec:
-    [cuda] = [w for w in founding_case_wheels() if w.tag.endswith("x86_64") and w.name == "torch"]
-    nvidia = {*TORCH_2_6_CU126_NVIDIA, "triton"}
-    return WheelSpec(
-        "torch",
-        "2.6.0+cpu",
-        tag=f"{CPYTHON_TAG}-{CPYTHON_TAG}-manylinux_2_28_x86_64",
-        requires_dist=tuple(r for r in cuda.requires_dist if r.split("=")[0] not in nvidia),
-        provides_extra=cuda.provides_extra,
-        requires_python=cuda.requires_python,
-        files={**cuda.files, "torch/version.py": b"__version__ = '2.6.0+cpu'\ncuda = None\n"},
-    )
-
-
-class Project:
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root, self.env = root, env
-
-    def uv(self, *args: str) -> subprocess.CompletedProcess[str]:
-        assert UV is not None
-        done = subprocess.run(
-            [UV, *args], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, f"uv {' '.join(args)}:\n{done.stderr}"
-        return done
-
-    def torch_here(self) -> str:
-        return self.uv(
-            "run",
-            "--no-sync",
-            "python",
-            "-c",
-            "import importlib.metadata as m; print(m.version('torch'))",
-        ).stdout.strip()
-
-    def doctor(self, *args: str) -> DoctorRun:
-        return run_doctor(*args, "--format", "json", "--no-load", cwd=self.root)
-
 
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Callable[[str], Project]]:
-    with ExitStack() as stack:
-
-        def make(choice: str) -> Project:
-            wheels = founding_case_wheels(aarch64_declares_nvidia=True)
-            torch_cuda = [w for w in wheels if w.name == "torch"]
-            plain = [w for w in wheels if w.name != "torch"]
-            serve = lambda specs, d: stack.enter_context(  # noqa: E731
-                serve_index(build_wheels(specs, tmp_path / d))
-            )
-            cpu, cuda, rest = (
-                serve([_torch_cpu()], "cpu"),
-                serve(torch_cuda, "cu"),
-                serve(plain, "p"),
-            )
-            root = tmp_path / "drift"
-            root.mkdir()
-            python = f"{sys.version_info[0]}.{sys.version_info[1]}"
-            (root / "pyproject.toml").write_text(
-                PYPROJECT.format(
-                    python=python, choice=CHOICE[choice], cpu=cpu.url, cuda=cuda.url, plain=rest.url
-                )
-            )
-            made = Project(root, _uv_env(tmp_path))
-            made.uv("lock")
-            return made
-
+def project(tmp_path: Path) -> Iterator[Callable[..., Project]]:
+    with torch_projects(tmp_path) as make:
         yield make
 
 
 def test_a_venv_synced_with_the_cuda_extra_loses_torch_on_the_next_plain_uv_run(
-    project: Callable[[str], Project],
+    project: Callable[..., Project],
 ) -> None:
-    drift = project("extra")
+    drift = project(CHOICE["extra"])
     drift.uv("sync", "--extra", "cu126")
     assert drift.torch_here() == "2.6.0+cu126"
 
@@ -190,9 +94,9 @@ def test_a_venv_synced_with_the_cuda_extra_loses_torch_on_the_next_plain_uv_run(
 
 
 def test_a_cuda_group_replaced_by_the_default_cpu_group_and_default_groups_fixes_it(
-    project: Callable[[str], Project],
+    project: Callable[..., Project],
 ) -> None:
-    drift = project("group")
+    drift = project(CHOICE["group"])
     drift.uv("sync", "--no-default-groups", "--group", "cu126")
     assert drift.torch_here() == "2.6.0+cu126"
 
@@ -212,9 +116,9 @@ def test_a_cuda_group_replaced_by_the_default_cpu_group_and_default_groups_fixes
 
 
 def test_no_drift_when_the_defaults_select_what_is_installed(
-    project: Callable[[str], Project],
+    project: Callable[..., Project],
 ) -> None:
-    drift = project("group")
+    drift = project(CHOICE["group"])
     drift.uv("sync")  # the default group: cpu
     assert drift.torch_here() == "2.6.0+cpu"
     run = drift.doctor()

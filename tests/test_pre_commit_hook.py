@@ -75,9 +75,7 @@ def test_the_pre_commit_hook_fails_on_the_founding_case_and_passes_after_the_fix
         _git(project.root, "add", "-A")
         # pre-commit installs the hook from PyPI; uv's dead proxy is only for uv.
         env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("VIRTUAL_ENV", "UV_", "PIP_"))
+            k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_", "PIP_"))
         }
         env.update(
             PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"),

@@ -29,6 +29,7 @@ from doctor.facts.project import (
     LockedPackage,
     ProjectFacts,
 )
+from doctor.facts.uv_settings import UvSettings
 
 __all__ = [
     "DistributionFacts",
@@ -48,6 +49,7 @@ __all__ = [
     "RecordFacts",
     "ToolchainFacts",
     "TorchBuildFacts",
+    "UvSettings",
     "to_jsonable",
 ]
 
@@ -77,6 +79,8 @@ class Facts:
     lock_metadata: LockMetadataFacts | None = None
     # uv.lock's whole graph and the sync settings (what the next `uv sync` installs).
     lock_graph: LockGraph | None = None
+    # pyproject.toml's uv settings that decide where torch comes from.
+    uv_settings: UvSettings | None = None
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

@@ -28,6 +28,7 @@ class GraphPackage:
     dependencies: tuple[GraphDependency, ...] = ()
     optional: dict[str, tuple[GraphDependency, ...]] = field(default_factory=dict)
     groups: dict[str, tuple[GraphDependency, ...]] = field(default_factory=dict)
+    wheels: tuple[str, ...] = ()  # wheel file names
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""Read the uv.lock graph and pyproject.toml's sync settings (for venv/lock drift). Reads only."""
+"""Read the uv.lock graph and pyproject.toml's uv settings (drift, uv torch configuration).
+
+Reads only."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from doctor.facts.lock_graph import GraphDependency, GraphPackage, LockGraph
+from doctor.facts.uv_settings import UvSettings
 from doctor.probe.project import TomlError, load_toml
 
-__all__ = ["probe_lock_graph"]
+__all__ = ["probe_lock_graph", "probe_uv_settings"]
 
 
 def _table(value: Any) -> dict[str, Any]:
@@ -78,4 +81,57 @@ def probe_lock_graph(root: Path) -> LockGraph | None:
         groups=tuple(str(g) for g in _table(pyproject.get("dependency-groups"))),
         default_groups=default_groups,
         conflicts=conflicts,
+    )
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+
+def _names(requirements: Any) -> tuple[str, ...]:
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    names = []
+    for text in requirements if isinstance(requirements, list) else ():
+        if not isinstance(text, str):
+            continue  # {include-group = …}
+        try:
+            names.append(str(canonicalize_name(Requirement(text).name)))
+        except InvalidRequirement:
+            continue
+    return tuple(names)
+
+
+def probe_uv_settings(pyproject: Path) -> UvSettings | None:
+    """None when pyproject.toml cannot be read (the project probe reports why)."""
+    try:
+        data = load_toml(pyproject)
+    except TomlError:
+        return None
+    project = _table(data.get("project"))
+    uv = _table(_table(data.get("tool")).get("uv"))
+    sources = {}
+    for name, value in _table(uv.get("sources")).items():
+        entries = [value] if isinstance(value, dict) else value if isinstance(value, list) else []
+        sources[str(name)] = tuple(dict(e) for e in entries if isinstance(e, dict))
+    conflicts = tuple(
+        tuple({str(k): str(v) for k, v in item.items()} for item in group if isinstance(item, dict))
+        for group in uv.get("conflicts", []) or []
+        if isinstance(group, list)
+    )
+    backend = uv.get("torch-backend")
+    pip_backend = _table(uv.get("pip")).get("torch-backend")
+    strategy = uv.get("index-strategy")
+    return UvSettings(
+        pyproject_path=str(pyproject),
+        extras={str(k): _names(v) for k, v in _table(project.get("optional-dependencies")).items()},
+        groups={str(k): _names(v) for k, v in _table(data.get("dependency-groups")).items()},
+        sources=sources,
+        conflicts=conflicts,
+        torch_backend=None if backend is None else str(backend),
+        pip_torch_backend=None if pip_backend is None else str(pip_backend),
+        index_strategy=None if strategy is None else str(strategy),
+        environments=_strings(uv.get("environments")),
+        required_environments=_strings(uv.get("required-environments")),
     )

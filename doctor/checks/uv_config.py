@@ -1,0 +1,263 @@
+"""The uv settings that route torch wrongly without any error (catalogue 3, 4, 5).
+
+Each is a configuration uv accepts and the user did not mean: extras (or groups) that
+pin different PyTorch indexes without `[tool.uv] conflicts`; a source keyed by
+`marker = "extra == …"` instead of `extra = …`; torchvision or torchaudio not routed like
+torch; `torch-backend` or `UV_TORCH_BACKEND` beside explicit sources; `index-strategy =
+"unsafe-best-match"` with a PyTorch index; a platform the project targets for which
+uv.lock holds no torch wheel and `required-environments` does not say it must.
+Judged from pyproject.toml (and uv.lock for the last); no venv needed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+from doctor.checks.cuda_compat import PYTORCH_INDEX_URL
+from doctor.checks.registry import Outcome, Skip, check
+from doctor.facts import Facts
+from doctor.facts.uv_settings import UvSettings
+from doctor.findings import Finding, Severity
+
+__all__ = ["ROUTED_FAMILY", "marker_extra", "selector", "torch_problems"]
+
+ROUTED_FAMILY = ("torch", "torchvision", "torchaudio")
+_MARKER_EXTRA = re.compile(r"""^\s*extra\s*==\s*['"]([^'"]+)['"]\s*$""")
+_ANY_EXTRA = re.compile(r"""\bextra\s*==""")
+_SYS_PLATFORM = re.compile(r"""sys_platform\s*==\s*['"]([^'"]+)['"]""")
+
+
+def selector(entry: Mapping[str, Any]) -> tuple[str, str] | None:
+    """("extra", "cu126") or ("group", "cu126") for a per-extra/per-group source entry."""
+    for kind in ("extra", "group"):
+        if isinstance(entry.get(kind), str):
+            return kind, str(entry[kind])
+    return None
+
+
+def marker_extra(entry: Mapping[str, Any]) -> str | None:
+    """The extra of a source entry keyed by `marker = "extra == 'X'"` and nothing else."""
+    marker = entry.get("marker")
+    match = _MARKER_EXTRA.match(marker) if isinstance(marker, str) else None
+    return match.group(1) if match else None
+
+
+def _routing(entries: Sequence[Mapping[str, Any]]) -> frozenset[tuple[str, str, str]]:
+    return frozenset(
+        (str(e.get("index")), str(selector(e) or ""), str(e.get("marker") or "")) for e in entries
+    )
+
+
+def _declared(settings: UvSettings, dependencies: Sequence[str], name: str) -> bool:
+    from doctor.checks.expectations import parse_requirement
+
+    if any(name in names for names in (*settings.extras.values(), *settings.groups.values())):
+        return True
+    for text in dependencies:
+        requirement = parse_requirement(text)
+        if requirement is not None and canonicalize_name(requirement.name) == name:
+            return True
+    return False
+
+
+def _in_conflict(settings: UvSettings, a: tuple[str, str], b: tuple[str, str]) -> bool:
+    for group in settings.conflicts:
+        members = {(k, v) for item in group for k, v in item.items() if k in ("extra", "group")}
+        if a in members and b in members:
+            return True
+    return False
+
+
+def _wheel_platforms(wheels: Sequence[str]) -> set[str]:
+    """The sys_platform values the wheels serve ("*" for a pure wheel)."""
+    platforms = set()
+    for filename in wheels:
+        try:
+            tags = parse_wheel_filename(filename)[3]
+        except InvalidWheelFilename:
+            continue
+        for tag in tags:
+            if tag.platform == "any":
+                platforms.add("*")
+            elif tag.platform.startswith(("manylinux", "musllinux", "linux")):
+                platforms.add("linux")
+            elif tag.platform.startswith("macosx"):
+                platforms.add("darwin")
+            elif tag.platform.startswith("win"):
+                platforms.add("win32")
+    return platforms
+
+
+def torch_problems(facts: Facts) -> list[dict[str, Any]]:
+    """Every routing pitfall found, as flat data (kind, text, and what the remedy needs)."""
+    settings, project = facts.uv_settings, facts.project
+    if settings is None or project is None:
+        return []
+    problems: list[dict[str, Any]] = []
+    torch_entries = settings.sources.get("torch", ())
+    pytorch = [i for i in project.indexes if i.url.rstrip("/").startswith(PYTORCH_INDEX_URL)]
+
+    # 1. Extras or groups that pin different indexes need [tool.uv] conflicts.
+    chosen: dict[tuple[str, str], str] = {}
+    for name in ROUTED_FAMILY:
+        for entry in settings.sources.get(name, ()):
+            key = selector(entry)
+            if key is not None and entry.get("index") is not None:
+                chosen.setdefault(key, str(entry["index"]))
+    missing = [
+        (a, b)
+        for i, a in enumerate(chosen)
+        for b in list(chosen)[i + 1 :]
+        if chosen[a] != chosen[b] and not _in_conflict(settings, a, b)
+    ]
+    if missing:
+        pairs = ", ".join(f"{a[0]} {a[1]} ({chosen[a]}) / {b[1]} ({chosen[b]})" for a, b in missing)
+        problems.append(
+            {
+                "kind": "conflicts-missing",
+                "text": f"these pin different indexes and are not declared in [tool.uv] "
+                f"conflicts: {pairs}; uv must resolve them together and cannot",
+                "selectors": [[k, v] for k, v in chosen],
+            }
+        )
+
+    # 2. marker = "extra == …" where uv wants extra = "…".
+    for name in ROUTED_FAMILY:
+        for entry in settings.sources.get(name, ()):
+            marker = entry.get("marker")
+            if isinstance(marker, str) and _ANY_EXTRA.search(marker):
+                problems.append(
+                    {
+                        "kind": "marker-extra",
+                        "text": f'{name}\'s source is keyed by marker = "{marker}": uv chooses a '
+                        "source per extra only by `extra = …`; a marker on `extra` does not "
+                        "keep the extras' builds apart",
+                        "package": name,
+                    }
+                )
+                break
+
+    # 3. torchvision / torchaudio routed differently from torch.
+    if torch_entries:
+        for name in ROUTED_FAMILY[1:]:
+            if not _declared(settings, project.declared_dependencies, name):
+                continue
+            entries = settings.sources.get(name, ())
+            if _routing(entries) != _routing(torch_entries):
+                where = (
+                    "has no [tool.uv.sources] entry, so it comes from the default index"
+                    if not entries
+                    else "has other [tool.uv.sources] entries than torch"
+                )
+                problems.append(
+                    {
+                        "kind": "family-routing",
+                        "text": f"{name} {where}: a {name} built for another torch or CUDA "
+                        "variant than the torch from the PyTorch index",
+                        "package": name,
+                    }
+                )
+
+    # 4. torch-backend beside explicit sources.
+    backends = [
+        f"{where} = {value!r}"
+        for where, value in (
+            ("[tool.uv] torch-backend", settings.torch_backend),
+            ("[tool.uv.pip] torch-backend", settings.pip_torch_backend),
+            ("UV_TORCH_BACKEND", facts.environment.get("UV_TORCH_BACKEND")),
+        )
+        if value
+    ]
+    if backends and any(e.get("index") for e in torch_entries):
+        problems.append(
+            {
+                "kind": "torch-backend-with-sources",
+                "text": f"{', '.join(backends)} beside torch's explicit [tool.uv.sources]: "
+                "`uv pip` takes torch from the backend's index, `uv lock`/`uv sync` from the "
+                "sources; the two disagree silently",
+            }
+        )
+
+    # 5. unsafe-best-match with a PyTorch index.
+    strategies = [
+        f"{where} = {value!r}"
+        for where, value in (
+            ("[tool.uv] index-strategy", settings.index_strategy),
+            ("UV_INDEX_STRATEGY", facts.environment.get("UV_INDEX_STRATEGY")),
+        )
+        if value == "unsafe-best-match"
+    ]
+    if strategies and pytorch:
+        problems.append(
+            {
+                "kind": "unsafe-best-match",
+                "text": f"{', '.join(strategies)} with a PyTorch index: a newer torch on "
+                "another index (PyPI's, of another CUDA variant) beats the PyTorch index's "
+                "build, and any index may supply a package of the same name",
+            }
+        )
+
+    # 6. A targeted platform with no locked torch wheel and no required-environments.
+    graph = facts.lock_graph
+    if graph is not None:
+        targeted: list[str] = []
+        for marker in (*settings.environments, *(str(e.get("marker", "")) for e in torch_entries)):
+            targeted += [p for p in _SYS_PLATFORM.findall(marker) if p not in targeted]
+        wheels = [w for p in graph.packages if p.name == "torch" for w in p.wheels]
+        served = _wheel_platforms(wheels)
+        required = " ".join(settings.required_environments)
+        lacking = [
+            p
+            for p in targeted
+            if wheels and "*" not in served and p not in served and p not in required
+        ]
+        if lacking:
+            problems.append(
+                {
+                    "kind": "required-environments",
+                    "text": f"pyproject.toml targets {', '.join(lacking)}, and uv.lock holds no "
+                    "torch wheel for it: `uv lock` succeeded without one, and `uv sync` there "
+                    "fails; [tool.uv] required-environments makes `uv lock` say so",
+                    "platforms": lacking,
+                }
+            )
+    return problems
+
+
+@check(
+    "uv-torch-config",
+    family="lock",
+    summary="pyproject.toml's uv settings route torch in a way uv accepts silently and the "
+    "project did not mean (missing conflicts, extra markers, unrouted torchvision, "
+    "torch-backend, unsafe-best-match, required-environments).",
+    label="uv's torch settings (conflicts, sources, backend, strategy)",
+)
+def uv_torch_config(facts: Facts) -> Outcome:
+    if facts.project is None or facts.project.pyproject_path is None:
+        return Skip("no uv project found")
+    if facts.uv_settings is None:
+        return Skip("pyproject.toml could not be read")
+    problems = torch_problems(facts)
+    if not problems:
+        return []
+    first = problems[0]["text"].split(":")[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return [
+        Finding(
+            id="uv-torch-config",
+            severity=Severity.WARNING,
+            title=f"uv's torch settings: {first}{more}",
+            detail=(
+                "uv accepts these settings without an error, and they do not do what a "
+                "PyTorch setup means by them: a lock that fails or mixes builds across "
+                "extras, a torchvision for another torch, a CPU or PyPI torch where a CUDA "
+                "build was wanted, or a platform the lock has no torch for."
+            ),
+            evidence=tuple(p["text"] for p in problems),
+            data={"problems": problems, "pyproject_path": facts.project.pyproject_path},
+        )
+    ]
