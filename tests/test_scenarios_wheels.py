@@ -87,6 +87,7 @@ def test_healthy_environment_passes_or_skips_every_check(
         "lock-metadata-inconsistent",
         "venv-lock-drift",
         "torch-index-not-used",
+        "uv-torch-config",
     ]
 
 

@@ -134,8 +134,9 @@ def torch_problems(facts: Facts) -> list[dict[str, Any]]:
                     {
                         "kind": "marker-extra",
                         "text": f'{name}\'s source is keyed by marker = "{marker}": uv chooses a '
-                        "source per extra only by `extra = …`; a marker on `extra` does not "
-                        "keep the extras' builds apart",
+                        "source per extra by `extra = …`; markers on `extra` overlap (uv then "
+                        "refuses pyproject.toml: source markers must be disjoint) or, made "
+                        "disjoint, do not keep the extras' builds apart",
                         "package": name,
                     }
                 )
