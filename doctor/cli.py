@@ -160,6 +160,13 @@ def _lock_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "always are); repeatable",
     )
     lock.add_argument(
+        "--all",
+        dest="all_packages",
+        action="store_true",
+        help="also check every package whose locked wheels serve several platforms "
+        "(more requests on the first run)",
+    )
+    lock.add_argument(
         "--timeout", type=float, default=30.0, metavar="SECONDS", help="per request (default 30)"
     )
     lock.add_argument("--format", choices=("terminal", "json"), default="terminal")
@@ -307,6 +314,7 @@ def _lock(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         fmt=args.format,
         packages=tuple(args.package),
+        all_packages=args.all_packages,
         fix=args.fix,
         yes=args.yes,
         dry_run=args.dry_run,

@@ -50,6 +50,7 @@ class LockOptions:
     timeout: float = 30.0
     fmt: str = "terminal"
     packages: tuple[str, ...] = ()
+    all_packages: bool = False  # every package with wheels for several platforms
     fix: bool = False
     yes: bool = False
     dry_run: bool = False
@@ -83,6 +84,8 @@ def gather(options: LockOptions, say: Callable[[str], None]) -> tuple[Facts, str
         raise LockUsageError(str(exc)) from exc
     project = probe_project(options.project, "--project")
     packages = lock.family(options.packages)
+    if options.all_packages:
+        packages += tuple(p for p in lock.platform_specific() if p not in packages)
     wheels: list[WheelMetadata] = []
     cache_note = None
     for package in packages:

@@ -100,7 +100,6 @@ def pep658(tmp_path: Path) -> Iterator[Served]:
             )
             index = stack.enter_context(serve_index(wheels, credentials))
             project = _project(tmp_path, index.url, lambda: list(index.requests))
-            project.index = index  # type: ignore[attr-defined]
             return project
 
         yield make
@@ -117,7 +116,6 @@ def static(tmp_path: Path) -> Iterator[Served]:
             )
             index = stack.enter_context(serve_static_index(wheels, tmp_path / "static"))
             project = _project(tmp_path, index.url, lambda: index.requests)
-            project.index = index  # type: ignore[attr-defined]
             return project
 
         yield make

@@ -45,6 +45,22 @@ class LockFile:
         wanted = {*TORCH_FAMILY, *(canonicalize_name(n) for n in extra)}
         return tuple(p for p in self.packages if canonicalize_name(p.name) in wanted)
 
+    def platform_specific(self) -> tuple[LockedPackage, ...]:
+        """Packages whose wheels serve more than one platform: the ones whose metadata
+        can differ by platform, as torch 2.6.0+cu126's did."""
+        from doctor.probe.wheel_metadata import platform_of
+
+        chosen = []
+        for package in self.packages:
+            platforms = set()
+            for wheel in self.wheels_of(package):
+                served = platform_of(wheel.filename, self.requires_python)
+                if served is not None and served[0] != "any":
+                    platforms.add(served[0])
+            if len(platforms) > 1:
+                chosen.append(package)
+        return tuple(chosen)
+
     def wheels_of(self, package: LockedPackage) -> tuple[LockedWheel, ...]:
         name = canonicalize_name(package.name)
         return tuple(w for w in self.wheels if w.package == name and w.version == package.version)
