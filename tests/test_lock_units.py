@@ -72,7 +72,7 @@ name = "torch"
 version = "2.6.0"
 source = {{ registry = "https://example.org/simple" }}
 wheels = [
-    {{ url = "{f}/torch-2.6.0-cp311-cp311-manylinux_2_28_x86_64.whl", hash = "sha256:{a}", size = 10 }},
+    {{ url = "{f}/torch-2.6.0-cp311-cp311-manylinux_2_28_x86_64.whl", hash = "{h}", size = 10 }},
 ]
 
 [[package]]
@@ -98,7 +98,7 @@ def test_the_lock_reader_finds_the_family_and_the_platform_specific_packages(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "uv.lock"
-    path.write_text(LOCK.format(a="0" * 64, f="https://example.org/f"))
+    path.write_text(LOCK.format(a="0" * 64, h="sha256:" + "0" * 64, f="https://example.org/f"))
     tomllib.loads(path.read_text())
     lock = read_lock(path)
     assert [p.name for p in lock.family()] == ["torch"]
