@@ -307,6 +307,8 @@ def _lock(args: argparse.Namespace) -> int:
         raise UsageError("--offline and --download contradict each other")
     if (args.yes or args.dry_run) and not args.fix:
         raise UsageError("--yes and --dry-run go with --fix")
+    if args.fix and args.format == "json":
+        raise UsageError("--fix shows a diff and asks: use it with the terminal format")
     options = LockOptions(
         project=project.absolute(),
         offline=args.offline,

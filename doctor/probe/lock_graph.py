@@ -33,6 +33,15 @@ def _edges(values: Any) -> tuple[GraphDependency, ...]:
     )
 
 
+def _conflicts(uv: dict[str, Any]) -> tuple[tuple[dict[str, str], ...], ...]:
+    """[tool.uv] conflicts: lists of {extra = …} / {group = …} (/ package) tables."""
+    return tuple(
+        tuple({str(k): str(v) for k, v in item.items()} for item in group if isinstance(item, dict))
+        for group in uv.get("conflicts", []) or []
+        if isinstance(group, list)
+    )
+
+
 def probe_lock_graph(root: Path) -> LockGraph | None:
     """None when there is no readable uv.lock (the project probe reports why)."""
     try:
@@ -69,11 +78,7 @@ def probe_lock_graph(root: Path) -> LockGraph | None:
         default_groups = tuple(str(g) for g in default_groups)
     elif default_groups != "all":
         default_groups = None
-    conflicts = tuple(
-        tuple({str(k): str(v) for k, v in item.items()} for item in group if isinstance(item, dict))
-        for group in uv.get("conflicts", []) or []
-        if isinstance(group, list)
-    )
+    conflicts = _conflicts(uv)
     return LockGraph(
         project=None if project.get("name") is None else str(project["name"]),
         packages=tuple(packages),
@@ -115,11 +120,7 @@ def probe_uv_settings(pyproject: Path) -> UvSettings | None:
     for name, value in _table(uv.get("sources")).items():
         entries = [value] if isinstance(value, dict) else value if isinstance(value, list) else []
         sources[str(name)] = tuple(dict(e) for e in entries if isinstance(e, dict))
-    conflicts = tuple(
-        tuple({str(k): str(v) for k, v in item.items()} for item in group if isinstance(item, dict))
-        for group in uv.get("conflicts", []) or []
-        if isinstance(group, list)
-    )
+    conflicts = _conflicts(uv)
     backend = uv.get("torch-backend")
     pip_backend = _table(uv.get("pip")).get("torch-backend")
     strategy = uv.get("index-strategy")

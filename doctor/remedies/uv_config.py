@@ -17,7 +17,8 @@ def _toml(document: Mapping[str, Any]) -> str:
     return tomlkit.dumps(document).strip() + "\n"
 
 
-def _inline(entries: Sequence[Mapping[str, Any]]) -> Any:
+def _inline(entries: Sequence[Mapping[str, Any]], multiline: bool = True) -> Any:
+    """An array of inline tables, as uv's guide writes sources and conflicts."""
     import tomlkit
 
     array = tomlkit.array()
@@ -25,7 +26,7 @@ def _inline(entries: Sequence[Mapping[str, Any]]) -> Any:
         table = tomlkit.inline_table()
         table.update(dict(entry))
         array.append(table)
-    array.multiline(True)
+    array.multiline(multiline)
     return array
 
 
@@ -37,12 +38,7 @@ def _conflicts(problem: Mapping[str, Any], facts: Facts) -> Remedy:
     group = [{kind: name} for kind, name in problem["selectors"]]
     value = tomlkit.array()
     for members in [*existing, group]:
-        inner = tomlkit.array()
-        for member in members:
-            table = tomlkit.inline_table()
-            table.update(dict(member))
-            inner.append(table)
-        value.append(inner)
+        value.append(_inline(members, multiline=False))
     return Remedy(
         RemedyKind.TOML,
         "declare the extras (groups) that choose a torch build as conflicting "
