@@ -139,12 +139,14 @@ class Http:
     def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:
         shown = public_url(url)
         parts = urlsplit(url)
-        clean = shown
-        request = urllib.request.Request(clean, headers=dict(headers or {}))
+        request = urllib.request.Request(shown, headers=dict(headers or {}))
         credentials = find_credentials(url, self.indexes, self.environ)
         if credentials is not None and credentials.host == (parts.hostname or ""):
             token = f"{credentials.username}:{credentials.password}".encode()
-            request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
+            # Unredirected: a redirect to another host (a CDN) never carries them.
+            request.add_unredirected_header(
+                "Authorization", "Basic " + base64.b64encode(token).decode()
+            )
         self.requests += 1
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:
