@@ -19,18 +19,17 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from doctor.checks import REGISTRY, CheckStatus, run_checks
-from doctor.checks.lock import uv_marker_applies
+from doctor.checks import REGISTRY, CheckStatus, attach_remedies, relate, run_checks
 from doctor.checks.lock_metadata import platform_differences
+from doctor.derive.uv import uv_marker_applies
 from doctor.facts import Facts, LockedPackage, ProjectFacts, to_jsonable
 from doctor.facts.lock_metadata import LockMetadataFacts, WheelMetadata
 from doctor.findings import Finding
 from doctor.probe.lockfile import LockFile, LockFileError, read_lock
 from doctor.probe.project import probe_project
 from doctor.probe.wheel_metadata import ReadOptions, read_wheel_metadata
-from doctor.remedies import attach_remedies
 from doctor.report import EXIT_DOCTOR_FAILED, EXIT_ERRORS, EXIT_OK, Report
 
 __all__ = ["LockOptions", "LockUsageError", "run_lock"]
@@ -117,11 +116,13 @@ def gather(options: LockOptions, say: Callable[[str], None]) -> tuple[Facts, str
 
 
 def judge(facts: Facts) -> Report:
-    results = run_checks(facts, [REGISTRY[CHECK_ID]])
-    findings = [f for r in results for f in r.findings]
-    return Report(
-        facts=facts, results=tuple(results), findings=tuple(attach_remedies(findings, facts))
-    )
+    """Only lock-metadata-inconsistent: the other checks judge an environment, not a lock."""
+    from doctor.derive import derive
+
+    ctx = derive(facts)
+    results = run_checks(ctx, [REGISTRY[CHECK_ID]])
+    findings = attach_remedies(relate(results), ctx)
+    return Report(context=ctx, results=tuple(results), findings=tuple(findings))
 
 
 def exit_code(report: Report) -> int:
@@ -169,7 +170,7 @@ def _table(report: Report) -> list[str]:
     return [f"  {r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}" for r in rows]
 
 
-def _finding_text(finding: Finding, report: Report) -> list[str]:
+def _finding_text(finding: Finding[Any], report: Report) -> list[str]:
     lines = [f"✗ {finding.severity.value} {finding.id}: {finding.title}"]
     lines += textwrap.wrap(finding.detail, 98, initial_indent="  ", subsequent_indent="  ")
     lines += _table(report)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from doctor.checks.lock_metadata import merged_requires_dist
 from doctor.facts.lock_metadata import LockedWheel, WheelMetadata
 from doctor.probe.lockfile import LockFileError, read_lock
 from doctor.probe.wheel_metadata import platform_of
-from doctor.remedies.lock_metadata import merged_requires_dist
 
 if sys.version_info >= (3, 11):
     import tomllib

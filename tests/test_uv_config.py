@@ -7,6 +7,7 @@ others are unit tests over hand-built facts (uv accepts them silently, which is 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from doctor.checks import REGISTRY, Skip
+from doctor.checks import REGISTRY, Skip, attach_remedies
+from doctor.derive import derive
 from doctor.facts import Facts, IndexFacts, ProjectFacts, UvSettings
 from doctor.facts.lock_graph import GraphPackage, LockGraph
-from doctor.remedies import attach_remedies
 from tests.factory import run_doctor
 from tests.test_uv_lock_metadata import UV
 from tests.uv_torch_project import Project, torch_projects
@@ -135,9 +136,9 @@ def _facts(
 
 
 def _judge(facts: Facts) -> list[dict[str, Any]]:
-    outcome = REGISTRY["uv-torch-config"].function(facts)
+    outcome = REGISTRY["uv-torch-config"].function(derive(facts))
     assert not isinstance(outcome, Skip)
-    return [p for f in outcome for p in f.data["problems"]]
+    return [dataclasses.asdict(p) for f in outcome for p in f.data.problems]
 
 
 def test_the_uv_guide_configuration_is_quiet() -> None:
@@ -149,7 +150,7 @@ def test_torchvision_without_torchs_source_is_named_and_routed_like_torch() -> N
     facts = _facts({"sources": {"torch": GUIDE_SOURCES["torch"]}})
     [problem] = _judge(facts)
     assert problem["kind"] == "family-routing" and problem["package"] == "torchvision"
-    [finding] = attach_remedies(REGISTRY["uv-torch-config"].function(facts), facts)  # type: ignore[arg-type]
+    [finding] = attach_remedies(REGISTRY["uv-torch-config"].function(derive(facts)), derive(facts))  # type: ignore[arg-type]
     [toml] = [r for r in finding.remedies if r.kind.value == "toml"]
     block = tomllib.loads(toml.text)
     assert block["tool"]["uv"]["sources"]["torchvision"] == [{"index": "pytorch-cu126"}]
@@ -199,8 +200,8 @@ def test_a_targeted_platform_without_a_locked_torch_wheel_asks_for_required_envi
     linux_only = ("torch-2.6.0+cu126-cp311-cp311-manylinux_2_28_x86_64.whl",)
     facts = _facts({"sources": sources}, torch_wheels=linux_only)
     [problem] = _judge(facts)
-    assert problem["kind"] == "required-environments" and problem["platforms"] == ["win32"]
-    [finding] = attach_remedies(REGISTRY["uv-torch-config"].function(facts), facts)  # type: ignore[arg-type]
+    assert problem["kind"] == "required-environments" and problem["platforms"] == ("win32",)
+    [finding] = attach_remedies(REGISTRY["uv-torch-config"].function(derive(facts)), derive(facts))  # type: ignore[arg-type]
     [toml] = [r for r in finding.remedies if r.kind.value == "toml"]
     assert tomllib.loads(toml.text)["tool"]["uv"]["required-environments"] == [
         "sys_platform == 'win32'"
@@ -214,4 +215,6 @@ def test_a_targeted_platform_without_a_locked_torch_wheel_asks_for_required_envi
 
 
 def test_no_project_skips() -> None:
-    assert isinstance(REGISTRY["uv-torch-config"].function(Facts()), Skip)
+    from doctor.checks.registry import outcome_of
+
+    assert isinstance(outcome_of("uv-torch-config", derive(Facts())), Skip)

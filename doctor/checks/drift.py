@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.utils import canonicalize_name
 
-from doctor.checks.expectations import applicable_requirements, is_cuda_wheel, same_version
-from doctor.checks.registry import Outcome, Skip, check
+from doctor.checks.registry import Outcome, Skip, check, remedy
+from doctor.derive import Context
+from doctor.derive.expectations import applicable_requirements, is_cuda_wheel, same_version
 from doctor.facts import Facts, LockGraph
 from doctor.facts.lock_graph import GraphDependency, GraphPackage
-from doctor.findings import Finding, Severity
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 
-__all__ = ["default_groups", "sync_plan"]
+__all__ = ["PlannedChange", "VenvLockDrift", "default_groups", "sync_plan"]
 
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton")
 _EXTRA_CLAUSE = re.compile(r"""extra\s*(==|!=)\s*(['"])([^'"]+)\2""")
@@ -174,22 +176,47 @@ def _keeps(plan: Mapping[str, str | None] | None, installed: Mapping[str, str]) 
     return all(n in plan and same_version(plan[n], v) for n, v in installed.items() if _watched(n))
 
 
+@dataclass(frozen=True)
+class PlannedChange:
+    """One installed wheel the next sync changes: to ``next`` (None: removed)."""
+
+    name: str
+    installed: str
+    next: str | None
+
+
+@dataclass(frozen=True)
+class VenvLockDrift(Payload):
+    changes: tuple[PlannedChange, ...]
+    not_in_lock: tuple[str, ...]
+    default_groups: tuple[str, ...]
+    keep_extras: tuple[str, ...]
+    keep_groups: tuple[str, ...]
+    keep_default_groups: tuple[str, ...]
+    pyproject_path: str | None
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset(c.name for c in self.changes)
+
+
 @check(
     "venv-lock-drift",
-    family="lock",
+    severities=(Severity.WARNING,),
+    family="drift",
     summary="The next `uv sync` or `uv run` would replace or remove torch or its CUDA wheels "
     "in this venv: uv.lock selects other ones for the default extras and groups.",
     label="the next `uv sync` keeps torch and its CUDA wheels",
+    payload=VenvLockDrift,
+    requires=("interpreter", "torch", "lock"),
+    caused_by=("lock-missing-dependencies",),
 )
-def venv_lock_drift(facts: Facts) -> Outcome:
+def venv_lock_drift(ctx: Context) -> Outcome:
+    facts = ctx.facts
     graph, project, interpreter = facts.lock_graph, facts.project, facts.interpreter
-    if interpreter is None:
-        return Skip("the inspected interpreter could not be probed")
+    torch = ctx.torch
+    assert interpreter is not None and torch is not None
     if graph is None or project is None:
         return Skip("no readable uv.lock")
-    torch = facts.distribution("torch")
-    if torch is None:
-        return Skip("torch is not installed")
     if Path(interpreter.prefix).parent != Path(project.root):
         return Skip("the venv is not the project's .venv, which `uv sync` manages")
     environment = interpreter.marker_environment
@@ -200,7 +227,7 @@ def venv_lock_drift(facts: Facts) -> Outcome:
         d.name: d.version for d in facts.distributions if not d.shadowed and _watched(d.name)
     }
     explained = _lock_lacks(facts, graph, plan)
-    changes = []
+    changes: list[PlannedChange] = []
     for name, version in sorted(installed.items()):
         if name in explained or (explained and is_cuda_wheel(name)):
             # lock-missing-dependencies' finding: uv.lock lacks torch's requirements (and
@@ -208,16 +235,16 @@ def venv_lock_drift(facts: Facts) -> Outcome:
             continue
         following = plan.get(name)
         if name not in plan:
-            changes.append({"name": name, "installed": version, "next": None})
+            changes.append(PlannedChange(name, version, None))
         elif not same_version(following, version):
-            changes.append({"name": name, "installed": version, "next": following})
+            changes.append(PlannedChange(name, version, following))
     if not changes:
         return []
     locked = {(canonicalize_name(p.name), p.version) for p in graph.packages}
     gone = [
-        c["name"]
+        c.name
         for c in changes
-        if not any(n == c["name"] and same_version(v, c["installed"]) for n, v in locked)
+        if not any(n == c.name and same_version(v, c.installed) for n, v in locked)
     ]
     groups = default_groups(graph)
     keep_extras = [e for e in graph.extras if _keeps(sync_plan(graph, environment, [e]), installed)]
@@ -227,15 +254,14 @@ def venv_lock_drift(facts: Facts) -> Outcome:
         if g not in groups
         and _keeps(sync_plan(graph, environment, (), _with_group(graph, groups, g)), installed)
     ]
-    torch_change = next((c for c in changes if c["name"] == "torch"), None)
-    others = [c for c in changes if c["name"] != "torch"]
+    torch_change = next((c for c in changes if c.name == "torch"), None)
+    others = [c for c in changes if c.name != "torch"]
     # `uv sync` is exact (removes what the lock does not select); `uv run` syncs inexactly:
     # it replaces versions but leaves extraneous packages in place.
-    replaced = [c for c in changes if c["next"] is not None]
-    if torch_change and torch_change["next"]:
+    replaced = [c for c in changes if c.next is not None]
+    if torch_change and torch_change.next:
         title = (
-            f"the next `uv sync` / `uv run` replaces torch {torch.version} "
-            f"with {torch_change['next']}"
+            f"the next `uv sync` / `uv run` replaces torch {torch.version} with {torch_change.next}"
         )
     elif torch_change:
         title = f"the next `uv sync` removes torch {torch.version}"
@@ -243,18 +269,18 @@ def venv_lock_drift(facts: Facts) -> Outcome:
         verb = "replaces" if replaced else "removes"
         title = f"the next `uv sync` {verb} torch's CUDA wheels"
     if others and torch_change:
-        removed = sum(1 for c in others if c["next"] is None)
+        removed = sum(1 for c in others if c.next is None)
         title += (
             f" and {'removes' if removed == len(others) else 'changes'} {len(others)} of its wheels"
         )
     evidence = []
     for change in changes:
         what = (
-            f"{change['name']} {change['installed']} → {change['next']}"
-            if change["next"]
-            else f"{change['name']} {change['installed']}: removed"
+            f"{change.name} {change.installed} → {change.next}"
+            if change.next
+            else f"{change.name} {change.installed}: removed"
         )
-        if change["name"] in gone:
+        if change.name in gone:
             what += " (uv.lock no longer has this version)"
         evidence.append(what)
     evidence.append(
@@ -289,16 +315,52 @@ def venv_lock_drift(facts: Facts) -> Outcome:
                 "another build, or it and its nvidia wheels go and `import torch` fails."
             ),
             evidence=tuple(evidence),
-            data={
-                "changes": changes,
-                "not_in_lock": gone,
-                "default_groups": list(groups),
-                "keep_extras": keep_extras,
-                "keep_groups": keep_groups,
-                "keep_default_groups": (
-                    list(_with_group(graph, groups, keep_groups[0])) if keep_groups else []
+            data=VenvLockDrift(
+                changes=tuple(changes),
+                not_in_lock=tuple(gone),
+                default_groups=tuple(groups),
+                keep_extras=tuple(keep_extras),
+                keep_groups=tuple(keep_groups),
+                keep_default_groups=(
+                    _with_group(graph, groups, keep_groups[0]) if keep_groups else ()
                 ),
-                "pyproject_path": project.pyproject_path,
-            },
+                pyproject_path=project.pyproject_path,
+            ),
         )
     ]
+
+
+@remedy("venv-lock-drift")
+def _drift(finding: Finding[VenvLockDrift], ctx: Context) -> list[Remedy]:
+    remedies = []
+    extras = finding.data.keep_extras
+    groups = finding.data.keep_groups
+    if extras:
+        flag = f"--extra {extras[0]}"
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                f"always sync and run with the extra that selects this torch ({extras[0]})",
+                f"uv sync {flag}\nuv run {flag} python your_script.py",
+            )
+        )
+    if groups:
+        default = finding.data.keep_default_groups or (groups[0],)
+        listed = ", ".join(f'"{g}"' for g in default)
+        remedies.append(
+            Remedy(
+                RemedyKind.TOML,
+                f"make the group {groups[0]} a default group, so plain `uv sync`/`uv run` keep it",
+                f"[tool.uv]\ndefault-groups = [{listed}]\n",
+                target=finding.data.pyproject_path,
+            )
+        )
+    remedies.append(
+        Remedy(
+            RemedyKind.SHELL,
+            "or keep uv from syncing this venv before it runs a command "
+            "(UV_NO_SYNC=1 does the same for every `uv run`)",
+            "uv run --no-sync python your_script.py",
+        )
+    )
+    return remedies

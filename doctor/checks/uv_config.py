@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from doctor.checks.cuda_compat import PYTORCH_INDEX_URL
-from doctor.checks.registry import Outcome, Skip, check
+from doctor.checks.registry import Outcome, Skip, check, remedy
+from doctor.derive import Context
+from doctor.derive.expectations import parse_requirement
+from doctor.derive.uv import pytorch_indexes
 from doctor.facts import Facts
 from doctor.facts.uv_settings import UvSettings
-from doctor.findings import Finding, Severity
+from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 
-__all__ = ["ROUTED_FAMILY", "marker_extra", "selector", "torch_problems"]
+__all__ = [
+    "ROUTED_FAMILY",
+    "UvProblem",
+    "UvTorchConfig",
+    "marker_extra",
+    "selector",
+    "torch_problems",
+]
 
 ROUTED_FAMILY = ("torch", "torchvision", "torchaudio")
 _MARKER_EXTRA = re.compile(r"""^\s*extra\s*==\s*['"]([^'"]+)['"]\s*$""")
@@ -53,8 +63,6 @@ def _routing(entries: Sequence[Mapping[str, Any]]) -> frozenset[tuple[str, str, 
 
 
 def _declared(settings: UvSettings, dependencies: Sequence[str], name: str) -> bool:
-    from doctor.checks.expectations import parse_requirement
-
     if any(name in names for names in (*settings.extras.values(), *settings.groups.values())):
         return True
     for text in dependencies:
@@ -92,14 +100,35 @@ def _wheel_platforms(wheels: Sequence[str]) -> set[str]:
     return platforms
 
 
-def torch_problems(facts: Facts) -> list[dict[str, Any]]:
-    """Every routing pitfall found, as flat data (kind, text, and what the remedy needs)."""
+@dataclass(frozen=True)
+class UvProblem:
+    """One pitfall: its kind, what to tell the user, and what its remedy needs."""
+
+    kind: str  # conflicts-missing, marker-extra, family-routing, torch-backend-with-sources,
+    # unsafe-best-match, required-environments
+    text: str
+    package: str | None = None  # marker-extra, family-routing
+    selectors: tuple[tuple[str, str], ...] = ()  # conflicts-missing: ("extra", "cu126"), …
+    platforms: tuple[str, ...] = ()  # required-environments: sys_platform values
+
+
+@dataclass(frozen=True)
+class UvTorchConfig(Payload):
+    problems: tuple[UvProblem, ...]
+    pyproject_path: str | None
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset(p.kind for p in self.problems)
+
+
+def torch_problems(facts: Facts) -> list[UvProblem]:
+    """Every routing pitfall found."""
     settings, project = facts.uv_settings, facts.project
     if settings is None or project is None:
         return []
-    problems: list[dict[str, Any]] = []
+    problems: list[UvProblem] = []
     torch_entries = settings.sources.get("torch", ())
-    pytorch = [i for i in project.indexes if i.url.rstrip("/").startswith(PYTORCH_INDEX_URL)]
+    pytorch = pytorch_indexes(project)
 
     # 1. Extras or groups that pin different indexes need [tool.uv] conflicts.
     chosen: dict[tuple[str, str], str] = {}
@@ -117,12 +146,12 @@ def torch_problems(facts: Facts) -> list[dict[str, Any]]:
     if missing:
         pairs = ", ".join(f"{a[0]} {a[1]} ({chosen[a]}) / {b[1]} ({chosen[b]})" for a, b in missing)
         problems.append(
-            {
-                "kind": "conflicts-missing",
-                "text": f"these pin different indexes and are not declared in [tool.uv] "
+            UvProblem(
+                kind="conflicts-missing",
+                text=f"these pin different indexes and are not declared in [tool.uv] "
                 f"conflicts: {pairs}; uv must resolve them together and cannot",
-                "selectors": [[k, v] for k, v in chosen],
-            }
+                selectors=tuple(chosen),
+            )
         )
 
     # 2. marker = "extra == …" where uv wants extra = "…".
@@ -131,14 +160,14 @@ def torch_problems(facts: Facts) -> list[dict[str, Any]]:
             marker = entry.get("marker")
             if isinstance(marker, str) and _ANY_EXTRA.search(marker):
                 problems.append(
-                    {
-                        "kind": "marker-extra",
-                        "text": f'{name}\'s source is keyed by marker = "{marker}": uv chooses a '
+                    UvProblem(
+                        kind="marker-extra",
+                        text=f'{name}\'s source is keyed by marker = "{marker}": uv chooses a '
                         "source per extra by `extra = …`; markers on `extra` overlap (uv then "
                         "refuses pyproject.toml: source markers must be disjoint) or, made "
                         "disjoint, do not keep the extras' builds apart",
-                        "package": name,
-                    }
+                        package=name,
+                    )
                 )
                 break
 
@@ -155,12 +184,12 @@ def torch_problems(facts: Facts) -> list[dict[str, Any]]:
                     else "has other [tool.uv.sources] entries than torch"
                 )
                 problems.append(
-                    {
-                        "kind": "family-routing",
-                        "text": f"{name} {where}: a {name} built for another torch or CUDA "
+                    UvProblem(
+                        kind="family-routing",
+                        text=f"{name} {where}: a {name} built for another torch or CUDA "
                         "variant than the torch from the PyTorch index",
-                        "package": name,
-                    }
+                        package=name,
+                    )
                 )
 
     # 4. torch-backend beside explicit sources.
@@ -175,12 +204,12 @@ def torch_problems(facts: Facts) -> list[dict[str, Any]]:
     ]
     if backends and any(e.get("index") for e in torch_entries):
         problems.append(
-            {
-                "kind": "torch-backend-with-sources",
-                "text": f"{', '.join(backends)} beside torch's explicit [tool.uv.sources]: "
+            UvProblem(
+                kind="torch-backend-with-sources",
+                text=f"{', '.join(backends)} beside torch's explicit [tool.uv.sources]: "
                 "`uv pip` takes torch from the backend's index, `uv lock`/`uv sync` from the "
                 "sources; the two disagree silently",
-            }
+            )
         )
 
     # 5. unsafe-best-match with a PyTorch index.
@@ -194,12 +223,12 @@ def torch_problems(facts: Facts) -> list[dict[str, Any]]:
     ]
     if strategies and pytorch:
         problems.append(
-            {
-                "kind": "unsafe-best-match",
-                "text": f"{', '.join(strategies)} with a PyTorch index: a newer torch on "
+            UvProblem(
+                kind="unsafe-best-match",
+                text=f"{', '.join(strategies)} with a PyTorch index: a newer torch on "
                 "another index (PyPI's, of another CUDA variant) beats the PyTorch index's "
                 "build, and any index may supply a package of the same name",
-            }
+            )
         )
 
     # 6. A targeted platform with no locked torch wheel and no required-environments.
@@ -218,34 +247,37 @@ def torch_problems(facts: Facts) -> list[dict[str, Any]]:
         ]
         if lacking:
             problems.append(
-                {
-                    "kind": "required-environments",
-                    "text": f"pyproject.toml targets {', '.join(lacking)}, and uv.lock holds no "
+                UvProblem(
+                    kind="required-environments",
+                    text=f"pyproject.toml targets {', '.join(lacking)}, and uv.lock holds no "
                     "torch wheel for it: `uv lock` succeeded without one, and `uv sync` there "
                     "fails; [tool.uv] required-environments makes `uv lock` say so",
-                    "platforms": lacking,
-                }
+                    platforms=tuple(lacking),
+                )
             )
     return problems
 
 
 @check(
     "uv-torch-config",
-    family="lock",
+    severities=(Severity.WARNING,),
+    family="uv-config",
     summary="pyproject.toml's uv settings route torch in a way uv accepts silently and the "
     "project did not mean (missing conflicts, extra markers, unrouted torchvision, "
     "torch-backend, unsafe-best-match, required-environments).",
     label="uv's torch settings (conflicts, sources, backend, strategy)",
+    payload=UvTorchConfig,
+    requires=("project",),
 )
-def uv_torch_config(facts: Facts) -> Outcome:
-    if facts.project is None or facts.project.pyproject_path is None:
-        return Skip("no uv project found")
+def uv_torch_config(ctx: Context) -> Outcome:
+    facts = ctx.facts
+    assert facts.project is not None
     if facts.uv_settings is None:
         return Skip("pyproject.toml could not be read")
     problems = torch_problems(facts)
     if not problems:
         return []
-    first = problems[0]["text"].split(":")[0]
+    first = problems[0].text.split(":")[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return [
         Finding(
@@ -258,7 +290,144 @@ def uv_torch_config(facts: Facts) -> Outcome:
                 "extras, a torchvision for another torch, a CPU or PyPI torch where a CUDA "
                 "build was wanted, or a platform the lock has no torch for."
             ),
-            evidence=tuple(p["text"] for p in problems),
-            data={"problems": problems, "pyproject_path": facts.project.pyproject_path},
+            evidence=tuple(p.text for p in problems),
+            data=UvTorchConfig(
+                problems=tuple(problems), pyproject_path=facts.project.pyproject_path
+            ),
         )
     ]
+
+
+# --- remedies: one per problem, TOML where a block says it ---------------------------
+
+
+def _toml(document: Mapping[str, Any]) -> str:
+    import tomlkit
+
+    return tomlkit.dumps(document).strip() + "\n"
+
+
+def _inline(entries: Sequence[Mapping[str, Any]], multiline: bool = True) -> Any:
+    """An array of inline tables, as uv's guide writes sources and conflicts."""
+    import tomlkit
+
+    array = tomlkit.array()
+    for entry in entries:
+        table = tomlkit.inline_table()
+        table.update(dict(entry))
+        array.append(table)
+    array.multiline(multiline)
+    return array
+
+
+def _conflicts(problem: UvProblem, ctx: Context) -> Remedy:
+    import tomlkit
+
+    settings = ctx.facts.uv_settings
+    existing = [list(group) for group in settings.conflicts] if settings else []
+    group = [{kind: name} for kind, name in problem.selectors]
+    value = tomlkit.array()
+    for members in [*existing, group]:
+        value.append(_inline(members, multiline=False))
+    return Remedy(
+        RemedyKind.TOML,
+        "declare the extras (groups) that choose a torch build as conflicting "
+        "(`torch-doctor fix` writes it), then `uv lock`",
+        _toml({"tool": {"uv": {"conflicts": value}}}),
+        target=ctx.facts.project.pyproject_path if ctx.facts.project else None,
+    )
+
+
+def _sources(package: str, entries: Sequence[Mapping[str, Any]], ctx: Context, why: str) -> Remedy:
+    return Remedy(
+        RemedyKind.TOML,
+        why,
+        _toml({"tool": {"uv": {"sources": {package: _inline(entries)}}}}),
+        target=ctx.facts.project.pyproject_path if ctx.facts.project else None,
+    )
+
+
+def _marker_extra(problem: UvProblem, ctx: Context) -> Remedy:
+    package = problem.package or "torch"
+    entries = ctx.facts.uv_settings.sources.get(package, ()) if ctx.facts.uv_settings else ()
+    rewritten = []
+    for entry in entries:
+        extra = marker_extra(entry)
+        if extra is None:
+            if "extra" in str(entry.get("marker", "")):
+                return Remedy(
+                    RemedyKind.TEXT,
+                    f"key {package}'s sources by extra",
+                    f"In [tool.uv.sources] {package}, replace the `extra == …` part of each "
+                    'marker by `extra = "<name>"` on the entry (uv\'s PyTorch guide, '
+                    '"Configuring accelerators with optional dependencies").',
+                )
+            rewritten.append(dict(entry))
+            continue
+        fixed = {k: v for k, v in entry.items() if k != "marker"}
+        fixed["extra"] = extra
+        rewritten.append(fixed)
+    return _sources(
+        package,
+        rewritten,
+        ctx,
+        f'key {package}\'s sources by `extra = "…"`, not by marker (`torch-doctor fix` writes it)',
+    )
+
+
+@remedy("uv-torch-config")
+def _uv_config(finding: Finding[UvTorchConfig], ctx: Context) -> list[Remedy]:
+    remedies: list[Remedy] = []
+    torch_entries = ctx.facts.uv_settings.sources.get("torch", ()) if ctx.facts.uv_settings else ()
+    for problem in finding.data.problems:
+        kind = problem.kind
+        if kind == "conflicts-missing":
+            remedies.append(_conflicts(problem, ctx))
+        elif kind == "marker-extra":
+            remedies.append(_marker_extra(problem, ctx))
+        elif kind == "family-routing" and problem.package is not None:
+            package = problem.package
+            remedies.append(
+                _sources(
+                    package,
+                    torch_entries,
+                    ctx,
+                    f"route {package} exactly like torch (`torch-doctor fix` writes it)",
+                )
+            )
+        elif kind == "torch-backend-with-sources":
+            remedies.append(
+                Remedy(
+                    RemedyKind.TEXT,
+                    "choose one way",
+                    "In a project, keep the [tool.uv.sources] entries and remove "
+                    "`torch-backend` from [tool.uv] / [tool.uv.pip] and unset "
+                    "UV_TORCH_BACKEND; `--torch-backend` is for `uv pip` outside a project.",
+                )
+            )
+        elif kind == "unsafe-best-match":
+            remedies.append(
+                Remedy(
+                    RemedyKind.TEXT,
+                    "use uv's default index strategy",
+                    'Remove `index-strategy = "unsafe-best-match"` (and unset '
+                    "UV_INDEX_STRATEGY); pin torch, torchvision and torchaudio to the PyTorch "
+                    "index with [tool.uv.sources] and mark it `explicit = true`.",
+                )
+            )
+        elif kind == "required-environments":
+            settings = ctx.facts.uv_settings
+            markers = list(settings.required_environments) if settings else []
+            markers += [f"sys_platform == '{p}'" for p in problem.platforms]
+            remedies.append(
+                Remedy(
+                    RemedyKind.TOML,
+                    "require a torch wheel for the targeted platforms (then `uv lock` fails "
+                    "loudly where there is none, instead of `uv sync` later)",
+                    _toml({"tool": {"uv": {"required-environments": markers}}}),
+                    target=ctx.facts.project.pyproject_path if ctx.facts.project else None,
+                )
+            )
+    if any(r.kind is RemedyKind.TOML for r in remedies):
+        remedies.append(Remedy(RemedyKind.SHELL, "then re-lock and sync", "uv lock\nuv sync"))
+    return remedies
