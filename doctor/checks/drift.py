@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.utils import canonicalize_name
@@ -207,7 +206,7 @@ class VenvLockDrift(Payload):
     "in this venv: uv.lock selects other ones for the default extras and groups.",
     label="the next `uv sync` keeps torch and its CUDA wheels",
     payload=VenvLockDrift,
-    requires=("interpreter", "torch", "lock"),
+    requires=("interpreter", "torch", "lock", "uv-project"),
     caused_by=("lock-missing-dependencies",),
 )
 def venv_lock_drift(ctx: Context) -> Outcome:
@@ -217,8 +216,6 @@ def venv_lock_drift(ctx: Context) -> Outcome:
     assert interpreter is not None and torch is not None
     if graph is None or project is None:
         return Skip("no readable uv.lock")
-    if Path(interpreter.prefix).parent != Path(project.root):
-        return Skip("the venv is not the project's .venv, which `uv sync` manages")
     environment = interpreter.marker_environment
     plan = sync_plan(graph, environment)
     if plan is None:

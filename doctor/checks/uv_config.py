@@ -267,7 +267,7 @@ def torch_problems(facts: Facts) -> list[UvProblem]:
     "torch-backend, unsafe-best-match, required-environments).",
     label="uv's torch settings (conflicts, sources, backend, strategy)",
     payload=UvTorchConfig,
-    requires=("project",),
+    requires=("project", "uv-project"),
 )
 def uv_torch_config(ctx: Context) -> Outcome:
     facts = ctx.facts
