@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-COMMANDS = ("check", "fix", "explain", "list")
+COMMANDS = ("check", "fix", "explain", "list", "lock")
 FORMATS = ("terminal", "json", "markdown")
 
 
@@ -162,10 +162,65 @@ def _parser() -> argparse.ArgumentParser:
     _target_options(explain)
     _report_options(explain)
 
+    _lock_parser(commands)
+
     listing = commands.add_parser("list", help="every finding id with its meaning and doc link")
     listing.add_argument("--format", choices=("terminal", "json", "markdown"), default="terminal")
     listing.add_argument("--output", metavar="FILE", help="write the list to FILE")
     return parser
+
+
+def _lock_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lock = commands.add_parser(
+        "lock",
+        help="check uv.lock against its wheels' metadata on every platform (uses the network)",
+        description=(
+            "Check, before anyone syncs, that uv.lock records the dependencies each locked "
+            "torch-family wheel declares for its platform (uv#11945). Needs no venv, GPU or "
+            "torch. USES THE NETWORK: reads each wheel's metadata from its index (PEP 658 "
+            "metadata file, else an HTTP range read of the wheel) and caches it by the "
+            "wheel's sha256 (TORCH_DOCTOR_CACHE_DIR, default ~/.cache/torch-doctor)."
+        ),
+        epilog="Exit status: 0 the lock is consistent, 1 it is not, "
+        "2 some wheel could not be checked or bad input.",
+    )
+    lock.add_argument("--project", metavar="DIR", default=".", help="the uv project (default: .)")
+    lock.add_argument(
+        "--offline", action="store_true", help="no network: only the cache; says what it skipped"
+    )
+    lock.add_argument(
+        "--download",
+        action="store_true",
+        help="when an index offers neither metadata files nor range requests, "
+        "download whole wheels (their size is said first)",
+    )
+    lock.add_argument(
+        "--package",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="also check this package's wheels (torch, torchvision, torchaudio and triton "
+        "always are); repeatable",
+    )
+    lock.add_argument(
+        "--all",
+        dest="all_packages",
+        action="store_true",
+        help="also check every package whose locked wheels serve several platforms "
+        "(more requests on the first run)",
+    )
+    lock.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per request (default 30)"
+    )
+    lock.add_argument("--format", choices=("terminal", "json"), default="terminal")
+    lock.add_argument(
+        "--fix",
+        action="store_true",
+        help="write the [[tool.uv.dependency-metadata]] remedy into pyproject.toml "
+        "(shows the diff, asks, keeps a backup; as `torch-doctor fix`)",
+    )
+    lock.add_argument("-y", "--yes", action="store_true", help="with --fix: apply without asking")
+    lock.add_argument("--dry-run", action="store_true", help="with --fix: only show the diff")
 
 
 def _with_default_command(argv: Sequence[str]) -> list[str]:
@@ -286,6 +341,38 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lock(args: argparse.Namespace) -> int:
+    from doctor.lockcheck import LockOptions, LockUsageError, run_lock
+
+    project = Path(args.project).expanduser()
+    if not project.is_dir():
+        raise UsageError(f"--project {args.project}: no such directory")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    if args.offline and args.download:
+        raise UsageError("--offline and --download contradict each other")
+    if (args.yes or args.dry_run) and not args.fix:
+        raise UsageError("--yes and --dry-run go with --fix")
+    if args.fix and args.format == "json":
+        raise UsageError("--fix shows a diff and asks: use it with the terminal format")
+    options = LockOptions(
+        project=project.absolute(),
+        offline=args.offline,
+        download=args.download,
+        timeout=args.timeout,
+        fmt=args.format,
+        packages=tuple(args.package),
+        all_packages=args.all_packages,
+        fix=args.fix,
+        yes=args.yes,
+        dry_run=args.dry_run,
+    )
+    try:
+        return run_lock(options)
+    except LockUsageError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _reported(exc: Exception) -> bool:
     """A usage, fix or output error: a message and exit code 2. doctor.fix and the output
     module are imported only here, so the probe processes start before their imports."""
@@ -317,7 +404,13 @@ def _stopped(signum: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(_with_default_command(sys.argv[1:] if argv is None else argv))
-    command = {"check": _check, "fix": _fix, "explain": _explain, "list": _list}[args.command]
+    command = {
+        "check": _check,
+        "fix": _fix,
+        "explain": _explain,
+        "list": _list,
+        "lock": _lock,
+    }[args.command]
     if argv is None:
         # The program: `timeout`, CI cancellation and `docker stop` send SIGTERM, a closed
         # terminal SIGHUP; both stop the run like Ctrl-C, children included.

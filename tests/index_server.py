@@ -8,6 +8,7 @@ wheel). Every request path is recorded, so a test can tell which files uv read.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import re
@@ -58,13 +59,20 @@ class IndexedWheel:
 
 
 class SimpleIndex:
-    """The index's content and request log; ``url`` is set while it is served."""
+    """The index's content and request log; ``url`` is set while it is served.
 
-    def __init__(self, wheels: Iterable[Path]) -> None:
+    Knobs for bad-input tests, changeable while serving: ``credentials`` (user,
+    password) makes every request need HTTP basic auth (401 otherwise); ``overrides``
+    maps a request path to the (status, content type, body) served instead.
+    """
+
+    def __init__(self, wheels: Iterable[Path], credentials: tuple[str, str] | None = None) -> None:
         # Files are listed in the order given: the order a test chose is the order uv sees.
         self.wheels = [IndexedWheel.read(Path(p)) for p in wheels]
         self.requests: list[str] = []
         self.url = ""
+        self.credentials = credentials
+        self.overrides: dict[str, tuple[int, str, bytes]] = {}
 
     def projects(self) -> list[str]:
         return sorted({w.project for w in self.wheels})
@@ -107,6 +115,20 @@ def _handler(index: SimpleIndex) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = unquote(urlsplit(self.path).path)
             index.requests.append(path)
+            if index.credentials is not None and not self._authorised():
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="index"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if path in index.overrides:
+                status, content_type, body = index.overrides[path]
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             body, content_type = self._resolve(path)
             if body is None:
                 self.send_error(404)
@@ -116,6 +138,12 @@ def _handler(index: SimpleIndex) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def _authorised(self) -> bool:
+            assert index.credentials is not None
+            user, password = index.credentials
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            return self.headers.get("Authorization") == f"Basic {token}"
 
         def _resolve(self, path: str) -> tuple[bytes | None, str]:
             parts = [p for p in path.split("/") if p]
@@ -139,9 +167,11 @@ def _handler(index: SimpleIndex) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve_index(wheels: Iterable[Path]) -> Iterator[SimpleIndex]:
+def serve_index(
+    wheels: Iterable[Path], credentials: tuple[str, str] | None = None
+) -> Iterator[SimpleIndex]:
     """Serve the wheels on 127.0.0.1 (an ephemeral port) until the block ends."""
-    index = SimpleIndex(wheels)
+    index = SimpleIndex(wheels, credentials)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(index))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="simple-index", daemon=True)

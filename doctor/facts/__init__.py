@@ -21,6 +21,8 @@ from doctor.facts.environment import (
 )
 from doctor.facts.extensions import CudaToolkitFacts, ExtensionsFacts
 from doctor.facts.libraries import LibrariesFacts
+from doctor.facts.lock_graph import LockGraph
+from doctor.facts.lock_metadata import LockMetadataFacts
 from doctor.facts.machine import MachineFacts
 from doctor.facts.project import (
     IndexFacts,
@@ -29,6 +31,7 @@ from doctor.facts.project import (
     ProjectFacts,
 )
 from doctor.facts.runtime import RuntimeFacts
+from doctor.facts.uv_settings import UvSettings
 
 if TYPE_CHECKING:
     # Imported where a stack probe applies (doctor/probe/stack.py), not on every run.
@@ -42,6 +45,8 @@ __all__ = [
     "IndexFacts",
     "InterpreterFacts",
     "LibrariesFacts",
+    "LockGraph",
+    "LockMetadataFacts",
     "LockedDependency",
     "LockedPackage",
     "MachineFacts",
@@ -53,6 +58,7 @@ __all__ = [
     "RuntimeFacts",
     "ToolchainFacts",
     "TorchBuildFacts",
+    "UvSettings",
     "to_jsonable",
 ]
 
@@ -82,6 +88,12 @@ class Facts:
     runtime: RuntimeFacts | None = None  # check --deep only: torch imported and run
     extensions: ExtensionsFacts | None = None  # compiled extensions of torch
     cuda_toolkit: CudaToolkitFacts | None = None  # the toolkit that would build one
+    # Only `torch-doctor lock` fills this (it reads the index); the default run never does.
+    lock_metadata: LockMetadataFacts | None = None
+    # uv.lock's whole graph and the sync settings (what the next `uv sync` installs).
+    lock_graph: LockGraph | None = None
+    # pyproject.toml's uv settings that decide where torch comes from.
+    uv_settings: UvSettings | None = None
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

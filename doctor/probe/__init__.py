@@ -79,12 +79,20 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     failures.extend(inside.failures)
 
     project = None
+    lock_graph = None
+    uv_settings = None
     prefix = inside.interpreter.prefix if inside.interpreter else None
     located = locate_project(options.project, prefix, options.cwd)
     if located is not None:
         root, found_by = located
         if root.is_dir():
             project = probe_project(root, found_by)
+            from doctor.probe.lock_graph import probe_lock_graph, probe_uv_settings
+
+            if project.lock_path is not None and project.lock_error is None:
+                lock_graph = probe_lock_graph(root)
+            if project.pyproject_path is not None and project.pyproject_error is None:
+                uv_settings = probe_uv_settings(Path(project.pyproject_path))
             for error in (project.pyproject_error, project.lock_error):
                 if error is not None:
                     failures.append(ProbeFailure("project", error))
@@ -160,6 +168,8 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         extensions=extensions,
         cuda_toolkit=cuda_toolkit,
         runtime=runtime,
+        lock_graph=lock_graph,
+        uv_settings=uv_settings,
         # Reasons quote files and stderr: safe text, like every fact from the environment.
         failures=tuple(ProbeFailure(f.probe, clean(f.reason)) for f in failures),
     )

@@ -13,7 +13,13 @@ from doctor.facts import DistributionFacts
 if TYPE_CHECKING:
     from tomlkit.items import Table
 
-__all__ = ["dependency_metadata_table", "entry_uv_uses", "render_dependency_metadata"]
+__all__ = [
+    "dependency_metadata_table",
+    "entry_uv_uses",
+    "metadata_entry",
+    "render_dependency_metadata",
+    "render_metadata_entries",
+]
 
 
 def entry_uv_uses(
@@ -41,32 +47,49 @@ def entry_uv_uses(
 
 def dependency_metadata_table(dist: DistributionFacts) -> Table:
     """One entry of tool.uv.dependency-metadata: the wheel's own metadata, verbatim."""
+    return metadata_entry(
+        dist.display_name,
+        dist.version,
+        dist.requires_python,
+        dist.requires_dist,
+        dist.provides_extra,
+    )
+
+
+def metadata_entry(
+    name: str,
+    version: str,
+    requires_python: str | None,
+    requires_dist: Sequence[str],
+    provides_extra: Sequence[str],
+) -> Table:
+    """One entry of tool.uv.dependency-metadata, as uv 0.13.9 reads it."""
     import tomlkit  # imported only when a block is needed: keeps start-up fast
 
     table = tomlkit.table()
-    table.add("name", dist.display_name)
+    table.add("name", name)
     # Exact, with the local tag: uv ignores an entry for "2.6.0" when it locks 2.6.0+cu126.
-    table.add("version", dist.version)
-    if dist.requires_python:
-        table.add("requires-python", dist.requires_python)
+    table.add("version", version)
+    if requires_python:
+        table.add("requires-python", requires_python)
     requires = tomlkit.array()
-    requires.extend(dist.requires_dist)
+    requires.extend(requires_dist)
     requires.multiline(True)
     table.add("requires-dist", requires)
-    if dist.provides_extra:
+    if provides_extra:
         extras = tomlkit.array()
-        extras.extend(dist.provides_extra)
+        extras.extend(provides_extra)
         # uv's own spelling (it writes it so in uv.lock); it also accepts provides-extra.
         table.add("provides-extras", extras)
     return table
 
 
-def render_dependency_metadata(dist: DistributionFacts) -> str:
-    """Valid TOML, ready to paste at the end of pyproject.toml."""
+def render_metadata_entries(tables: Sequence[Table]) -> str:
+    """Valid TOML with these [[tool.uv.dependency-metadata]] entries, ready to paste."""
     import tomlkit
     from tomlkit.items import AoT
 
-    entries = AoT([dependency_metadata_table(dist)])
+    entries = AoT(list(tables))
     document = tomlkit.document()
     tool = tomlkit.table(is_super_table=True)
     uv = tomlkit.table(is_super_table=True)
@@ -74,3 +97,8 @@ def render_dependency_metadata(dist: DistributionFacts) -> str:
     tool.add("uv", uv)
     document.add("tool", tool)
     return tomlkit.dumps(document).strip() + "\n"
+
+
+def render_dependency_metadata(dist: DistributionFacts) -> str:
+    """Valid TOML, ready to paste at the end of pyproject.toml."""
+    return render_metadata_entries([dependency_metadata_table(dist)])

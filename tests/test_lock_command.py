@@ -1,0 +1,207 @@
+"""`torch-doctor lock`: the founding case caught from uv.lock alone, before anyone syncs.
+
+Real parts only: wheels built by tests/wheelhouse.py, locked by the real uv against
+indexes on 127.0.0.1 of both kinds: tests/index_server.py (PEP 658 metadata files
+with their hashes) and the real nginx serving a static PEP 503 tree (no metadata
+files; torch-doctor reads METADATA through HTTP range requests, which nginx answers).
+No test creates a venv: the command needs none.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.factory import TORCH_2_6_CU126_NVIDIA, DoctorRun, run_doctor
+from tests.index_server import serve_index
+from tests.static_index import NGINX, serve_static_index
+from tests.test_uv_lock_metadata import PYPROJECT, UV, _uv_env
+from tests.wheelhouse import CPYTHON_TAG, build_wheels, founding_case_wheels
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found]
+
+# What torch 2.6.0+cu126's x86_64 wheel declares and uv.lock loses (uv#11945).
+LOST = sorted({*TORCH_2_6_CU126_NVIDIA, "triton"})
+X86_64 = f"torch-2.6.0+cu126-{CPYTHON_TAG}-{CPYTHON_TAG}-manylinux_2_28_x86_64.whl"
+AARCH64 = f"torch-2.6.0+cu126-{CPYTHON_TAG}-{CPYTHON_TAG}-manylinux_2_28_aarch64.whl"
+
+pytestmark = [
+    pytest.mark.uv,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(UV is None, reason="uv is not installed"),
+    pytest.mark.skipif(sys.platform != "linux", reason="nginx and the wheels are Linux ones"),
+]
+# CI installs nginx (.ci/run); elsewhere the range-read tests say why they do not run.
+needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt install nginx)")
+
+
+@dataclass
+class Project:
+    root: Path
+    url: str
+    env: dict[str, str]
+    requests: Callable[[], list[str]]
+    cache: Path
+
+    def uv(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert UV is not None
+        proc = subprocess.run(
+            [UV, *args], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, f"uv {' '.join(args)} failed:\n{proc.stderr}"
+        return proc
+
+    def lock_check(self, *args: str, env: dict[str, str] | None = None) -> DoctorRun:
+        return run_doctor(
+            "lock",
+            "--project",
+            str(self.root),
+            *args,
+            env={**self.env, "TORCH_DOCTOR_CACHE_DIR": str(self.cache), **(env or {})},
+        )
+
+    def locked_dependencies(self, name: str) -> set[str]:
+        lock = tomllib.loads((self.root / "uv.lock").read_text(encoding="utf-8"))
+        [entry] = [p for p in lock["package"] if p["name"] == name]
+        return {d["name"] for d in entry.get("dependencies", [])}
+
+
+def _project(tmp_path: Path, url: str, requests: Callable[[], list[str]]) -> Project:
+    root = tmp_path / "project"
+    root.mkdir()
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    (root / "pyproject.toml").write_text(PYPROJECT.format(python=python, index=url))
+    return Project(root, url, _uv_env(tmp_path), requests, tmp_path / "td-cache")
+
+
+Served = Callable[..., Project]
+
+
+@pytest.fixture
+def pep658(tmp_path: Path) -> Iterator[Served]:
+    """A project on tests/index_server.py (PEP 658 metadata files), not yet locked."""
+    with ExitStack() as stack:
+
+        def make(consistent: bool = False, credentials: tuple[str, str] | None = None) -> Project:
+            wheels = build_wheels(
+                founding_case_wheels(aarch64_declares_nvidia=consistent), tmp_path / "wheels"
+            )
+            index = stack.enter_context(serve_index(wheels, credentials))
+            project = _project(tmp_path, index.url, lambda: list(index.requests))
+            return project
+
+        yield make
+
+
+@pytest.fixture
+def static(tmp_path: Path) -> Iterator[Served]:
+    """A project on a static tree served by nginx (range requests, no metadata files)."""
+    with ExitStack() as stack:
+
+        def make(consistent: bool = False) -> Project:
+            wheels = build_wheels(
+                founding_case_wheels(aarch64_declares_nvidia=consistent), tmp_path / "wheels"
+            )
+            index = stack.enter_context(serve_static_index(wheels, tmp_path / "static"))
+            project = _project(tmp_path, index.url, lambda: index.requests)
+            return project
+
+        yield make
+
+
+def _lacking(run: DoctorRun) -> dict[str, list[str]]:
+    """platform -> the package names uv.lock lacks there, from --format json."""
+    [finding] = [f for f in run.json["findings"] if f["id"] == "lock-metadata-inconsistent"]
+    return {
+        d["platform"]: sorted(re.split(r"[ ;=<>~!\[]", m, maxsplit=1)[0] for m in d["missing"])
+        for d in finding["data"]["differences"]
+    }
+
+
+def _caught_then_fixed(project: Project, via: str) -> None:
+    project.uv("lock")
+    assert project.locked_dependencies("torch").isdisjoint(LOST)
+
+    # 1. Caught from the lock alone: the x86_64 wheel's dependencies are missing.
+    run = project.lock_check("--format", "json")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert _lacking(run) == {"linux x86_64": LOST}
+    vias = {w["wheel"]["filename"]: w["via"] for w in run.json["wheels"]}
+    assert vias[X86_64] == via and vias[AARCH64] == via
+
+    # 2. The terminal report: network said first, the platform x package table.
+    text = project.lock_check()
+    assert text.returncode == 1
+    first = text.stdout.splitlines()[0]
+    assert first.startswith("torch-doctor lock: uses the network"), first
+    assert re.search(
+        r"linux x86_64 \(py [0-9.]+\) +torch 2\.6\.0\+cu126 +lacks nvidia-cublas-cu12==",
+        text.stdout,
+    )
+
+    # 3. lock --fix writes the entry (diff, backup); uv lock accepts it; the check is clean.
+    fixed = project.lock_check("--fix", "--yes")
+    assert fixed.returncode == 1, fixed.stdout + fixed.stderr  # the lock itself is still old
+    backups = list((project.root / ".torch-doctor" / "backups").glob("pyproject.toml.*.bak"))
+    assert "Wrote " in fixed.stdout and len(backups) == 1, fixed.stdout
+    relock = project.uv("lock")
+    assert "warning" not in relock.stderr.lower(), relock.stderr
+    assert project.locked_dependencies("torch") >= set(LOST)
+    healed = project.lock_check()
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert "uv.lock records what every checked wheel declares" in healed.stdout
+    # torch's wheels came from the cache; triton, now locked, from the index. Once more:
+    # every wheel from the cache, no request at all, and the same offline.
+    before = len(project.requests())
+    assert project.lock_check().returncode == 0
+    assert project.lock_check("--offline").returncode == 0
+    assert len(project.requests()) == before
+    assert not (project.root / ".venv").exists()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="uv must lock on x86_64 like CI")
+def test_founding_case_through_pep658_metadata_files_is_caught_and_fixed(pep658: Served) -> None:
+    project = pep658()
+    _caught_then_fixed(project, "metadata-file")
+    torch_requests = [p for p in project.requests() if p.startswith("/files/torch-")]
+    # Only uv's read of the aarch64 metadata and ours of both; never a wheel.
+    assert set(torch_requests) == {f"/files/{AARCH64}.metadata", f"/files/{X86_64}.metadata"}
+
+
+@needs_nginx
+def test_founding_case_through_range_reads_on_nginx_is_caught_and_fixed(static: Served) -> None:
+    project = static()
+    _caught_then_fixed(project, "range")
+    ours = [line for line in project.requests() if f"/files/{X86_64} " in line]
+    assert ours and all(" 206 " in line and "bytes=" in line for line in ours), ours
+    assert not any(".metadata" in line for line in project.requests())
+
+
+def test_a_consistent_lock_is_clean_and_the_second_run_makes_no_request(pep658: Served) -> None:
+    project = pep658(consistent=True)
+    project.uv("lock")
+    offline = project.lock_check("--offline")
+    assert offline.returncode == 2, offline.stdout
+    assert offline.stdout.splitlines()[0].startswith("torch-doctor lock: offline")
+    assert "not in the cache" in offline.stdout
+
+    first = project.lock_check()
+    assert first.returncode == 0, first.stdout + first.stderr
+    seen = len(project.requests())
+    second = project.lock_check()
+    assert second.returncode == 0, second.stdout
+    assert len(project.requests()) == seen
+    assert "[linux x86_64]  cache" in second.stdout
+    assert project.lock_check("--offline").returncode == 0
