@@ -76,6 +76,10 @@ class Driver:
     cu_init_error: int = 0
     nvml_init_sleep: int = 0  # seconds: a driver that hangs
     cu_init_crash: bool = False  # cuInit aborts the process
+    # (gpu a, gpu b, nvmlGpuP2PStatus_t) for pairs whose P2P is not OK
+    p2p: Sequence[tuple[int, int, int]] = ()
+    # (gpu a, gpu b, nvmlGpuTopologyLevel_t) for pairs not behind one PCIe switch (10)
+    topology: Sequence[tuple[int, int, int]] = ()
 
     def config(self) -> str:
         lines = [
@@ -86,6 +90,8 @@ class Driver:
             f"nvml_init_sleep={self.nvml_init_sleep}",
             f"cu_init_crash={int(self.cu_init_crash)}",
             *(gpu.line(i) for i, gpu in enumerate(self.gpus)),
+            *(f"p2p={a}-{b}:{status}" for a, b, status in self.p2p),
+            *(f"topology={a}-{b}:{level}" for a, b, level in self.topology),
         ]
         return "\n".join(lines) + "\n"
 

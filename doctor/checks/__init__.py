@@ -48,6 +48,8 @@ CHECK_MODULES = (
     "driver",
     "libraries",
     "toolchain",
+    "node",
+    "collective",
 )
 
 for _module in CHECK_MODULES:

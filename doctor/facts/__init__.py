@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from doctor.facts.collective import CollectiveFacts
 from doctor.facts.environment import (
     DistributionFacts,
     InterpreterFacts,
@@ -21,6 +22,7 @@ from doctor.facts.environment import (
 )
 from doctor.facts.libraries import LibrariesFacts
 from doctor.facts.machine import MachineFacts
+from doctor.facts.node import NodeFacts
 from doctor.facts.project import (
     IndexFacts,
     LockedDependency,
@@ -29,6 +31,7 @@ from doctor.facts.project import (
 )
 
 __all__ = [
+    "CollectiveFacts",
     "DistributionFacts",
     "Facts",
     "IndexFacts",
@@ -37,6 +40,7 @@ __all__ = [
     "LockedDependency",
     "LockedPackage",
     "MachineFacts",
+    "NodeFacts",
     "NvidiaToolFacts",
     "PlatformFacts",
     "ProbeFailure",
@@ -69,6 +73,8 @@ class Facts:
     libraries: LibrariesFacts | None = None
     machine: MachineFacts | None = None
     toolchain: ToolchainFacts | None = None
+    node: NodeFacts | None = None  # identity and multi-GPU facts of this node
+    collective: CollectiveFacts | None = None  # check --deep under torchrun
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

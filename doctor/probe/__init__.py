@@ -100,6 +100,14 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         toolchain = None
         failures.append(ProbeFailure("toolchain", f"internal error: {type(exc).__name__}: {exc}"))
 
+    node = None
+    try:
+        from doctor.probe.node import probe_node
+
+        node = probe_node(distributions=inside.distributions, libraries=libraries)
+    except Exception as exc:  # the report goes on without this probe
+        failures.append(ProbeFailure("node", f"internal error: {type(exc).__name__}: {exc}"))
+
     return Facts(
         interpreter=inside.interpreter,
         platform=inside.platform,
@@ -110,6 +118,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         libraries=libraries,
         machine=machine,
         toolchain=toolchain,
+        node=node,
         failures=tuple(failures),
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor.facts.machine import GpuFacts, NvmlFacts
+from doctor.facts.machine import GpuFacts, NvmlFacts, P2PLink
 
 __all__ = ["nvml_from_report"]
 
@@ -34,4 +34,8 @@ def nvml_from_report(data: dict[str, Any]) -> NvmlFacts:
         driver_version=data.get("driver_version"),
         cuda_driver_version=data.get("cuda_driver_version"),
         gpus=tuple(gpus),
+        p2p=tuple(
+            P2PLink(int(link[0]), int(link[1]), str(link[2]), *link[3:4])
+            for link in data.get("p2p", ())
+        ),
     )
