@@ -49,7 +49,7 @@ CHECK_MODULES = (
     "libraries",
     "toolchain",
     "node",
-    "collective",
+    "cluster",
 )
 
 for _module in CHECK_MODULES:

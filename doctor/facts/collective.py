@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CollectiveFacts", "RankResult"]
+__all__ = ["CollectiveFacts", "RankResult", "describe_rank"]
 
 
 @dataclass(frozen=True)
@@ -36,3 +36,19 @@ class CollectiveFacts:
     # rank 0: every rank's compact report (what `compare` reads), by rank
     node_reports: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # the stage itself could not run here (crash, timeout)
+
+
+_STATUS_WORDS = {
+    "never-joined": "never joined",
+    "did-not-finish": "joined, then hung or died",
+    "failed": "failed",
+    "wrong-result": "computed a wrong sum",
+}
+
+
+def describe_rank(result: RankResult) -> str:
+    """One line: the rank, its host, what went wrong and where."""
+    where = f"rank {result.rank} ({result.host or 'host unknown'})"
+    what = _STATUS_WORDS.get(result.status, result.status)
+    stage = f" in {result.stage}" if result.stage and result.status == "failed" else ""
+    return f"{where}: {what}{stage}" + (f": {result.error}" if result.error else "")

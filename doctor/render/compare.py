@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from doctor import __version__
 from doctor.compare import COMPARE_SCHEMA, Comparison, Group
 from doctor.facts import to_jsonable
-from doctor.facts.collective import CollectiveFacts, RankResult
+from doctor.facts.collective import CollectiveFacts, RankResult, describe_rank
 
 if TYPE_CHECKING:
     from doctor.collective import ClusterView
@@ -149,8 +149,6 @@ def _rank_line(result: RankResult) -> str:
         if result.bus_bandwidth_bytes is not None:
             speed += f", bus bandwidth {result.bus_bandwidth_bytes / 1e9:.2f} GB/s"
         return f"{where}: ok ({result.backend}{speed})"
-    from doctor.checks.collective import describe_rank
-
     return describe_rank(result)
 
 

@@ -12,24 +12,10 @@ from dataclasses import dataclass
 
 from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context
-from doctor.facts.collective import RankResult
+from doctor.facts.collective import describe_rank
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 
-__all__ = ["CollectiveFailed", "describe_rank"]
-
-_STATUS_WORDS = {
-    "never-joined": "never joined",
-    "did-not-finish": "joined, then hung or died",
-    "failed": "failed",
-    "wrong-result": "computed a wrong sum",
-}
-
-
-def describe_rank(result: RankResult) -> str:
-    where = f"rank {result.rank} ({result.host or 'host unknown'})"
-    what = _STATUS_WORDS.get(result.status, result.status)
-    stage = f" in {result.stage}" if result.stage and result.status == "failed" else ""
-    return f"{where}: {what}{stage}" + (f": {result.error}" if result.error else "")
+__all__ = ["CollectiveFailed"]
 
 
 @dataclass(frozen=True)
