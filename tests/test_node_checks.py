@@ -5,11 +5,13 @@ scenarios through the CLI with the NVML stand-in and a real small /dev/shm."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,6 +228,25 @@ def test_p2p_status_comes_from_nvml(
     assert "gpu-p2p-unavailable" not in fine.finding_ids()
 
 
+def run_in_namespace(
+    flag: str, script: str, workdir: Path, env: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``script`` in a new mount (-m) or network (-n) namespace; it writes before.json
+    and after.json (the doctor's reports before and after the remedy), read here."""
+    run = subprocess.run(
+        ["unshare", flag, "sh", "-c", script],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    return tuple(  # type: ignore[return-value]
+        json.loads((workdir / name).read_text()) for name in ("before.json", "after.json")
+    )
+
+
 def _can_mount_namespaces() -> str | None:
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
@@ -261,22 +282,10 @@ def test_a_64_mib_shm_fires_and_the_remount_remedy_clears_it(
         f"{' '.join(doctor)} {workdir}/after.json || true"
     )
     env = doctor_env({**driver_stubs.env(Driver()), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"})
-    run = subprocess.run(
-        ["unshare", "-m", "sh", "-c", script],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    import json
-
-    before = json.loads((workdir / "before.json").read_text())
+    before, after = run_in_namespace("-m", script, workdir, env)
     finding = next(f for f in before["findings"] if f["id"] == "dev-shm-too-small")
     assert finding["title"] == "/dev/shm holds only 64 MiB"
     assert (workdir / "remedy.sh").read_text() == "mount -o remount,size=16G /dev/shm\n"
-    after = json.loads((workdir / "after.json").read_text())
     assert "dev-shm-too-small" not in [f["id"] for f in after["findings"]]
     assert after["facts"]["node"]["shm"]["total_bytes"] == 16 << 30
 
@@ -346,24 +355,12 @@ def test_a_veth_beside_the_uplink_fires_and_naming_the_interface_clears_it(
         f". ./remedy.sh; {doctor} after.json || true"
     )
     env = doctor_env({**driver_stubs.env(Driver()), "SLURM_NNODES": "2"})
-    run = subprocess.run(
-        ["unshare", "-n", "sh", "-c", script],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    import json
-
-    before = json.loads((workdir / "before.json").read_text())
+    before, after = run_in_namespace("-n", script, workdir, env)
     finding = next(f for f in before["findings"] if f["id"] == "socket-interface-ambiguous")
     assert finding["data"] == {"virtual": ["veth0"], "candidates": ["eth9"]}
     assert (workdir / "remedy.sh").read_text() == (
         "export NCCL_SOCKET_IFNAME=eth9 GLOO_SOCKET_IFNAME=eth9\n"
     )
-    after = json.loads((workdir / "after.json").read_text())
     assert "socket-interface-ambiguous" not in [f["id"] for f in after["findings"]]
     assert after["facts"]["node"]["socket_ifname"] == {
         "NCCL_SOCKET_IFNAME": "eth9",
