@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-COMMANDS = ("check", "fix", "explain", "list", "lock")
+COMMANDS = ("check", "fix", "explain", "list", "lock", "compare")
 FORMATS = ("terminal", "json", "markdown")
 
 
@@ -100,7 +100,8 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
         "--deep",
         action="store_true",
         help="also import torch in a contained process and run small CPU/GPU stages "
-        "(seconds to a minute; see docs/deep.md)",
+        "(seconds to a minute; see docs/deep.md); under torchrun, every rank also joins an "
+        "all-reduce and rank 0 shows the cluster (docs/clusters.md)",
     )
 
 
@@ -108,7 +109,13 @@ def _report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=FORMATS, default="terminal", help="report format (default: terminal)"
     )
-    parser.add_argument("--output", metavar="FILE", help="write the report to FILE, not stdout")
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the report to FILE, not stdout; FILE may hold {host}, {rank}, "
+        "{SLURM_PROCID}, {SLURM_NODEID}, {SLURM_LOCALID}, {RANK}, {LOCAL_RANK} "
+        "(one report per node: see docs/clusters.md)",
+    )
     parser.add_argument("--no-color", action="store_true", help="plain text, no colour")
     privacy = parser.add_mutually_exclusive_group()
     privacy.add_argument(
@@ -163,6 +170,15 @@ def _parser() -> argparse.ArgumentParser:
     _report_options(explain)
 
     _lock_parser(commands)
+    compare = commands.add_parser(
+        "compare",
+        help="compare the json reports of many nodes: the majority, the nodes that differ "
+        "and in what, every node's findings (docs/clusters.md)",
+    )
+    compare.add_argument(
+        "reports", nargs="+", metavar="REPORT", help="report files, or directories of them"
+    )
+    _report_options(compare)
 
     listing = commands.add_parser("list", help="every finding id with its meaning and doc link")
     listing.add_argument("--format", choices=("terminal", "json", "markdown"), default="terminal")
@@ -293,18 +309,42 @@ def _import_renderer(fmt: str) -> None:
         import doctor.render.terminal  # noqa: F401
 
 
+def _check_output_template(output: str | None) -> None:
+    """A bad --output placeholder is a usage error before any probe runs."""
+    if output is None:
+        return
+    from doctor.render.destination import PlaceholderError, expand_output
+
+    try:
+        expand_output(output)
+    except PlaceholderError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _check(args: argparse.Namespace) -> int:
+    _check_output_template(args.output)
     # First: it starts the probe processes before the heavy imports.
     report = _diagnose(args, renderer=args.format)
     from doctor.render.output import default_redaction, prepare, show
 
     redacted = default_redaction(args.format, args.redact)
-    show(
-        prepare(report, _command_line(args), redacted=redacted),
-        args.format,
-        args.output,
-        args.no_color,
-    )
+    stage = view = None
+    if args.deep:
+        from doctor.collective import run_collective
+
+        report, stage, view = run_collective(report, redacted=redacted, timeout=args.timeout)
+    try:
+        show(
+            prepare(report, _command_line(args), redacted=redacted, extra=view),
+            args.format,
+            args.output,
+            args.no_color,
+        )
+    finally:
+        if stage is not None:
+            stage.release()  # rank 0 has reported: the other ranks may exit
+    if view is not None and report.exit_code == 0 and view.comparison.exit_code == 1:
+        return 1  # rank 0 speaks for the job: its nodes disagree, or one has an error
     return report.exit_code
 
 
@@ -373,6 +413,19 @@ def _lock(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from doctor.compare import compare_paths, redact_comparison
+    from doctor.render.compare import render_compare
+    from doctor.render.output import default_redaction, write_output
+
+    comparison = compare_paths(args.reports)
+    redactions = None
+    if default_redaction(args.format, args.redact):
+        comparison, redactions = redact_comparison(comparison)
+    write_output(render_compare(comparison, args.format, redactions), args.output)
+    return comparison.exit_code
+
+
 def _reported(exc: Exception) -> bool:
     """A usage, fix or output error: a message and exit code 2. doctor.fix and the output
     module are imported only here, so the probe processes start before their imports."""
@@ -410,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "explain": _explain,
         "list": _list,
         "lock": _lock,
+        "compare": _compare,
     }[args.command]
     if argv is None:
         # The program: `timeout`, CI cancellation and `docker stop` send SIGTERM, a closed

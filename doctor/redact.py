@@ -7,6 +7,8 @@ without anyone remembering to call it. What it removes:
 - the home directory (becomes ``~``);
 - the user name and the host name, as whole words and path components only: user
   ``ci`` is removed from ``/srv/ci/x`` and ``run by ci`` but ``decision`` is untouched;
+  a host name becomes a stable pseudonym (``host-3f9c2a1b``, see ``host_pseudonym``) so
+  that the reports of one cluster job stay comparable after redaction;
 - GPU and MIG UUIDs, and any value stored under a key naming a UUID or a serial number;
 - the value of any variable whose name looks secret (``HF_TOKEN``, ``WANDB_API_KEY``, …),
   both in dicts of variables and in ``NAME=value`` text; the name stays;
@@ -32,13 +34,17 @@ __all__ = [
     "REDACTED",
     "RedactionRules",
     "Redactor",
+    "host_pseudonym",
     "looks_secret",
     "redact",
+    "run_key",
 ]
 
 REDACTED = "<redacted>"
 USER_TOKEN = "<user>"
-HOST_TOKEN = "<host>"
+# Where the key of host pseudonyms comes from, first set wins: every node of one job
+# sees the same value, so a host gets the same pseudonym in every report of the job.
+RUN_KEY_VARIABLES = ("TORCH_DOCTOR_RUN_KEY", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID")
 
 # Stable kind ids (JSON `redactions`) and how the Markdown report says them.
 KIND_LABELS = {
@@ -168,6 +174,7 @@ class RedactionRules:
     homes: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
     hosts: tuple[str, ...] = ()
+    run_key: str = ""  # keys the host pseudonyms (run_key())
 
     @classmethod
     def current(cls, environ: Mapping[str, str] | None = None) -> RedactionRules:
@@ -191,19 +198,40 @@ class RedactionRules:
         users += [os.path.basename(h.rstrip("/")) for h in homes]
         host = _safe(socket.gethostname) or ""
         hosts = [host, host.split(".", 1)[0]] if host else []
-        return cls.build(homes, users, hosts)
+        return cls.build(homes, users, hosts, run_key(environ))
 
     @classmethod
     def build(
-        cls, homes: Iterable[str], users: Iterable[str], hosts: Iterable[str]
+        cls, homes: Iterable[str], users: Iterable[str], hosts: Iterable[str], key: str = ""
     ) -> RedactionRules:
         """Rules with unusable values (/, generic names, one letter) left out."""
         clean_homes = {h.rstrip("/") for h in homes if h and h.rstrip("/")}
         clean_users = {u for u in users if len(u) >= 2 and u.lower() not in _GENERIC_USERS}
         clean_hosts = {h for h in hosts if len(h) >= 2 and h.lower() not in _GENERIC_HOSTS}
         return cls(
-            _longest_first(clean_homes), _longest_first(clean_users), _longest_first(clean_hosts)
+            _longest_first(clean_homes),
+            _longest_first(clean_users),
+            _longest_first(clean_hosts),
+            key,
         )
+
+
+def run_key(environ: Mapping[str, str] | None = None) -> str:
+    """The key of this run's host pseudonyms: the first of RUN_KEY_VARIABLES set, else ""
+    (a fixed key: pseudonyms then agree across runs too, and anyone can check a guess)."""
+    environ = os.environ if environ is None else environ
+    return next((environ[v] for v in RUN_KEY_VARIABLES if environ.get(v)), "")
+
+
+def host_pseudonym(host: str, key: str = "") -> str:
+    """``host-`` and 8 hex digits of an HMAC-SHA256 of the host's first label, lower case:
+    the same for ``node7`` and ``node7.cluster`` and for every report keyed alike."""
+    import hashlib
+    import hmac
+
+    label = host.split(".", 1)[0].lower().encode()
+    digest = hmac.new(b"torch-doctor host:" + key.encode(), label, hashlib.sha256)
+    return "host-" + digest.hexdigest()[:8]
 
 
 def _longest_first(values: Iterable[str]) -> tuple[str, ...]:
@@ -234,7 +262,10 @@ class Redactor:
             for h in rules.homes
         ]
         self._users = [(u, _word_pattern(u, ignore_case=False)) for u in rules.users]
-        self._hosts = [(h, _word_pattern(h, ignore_case=False)) for h in rules.hosts]
+        self._hosts = [
+            (h, _word_pattern(h, ignore_case=False), host_pseudonym(h, rules.run_key))
+            for h in rules.hosts
+        ]
 
     @property
     def kinds(self) -> list[str]:
@@ -258,9 +289,9 @@ class Redactor:
         for user, pattern in self._users:
             if user in out:
                 out = self._sub(pattern, lambda m: USER_TOKEN, out, "user-name")
-        for host, pattern in self._hosts:
+        for host, pattern, pseudonym in self._hosts:
             if host in out:
-                out = self._sub(pattern, lambda m: HOST_TOKEN, out, "host-name")
+                out = self._sub(pattern, lambda m, p=pseudonym: p, out, "host-name")
         return out
 
     def _query_parameter(self, match: re.Match[str]) -> str:

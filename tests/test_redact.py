@@ -13,13 +13,24 @@ import pytest
 
 from doctor.facts import Facts, MachineFacts
 from doctor.facts.machine import GpuFacts, NvmlFacts
-from doctor.redact import REDACTED, RedactionRules, Redactor, looks_secret, redact
+from doctor.redact import (
+    REDACTED,
+    RedactionRules,
+    Redactor,
+    host_pseudonym,
+    looks_secret,
+    redact,
+    run_key,
+)
 from tests.driver_stub import Driver, DriverStubs, Gpu
 from tests.factory import REPO, DoctorRun, FakeEnv, run_doctor
 from tests.test_fix import make_lock_project
 from tests.test_scenarios_wheels import PYPROJECT
 
 RULES = RedactionRules.build(homes=["/home/alice"], users=["alice", "ci"], hosts=["gpubox7"])
+
+
+GPUBOX7 = host_pseudonym("gpubox7")
 
 
 def scrub(text: str) -> str:
@@ -35,7 +46,10 @@ def scrub(text: str) -> str:
         ("/srv/alice/data", "/srv/<user>/data"),
         ("built by ci in /builds/ci/x", "built by <user> in /builds/<user>/x"),
         ("the decision was made in circleci and ci-tools", None),  # untouched
-        ("ssh gpubox7 and /scratch/gpubox7/run", "ssh <host> and /scratch/<host>/run"),
+        (
+            "ssh gpubox7 and /scratch/gpubox7/run",
+            f"ssh {GPUBOX7} and /scratch/{GPUBOX7}/run",
+        ),
         ("gpubox70 is another machine", None),
         ("https://bob:hunter2@pypi.example/simple", f"https://{REDACTED}@pypi.example/simple"),
         ("git+https://ghp_abc123@github.com/o/r", f"git+https://{REDACTED}@github.com/o/r"),
@@ -277,3 +291,22 @@ def test_gpu_uuids_from_the_driver_are_masked_unless_no_redact(
         assert gpu["uuid"] == f"GPU-{REDACTED}" and gpu["compute_capability"] == [9, 0]
     kept = run_doctor(*args, "--no-redact", cwd=workdir, env=driver).stdout
     assert GPU_UUID in kept
+
+
+def test_a_host_gets_one_pseudonym_per_job_whatever_its_spelling() -> None:
+    job = RedactionRules.build([], [], ["node7.cluster.example", "node7"], key="4242")
+    out = Redactor(job).text("node7.cluster.example and node7 and node8")
+    pseudonym = host_pseudonym("node7", "4242")
+    assert out == f"{pseudonym} and {pseudonym} and node8"
+    # Another node of the same job computes the same pseudonym for node7.
+    other = RedactionRules.build([], [], ["node7"], key="4242")
+    assert Redactor(other).text("node7") == pseudonym
+    # Another job's key gives another pseudonym: reports of two jobs cannot be joined.
+    assert host_pseudonym("node7", "4243") != pseudonym
+
+
+def test_the_run_key_is_the_job_id_the_launcher_gives_every_node() -> None:
+    assert run_key({"SLURM_JOB_ID": "77", "TORCHELASTIC_RUN_ID": "x"}) == "77"
+    assert run_key({"TORCHELASTIC_RUN_ID": "x"}) == "x"
+    assert run_key({"TORCH_DOCTOR_RUN_KEY": "k", "SLURM_JOB_ID": "77"}) == "k"
+    assert run_key({}) == ""

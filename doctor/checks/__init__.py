@@ -55,6 +55,8 @@ CHECK_MODULES = (
     "stack",
     "extensions",
     "runtime",
+    "node",
+    "cluster",
 )
 
 for _module in CHECK_MODULES:

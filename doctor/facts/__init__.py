@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from doctor.facts.collective import CollectiveFacts
 from doctor.facts.environment import (
     DistributionFacts,
     InterpreterFacts,
@@ -24,6 +25,7 @@ from doctor.facts.libraries import LibrariesFacts
 from doctor.facts.lock_graph import LockGraph
 from doctor.facts.lock_metadata import LockMetadataFacts
 from doctor.facts.machine import MachineFacts
+from doctor.facts.node import NodeFacts
 from doctor.facts.project import (
     IndexFacts,
     LockedDependency,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from doctor.facts.stack import StackFacts
 
 __all__ = [
+    "CollectiveFacts",
     "CudaToolkitFacts",
     "DistributionFacts",
     "ExtensionsFacts",
@@ -50,6 +53,7 @@ __all__ = [
     "LockedDependency",
     "LockedPackage",
     "MachineFacts",
+    "NodeFacts",
     "NvidiaToolFacts",
     "PlatformFacts",
     "ProbeFailure",
@@ -94,6 +98,8 @@ class Facts:
     lock_graph: LockGraph | None = None
     # pyproject.toml's uv settings that decide where torch comes from.
     uv_settings: UvSettings | None = None
+    node: NodeFacts | None = None  # identity and multi-GPU facts of this node
+    collective: CollectiveFacts | None = None  # check --deep under torchrun
     failures: tuple[ProbeFailure, ...] = ()
 
     def distribution(self, name: str) -> DistributionFacts | None:

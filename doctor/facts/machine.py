@@ -12,6 +12,7 @@ __all__ = [
     "MachineFacts",
     "NvmlFacts",
     "NvmlStatus",
+    "P2PLink",
     "PciDeviceFacts",
     "VisibleDevicesFacts",
     "VisibleEntry",
@@ -73,6 +74,16 @@ class DeviceNodeAccess:
 
 
 @dataclass(frozen=True)
+class P2PLink:
+    """NVML's peer-to-peer status between two GPUs (by NVML index)."""
+
+    gpu_a: int
+    gpu_b: int
+    status: str  # "ok", or NVML's reason: "chipset not supported", "disabled by regkey", ...
+    topology: str | None = None  # their closest common ancestor, e.g. "one PCIe switch (PIX)"
+
+
+@dataclass(frozen=True)
 class NvmlFacts:
     """NVML (libnvidia-ml.so.1) through nvidia-ml-py."""
 
@@ -83,6 +94,7 @@ class NvmlFacts:
     driver_version: str | None = None  # "580.95.05"
     cuda_driver_version: int | None = None  # 13000 = CUDA 13.0
     gpus: tuple[GpuFacts, ...] = ()
+    p2p: tuple[P2PLink, ...] = ()  # nvmlDeviceGetP2PStatus (read) for each pair of GPUs
     probe_error: str | None = None  # the contained process failed: how
     # When NVML fails with device nodes present: each /dev/nvidia* node opened as CUDA does.
     device_access: tuple[DeviceNodeAccess, ...] = ()

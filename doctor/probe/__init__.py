@@ -150,6 +150,14 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         except Exception as exc:  # the report goes on without this probe
             failures.append(ProbeFailure("cuda-toolkit", f"internal error: {exc!r}"))
 
+    node = None
+    try:
+        from doctor.probe.node import probe_node
+
+        node = probe_node(distributions=inside.distributions, libraries=libraries)
+    except Exception as exc:  # the report goes on without this probe
+        failures.append(ProbeFailure("node", f"internal error: {type(exc).__name__}: {exc}"))
+
     runtime = None
     if options.deep:
         runtime = _deep(options, started, inside.distributions, inside.shared_libraries)
@@ -170,6 +178,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         runtime=runtime,
         lock_graph=lock_graph,
         uv_settings=uv_settings,
+        node=node,
         # Reasons quote files and stderr: safe text, like every fact from the environment.
         failures=tuple(ProbeFailure(f.probe, clean(f.reason)) for f in failures),
     )

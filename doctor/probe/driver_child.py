@@ -164,6 +164,56 @@ def device_access(root: str = "/") -> list[dict[str, Any]]:
     return out
 
 
+# nvmlGpuP2PStatus_t, in words (nvml.h)
+P2P_STATUS = {
+    0: "ok",
+    1: "chipset not supported",
+    2: "GPU not supported",
+    3: "IOH topology not supported",
+    4: "disabled by regkey",
+    5: "not supported",
+    6: "unknown",
+}
+
+
+# nvmlGpuTopologyLevel_t: the closest common ancestor of two GPUs (nvidia-smi topo -m)
+TOPOLOGY = {
+    0: "the same board",
+    10: "one PCIe switch (PIX)",
+    20: "several PCIe switches (PXB)",
+    30: "a PCIe host bridge (PHB)",
+    40: "host bridges of one NUMA node (NODE)",
+    50: "the link between NUMA nodes (SYS)",
+}
+
+
+def p2p_links(pynvml: Any, count: int) -> list[list[Any]]:
+    """[a, b, status, topology] for each pair of GPUs: can they read each other's memory
+    (P2P), and what connects them."""
+    links: list[list[Any]] = []
+    for a in range(count):
+        for b in range(a + 1, count):
+            try:
+                first = pynvml.nvmlDeviceGetHandleByIndex(a)
+                second = pynvml.nvmlDeviceGetHandleByIndex(b)
+                # 0: NVML_P2P_CAPS_INDEX_READ (pynvml spells the constant as a tuple)
+                status = pynvml.nvmlDeviceGetP2PStatus(first, second, 0)
+                level, _ = query(pynvml, pynvml.nvmlDeviceGetTopologyCommonAncestor, first, second)
+                links.append(
+                    [
+                        a,
+                        b,
+                        P2P_STATUS.get(int(status), f"status {int(status)}"),
+                        None if level is None else TOPOLOGY.get(int(level), f"level {level}"),
+                    ]
+                )
+            except pynvml.NVMLError as exc:
+                links.append([a, b, "query failed: " + error_of(pynvml, exc)[1]])
+            except AttributeError:
+                return links  # an nvidia-ml-py without the call
+    return links
+
+
 def describe(lib: ctypes.CDLL, code: int) -> dict[str, str]:
     """cuGetErrorName / cuGetErrorString for a CUresult (they work before cuInit)."""
     name = ctypes.c_char_p()
@@ -234,6 +284,7 @@ def nvml_report() -> dict[str, Any]:
                     }
                 )
         report["gpus"] = gpus
+        report["p2p"] = p2p_links(pynvml, len(gpus))
         if error:
             report["device_count_error"] = error
     finally:

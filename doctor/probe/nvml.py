@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor.facts.machine import DeviceNodeAccess, GpuFacts, NvmlFacts
+from doctor.facts.machine import DeviceNodeAccess, GpuFacts, NvmlFacts, P2PLink
 
 __all__ = ["nvml_from_report"]
 
@@ -41,5 +41,9 @@ def nvml_from_report(data: dict[str, Any]) -> NvmlFacts:
                 path=str(node["path"]), error=node.get("error"), message=node.get("message")
             )
             for node in data.get("device_access", ())
+        ),
+        p2p=tuple(
+            P2PLink(int(link[0]), int(link[1]), str(link[2]), *link[3:4])
+            for link in data.get("p2p", ())
         ),
     )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from doctor.report import Report
 
 if TYPE_CHECKING:
+    from doctor.collective import ClusterView
     from doctor.redact import RedactionRules
 
 __all__ = [
@@ -85,6 +86,7 @@ def report_dict(prepared: Prepared) -> dict[str, Any]:
 
 def render_text(prepared: Prepared, fmt: str, width: int | None = 100) -> str:
     explanation = prepared.report.explanation
+    cluster = _cluster_view(prepared)
     if fmt == "json":
         if explanation is not None:
             from doctor.render.explanation import explanation_dict
@@ -92,16 +94,43 @@ def render_text(prepared: Prepared, fmt: str, width: int | None = 100) -> str:
             # The report stays one schema-valid object (docs/report.schema.json) under "report".
             both = {"explain": explanation_dict(explanation), "report": report_dict(prepared)}
             return json.dumps(both, indent=2) + "\n"
-        return json.dumps(report_dict(prepared), indent=2) + "\n"
+        data = report_dict(prepared)
+        if cluster is not None:
+            from doctor.render.compare import cluster_to_dict
+
+            data["cluster"] = cluster_to_dict(cluster, prepared.redactions)
+        return json.dumps(data, indent=2) + "\n"
     if fmt == "markdown":
         from doctor.render.markdown import render_markdown
 
         return render_markdown(
             prepared.report, command=prepared.command, redactions=prepared.redactions
-        )
+        ) + _cluster_text(prepared, fmt)
     from doctor.render.terminal import render_terminal_text
 
-    return render_terminal_text(prepared.report, width=width) + _redaction_note(prepared)
+    return (
+        render_terminal_text(prepared.report, width=width)
+        + _redaction_note(prepared)
+        + _cluster_text(prepared, fmt)
+    )
+
+
+def _cluster_view(prepared: Prepared) -> ClusterView | None:
+    """Rank 0's cluster view (check --deep under torchrun), if this report has one."""
+    if prepared.extra is None:
+        return None
+    from doctor.collective import ClusterView
+
+    return prepared.extra if isinstance(prepared.extra, ClusterView) else None
+
+
+def _cluster_text(prepared: Prepared, fmt: str) -> str:
+    cluster = _cluster_view(prepared)
+    if cluster is None:
+        return ""
+    from doctor.render.compare import render_cluster
+
+    return render_cluster(cluster, fmt, prepared.redactions)
 
 
 def _redaction_note(prepared: Prepared) -> str:
@@ -197,7 +226,7 @@ def for_encoding(text: str, encoding: str) -> str:
 def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> None:
     """Print to the terminal (colour when it is one) or write ``output``."""
     if fmt != "terminal" or output is not None:
-        write_output(render_text(prepared, fmt), output)
+        write_output(render_text(prepared, fmt), output, redacted=prepared.redactions is not None)
         return
     stream = _stdout()
     width = terminal_width()
@@ -226,6 +255,9 @@ def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> No
         note = _redaction_note(prepared)
         if note:
             console.print(note.rstrip("\n"), style="dim")
+        cluster = _cluster_text(prepared, fmt)
+        if cluster:
+            console.print(cluster.rstrip("\n"), markup=False)
         stream.flush()
     except BrokenPipeError:
         raise  # the reader left (`| head`): the CLI's business
@@ -233,7 +265,9 @@ def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> No
         raise OutputError(f"cannot write the report to standard output: {exc}") from exc
 
 
-def write_output(text: str, output: str | None) -> None:
+def write_output(text: str, output: str | None, *, redacted: bool = False) -> None:
+    """Print ``text`` or write it to ``output`` (placeholders expanded; in a redacted
+    report's file name, {host} is the host's pseudonym, as in the report)."""
     if output is None:
         stream = _stdout()
         text = for_encoding(text, getattr(stream, "encoding", None) or "utf-8")
@@ -245,9 +279,21 @@ def write_output(text: str, output: str | None) -> None:
         except OSError as exc:
             raise OutputError(f"cannot write the report to standard output: {exc}") from exc
         return
-    path = Path(output).expanduser()
+    from doctor.render.destination import PlaceholderError, expand_output, write_atomically
+
     try:
-        path.write_text(text, encoding="utf-8")
+        host = None
+        if redacted:
+            import socket
+
+            from doctor.redact import host_pseudonym, run_key
+
+            host = host_pseudonym(socket.gethostname(), run_key())
+        path = Path(expand_output(output, host=host)).expanduser()
+    except PlaceholderError as exc:
+        raise OutputError(str(exc)) from exc
+    try:
+        write_atomically(path, text)
     except OSError as exc:
         raise OutputError(f"--output {output}: cannot write: {exc.strerror or exc}") from exc
     print(f"torch-doctor: report written to {path}", file=sys.stderr)

@@ -213,3 +213,18 @@ nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t device, nvmlGpuFabricInfoV
     info->version = version;
     return fabric_of(device, &info->status, &info->state);
 }
+
+nvmlReturn_t nvmlDeviceGetP2PStatus(nvmlDevice_t a, nvmlDevice_t b, int index, int *status) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (!a || !b || !status || index < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    *status = stub.p2p[a - stub.gpus][b - stub.gpus];
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t a, nvmlDevice_t b, int *level) {
+    if (!initialised) return NVML_ERROR_UNINITIALIZED;
+    if (!a || !b || !level) return NVML_ERROR_INVALID_ARGUMENT;
+    int stored = stub.topology[a - stub.gpus][b - stub.gpus];
+    *level = stored ? stored - 1 : 10;
+    return NVML_SUCCESS;
+}

@@ -18,6 +18,13 @@
  *   nvml_init_fork=40               nvmlInit* forks a daemon (setsid) that keeps the
  *                                   caller's stdout open and sleeps this many seconds
  *   nvml_fork_pidfile=PATH          where that daemon writes its pid
+ *   p2p=A-B:STATUS                  nvmlDeviceGetP2PStatus between GPUs A and B (both ways):
+ *                                   an nvmlGpuP2PStatus_t, e.g. 1 = chipset not supported;
+ *                                   pairs not named answer 0 (OK)
+ *   topology=A-B:LEVEL              nvmlDeviceGetTopologyCommonAncestor between A and B: an
+ *                                   nvmlGpuTopologyLevel_t (0 internal, 10 single PCIe switch,
+ *                                   20 multiple switches, 30 host bridge, 40 NUMA node,
+ *                                   50 system); pairs not named answer 10
  */
 #ifndef TORCH_DOCTOR_STUB_CONFIG_H
 #define TORCH_DOCTOR_STUB_CONFIG_H
@@ -53,6 +60,8 @@ struct stub_config {
     char nvml_fork_pidfile[400];
     int gpu_count;
     struct stub_gpu gpus[STUB_MAX_GPUS];
+    int p2p[STUB_MAX_GPUS][STUB_MAX_GPUS];
+    int topology[STUB_MAX_GPUS][STUB_MAX_GPUS]; /* 0: not named (answers 10) */
 };
 
 static struct stub_config stub;
@@ -128,6 +137,21 @@ static void stub_load(void) {
             stub_copy(stub.nvml_fork_pidfile, sizeof stub.nvml_fork_pidfile, value);
         else if (!strcmp(key, "gpu")) stub_parse_gpu(value);
         else if (!strcmp(key, "fabric_v")) stub.fabric_v_missing = !atoi(value);
+        else if (!strcmp(key, "topology")) {
+            int a = -1, b = -1, level = 0;
+            if (sscanf(value, "%d-%d:%d", &a, &b, &level) == 3 && a >= 0 && b >= 0 &&
+                a < STUB_MAX_GPUS && b < STUB_MAX_GPUS) {
+                /* stored +1 so that 0 (internal) differs from "not named" */
+                stub.topology[a][b] = stub.topology[b][a] = level + 1;
+            }
+        }
+        else if (!strcmp(key, "p2p")) {
+            int a = -1, b = -1, status = 0;
+            if (sscanf(value, "%d-%d:%d", &a, &b, &status) == 3 && a >= 0 && b >= 0 &&
+                a < STUB_MAX_GPUS && b < STUB_MAX_GPUS) {
+                stub.p2p[a][b] = stub.p2p[b][a] = status;
+            }
+        }
     }
     fclose(file);
     if (stub.nvml_raw_byte > 0 && stub.nvml_raw_byte < 256) {
