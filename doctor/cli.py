@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from doctor import __version__
+from doctor.render.formats import Format
 
 if TYPE_CHECKING:
     from doctor.report import Report
@@ -27,14 +28,13 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 COMMANDS = ("check", "fix", "explain", "list")
-FORMATS = ("terminal", "json", "markdown")
 
 
 class UsageError(Exception):
     """Bad arguments or input: a clear message and exit code 2."""
 
 
-def _target_options(parser: argparse.ArgumentParser) -> None:
+def _target_options(parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
         "--python",
         metavar="PATH",
@@ -61,12 +61,22 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _report_options(parser: argparse.ArgumentParser) -> None:
+def _format_option(parser: argparse._ActionsContainer, help: str) -> None:
     parser.add_argument(
-        "--format", choices=FORMATS, default="terminal", help="report format (default: terminal)"
+        "--format", type=Format, choices=list(Format), default=Format.TERMINAL, help=help
     )
+
+
+def _report_options(parser: argparse._ActionsContainer) -> None:
+    _format_option(parser, "terminal (default), json for programs, markdown for a support ticket")
     parser.add_argument("--output", metavar="FILE", help="write the report to FILE, not stdout")
     parser.add_argument("--no-color", action="store_true", help="plain text, no colour")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list every check that passed or was skipped (by default: one line counts them)",
+    )
     privacy = parser.add_mutually_exclusive_group()
     privacy.add_argument(
         "--no-redact",
@@ -85,25 +95,70 @@ def _report_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _subcommand(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    """A subcommand with its one-line description and an example under its options."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog="example:\n" + example,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torch-doctor",
+        usage="torch-doctor [COMMAND] [options]",
         description=(
             "Find why a CUDA build of PyTorch will not work in this environment, "
-            "without importing torch, and print the exact remedy. "
-            "With no command, runs `check`."
+            "without importing torch, and print the exact remedy.\n"
+            "With no command, runs `check`: its options are listed below."
         ),
-        epilog="Exit status: 0 no error found, 1 errors found, 2 usage error or doctor failure.",
+        epilog=(
+            "examples:\n"
+            "  torch-doctor                                  check the active venv or ./.venv\n"
+            "  torch-doctor --python /path/to/venv           check another environment\n"
+            "  torch-doctor --format markdown --output t.md  a report for a support ticket\n"
+            "  torch-doctor fix                              apply the pyproject.toml remedies\n"
+            "  torch-doctor explain - < error.txt            name a pasted error\n"
+            "\n"
+            "`torch-doctor COMMAND --help` shows a command's own options.\n"
+            "Exit status: 0 no error found, 1 errors found, 2 usage error or doctor failure."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"torch-doctor {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    check = commands.add_parser("check", help="diagnose the environment (the default)")
+    check = _subcommand(
+        commands,
+        "check",
+        "diagnose the environment (the default command)",
+        "  torch-doctor check --python .venv --format markdown --output report.md",
+    )
     _target_options(check)
     _report_options(check)
+    # `torch-doctor [options]` runs check, so its options are shown (never parsed) here too:
+    # the main parser only ever sees -h/--version or a command (see _with_default_command).
+    shown = parser.add_argument_group(
+        "check options (`torch-doctor [options]` is `torch-doctor check [options]`)"
+    )
+    _target_options(shown)
+    _report_options(shown)
+    for action in shown._group_actions:
+        action.default = argparse.SUPPRESS
 
-    fix = commands.add_parser(
-        "fix", help="apply the pyproject.toml remedies (shows the diff, keeps a backup)"
+    fix = _subcommand(
+        commands,
+        "fix",
+        "apply the pyproject.toml remedies (shows the diff, asks, keeps a backup)",
+        "  torch-doctor fix --dry-run\n  torch-doctor fix --yes --sync",
     )
     _target_options(fix)
     fix.add_argument("-y", "--yes", action="store_true", help="apply without asking")
@@ -112,15 +167,24 @@ def _parser() -> argparse.ArgumentParser:
         "--sync", action="store_true", help="run `uv lock` and `uv sync` after the edit"
     )
 
-    explain = commands.add_parser(
-        "explain", help="name a pasted error and check whether its causes are present here"
+    explain = _subcommand(
+        commands,
+        "explain",
+        "name a pasted error and check whether its causes are present here",
+        "  torch-doctor explain 'libcudnn.so.9: cannot open shared object file'\n"
+        "  python -c 'import torch' 2>&1 | torch-doctor explain -",
     )
     explain.add_argument("text", help="the error text, or - to read it from stdin")
     _target_options(explain)
     _report_options(explain)
 
-    listing = commands.add_parser("list", help="every finding id with its meaning and doc link")
-    listing.add_argument("--format", choices=("terminal", "json", "markdown"), default="terminal")
+    listing = _subcommand(
+        commands,
+        "list",
+        "list every finding id with its meaning and documentation link",
+        "  torch-doctor list --format markdown",
+    )
+    _format_option(listing, "terminal (default), json or markdown")
     listing.add_argument("--output", metavar="FILE", help="write the list to FILE")
     return parser
 
@@ -184,11 +248,11 @@ def _diagnose(
         started.kill()  # only what an error left running
 
 
-def _import_renderer(fmt: str) -> None:
+def _import_renderer(fmt: Format) -> None:
     """Import the report's renderer (rich for the terminal: ~30 ms) while probes finish."""
     import doctor.render.output
 
-    if fmt == "terminal":
+    if fmt is Format.TERMINAL:
         import doctor.render.terminal  # noqa: F401
 
 
@@ -203,6 +267,7 @@ def _check(args: argparse.Namespace) -> int:
         args.format,
         args.output,
         args.no_color,
+        verbose=args.verbose,
     )
     return report.exit_code
 

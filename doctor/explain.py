@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from doctor.checks import REGISTRY
 from doctor.findings import CheckStatus
+from doctor.render.formats import Format
 from doctor.report import EXIT_OK, Report
 
 __all__ = [
@@ -59,7 +60,7 @@ class Match:
 
 @dataclass(frozen=True)
 class ExplainOptions:
-    fmt: str = "terminal"
+    fmt: Format = Format.TERMINAL
     output: str | None = None
     redact: bool | None = None
     no_color: bool = False
@@ -259,7 +260,7 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
 
     matches = match_signatures(text)
     if not matches:
-        if options.fmt == "json":
+        if options.fmt is Format.JSON:
             unknown = {**_summary_data([], Verdicts((), (), (), ())), "message": UNKNOWN_MESSAGE}
             write_output(json.dumps({"explain": unknown}, indent=2) + "\n", options.output)
         else:
@@ -271,9 +272,9 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
         # Nothing here can confirm or rule it out: say what it is and what to do, quickly.
         empty = Verdicts((), (), (), tuple(sorted(wanted)))
         summary = _summary_data(matches, empty)
-        if options.fmt == "json":
+        if options.fmt is Format.JSON:
             write_output(json.dumps({"explain": summary}, indent=2) + "\n", options.output)
-        elif options.fmt == "markdown":
+        elif options.fmt is Format.MARKDOWN:
             write_output("\n".join(_markdown_preface(summary)), options.output)
         else:
             write_output("\n".join(_terminal_preface(summary)), options.output)
@@ -287,24 +288,24 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
         focused, options.command, redacted=redacted, extra=_summary_data(matches, verdicts)
     )
     data: dict[str, Any] = prepared.extra
-    if options.fmt == "json":
+    if options.fmt is Format.JSON:
         from doctor.render.output import report_dict
 
         # The report stays one schema-valid object (docs/report.schema.json) under "report".
         payload = {"explain": data, "report": report_dict(prepared)}
         write_output(json.dumps(payload, indent=2) + "\n", options.output)
-    elif options.fmt == "markdown":
-        body = render_text(prepared, "markdown").replace(
+    elif options.fmt is Format.MARKDOWN:
+        body = render_text(prepared, Format.MARKDOWN).replace(
             "## torch-doctor report", "## What this environment says", 1
         )
         write_output("\n".join(_markdown_preface(data)) + "\n" + body, options.output)
     elif options.output is not None:
         write_output(
-            "\n".join(_terminal_preface(data)) + "\n" + render_text(prepared, "terminal"),
+            "\n".join(_terminal_preface(data)) + "\n" + render_text(prepared, Format.TERMINAL),
             options.output,
         )
     else:
         sys.stdout.write("\n".join(_terminal_preface(data)) + "\n")
         sys.stdout.flush()
-        show(prepared, "terminal", None, options.no_color)
+        show(prepared, Format.TERMINAL, None, options.no_color)
     return focused.exit_code

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctor.render.formats import Format, assert_never
 from doctor.report import Report
 
 if TYPE_CHECKING:
     from doctor.redact import RedactionRules
 
 __all__ = [
-    "FORMATS",
+    "Format",
     "OutputError",
     "Prepared",
     "default_redaction",
@@ -29,8 +30,6 @@ __all__ = [
     "show",
     "write_output",
 ]
-
-FORMATS = ("terminal", "json", "markdown")
 
 
 class OutputError(Exception):
@@ -47,9 +46,9 @@ class Prepared:
     extra: Any = None  # what a command shows beside the report (explain's verdicts)
 
 
-def default_redaction(fmt: str, flag: bool | None) -> bool:
+def default_redaction(fmt: Format, flag: bool | None) -> bool:
     """``flag`` from --redact/--no-redact wins; otherwise on for markdown and json."""
-    return flag if flag is not None else fmt in ("markdown", "json")
+    return flag if flag is not None else fmt in (Format.MARKDOWN, Format.JSON)
 
 
 def prepare(
@@ -81,18 +80,25 @@ def report_dict(prepared: Prepared) -> dict[str, Any]:
     return data
 
 
-def render_text(prepared: Prepared, fmt: str, width: int | None = 100) -> str:
-    if fmt == "json":
+def render_text(
+    prepared: Prepared, fmt: Format, width: int | None = 100, *, verbose: bool = False
+) -> str:
+    if fmt is Format.JSON:
         return json.dumps(report_dict(prepared), indent=2) + "\n"
-    if fmt == "markdown":
+    if fmt is Format.MARKDOWN:
         from doctor.render.markdown import render_markdown
 
         return render_markdown(
             prepared.report, command=prepared.command, redactions=prepared.redactions
         )
-    from doctor.render.terminal import render_terminal_text
+    if fmt is Format.TERMINAL:
+        from doctor.render.terminal import render_terminal_text
 
-    return render_terminal_text(prepared.report, width=width) + _redaction_note(prepared)
+        text = render_terminal_text(
+            prepared.report, width=width, command=prepared.command, verbose=verbose
+        )
+        return text + _redaction_note(prepared)
+    assert_never(fmt)
 
 
 def _redaction_note(prepared: Prepared) -> str:
@@ -103,10 +109,12 @@ def _redaction_note(prepared: Prepared) -> str:
     return "Redacted: " + ", ".join(KIND_LABELS[k] for k in prepared.redactions) + "\n"
 
 
-def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> None:
+def show(
+    prepared: Prepared, fmt: Format, output: str | None, no_color: bool, *, verbose: bool = False
+) -> None:
     """Print to the terminal (colour when it is one) or write ``output``."""
-    if fmt != "terminal" or output is not None:
-        write_output(render_text(prepared, fmt), output)
+    if fmt is not Format.TERMINAL or output is not None:
+        write_output(render_text(prepared, fmt, verbose=verbose), output)
         return
     from rich.console import Console
 
@@ -115,7 +123,7 @@ def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> No
     console = Console(
         no_color=no_color or "NO_COLOR" in os.environ, highlight=False, soft_wrap=False
     )
-    render_terminal(prepared.report, console)
+    render_terminal(prepared.report, console, command=prepared.command, verbose=verbose)
     note = _redaction_note(prepared)
     if note:
         console.print(note.rstrip("\n"), style="dim")
