@@ -60,8 +60,9 @@ def family_table() -> list[str]:
     return lines
 
 
-def render_list(fmt: Format) -> str:
+def render_list(fmt: Format | str) -> str:
     """`torch-doctor list`: every finding id with its meaning and its page."""
+    fmt = Format(fmt)
     found = entries()
     if fmt is Format.JSON:
         rows = [

@@ -137,7 +137,7 @@ class Report:
 
     def next_step(self, command: str) -> tuple[Finding[Any], Remedy] | None:
         """``first_step`` as something to run: a pyproject.toml block becomes the
-        `torch-doctor fix` command that applies it to the inspected environment (built from
+        `torch-doctor fix --sync` command that applies it to the inspected environment (built from
         ``command``, this run's own command line, so --python and --project come along)."""
         step = self.first_step
         if step is None:
@@ -147,8 +147,8 @@ class Report:
             return step
         run_fix = Remedy(
             kind=RemedyKind.SHELL,
-            summary="add the pyproject.toml block with `torch-doctor fix` (it shows the diff "
-            "and asks before writing)",
+            summary="add the pyproject.toml block, then lock and sync: `torch-doctor fix "
+            "--sync` shows the diff and asks before writing",
             text=fix_command(command),
             target=remedy.target,
         )
@@ -160,8 +160,8 @@ _TARGET_OPTIONS = ("--python", "--project")
 
 
 def fix_command(command: str) -> str:
-    """`torch-doctor fix` for the environment ``command`` (a check or explain command
-    line) inspected: its --python and --project, nothing else."""
+    """`torch-doctor fix --sync` for the environment ``command`` (a check or explain
+    command line) inspected: its --python and --project, nothing else."""
     try:
         words = shlex.split(command)
     except ValueError:
@@ -175,4 +175,4 @@ def fix_command(command: str) -> str:
             fix += [option, value]
         elif i + 1 < len(words):
             fix += [option, words[i + 1]]
-    return " ".join(shlex.quote(w) for w in fix)
+    return " ".join(shlex.quote(w) for w in [*fix, "--sync"])

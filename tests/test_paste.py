@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ class Scenario:
     args: list[str]
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def reference(self) -> DoctorRun:
+        """The JSON report: the remedies as the doctor means them."""
+        return self.run("--format", "json")
 
     def run(self, *extra: str, columns: int | None = None) -> DoctorRun:
         if columns is None:
@@ -142,16 +148,22 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
 }
 
 
-@pytest.fixture(params=sorted(SCENARIOS))
+@pytest.fixture(scope="module", params=sorted(SCENARIOS))
 def scenario(
     request: pytest.FixtureRequest,
-    make_env: Callable[..., FakeEnv],
-    workdir: Path,
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     driver_stubs: DriverStubs,
 ) -> Scenario:
+    """Each scenario built once for the module's tests (they only read it)."""
+    root = tmp_path_factory.mktemp(request.param)
+    workdir = root / "work"
+    workdir.mkdir()
+
+    def make_env(name: str = "venv") -> FakeEnv:
+        return FakeEnv.create(root / name)
+
     build = SCENARIOS[request.param]
-    return build(make_env=make_env, workdir=workdir, tmp_path=tmp_path, driver_stubs=driver_stubs)
+    return build(make_env=make_env, workdir=workdir, tmp_path=root, driver_stubs=driver_stubs)
 
 
 def code_remedies(run: DoctorRun) -> list[dict[str, Any]]:
@@ -210,7 +222,7 @@ def assert_only_code_and_links_overflow(output: str, width: int, remedies: list[
 
 
 def test_every_code_remedy_pastes_from_the_terminal_at_any_width(scenario: Scenario) -> None:
-    reference = scenario.run("--format", "json")
+    reference = scenario.reference
     assert reference.returncode in (0, 1), reference.stderr
     remedies = code_remedies(reference)
     assert remedies, f"no code remedy in {reference.root_ids()}"
@@ -223,7 +235,7 @@ def test_every_code_remedy_pastes_from_the_terminal_at_any_width(scenario: Scena
 
 
 def test_the_terminal_report_written_to_a_file_pastes(scenario: Scenario, tmp_path: Path) -> None:
-    reference = scenario.run("--format", "json")
+    reference = scenario.reference
     report = tmp_path / "report.txt"
     run = scenario.run("--output", str(report), columns=80)
     assert run.returncode == reference.returncode, run.stderr
@@ -231,7 +243,7 @@ def test_the_terminal_report_written_to_a_file_pastes(scenario: Scenario, tmp_pa
 
 
 def test_the_report_ends_with_the_root_causes_and_the_first_command(scenario: Scenario) -> None:
-    reference = scenario.run("--format", "json")
+    reference = scenario.reference
     roots = [f for f in reference.json["findings"] if f["root"] is None]
     output = scenario.run(columns=80).stdout
     tail = output[output.rindex("\nSummary\n") :]
@@ -246,7 +258,7 @@ def test_the_report_ends_with_the_root_causes_and_the_first_command(scenario: Sc
     last = [line.strip() for line in tail.splitlines() if line.strip()][-1]
     if code[0]["kind"] == "toml":
         # A pyproject.toml block is applied by `fix`, on the environment this run inspected.
-        assert last == " ".join(["torch-doctor", "fix", *scenario.args])
+        assert last == " ".join(["torch-doctor", "fix", *scenario.args, "--sync"])
     else:
         assert last == code[0]["text"].rstrip("\n").split("\n")[-1].strip()
 

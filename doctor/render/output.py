@@ -81,8 +81,9 @@ def report_dict(prepared: Prepared) -> dict[str, Any]:
 
 
 def render_text(
-    prepared: Prepared, fmt: Format, width: int | None = 100, *, verbose: bool = False
+    prepared: Prepared, fmt: Format | str, width: int | None = 100, *, verbose: bool = False
 ) -> str:
+    fmt = Format(fmt)
     if fmt is Format.JSON:
         return json.dumps(report_dict(prepared), indent=2) + "\n"
     if fmt is Format.MARKDOWN:

@@ -163,11 +163,10 @@ def _checks(report: Report, verbose: bool) -> Iterator[Line]:
 
 def _finding(finding: Finding[Any], consequences: tuple[Finding[Any], ...]) -> Iterator[Line]:
     mark, style = SEVERITY_STYLE[finding.severity]
-    title = Text()
-    title.append(f"{mark} {finding.severity.value} ", style=style)
+    title = Text(f"{finding.severity.value} ", style=style)
     title.append(finding.id, style="bold")
     title.append(f": {finding.title}")
-    yield title
+    yield _bullets([title], mark=mark, style=style)
     yield Padding(Text(finding.detail), (0, 0, 0, 2))
     if finding.evidence:
         yield Padding(_bullets(Text(line) for line in finding.evidence), (0, 0, 0, 2))
