@@ -71,12 +71,6 @@ def _report_options(parser: argparse._ActionsContainer) -> None:
     _format_option(parser, "terminal (default), json for programs, markdown for a support ticket")
     parser.add_argument("--output", metavar="FILE", help="write the report to FILE, not stdout")
     parser.add_argument("--no-color", action="store_true", help="plain text, no colour")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="list every check that passed or was skipped (by default: one line counts them)",
-    )
     privacy = parser.add_mutually_exclusive_group()
     privacy.add_argument(
         "--no-redact",
@@ -111,12 +105,21 @@ def _subcommand(
     )
 
 
+def _verbose_option(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list every check that passed or was skipped (by default: one line counts them)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torch-doctor",
         usage="torch-doctor [COMMAND] [options]",
         description=(
-            "Find why a CUDA build of PyTorch will not work in this environment, "
+            "Find why a CUDA build of PyTorch will not work in this environment,\n"
             "without importing torch, and print the exact remedy.\n"
             "With no command, runs `check`: its options are listed below."
         ),
@@ -144,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _target_options(check)
     _report_options(check)
+    _verbose_option(check)
     # `torch-doctor [options]` runs check, so its options are shown (never parsed) here too:
     # the main parser only ever sees -h/--version or a command (see _with_default_command).
     shown = parser.add_argument_group(
@@ -151,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _target_options(shown)
     _report_options(shown)
+    _verbose_option(shown)
     for action in shown._group_actions:
         action.default = argparse.SUPPRESS
 
