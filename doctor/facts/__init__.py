@@ -19,6 +19,7 @@ from doctor.facts.environment import (
     ToolchainFacts,
     TorchBuildFacts,
 )
+from doctor.facts.installer import InstallerFacts
 from doctor.facts.libraries import LibrariesFacts
 from doctor.facts.machine import MachineFacts
 from doctor.facts.project import (
@@ -29,6 +30,7 @@ from doctor.facts.project import (
 )
 
 __all__ = [
+    "InstallerFacts",
     "DistributionFacts",
     "Facts",
     "IndexFacts",
@@ -70,6 +72,7 @@ class Facts:
     machine: MachineFacts | None = None
     toolchain: ToolchainFacts | None = None
     failures: tuple[ProbeFailure, ...] = ()
+    installers: InstallerFacts | None = None
 
     def distribution(self, name: str) -> DistributionFacts | None:
         """The installed distribution that wins on sys.path, by normalised name."""

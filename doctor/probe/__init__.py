@@ -49,6 +49,7 @@ def gather(options: ProbeOptions) -> Facts:
 
 def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     from doctor.facts import Facts, ProbeFailure
+    from doctor.probe.installer import probe_installers
     from doctor.probe.interpreter import finish_interpreter_probe
     from doctor.probe.libraries import probe_libraries
     from doctor.probe.machine import MachineProbe
@@ -111,6 +112,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         machine=machine,
         toolchain=toolchain,
         failures=tuple(failures),
+        installers=probe_installers(inside.interpreter),
     )
 
 
