@@ -30,10 +30,10 @@ from doctor.facts.project import (
 )
 
 __all__ = [
-    "InstallerFacts",
     "DistributionFacts",
     "Facts",
     "IndexFacts",
+    "InstallerFacts",
     "InterpreterFacts",
     "LibrariesFacts",
     "LockedDependency",
