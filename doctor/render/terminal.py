@@ -136,9 +136,9 @@ def _checks(report: Report, verbose: bool) -> Iterator[Line]:
                 note.append(f": {worst.title}", style=style.replace("bold ", ""))
         elif result.status is CheckStatus.CRASHED or verbose:
             mark, style = STATUS_STYLE[result.status]
-            note = Text(result.spec.label)
-            if result.status is CheckStatus.CRASHED:
-                note = Text(f"{result.spec.id}: {result.spec.label}")
+            # What was checked; a crash (a bug to report) also by its id.
+            crashed = result.status is CheckStatus.CRASHED
+            note = Text(f"{result.spec.id}: " if crashed else "") + Text(result.spec.label)
             if result.reason:
                 note.append(f" ({result.reason})", style="dim")
         else:
