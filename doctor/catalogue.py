@@ -12,6 +12,7 @@ from pathlib import Path
 
 from doctor.checks import REGISTRY
 from doctor.findings import docs_url
+from doctor.render.formats import Format, assert_never
 
 __all__ = ["Entry", "entries", "family_table", "findings_index", "render_list", "update_file"]
 
@@ -59,10 +60,11 @@ def family_table() -> list[str]:
     return lines
 
 
-def render_list(fmt: str) -> str:
+def render_list(fmt: Format | str) -> str:
     """`torch-doctor list`: every finding id with its meaning and its page."""
+    fmt = Format(fmt)
     found = entries()
-    if fmt == "json":
+    if fmt is Format.JSON:
         rows = [
             {
                 "id": e.id,
@@ -74,19 +76,21 @@ def render_list(fmt: str) -> str:
             for e in found
         ]
         return json.dumps({"findings": rows}, indent=2) + "\n"
-    if fmt == "markdown":
+    if fmt is Format.MARKDOWN:
         lines = ["| finding | family | severity | meaning |", "|---|---|---|---|"]
         lines += [
             f"| [`{e.id}`]({e.doc}) | {e.family} | {' / '.join(e.severities)} | {e.summary} |"
             for e in found
         ]
         return "\n".join(lines) + "\n"
-    width = max((len(e.id) for e in found), default=0)
-    lines = []
-    for e in found:
-        lines.append(f"{e.id:<{width}}  {e.summary}")
-        lines.append(f"{'':<{width}}  {e.doc}")
-    return "\n".join(lines) + "\n"
+    if fmt is Format.TERMINAL:
+        width = max((len(e.id) for e in found), default=0)
+        lines = []
+        for e in found:
+            lines.append(f"{e.id:<{width}}  {e.summary}")
+            lines.append(f"{'':<{width}}  {e.doc}")
+        return "\n".join(lines) + "\n"
+    assert_never(fmt)
 
 
 def replace_table(text: str, table: list[str]) -> str:

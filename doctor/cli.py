@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from doctor import __version__
+from doctor.render.formats import Format
 
 if TYPE_CHECKING:
     from doctor.report import Report
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 COMMANDS = ("check", "fix", "explain", "list", "lock", "compare")
-FORMATS = ("terminal", "json", "markdown")
 
 
 class UsageError(Exception):
@@ -69,7 +69,7 @@ def _non_empty(option: str) -> Callable[[str], str]:
     return parse
 
 
-def _target_options(parser: argparse.ArgumentParser) -> None:
+def _target_options(parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
         "--python",
         metavar="PATH",
@@ -105,10 +105,14 @@ def _target_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _report_options(parser: argparse.ArgumentParser) -> None:
+def _format_option(parser: argparse._ActionsContainer, help: str) -> None:
     parser.add_argument(
-        "--format", choices=FORMATS, default="terminal", help="report format (default: terminal)"
+        "--format", type=Format, choices=list(Format), default=Format.TERMINAL, help=help
     )
+
+
+def _report_options(parser: argparse._ActionsContainer) -> None:
+    _format_option(parser, "terminal (default), json for programs, markdown for a support ticket")
     parser.add_argument(
         "--output",
         metavar="FILE",
@@ -135,25 +139,81 @@ def _report_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _subcommand(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    """A subcommand with its one-line description and an example under its options."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog="example:\n" + example,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _verbose_option(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list every check that passed or was skipped (by default: one line counts them)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torch-doctor",
+        usage="torch-doctor [COMMAND] [options]",
         description=(
-            "Find why a CUDA build of PyTorch will not work in this environment, "
-            "without importing torch, and print the exact remedy. "
-            "With no command, runs `check`."
+            "Find why a CUDA build of PyTorch will not work in this environment,\n"
+            "without importing torch, and print the exact remedy.\n"
+            "With no command, runs `check`: its options are listed below."
         ),
-        epilog="Exit status: 0 no error found, 1 errors found, 2 usage error or doctor failure.",
+        epilog=(
+            "examples:\n"
+            "  torch-doctor                                  check the active venv or ./.venv\n"
+            "  torch-doctor --python /path/to/venv           check another environment\n"
+            "  torch-doctor --format markdown --output t.md  a report for a support ticket\n"
+            "  torch-doctor fix                              apply the pyproject.toml remedies\n"
+            "  torch-doctor explain - < error.txt            name a pasted error\n"
+            "\n"
+            "`torch-doctor COMMAND --help` shows a command's own options.\n"
+            "Exit status: 0 no error found, 1 errors found, 2 usage error or doctor failure."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"torch-doctor {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    check = commands.add_parser("check", help="diagnose the environment (the default)")
+    check = _subcommand(
+        commands,
+        "check",
+        "diagnose the environment (the default command)",
+        "  torch-doctor check --python .venv --format markdown --output report.md",
+    )
     _target_options(check)
     _report_options(check)
+    _verbose_option(check)
+    # `torch-doctor [options]` runs check, so its options are shown (never parsed) here too:
+    # the main parser only ever sees -h/--version or a command (see _with_default_command).
+    shown = parser.add_argument_group(
+        "check options (`torch-doctor [options]` is `torch-doctor check [options]`)"
+    )
+    _target_options(shown)
+    _report_options(shown)
+    _verbose_option(shown)
+    for action in shown._group_actions:
+        action.default = argparse.SUPPRESS
 
-    fix = commands.add_parser(
-        "fix", help="apply the pyproject.toml remedies (shows the diff, keeps a backup)"
+    fix = _subcommand(
+        commands,
+        "fix",
+        "apply the pyproject.toml remedies (shows the diff, asks, keeps a backup)",
+        "  torch-doctor fix --dry-run\n  torch-doctor fix --yes --sync",
     )
     _target_options(fix)
     fix.add_argument("-y", "--yes", action="store_true", help="apply without asking")
@@ -162,43 +222,56 @@ def _parser() -> argparse.ArgumentParser:
         "--sync", action="store_true", help="run `uv lock` and `uv sync` after the edit"
     )
 
-    explain = commands.add_parser(
-        "explain", help="name a pasted error and check whether its causes are present here"
+    explain = _subcommand(
+        commands,
+        "explain",
+        "name a pasted error and check whether its causes are present here",
+        "  torch-doctor explain 'libcudnn.so.9: cannot open shared object file'\n"
+        "  python -c 'import torch' 2>&1 | torch-doctor explain -",
     )
     explain.add_argument("text", help="the error text, or - to read it from stdin")
     _target_options(explain)
     _report_options(explain)
 
     _lock_parser(commands)
-    compare = commands.add_parser(
+    compare = _subcommand(
+        commands,
         "compare",
-        help="compare the json reports of many nodes: the majority, the nodes that differ "
-        "and in what, every node's findings (docs/clusters.md)",
+        "compare the json reports of many nodes: the majority, the nodes that differ and in "
+        "what, every node's findings (docs/clusters.md)",
+        "  torch-doctor compare reports/",
     )
     compare.add_argument(
         "reports", nargs="+", metavar="REPORT", help="report files, or directories of them"
     )
     _report_options(compare)
 
-    listing = commands.add_parser("list", help="every finding id with its meaning and doc link")
-    listing.add_argument("--format", choices=("terminal", "json", "markdown"), default="terminal")
+    listing = _subcommand(
+        commands,
+        "list",
+        "list every finding id with its meaning and documentation link",
+        "  torch-doctor list --format markdown",
+    )
+    _format_option(listing, "terminal (default), json or markdown")
     listing.add_argument("--output", metavar="FILE", help="write the list to FILE")
     return parser
 
 
 def _lock_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    lock = commands.add_parser(
+    lock = _subcommand(
+        commands,
         "lock",
-        help="check uv.lock against its wheels' metadata on every platform (uses the network)",
-        description=(
-            "Check, before anyone syncs, that uv.lock records the dependencies each locked "
-            "torch-family wheel declares for its platform (uv#11945). Needs no venv, GPU or "
-            "torch. USES THE NETWORK: reads each wheel's metadata from its index (PEP 658 "
-            "metadata file, else an HTTP range read of the wheel) and caches it by the "
-            "wheel's sha256 (TORCH_DOCTOR_CACHE_DIR, default ~/.cache/torch-doctor)."
-        ),
-        epilog="Exit status: 0 the lock is consistent, 1 it is not, "
-        "2 some wheel could not be checked or bad input.",
+        "check uv.lock against its wheels' metadata on every platform (uses the network)",
+        "  torch-doctor lock              # after uv lock, in CI\n  torch-doctor lock --fix --dry-run",
+    )
+    lock.epilog = (
+        "Checks, before anyone syncs, that uv.lock records the dependencies each locked\n"
+        "torch-family wheel declares for its platform (uv#11945). Needs no venv, GPU or\n"
+        "torch. USES THE NETWORK: reads each wheel's metadata from its index (PEP 658\n"
+        "metadata file, else an HTTP range read of the wheel) and caches it by the\n"
+        "wheel's sha256 (TORCH_DOCTOR_CACHE_DIR, default ~/.cache/torch-doctor).\n"
+        "Exit status: 0 the lock is consistent, 1 it is not, 2 some wheel could not be\n"
+        "checked or bad input.\n\n" + (lock.epilog or "")
     )
     lock.add_argument("--project", metavar="DIR", default=".", help="the uv project (default: .)")
     lock.add_argument(
@@ -262,7 +335,7 @@ def _command_line(args: argparse.Namespace, command: Sequence[str] = ()) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _diagnose(args: argparse.Namespace, renderer: str | None = None) -> Report:
+def _diagnose(args: argparse.Namespace, renderer: Format | None = None) -> Report:
     """Start the probes, then (while they run) import the pipeline and, for ``renderer``,
     the report's renderer; then gather, judge, and return the report."""
     from doctor.probe import ProbeOptions
@@ -301,11 +374,11 @@ def _diagnose(args: argparse.Namespace, renderer: str | None = None) -> Report:
         started.kill()  # only what an error left running
 
 
-def _import_renderer(fmt: str) -> None:
-    """Import the report's renderer (rich for the terminal: ~30 ms) while probes run."""
+def _import_renderer(fmt: Format) -> None:
+    """Import the report's renderer (rich for the terminal: ~30 ms) while probes finish."""
     import doctor.render.output
 
-    if fmt == "terminal":
+    if fmt is Format.TERMINAL:
         import doctor.render.terminal  # noqa: F401
 
 
@@ -339,6 +412,7 @@ def _check(args: argparse.Namespace) -> int:
             args.format,
             args.output,
             args.no_color,
+            verbose=args.verbose,
         )
     finally:
         if stage is not None:

@@ -16,6 +16,7 @@ from typing import Callable
 from doctor.checks import REGISTRY
 from doctor.findings import CheckStatus
 from doctor.knowledge.signatures import Match, match_signatures
+from doctor.render.formats import Format
 from doctor.report import EXIT_OK, Explanation, Recognised, Report
 
 __all__ = ["UNKNOWN_MESSAGE", "ExplainOptions", "explain", "explanation_of"]
@@ -29,7 +30,7 @@ UNKNOWN_MESSAGE = (
 
 @dataclass(frozen=True)
 class ExplainOptions:
-    fmt: str = "terminal"
+    fmt: Format = Format.TERMINAL
     output: str | None = None
     redact: bool | None = None
     no_color: bool = False
@@ -106,7 +107,7 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
 
     matches = match_signatures(text)
     if not matches:
-        if options.fmt == "json":
+        if options.fmt is Format.JSON:
             unknown: dict[str, object] = {
                 key: [] for key in ("recognised", "confirmed", "ruled_out", "undetermined")
             }

@@ -5,6 +5,7 @@ the first step). Renderers only format what is here."""
 from __future__ import annotations
 
 import enum
+import shlex
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "Recognised",
     "Report",
     "Verdict",
+    "fix_command",
 ]
 
 EXIT_OK = 0
@@ -115,7 +117,8 @@ class Report:
 
     def root_of(self, result: CheckResult) -> str | None:
         """The root id every finding of a failed check hangs under (None: it is a root)."""
-        roots = {f.root for f in result.findings}
+        # The check's findings as related (result.findings are as the check wrote them).
+        roots = {f.root for f in self.findings if f.id == result.spec.id}
         if len(roots) == 1:
             return next(iter(roots))
         return None
@@ -143,6 +146,14 @@ class Report:
         if self.whole is not None:
             return self.whole.count(severity)
         return sum(1 for f in self.roots if f.severity is severity)
+
+    @property
+    def passed(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.status is CheckStatus.PASSED)
+
+    @property
+    def skipped(self) -> tuple[CheckResult, ...]:
+        return tuple(r for r in self.results if r.status is CheckStatus.SKIPPED)
 
     @property
     def crashed(self) -> tuple[CheckResult, ...]:
@@ -180,12 +191,57 @@ class Report:
         A pyproject.toml block is applied by `torch-doctor fix`, so for it the step is
         the block itself (renderers say `torch-doctor fix` beside it).
         """
-        for finding in self.roots:
-            if finding.severity is Severity.INFO:
-                continue
+        # Of the root causes as bad as the worst, one with a command to run comes first.
+        actionable = sorted(
+            (f for f in self.roots if f.severity is not Severity.INFO),
+            key=lambda f: (-f.severity.rank, not any(r.kind.is_code for r in f.remedies)),
+        )
+        for finding in actionable:
             for remedy in finding.remedies:
-                if remedy.kind is not RemedyKind.TEXT:
+                if remedy.kind.is_code:
                     return finding, remedy
             if finding.remedies:
                 return finding, finding.remedies[0]
         return None
+
+    def next_step(self, command: str) -> tuple[Finding[Any], Remedy] | None:
+        """``first_step`` as something to run: a pyproject.toml block becomes the
+        `torch-doctor fix --sync` command that applies it to the inspected environment (built from
+        ``command``, this run's own command line, so --python and --project come along)."""
+        step = self.first_step
+        if step is None:
+            return None
+        finding, remedy = step
+        if remedy.kind is not RemedyKind.TOML:
+            return step
+        run_fix = Remedy(
+            kind=RemedyKind.SHELL,
+            summary="add the pyproject.toml block, then lock and sync: `torch-doctor fix "
+            "--sync` shows the diff and asks before writing",
+            text=fix_command(command),
+            target=remedy.target,
+        )
+        return finding, run_fix
+
+
+# The options of a run that name what it inspected: `fix` must act on the same environment.
+_TARGET_OPTIONS = ("--python", "--project")
+
+
+def fix_command(command: str) -> str:
+    """`torch-doctor fix --sync` for the environment ``command`` (a check or explain
+    command line) inspected: its --python and --project, nothing else."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = []
+    fix = ["torch-doctor", "fix"]
+    for i, word in enumerate(words):
+        option, equals, value = word.partition("=")
+        if option not in _TARGET_OPTIONS:
+            continue
+        if equals:
+            fix += [option, value]
+        elif i + 1 < len(words):
+            fix += [option, words[i + 1]]
+    return " ".join(shlex.quote(w) for w in [*fix, "--sync"])

@@ -48,8 +48,14 @@ def test_lock_scenario_report_has_verdict_findings_facts_and_details(tmp_path: P
     assert lines[2].startswith("**❌ error: 1 error")
     assert "torch 2.14.1+cu130" in lines[2]
     headings = [line for line in lines if line.startswith("### ")]
-    assert headings[:3] == ["### Findings", "### Environment", "### Details"] or headings[:4] == [
+    assert headings[:4] == [
         "### Findings",
+        "### What I ran and what I saw",
+        "### Environment",
+        "### Details",
+    ] or headings[:5] == [
+        "### Findings",
+        "### What I ran and what I saw",
         "### Environment",
         "### CUDA libraries",
         "### Details",
@@ -57,7 +63,9 @@ def test_lock_scenario_report_has_verdict_findings_facts_and_details(tmp_path: P
     assert any(line.startswith("#### ❌ error: `lock-missing-dependencies`") for line in lines)
 
     # The remedies are fenced with their language; the TOML block parses on its own.
-    fences = dict((lang, body) for lang, body in _fences(text))
+    fences: dict[str, str] = {}
+    for lang, body in _fences(text):
+        fences.setdefault(lang, body)  # the first of each language: the remedies
     block = tomllib.loads(fences["toml"])
     [entry] = block["tool"]["uv"]["dependency-metadata"]
     assert entry["version"] == "2.14.1+cu130"
@@ -85,6 +93,42 @@ def test_lock_scenario_report_has_verdict_findings_facts_and_details(tmp_path: P
     assert f"torch-doctor {__version__}" in lines[-1]
     assert "`torch-doctor --format markdown`" in lines[-1]
     assert len(text.encode()) < MAX_BYTES
+
+
+def test_the_ticket_carries_what_maintainers_ask_for(tmp_path: Path) -> None:
+    project = make_lock_project(tmp_path / "demo")
+    secret = "s3cr3t-do-not-post"
+    run = run_doctor(
+        "--format",
+        "markdown",
+        cwd=project,
+        env={"NCCL_DEBUG": "INFO", "TORCH_CUDA_ARCH_LIST": "9.0", "UV_PUBLISH_TOKEN": secret},
+    )
+    text = run.stdout
+    # The installers: who installed torch, and pip's version when the venv has pip.
+    [installers] = _table_rows(text, "Installers")
+    assert "torch installed by `uv`" in installers
+    # The [tool.uv] tables and torch's uv.lock entry, each a TOML block that parses.
+    blocks = [tomllib.loads(body) for lang, body in _fences(text) if lang == "toml"]
+    [tool_uv] = [
+        b["tool"]["uv"]
+        for b in blocks
+        if "uv" in b.get("tool", {}) and "dependency-metadata" not in b["tool"]["uv"]
+    ]
+    assert tool_uv["index"][0]["url"] == "https://download.pytorch.org/whl/cu130"
+    [locked] = [b["package"][0] for b in blocks if "package" in b]
+    assert (locked["name"], locked["version"]) == ("torch", "2.14.1+cu130")
+    assert locked["source"] == {"registry": "https://download.pytorch.org/whl/cu130"}
+    # The variables of torch's, CUDA's, NCCL's and uv's families, secrets filtered.
+    assert "| `NCCL_DEBUG` | `INFO` |" in text
+    assert "| `TORCH_CUDA_ARCH_LIST` | `9.0` |" in text
+    assert "`UV_PUBLISH_TOKEN`" in text and secret not in text
+    # Room for what only the user knows, empty, to fill in.
+    section = text.split("### What I ran and what I saw", 1)[1].split("### ", 1)[0]
+    assert [(lang, body.strip()) for lang, body in _fences(section)] == [
+        ("bash", ""),
+        ("text", ""),
+    ]
 
 
 def test_report_without_findings_says_ok_and_lists_none() -> None:

@@ -21,6 +21,7 @@ from doctor.facts.environment import (
     TorchBuildFacts,
 )
 from doctor.facts.extensions import CudaToolkitFacts, ExtensionsFacts
+from doctor.facts.installer import InstallerFacts
 from doctor.facts.libraries import LibrariesFacts
 from doctor.facts.lock_graph import LockGraph
 from doctor.facts.lock_metadata import LockMetadataFacts
@@ -46,6 +47,7 @@ __all__ = [
     "ExtensionsFacts",
     "Facts",
     "IndexFacts",
+    "InstallerFacts",
     "InterpreterFacts",
     "LibrariesFacts",
     "LockGraph",
@@ -101,6 +103,7 @@ class Facts:
     node: NodeFacts | None = None  # identity and multi-GPU facts of this node
     collective: CollectiveFacts | None = None  # check --deep under torchrun
     failures: tuple[ProbeFailure, ...] = ()
+    installers: InstallerFacts | None = None
 
     def distribution(self, name: str) -> DistributionFacts | None:
         """The installed distribution that wins on sys.path, by normalised name."""

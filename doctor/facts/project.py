@@ -53,3 +53,5 @@ class ProjectFacts:
     dependency_metadata: tuple[dict[str, Any], ...] = ()
     locked_torch: tuple[LockedPackage, ...] = ()
     locked_names: tuple[str, ...] = ()
+    # pyproject.toml's whole [tool.uv] table, as parsed (what uv's issue template asks for).
+    tool_uv: dict[str, Any] = field(default_factory=dict)

@@ -64,6 +64,7 @@ def gather(options: ProbeOptions) -> Facts:
 
 def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     from doctor.facts import Facts, ProbeFailure
+    from doctor.probe.installer import probe_installers
     from doctor.probe.interpreter import finish_interpreter_probe
     from doctor.probe.libraries import LibraryProbe
     from doctor.probe.machine import MachineProbe
@@ -179,6 +180,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         lock_graph=lock_graph,
         uv_settings=uv_settings,
         node=node,
+        installers=probe_installers(inside.interpreter),
         # Reasons quote files and stderr: safe text, like every fact from the environment.
         failures=tuple(ProbeFailure(f.probe, clean(f.reason)) for f in failures),
     )

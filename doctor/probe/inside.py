@@ -56,6 +56,10 @@ ENVIRONMENT_VARIABLES = (
     "PIP_EXTRA_INDEX_URL",
 )
 
+# Every variable of these families is collected too: what maintainers' bug templates ask
+# for (secret-looking values are redacted before a report is shared).
+ENVIRONMENT_PREFIXES = ("TORCH", "PYTORCH", "CUDA", "NCCL", "UV_", "LD_")
+
 MAX_MISSING_LISTED = 20
 
 
@@ -508,7 +512,12 @@ def main():
         "probe_version": PROBE_VERSION,
         "interpreter": interpreter_facts(),
         "platform": platform_facts(),
-        "environment": {k: os.environ[k] for k in ENVIRONMENT_VARIABLES if k in os.environ},
+        "environment": {
+            k: v
+            for k, v in sorted(os.environ.items())
+            if k in ENVIRONMENT_VARIABLES
+            or (k.startswith(ENVIRONMENT_PREFIXES) and not k.startswith("TORCH_DOCTOR_"))
+        },
         "distributions": distributions,
         "torch": torch,
         "errors": errors,

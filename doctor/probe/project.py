@@ -129,7 +129,19 @@ def _read_pyproject(data: dict[str, Any]) -> dict[str, Any]:
         "indexes": tuple(indexes),
         "sources": sources,
         "dependency_metadata": metadata,
+        "tool_uv": _plain(uv),
     }
+
+
+def _plain(value: Any) -> Any:
+    """A parsed TOML value as JSON has it (TOML dates and times become ISO strings)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 def _read_lock(data: dict[str, Any], path: Path) -> dict[str, Any]:

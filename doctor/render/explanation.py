@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from doctor import __version__
+from doctor.render.formats import Format
 from doctor.report import Explanation
 
 __all__ = [
@@ -79,10 +80,10 @@ def explanation_markdown(explanation: Explanation) -> list[str]:
     return lines
 
 
-def render_explanation_only(explanation: Explanation, fmt: str) -> str:
+def render_explanation_only(explanation: Explanation, fmt: Format) -> str:
     """When no check of this version bears on the error: the preface alone."""
-    if fmt == "json":
+    if fmt is Format.JSON:
         return json.dumps({"explain": explanation_dict(explanation)}, indent=2) + "\n"
-    if fmt == "markdown":
+    if fmt is Format.MARKDOWN:
         return "\n".join(explanation_markdown(explanation))
     return "\n".join(explanation_text(explanation))

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from doctor import __version__
-from doctor.facts import DistributionFacts, Facts, to_jsonable
+from doctor.facts import DistributionFacts, Facts, LockedPackage, to_jsonable
 from doctor.findings import (
     CheckResult,
     CheckStatus,
@@ -311,6 +311,9 @@ def _facts_table(report: Report) -> list[str]:
     if plat is not None:
         libc = f" · {plat.libc} {plat.libc_version}" if plat.libc else ""
         rows.append(("Platform", f"{plat.system} {plat.machine}{libc} · {md(plat.release)}"))
+    installers = _installers_text(facts)
+    if installers is not None:
+        rows.append(("Installers", installers))
     rows += _machine_rows(report)
     toolchain = _toolchain_text(facts)
     if toolchain is not None:
@@ -319,6 +322,91 @@ def _facts_table(report: Report) -> list[str]:
     if project is not None:
         rows.append(("uv project", project))
     return ["### Environment", "", *table(("fact", "value"), rows), ""]
+
+
+def _installers_text(facts: Facts) -> str | None:
+    """Who installed torch, which uv made the venv, which pip is in it."""
+    parts = []
+    torch = facts.distribution("torch")
+    if torch is not None and torch.installer:
+        parts.append(f"torch installed by {code(torch.installer)}")
+    installers = facts.installers
+    if installers is not None and installers.venv_uv_version:
+        parts.append(f"venv created by uv {code(installers.venv_uv_version)}")
+    if installers is not None and installers.pip_version:
+        parts.append(f"pip {code(installers.pip_version)} in the venv")
+    elif installers is not None:
+        parts.append("no pip in the venv")
+    return " · ".join(parts) or None
+
+
+def _uv_project(facts: Facts) -> list[str]:
+    """pyproject.toml's [tool.uv] and torch's uv.lock entry, as uv's maintainers ask."""
+    project = facts.project
+    if project is None:
+        return []
+    body: list[str] = []
+    if project.tool_uv:
+        import tomlkit
+
+        text = tomlkit.dumps({"tool": {"uv": project.tool_uv}}).strip()
+        if len(text) > MAX_RAW_JSON:
+            text = text[:MAX_RAW_JSON] + f"\n# … {len(text) - MAX_RAW_JSON} more characters cut"
+        body += ["`[tool.uv]` in pyproject.toml:", "", *fence(text, "toml"), ""]
+    else:
+        body += ["pyproject.toml has no `[tool.uv]` table.", ""]
+    for entry in project.locked_torch:
+        body += ["torch in uv.lock:", "", *fence(_lock_entry(entry), "toml"), ""]
+    if not project.locked_torch:
+        body.append("uv.lock records no torch." if project.lock_path else "No uv.lock.")
+    return details("uv project: [tool.uv] and torch's uv.lock entry", body)
+
+
+def _lock_entry(entry: LockedPackage) -> str:
+    """A uv.lock [[package]] entry written back from what was read (the wheel list left
+    out: it is long and the source says where they come from)."""
+
+    def string(value: str) -> str:
+        return json.dumps(value)
+
+    lines = ["[[package]]", f"name = {string(entry.name)}"]
+    if entry.version is not None:
+        lines.append(f"version = {string(entry.version)}")
+    if entry.source:
+        inline = ", ".join(f"{k} = {string(v)}" for k, v in entry.source.items())
+        lines.append(f"source = {{ {inline} }}")
+    if entry.resolution_markers:
+        lines.append("resolution-markers = [")
+        lines += [f"    {string(m)}," for m in entry.resolution_markers]
+        lines.append("]")
+    lines.append("dependencies = [")
+    for dep in entry.dependencies:
+        fields = [f"name = {string(dep.name)}"]
+        if dep.extras:
+            fields.append(f"extra = [{', '.join(string(e) for e in dep.extras)}]")
+        if dep.marker:
+            fields.append(f"marker = {string(dep.marker)}")
+        lines.append(f"    {{ {', '.join(fields)} }},")
+    lines.append("]")
+    return "\n".join(lines)
+
+
+def _what_you_saw() -> list[str]:
+    """Room for what only the user knows: how torch was installed, and the error."""
+    return [
+        "### What I ran and what I saw",
+        "",
+        "<!-- Fill in: the exact install command(s), then the full error or traceback. -->",
+        "",
+        "Install command:",
+        "",
+        *fence("", "bash"),
+        "",
+        "Traceback:",
+        "",
+        *fence("", "text"),
+        "",
+    ]
 
 
 def _toolchain_text(facts: Facts) -> str | None:
@@ -611,6 +699,7 @@ def render_markdown(
     lines += [_verdict_line(report), ""]
     lines += _findings(report)
     lines += _other_roots(report)
+    lines += _what_you_saw()
     lines += _facts_table(report)
     lines += _libraries(report.facts)
     lines += _runtime(report.facts)
@@ -618,6 +707,7 @@ def render_markdown(
     lines += _checks(report)
     lines += _requirements(report)
     lines += _distributions(report)
+    lines += _uv_project(report.facts)
     lines += _environment(report.facts)
     lines += _loader_details(report.facts)
     lines += _failures(report.facts)

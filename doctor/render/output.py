@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doctor.render.formats import Format, assert_never
 from doctor.report import Report
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from doctor.redact import RedactionRules
 
 __all__ = [
-    "FORMATS",
+    "Format",
     "OutputError",
     "Prepared",
     "default_redaction",
@@ -32,8 +33,6 @@ __all__ = [
     "terminal_width",
     "write_output",
 ]
-
-FORMATS = ("terminal", "json", "markdown")
 
 
 class OutputError(Exception):
@@ -50,9 +49,9 @@ class Prepared:
     extra: Any = None  # what a command shows beside the report (explain's verdicts)
 
 
-def default_redaction(fmt: str, flag: bool | None) -> bool:
+def default_redaction(fmt: Format, flag: bool | None) -> bool:
     """``flag`` from --redact/--no-redact wins; otherwise on for markdown and json."""
-    return flag if flag is not None else fmt in ("markdown", "json")
+    return flag if flag is not None else fmt in (Format.MARKDOWN, Format.JSON)
 
 
 def prepare(
@@ -84,10 +83,13 @@ def report_dict(prepared: Prepared) -> dict[str, Any]:
     return data
 
 
-def render_text(prepared: Prepared, fmt: str, width: int | None = 100) -> str:
+def render_text(
+    prepared: Prepared, fmt: Format | str, width: int | None = 100, *, verbose: bool = False
+) -> str:
+    fmt = Format(fmt)
     explanation = prepared.report.explanation
     cluster = _cluster_view(prepared)
-    if fmt == "json":
+    if fmt is Format.JSON:
         if explanation is not None:
             from doctor.render.explanation import explanation_dict
 
@@ -100,19 +102,20 @@ def render_text(prepared: Prepared, fmt: str, width: int | None = 100) -> str:
 
             data["cluster"] = cluster_to_dict(cluster, prepared.redactions)
         return json.dumps(data, indent=2) + "\n"
-    if fmt == "markdown":
+    if fmt is Format.MARKDOWN:
         from doctor.render.markdown import render_markdown
 
         return render_markdown(
             prepared.report, command=prepared.command, redactions=prepared.redactions
         ) + _cluster_text(prepared, fmt)
-    from doctor.render.terminal import render_terminal_text
+    if fmt is Format.TERMINAL:
+        from doctor.render.terminal import render_terminal_text
 
-    return (
-        render_terminal_text(prepared.report, width=width)
-        + _redaction_note(prepared)
-        + _cluster_text(prepared, fmt)
-    )
+        text = render_terminal_text(
+            prepared.report, width=width, command=prepared.command, verbose=verbose
+        )
+        return text + _redaction_note(prepared) + _cluster_text(prepared, fmt)
+    assert_never(fmt)
 
 
 def _cluster_view(prepared: Prepared) -> ClusterView | None:
@@ -124,7 +127,7 @@ def _cluster_view(prepared: Prepared) -> ClusterView | None:
     return prepared.extra if isinstance(prepared.extra, ClusterView) else None
 
 
-def _cluster_text(prepared: Prepared, fmt: str) -> str:
+def _cluster_text(prepared: Prepared, fmt: Format) -> str:
     cluster = _cluster_view(prepared)
     if cluster is None:
         return ""
@@ -223,10 +226,16 @@ def for_encoding(text: str, encoding: str) -> str:
         return text.encode("ascii", "replace").decode("ascii")
 
 
-def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> None:
+def show(
+    prepared: Prepared, fmt: Format, output: str | None, no_color: bool, *, verbose: bool = False
+) -> None:
     """Print to the terminal (colour when it is one) or write ``output``."""
-    if fmt != "terminal" or output is not None:
-        write_output(render_text(prepared, fmt), output, redacted=prepared.redactions is not None)
+    if fmt is not Format.TERMINAL or output is not None:
+        write_output(
+            render_text(prepared, fmt, verbose=verbose),
+            output,
+            redacted=prepared.redactions is not None,
+        )
         return
     stream = _stdout()
     width = terminal_width()
@@ -236,7 +245,7 @@ def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> No
             import shutil
 
             width = shutil.get_terminal_size((80, 24)).columns
-        text = render_text(prepared, "terminal", width=width)
+        text = render_text(prepared, Format.TERMINAL, width=width, verbose=verbose)
         write_output(text, None)
         return
     from rich.console import Console
@@ -251,7 +260,7 @@ def show(prepared: Prepared, fmt: str, output: str | None, no_color: bool) -> No
         soft_wrap=False,
     )
     try:
-        render_terminal(prepared.report, console)
+        render_terminal(prepared.report, console, command=prepared.command, verbose=verbose)
         note = _redaction_note(prepared)
         if note:
             console.print(note.rstrip("\n"), style="dim")
