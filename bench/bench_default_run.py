@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,9 +66,10 @@ def real_torch_venv() -> Path:
     return real_torch_venv_path(TORCH_VERSION)
 
 
-def doctor_launcher() -> list[str]:
+def doctor_command(venv: Path) -> list[str]:
     script = Path(sys.executable).parent / "torch-doctor"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "doctor"]
+    return [*launcher, "--python", str(venv)]
 
 
 def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -132,7 +133,7 @@ def default_run_facts(venv: Path, cwd: Path) -> dict[str, Any]:
     """The doctor's JSON report of the plain venv, paths unredacted (its facts name what
     the load probe loaded and what the ELF walk read)."""
     proc = subprocess.run(
-        [*doctor_launcher(), "--python", str(venv), "--format", "json", "--no-redact"],
+        [*doctor_command(venv), "--format", "json", "--no-redact"],
         cwd=cwd,
         env=environment(),
         capture_output=True,
@@ -248,7 +249,8 @@ def public_api_dynamic(path: str) -> tuple[str | None, tuple[str, ...], str, str
         for segment in ELFFile(stream).iter_segments():
             if not isinstance(segment, DynamicSegment):
                 continue
-            for tag in segment.iter_tags():
+            tags: Iterable[Any] = segment.iter_tags()  # DynamicTag's attributes are dynamic
+            for tag in tags:
                 if tag.entry.d_tag == "DT_NEEDED":
                     needed.append(tag.needed)
                 elif tag.entry.d_tag == "DT_SONAME":
@@ -326,8 +328,9 @@ def elf_comparison(paths: Sequence[str], repeats: int) -> list[str]:
 def phase_timings(venv: Path) -> list[tuple[str, float]]:
     """The doctor's phases, one after the other in this process (imports paid first).
 
-    Each probe runs here alone; in the real run every probe process starts at once and
-    they overlap. A phase whose API moved is reported as unavailable, not a failure.
+    Each probe runs here alone, its processes started when it starts; in the real run
+    (`all probes`) every probe process starts at once and they overlap. A phase whose API
+    moved is reported as unavailable rather than failing the benchmark.
     """
     phases: list[tuple[str, float]] = []
 
@@ -341,14 +344,41 @@ def phase_timings(venv: Path) -> list[tuple[str, float]]:
         phases.append((name, time.perf_counter() - started))
         return result
 
-    if timed("import the pipeline and renderer", _import_pipeline) is None:
+    modules = timed("import the pipeline and renderer", _import_pipeline)
+    if modules is None:
         return phases
     from doctor.pipeline import judge
     from doctor.probe import ProbeOptions, gather
+    from doctor.probe.interpreter import probe_interpreter
     from doctor.probe.target import resolve_target
     from doctor.render.terminal import render_terminal_text
 
     target = resolve_target(str(venv), None)
+    inside = timed("inside probe (target interpreter)", lambda: probe_interpreter(target.python))
+
+    def libraries(load: bool) -> Any:
+        from doctor.probe.libraries import probe_libraries
+
+        return probe_libraries(
+            target.python,
+            inside.torch,
+            inside.interpreter,
+            inside.distributions,
+            inside.environment,
+            timeout=60.0,
+            load=load,
+            shared_libraries=inside.shared_libraries,
+        )
+
+    def machine() -> Any:
+        from doctor.probe.machine import MachineProbe
+
+        return MachineProbe(timeout=60.0).finish(inside.torch)
+
+    if inside is not None:
+        timed("library probe, static (ELF)", lambda: libraries(False))
+        timed("library probe, with contained load", lambda: libraries(True))
+        timed("machine probe (NVML, libcuda, fatbin)", machine)
     facts = timed("all probes (gather, as run)", lambda: gather(ProbeOptions(target=target)))
     report = timed("checks and remedies", lambda: judge(facts))
     timed("terminal rendering", lambda: render_terminal_text(report))
@@ -401,13 +431,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     venv = (args.venv or real_torch_venv()).resolve()
     cwd = Path("/")  # no project around: the default run of a plain venv
     python = str(venv / "bin" / "python")
-    doctor = [*doctor_launcher(), "--python"]
     report = default_run_facts(venv, cwd)
     loads = bare_loads(report)
 
     variants = {
         "doctor": Variant(
-            "torch-doctor --python <venv>", [*doctor, str(venv)], environment(), (0, 1)
+            "torch-doctor --python <venv>", doctor_command(venv), environment(), (0, 1)
         ),
         "floor": Variant(
             f"bare ctypes.CDLL of the {len(loads)} loads",
@@ -431,16 +460,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             one_gpu, many_gpus = stub_environments(scratch)
             variants["crowded"] = Variant(
                 f"torch-doctor, {extra} extra distributions",
-                [*doctor, str(crowded)],
+                doctor_command(crowded),
                 environment(),
                 (0, 1),
             )
             variants["one_gpu"] = Variant(
-                "torch-doctor, 1 GPU (stand-in driver)", [*doctor, str(venv)], one_gpu, (0, 1)
+                "torch-doctor, 1 GPU (stand-in driver)", doctor_command(venv), one_gpu, (0, 1)
             )
             variants["many_gpus"] = Variant(
                 f"torch-doctor, {MANY_GPUS} GPUs (stand-in driver)",
-                [*doctor, str(venv)],
+                doctor_command(venv),
                 many_gpus,
                 (0, 1),
             )
