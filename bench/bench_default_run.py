@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import hashlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -56,6 +58,13 @@ STAGE_MODES = {
     "needed by torch": os.RTLD_LOCAL,
     "cudnn sub-library": os.RTLD_LOCAL,
 }
+
+
+STARTED = time.perf_counter()
+
+
+def progress(what: str) -> None:
+    print(f"[{time.perf_counter() - STARTED:5.1f} s] {what} ...", flush=True)
 
 
 def real_torch_venv() -> Path:
@@ -94,25 +103,52 @@ class Variant:
     cpu: list[float] = field(default_factory=list)
 
     def run_once(self, cwd: Path) -> tuple[float, float]:
-        """Wall and CPU seconds. CPU is the process's own plus that of the children it
-        collected (wait4): a child still exiting when it ends is not counted."""
+        """Wall and CPU seconds. The CPU is that of the whole process tree: the command's,
+        its children's, and its probe processes' still exiting when it ends (this process
+        is their subreaper, see collect_orphans)."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.Popen(
             self.argv, cwd=cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         assert proc.stderr is not None
         stderr = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
-        returncode = os.waitstatus_to_exitcode(status)
-        if returncode not in self.accepted:
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        collect_orphans()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode not in self.accepted:
             # e.g. a test that uninstalls a wheel from the shared venv while this runs
-            sys.exit(f"{self.name} failed with status {returncode}:\n{stderr.decode()}")
-        return wall, usage.ru_utime + usage.ru_stime
+            sys.exit(f"{self.name} failed with status {proc.returncode}:\n{stderr.decode()}")
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        return wall, cpu
 
     @property
     def median(self) -> float:
         return statistics.median(self.wall)
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Processes the timed commands leave behind (a probe still exiting when the doctor
+    ends) become this process's children, so collect_orphans can count their CPU."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def collect_orphans(deadline: float = 10.0) -> None:
+    """Wait for the re-parented leftovers of the last command (none is expected to live long)."""
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # none left
+        if pid == 0:
+            time.sleep(0.002)
 
 
 def time_interleaved(variants: Sequence[Variant], runs: int, cwd: Path, warm_up: bool) -> None:
@@ -310,7 +346,7 @@ def elf_comparison(paths: Sequence[str], repeats: int) -> list[str]:
         return statistics.median(samples) * 1000
 
     ours_ms, public_ms = median_ms(doctor_path), median_ms(public_api)
-    imports = repeats if repeats < 5 else 5
+    imports = min(repeats, 5)
     ours_import = import_seconds(
         "import elftools.common.utils, elftools.elf.structs, elftools.elf.enums", imports
     )
@@ -429,8 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = 20 if args.quick else EXTRA_DISTRIBUTIONS
 
     venv = (args.venv or real_torch_venv()).resolve()
+    if not become_subreaper():
+        print("(not a subreaper: the CPU column misses probes still exiting)", flush=True)
     cwd = Path("/")  # no project around: the default run of a plain venv
     python = str(venv / "bin" / "python")
+    progress("the default run's facts (--format json)")
     report = default_run_facts(venv, cwd)
     loads = bare_loads(report)
 
@@ -455,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-", dir=venv.parent) as scratch_name:
         scratch = Path(scratch_name)
         if not args.no_scale:
-            print(f"a copy of the venv with {extra} more distributions ...", flush=True)
+            progress(f"a copy of the venv with {extra} more distributions")
             crowded = venv_with_distributions(venv, scratch, extra)
             one_gpu, many_gpus = stub_environments(scratch)
             variants["crowded"] = Variant(
@@ -473,8 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 many_gpus,
                 (0, 1),
             )
-        print(f"timing {len(variants)} commands, {runs} interleaved round(s) ...", flush=True)
+        progress(f"timing {len(variants)} commands, {runs} interleaved round(s)")
         time_interleaved(list(variants.values()), runs, cwd, warm_up=not args.quick)
+        progress("removing the copy")
 
     cores = len(os.sched_getaffinity(0))
     print(f"venv: {venv}")
@@ -519,11 +559,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(ratio.line())
     doctor_cpu = statistics.median(variants["doctor"].cpu)
     print(
-        f"the default run's CPU ({doctor_cpu * 1000:.0f} ms, at least) / {cores} core(s) = "
+        f"the default run's CPU ({doctor_cpu * 1000:.0f} ms, every process) / {cores} core(s) = "
         f"{doctor_cpu / cores * 1000:.0f} ms: no schedule of that work ends sooner"
     )
 
-    for line in elf_comparison(elf_paths(report), 3 if args.quick else 15):
+    progress("ELF readers")
+    for line in elf_comparison(elf_paths(report), 1 if args.quick else 15):
         print(line)
     if not (args.quick or args.no_phases):
         print("doctor phases, in-process:")
