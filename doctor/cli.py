@@ -262,7 +262,8 @@ def _lock_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         commands,
         "lock",
         "check uv.lock against its wheels' metadata on every platform (uses the network)",
-        "  torch-doctor lock              # after uv lock, in CI\n  torch-doctor lock --fix --dry-run",
+        "  torch-doctor lock              # after uv lock, in CI\n"
+        "  torch-doctor lock --fix --dry-run",
     )
     lock.epilog = (
         "Checks, before anyone syncs, that uv.lock records the dependencies each locked\n"

@@ -73,3 +73,14 @@ def test_cli_reports_a_leftover_cuda_12_wheel(
     assert finding["data"]["foreign"][0]["name"] == "nvidia-cudnn-cu12"
     assert finding["remedies"][0]["text"].endswith("nvidia-cudnn-cu12")
     assert run.returncode == 0  # a warning
+
+
+def test_only_a_known_wheel_with_or_without_a_cu_suffix_has_a_cuda_major() -> None:
+    from doctor.knowledge.cuda_libraries import WheelMajor, wheel_cuda_major
+
+    assert wheel_cuda_major("nvidia-cublas-cu12") == WheelMajor(12, or_later=False)
+    assert wheel_cuda_major("nvidia-cuda-runtime-cu11") == WheelMajor(11, or_later=False)
+    assert wheel_cuda_major("nvidia-cublas") == WheelMajor(13, or_later=True)
+    for other in ("nvidia-cublas-cu", "nvidia-cublas-cuda", "nvidia-cublas-cu12x", "requests"):
+        assert wheel_cuda_major(other) is None, other
+    assert wheel_cuda_major("nvidia-cuda") is None  # a prefix of a stem is not the wheel

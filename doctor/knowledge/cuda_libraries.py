@@ -117,17 +117,23 @@ class WheelMajor(NamedTuple):
     or_later: bool  # no -cuNN suffix: a wheel of this major or a later one
 
 
+@cache
+def _wheel_stems() -> frozenset[str]:
+    return frozenset(stem for library in _libraries().values() for stem in library.wheels)
+
+
 def wheel_cuda_major(distribution: str) -> WheelMajor | None:
     """The CUDA major of a CUDA library wheel from its -cuNN suffix; without a suffix, the
     first major that dropped it, "or later". None for other distributions."""
-    for library in _libraries().values():
-        for stem in library.wheels:
-            if wheel_matches(stem, distribution):
-                suffix = distribution[len(stem) :]
-                if suffix:
-                    return WheelMajor(int(suffix[3:]), or_later=False)
-                major: int = load("cuda_libraries")["unsuffixed_from_cuda_major"]
-                return WheelMajor(major, or_later=True)
+    # A set lookup, not wheel_matches per stem: a check asks for every installed
+    # distribution, and a venv may hold thousands (bench/: 2,000 extra distributions).
+    stems = _wheel_stems()
+    if distribution in stems:
+        major: int = load("cuda_libraries")["unsuffixed_from_cuda_major"]
+        return WheelMajor(major, or_later=True)
+    stem, marker, digits = distribution.rpartition("-cu")
+    if marker and digits.isdecimal() and stem in stems:
+        return WheelMajor(int(digits), or_later=False)
     return None
 
 
