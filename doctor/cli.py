@@ -103,6 +103,12 @@ def _target_options(parser: argparse._ActionsContainer) -> None:
         "(seconds to a minute; see docs/deep.md); under torchrun, every rank also joins an "
         "all-reduce and rank 0 shows the cluster (docs/clusters.md)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="with --deep under torchrun: also run the torch.compile stage on every rank "
+        "(skipped there by default: each rank compiles cold, ~10 s on a CPU)",
+    )
 
 
 def _format_option(parser: argparse._ActionsContainer, help: str) -> None:
@@ -330,6 +336,8 @@ def _command_line(args: argparse.Namespace, command: Sequence[str] = ()) -> str:
         words += ["--project", args.project]
     if getattr(args, "deep", False):
         words.append("--deep")
+    if getattr(args, "compile", False):
+        words.append("--compile")
     words += ["--format", args.format]
     if args.redact is False:
         words.append("--no-redact")
@@ -345,6 +353,8 @@ def _diagnose(args: argparse.Namespace, renderer: Format | None = None) -> Repor
 
     if args.project is not None and not Path(args.project).expanduser().is_dir():
         raise UsageError(f"--project {args.project}: no such directory")
+    if getattr(args, "compile", False) and not getattr(args, "deep", False):
+        raise UsageError("--compile goes with --deep (it adds a stage of the runtime probe)")
     try:
         target = resolve_target(args.python, args.project)
     except TargetError as exc:
@@ -369,6 +379,7 @@ def _diagnose(args: argparse.Namespace, renderer: Format | None = None) -> Repor
                     load_libraries=not args.no_load,
                     started=started,
                     deep=getattr(args, "deep", False),
+                    compile=getattr(args, "compile", False),
                 )
             )
     finally:

@@ -18,6 +18,7 @@ __all__ = [
     "cudnn_sublibraries",
     "default_torch_preload",
     "driver_sonames",
+    "owner_prefixes",
     "soname_stem",
     "wheel_cuda_major",
     "wheel_matches",
@@ -97,6 +98,12 @@ def cudnn_sublibraries() -> tuple[str, ...]:
 @cache
 def driver_sonames() -> tuple[str, ...]:
     return tuple(load("cuda_libraries")["driver_sonames"])
+
+
+@cache
+def owner_prefixes() -> tuple[str, ...]:
+    """Name prefixes of the distributions whose CUDA libraries count as torch's own."""
+    return tuple(load("cuda_libraries")["owner_prefixes"])
 
 
 @cache

@@ -45,6 +45,7 @@ class ProbeOptions(NamedTuple):
     load_libraries: bool = True  # run the contained CUDA library load probe (--no-load)
     started: StartedProbes | None = None  # the probe processes, when already started
     deep: bool = False  # check --deep: import torch and run stages in a contained child
+    compile: bool = False  # --compile: the torch.compile stage under torchrun too
 
 
 def gather(options: ProbeOptions) -> Facts:
@@ -195,10 +196,17 @@ def _deep(
     """The runtime probe, after the others: it competes for the CPU with nothing then."""
     import os
 
+    from doctor.probe.collective import torchrun_present
     from doctor.probe.libraries import record_owners
     from doctor.probe.runtime import RuntimeProbe
 
-    started.runtime = RuntimeProbe(options.target.python, timeout=options.timeout, env=os.environ)
+    skip = {}
+    if torchrun_present() and not options.compile:
+        # Every rank would compile cold at once (~10 s each on a CPU): asked for, not default.
+        skip["compile"] = "under torchrun it runs only when asked (--compile)"
+    started.runtime = RuntimeProbe(
+        options.target.python, timeout=options.timeout, env=os.environ, skip=skip
+    )
     return started.runtime.finish(record_owners(distributions, shared_libraries))
 
 

@@ -43,6 +43,7 @@ from doctor.knowledge.cuda_libraries import (
     cudnn_sublibraries,
     default_torch_preload,
     driver_sonames,
+    owner_prefixes,
     soname_stem,
 )
 from doctor.probe import load_inside
@@ -64,7 +65,6 @@ MAX_LOAD_PROCESSES = 6
 # load_inside.py is unannotated (old interpreters run it): the two readers used here, typed.
 _read_preload_flow: Callable[[str], dict[str, Any] | None] = load_inside.preload_flow
 _make_flow_plan: Callable[..., dict[str, Any]] = load_inside.flow_plan
-OWNER_FAMILIES = ("nvidia-", "cuda-", "torch", "triton", "pytorch-triton")
 
 
 def torch_preload_flow(torch_dir: str) -> TorchPreload:
@@ -87,7 +87,7 @@ def record_owners(
     inside probe read (``shared_libraries``: metadata directory -> real paths)."""
     owners: dict[str, str] = {}
     for dist in distributions:
-        if dist.shadowed or not dist.name.startswith(OWNER_FAMILIES):
+        if dist.shadowed or not dist.name.startswith(owner_prefixes()):
             continue
         for path in shared_libraries.get(dist.metadata_dir, ()):
             owners.setdefault(path, dist.name)

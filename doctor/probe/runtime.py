@@ -41,6 +41,7 @@ DEFAULT_STAGES = ("import", "build", "maps", "cpu", "nccl", "compile")
 TOTAL_FACTOR = 3  # the whole probe may take this many --timeout's
 STDERR_LIMIT = 64 * 1024  # bytes of the child's stderr kept (the end of it)
 STDERR_TAIL_LINES = 12
+LINE_LIMIT = 4 * 1024 * 1024  # bytes of stdout without a newline kept (events are far shorter)
 
 _TITLES = {
     "import": ("import torch", "importing torch"),
@@ -78,10 +79,13 @@ class RuntimeProbe:
         env: Mapping[str, str] | None = None,
         stages: Sequence[str] = DEFAULT_STAGES,
         config: Mapping[str, Any] | None = None,
+        skip: Mapping[str, str] | None = None,
     ) -> None:
         self.stage_timeout = timeout
         self.total_timeout = timeout * TOTAL_FACTOR
-        self.stages = list(stages)
+        # Stages not run, each with the reason the report gives (e.g. compile under torchrun).
+        self.skipped = {name: why for name, why in (skip or {}).items() if name in stages}
+        self.stages = [name for name in stages if name not in self.skipped]
         self.current: str | None = None
         self.heard = False  # any event yet (before the first, the interpreter is starting)
         self.current_started = time.perf_counter()
@@ -212,6 +216,9 @@ class _EventStream:
                     del self._stderr[:-STDERR_LIMIT]
                 elif data:
                     self._buffer += data
+                    if b"\n" not in self._buffer and len(self._buffer) > LINE_LIMIT:
+                        # Not an event of ours (they are short lines): keep memory bounded.
+                        self._buffer = b""
                 else:
                     self._selector.unregister(self._out)
                     self.closed = True
@@ -345,6 +352,10 @@ def _facts(
             stages.append(
                 RuntimeStage(name=name, title=title, status=StageStatus.SKIPPED, reason=why)
             )
+    for name, why in probe.skipped.items():
+        stages.append(
+            RuntimeStage(name=name, title=stage_title(name), status=StageStatus.SKIPPED, reason=why)
+        )
     build = (events.get("build") or {}).get("evidence") or {}
     imported = (events.get("import") or {}).get("evidence") or {}
     nccl = (events.get("nccl") or {}).get("evidence") or {}
