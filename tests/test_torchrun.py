@@ -75,7 +75,7 @@ def torchrun(
 def doctor(venv: FakeEnv, fmt: str, output: str) -> str:
     return (
         f"{sys.executable} -m doctor check --deep --python {venv.root} --no-load "
-        f"--timeout {TIMEOUT} --format {fmt} --output {output}"
+        f"--timeout {TIMEOUT} --format {fmt} --output {output} --verbose"
     )
 
 
@@ -95,7 +95,11 @@ def test_healthy_ranks_prove_the_all_reduce_and_rank_0_shows_the_cluster(
     assert "2 reports, all agree" in rank0
     rank1 = (tmp_path / "reports" / "1.txt").read_text()
     assert "Cluster (torchrun)" not in rank1  # only rank 0 shows the cluster
-    assert "collective-failed" in rank1  # its check passed, with the label shown
+    assert "the job's all-reduce" in rank1  # its check passed, listed by --verbose
+    # Every rank ran the single-node stages first, without compiling cold at once.
+    for text in (rank0, rank1):
+        assert "import torch" in text and "CPU matmul and conv" in text
+        assert "under torchrun it runs only when asked (--compile)" in text
 
 
 def test_the_job_report_names_the_rank_that_differs_and_the_rank_that_hangs(

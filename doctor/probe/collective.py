@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import queue
-import signal
 import subprocess
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor.facts.collective import CollectiveFacts, RankResult
+from doctor.probe.contained import Contained
 
 __all__ = ["TORCHRUN_VARIABLES", "CollectiveStage", "torchrun_present"]
 
@@ -33,6 +33,11 @@ IMPORT_ALLOWANCE = 60.0
 NO_STORE_STAGES = ("import torch", "join the rendezvous store")
 # 1 MiB of float32: enough to see a bandwidth, cheap on a CPU.
 DEFAULT_ELEMENTS = 1 << 18
+# Rank 0's child waits this long for "shown" after its answer (release()).
+RELEASE_GRACE = 30.0
+# Bytes of one line read from the child: its answer carries every rank's compact report.
+LINE_LIMIT = 64 * 1024 * 1024
+STDERR_LINE_LIMIT = 64 * 1024
 
 
 def torchrun_present(environ: Mapping[str, str] | None = None) -> bool:
@@ -72,41 +77,39 @@ class CollectiveStage:
         request = {"timeout": timeout, "elements": elements, "report": report, "host": host}
         self.start_error: str | None = None
         self._out_of_store = False  # this rank's child never joined the rendezvous store
-        self.proc: subprocess.Popen[str] | None = None
-        try:
-            self.proc = subprocess.Popen(
-                [python, "-c", source, "torch-doctor-collective"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                start_new_session=True,  # its own process group: killed as one
-            )
-        except OSError as exc:
-            self.start_error = exc.strerror or str(exc)
+        self.proc: subprocess.Popen[bytes] | None = None
+        # The one containment of every child (doctor/probe/contained.py): its own session,
+        # found again by kill_all on SIGINT/SIGTERM/SIGHUP, daemons it leaves are marked.
+        self.child = Contained(
+            [python, "-c", source, "torch-doctor-collective"],
+            timeout=self.deadline_seconds + RELEASE_GRACE,
+            env=env,
+            open_stdin=True,
+        )
+        if self.child.proc is None:
+            self.start_error = self.child.start_error
             return
-        assert self.proc.stdin is not None
-        with contextlib.suppress(OSError):
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
+        self.proc = self.child.proc
+        self.child.send(json.dumps(request) + "\n")
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
 
     def _read_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith(MARKER):
-                self._lines.put(line[len(MARKER) :])
+        with contextlib.suppress(OSError, ValueError):
+            # Bounded lines: a library writing without newlines cannot fill memory.
+            while line := self.proc.stdout.readline(LINE_LIMIT):
+                text = line.decode("utf-8", "replace")
+                if text.startswith(MARKER) and text.endswith("\n"):
+                    self._lines.put(text[len(MARKER) :])
         self._lines.put(None)
 
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-            del self._stderr[:-20]  # the tail is what explains a crash
+        with contextlib.suppress(OSError, ValueError):
+            while line := self.proc.stderr.readline(STDERR_LINE_LIMIT):
+                self._stderr.append(line.decode("utf-8", "replace"))
+                del self._stderr[:-20]  # the tail is what explains a crash
 
     def _failed(self, error: str) -> CollectiveFacts:
         self._out_of_store = True  # whether it reached the store is unknown: assume not
@@ -157,9 +160,9 @@ class CollectiveStage:
         if self.rank == 0:
             if self.proc is None:
                 return
+            self.child.send("shown\n")
             with contextlib.suppress(OSError, ValueError, AssertionError):
                 assert self.proc.stdin is not None
-                self.proc.stdin.write("shown\n")
                 self.proc.stdin.close()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(10)
@@ -174,9 +177,8 @@ class CollectiveStage:
         self.kill()
 
     def kill(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        with contextlib.suppress(OSError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.child.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
