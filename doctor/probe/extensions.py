@@ -33,7 +33,9 @@ from doctor.facts.extensions import (
     MissingSymbol,
     UnreadableObject,
 )
+from doctor.probe.files import UnreadableFile, read_capped
 from doctor.probe.symbols import SymbolTable, SymbolTableError, open_symbol_table
+from doctor.probe.text import clean
 
 __all__ = ["demangle", "is_torch_symbol", "probe_extensions", "torch_soname"]
 
@@ -251,7 +253,7 @@ def probe_extensions(
                         name=dist.name,
                         display_name=dist.display_name,
                         version=dist.version,
-                        installer=dist.installer,
+                        installer=dist.installer or _installer(dist.metadata_dir),
                         torch_requirement=requirement,
                         built_for_torch=release,
                         built_for_cxx11_abi=cxx11,
@@ -302,3 +304,13 @@ def demangle(names: Sequence[str], *, timeout: float = 10.0) -> tuple[dict[str, 
     if not run.ok or len(lines) != len(names):
         return {}, None
     return {m: d for m, d in zip(names, lines) if d != m}, "c++filt"
+
+
+def _installer(metadata_dir: str) -> str | None:
+    """INSTALLER of a distribution the inside probe did not read it for (it reads it only
+    for torch's family and requirements): an extension's installer is in its report."""
+    try:
+        text = read_capped(os.path.join(metadata_dir, "INSTALLER"), "INSTALLER")
+    except UnreadableFile:
+        return None
+    return clean(text.decode("utf-8", "replace").strip()) or None

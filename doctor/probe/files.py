@@ -19,6 +19,7 @@ __all__ = ["CAPS", "UnreadableFile", "check_regular", "read_capped"]
 CAPS = {
     "pyproject.toml": 4 * 1024 * 1024,
     "uv.lock": 64 * 1024 * 1024,
+    "INSTALLER": 4096,
 }
 
 

@@ -302,6 +302,14 @@ def read_distribution(location, metadata_dir):
         dist["error"] = "cannot read METADATA: {}".format(exc.strerror or exc)
     except Exception as exc:  # noqa: BLE001 - corrupt metadata is a fact, not a crash
         dist["error"] = "cannot parse METADATA: {}".format(exc)
+    dist["name"] = normalise(dist["display_name"])
+    return dist
+
+
+def read_install_details(dist):
+    """INSTALLER and WHEEL's tags: read only for the distributions a report names (two
+    more files per distribution are most of the cost of a venv of thousands)."""
+    metadata_dir = dist["metadata_dir"]
     try:
         dist["installer"] = (
             read_text(os.path.join(metadata_dir, "INSTALLER"), "INSTALLER").strip() or None
@@ -312,8 +320,6 @@ def read_distribution(location, metadata_dir):
         dist["wheel_tags"] = read_headers(os.path.join(metadata_dir, "WHEEL")).get("tag", [])
     except Exception:  # noqa: BLE001 - optional
         pass
-    dist["name"] = normalise(dist["display_name"])
-    return dist
 
 
 def record_names(text):
@@ -488,6 +494,7 @@ def main():
             wanted.update(requirement_name(r) for r in dist["requires_dist"])
     for dist in distributions:
         if dist["name"].startswith(FAMILY_PREFIXES) or dist["name"] in wanted:
+            read_install_details(dist)
             try:
                 family = dist["name"].startswith(FAMILY_PREFIXES) and not dist["shadowed"]
                 dist["record"] = check_record(dist, shared_libraries=family)
