@@ -122,3 +122,19 @@ def test_documentation_describes_every_top_level_key_and_enum() -> None:
         assert f"`{kind}`" in doc
     for verdict in schema["properties"]["verdict"]["enum"]:
         assert f"`{verdict}`" in doc
+
+
+def test_the_schema_names_every_fact_the_report_carries() -> None:
+    """Every field of Facts is described by the schema (facts allow extra keys, so a field
+    dropped from the schema would otherwise pass unnoticed, e.g. in a merge)."""
+    import dataclasses
+
+    from doctor.facts import Facts
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    described = set(schema["$defs"]["facts"]["properties"])
+    fields = {f.name for f in dataclasses.fields(Facts)}
+    assert fields - described == set()
+    # And each is documented in docs/json-report.md's facts table.
+    doc = DOC_PATH.read_text(encoding="utf-8")
+    assert [f for f in sorted(fields) if f"| `{f}` |" not in doc] == []

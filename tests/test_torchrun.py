@@ -16,8 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
+import jsonschema
 import pytest
+from referencing import Registry, Resource
 
 from tests.driver_stub import Driver, DriverStubs
 from tests.factory import FakeEnv, doctor_env, real_torch_venv_path
@@ -132,6 +135,17 @@ esac
     assert (tmp_path / "hung.pid").exists(), run.stderr[-3000:]
     assert (reports / "1.json").exists()  # every rank that could report did, rank 0 first
     data: dict[str, Any] = json.loads((reports / "0.json").read_text())
+    # Rank 0's job report (with its cluster view) is valid against the report schema.
+    docs = Path(__file__).parents[1] / "docs"
+    schema = json.loads((docs / "report.schema.json").read_text())
+    compare_schema = json.loads((docs / "compare.schema.json").read_text())
+    # report.schema.json refers to compare.schema.json beside it (by its $id's base).
+    registry = Registry().with_resource(
+        urljoin(schema["$id"], "compare.schema.json"), Resource.from_contents(compare_schema)
+    )
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+    assert [e.message for e in validator.iter_errors(data)] == []
+    assert run.returncode != 0  # rank 0 speaks for the job (a rank hung): torchrun fails
     # The collective: rank 2, with its host, is the cause.
     finding = next(f for f in data["findings"] if f["id"] == "collective-failed")
     assert finding["data"]["ranks"] == [2]
