@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from packaging.specifiers import SpecifierSet
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context, Workflow
@@ -750,6 +750,10 @@ def _torch_it_was_built_for(extension: _ExtensionPayload, ctx: Context) -> Remed
     release = _exact_release(built_for)
     if release is None:
         return None
+    try:
+        Version(release)
+    except InvalidVersion:
+        return None  # not a release this remedy can pin
     row = torch_release(release)
     companions = [
         f"torchvision=={row.torchvision}.*"

@@ -318,8 +318,8 @@ def _restart_container(finding: Finding[ContainerLostGpus], ctx: Context) -> Rem
         )
     return Remedy(
         RemedyKind.SHELL,
-        "now, on the host: restart the container (it gets its device access back); "
-        f"`{engine} ps` lists it, set CONTAINER to its name",
+        "now, on the host: restart the container (it gets its device access back); the "
+        "first command lists the containers: set CONTAINER to this one's name",
         f'{engine} ps\n{engine} restart "$CONTAINER"\n',
     )
 
