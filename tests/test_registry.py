@@ -213,3 +213,45 @@ def test_a_new_check_appears_everywhere_from_its_declaration_alone(
     assert throwaway_check in render_list("terminal")
     assert any(throwaway_check in line for line in findings_index())
     assert any(throwaway_check in line for line in family_table())
+
+
+# --- knowledge defined once ---------------------------------------------------------------
+
+
+def test_the_loaders_messages_are_one_table_read_by_the_probe_and_both_families() -> None:
+    from doctor.checks import libraries, runtime
+    from doctor.knowledge import load
+    from doctor.knowledge.loader_errors import (
+        cannot_open,
+        named_object,
+        undefined_symbol,
+        version_not_found,
+    )
+
+    table = load("loader_errors")
+    for kind, pattern in (
+        ("cannot_open", cannot_open()),
+        ("undefined_symbol", undefined_symbol()),
+        ("version_not_found", version_not_found()),
+    ):
+        assert pattern.search(table[kind]["example"]), kind
+        for family in (libraries, runtime):
+            assert getattr(family, kind.upper()) is pattern, (family.__name__, kind)
+    # What each family reads from them, on the loader's and Python's texts.
+    site = "/venv/lib/python3.12/site-packages"
+    missing = cannot_open().search(
+        f"ImportError: {site}/torch/lib/libcudnn.so.9: cannot open shared object file"
+    )
+    assert missing is not None and missing.group("soname") == "libcudnn.so.9"
+    assert missing.group("path") == f"{site}/torch/lib/libcudnn.so.9"
+    dlerror = table["undefined_symbol"]["example"]
+    named = undefined_symbol().match(dlerror)
+    assert named is not None and named.group("version") == "libnvJitLink.so.12"
+    assert named_object(dlerror) == f"{site}/torch/lib/../../nvidia/cusparse/lib/libcusparse.so.12"
+    assert undefined_symbol().match(f"ImportError: {dlerror}") is None  # dlerror's own text only
+    assert undefined_symbol().search(f"ImportError: {dlerror}") is not None
+    assert (
+        named_object(table["version_not_found"]["example"]) == f"{site}/torch/lib/libtorch_cpu.so"
+    )
+    assert named_object("version `GLIBCXX_3.4.30' not found") is None
+
