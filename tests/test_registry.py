@@ -255,3 +255,18 @@ def test_the_loaders_messages_are_one_table_read_by_the_probe_and_both_families(
     )
     assert named_object("version `GLIBCXX_3.4.30' not found") is None
 
+
+def test_the_torch_family_is_one_list_and_the_inside_probe_reads_every_member() -> None:
+    from doctor.checks import drift, uv_config
+    from doctor.knowledge import torch_family, torch_index_family
+    from doctor.probe import inside, project
+    from doctor.remedies import variants
+
+    family = torch_family()
+    assert family[0] == "torch" and torch_index_family()[0] == "torch"
+    assert set(torch_index_family()) < set(family)
+    assert drift.TORCH_FAMILY == project.TORCH_FAMILY == family
+    assert uv_config.ROUTED_FAMILY == variants.TORCH_FAMILY == torch_index_family()
+    # The inside probe (stdlib only, another interpreter) keeps its own prefixes: each
+    # member's files are checked against its RECORD.
+    assert all(name.startswith(inside.FAMILY_PREFIXES) for name in family)

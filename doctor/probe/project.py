@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor.facts import IndexFacts, LockedDependency, LockedPackage, ProjectFacts
+from doctor.knowledge import torch_family
 from doctor.probe.files import UnreadableFile, read_capped
 from doctor.probe.text import clean_tree
 
@@ -17,7 +18,7 @@ else:  # pragma: no cover - exercised on 3.9 and 3.10
 
 __all__ = ["TORCH_FAMILY", "load_toml", "locate_project", "probe_project"]
 
-TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton")
+TORCH_FAMILY = torch_family()
 
 
 class TomlError(Exception):
