@@ -80,6 +80,63 @@ def test_renderers_import_nothing_from_checks() -> None:
         assert not {m for m in imported if m.startswith("doctor.checks")}, path.name
 
 
+# What reads the file system. The probes resolve and read; checks, derive and the renderers
+# work on the facts alone, so a report judged or rendered elsewhere says the same.
+FILE_SYSTEM_CALLS = frozenset(
+    {
+        "open",
+        "realpath",
+        "resolve",
+        "exists",
+        "lexists",
+        "isfile",
+        "isdir",
+        "islink",
+        "is_file",
+        "is_dir",
+        "is_symlink",
+        "stat",
+        "lstat",
+        "readlink",
+        "listdir",
+        "scandir",
+        "iterdir",
+        "glob",
+        "rglob",
+        "read_text",
+        "read_bytes",
+    }
+)
+NO_IO_PACKAGES = ("checks", "derive", "render")
+
+
+def _file_system_uses(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr in FILE_SYSTEM_CALLS:
+            yield f"{path.name}:{node.lineno}: {ast.unparse(node)}"
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in FILE_SYSTEM_CALLS:
+                yield f"{path.name}:{node.lineno}: {node.func.id}()"
+        elif isinstance(node, ast.ImportFrom) and node.module in ("os", "os.path", "pathlib"):
+            names = {alias.name for alias in node.names} & FILE_SYSTEM_CALLS
+            if names:
+                yield f"{path.name}:{node.lineno}: from {node.module} import {sorted(names)}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        str(p.relative_to(REPO / "doctor"))
+        for package in NO_IO_PACKAGES
+        for p in (REPO / "doctor" / package).glob("*.py")
+    ),
+)
+def test_checks_derive_and_renderers_do_no_file_system_io(module: str) -> None:
+    """Paths are resolved (and files read) by the probes, which put the results in the
+    facts: os.path.realpath in a renderer would resolve on the host that renders."""
+    assert list(_file_system_uses(REPO / "doctor" / module)) == []
+
+
 def test_every_payload_has_a_schema_and_the_report_schema_carries_them_all() -> None:
     schema = json.loads((REPO / "docs" / "report.schema.json").read_text(encoding="utf-8"))
     for spec in REGISTRY.values():

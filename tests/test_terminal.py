@@ -128,3 +128,28 @@ def test_fix_command_keeps_only_what_names_the_inspected_environment() -> None:
         fix_command("torch-doctor explain - --python '/a b/.venv' --project=/p --format markdown")
         == "torch-doctor fix --python '/a b/.venv' --project /p --sync"
     )
+
+
+def test_libraries_in_a_site_packages_named_through_a_symlink_are_shown_under_site() -> None:
+    # The venv was named through a link (purelib as Python says it); library paths are
+    # resolved, and so are the site dirs, by the probe: the table says <site>/… either way.
+    real_site = "/data/venvs/demo/lib/python3.11/site-packages"
+    case = founding_case()
+    assert case.interpreter is not None and case.libraries is not None
+    interpreter = dataclasses.replace(case.interpreter, real_site_dirs=(real_site,))
+    rows = tuple(
+        dataclasses.replace(
+            row, load=dataclasses.replace(row.load, path=row.load.path.replace(SITE, real_site))
+        )
+        if row.load is not None and row.load.path
+        else row
+        for row in case.libraries.cuda
+    )
+    linked = dataclasses.replace(
+        case,
+        interpreter=interpreter,
+        libraries=dataclasses.replace(case.libraries, cuda=rows),
+    )
+    text = render_terminal_text(judge(linked), width=100)
+    assert "<site>/nvidia/cu13/lib" in text
+    assert real_site not in text

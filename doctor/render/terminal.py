@@ -255,9 +255,8 @@ def _cuda_libraries(report: Report, width: int) -> Iterator[Line]:
     if libraries is None or not libraries.cuda:
         return
     interpreter = report.facts.interpreter
-    sites = {interpreter.purelib, interpreter.platlib} if interpreter is not None else set()
-    # Resolved once per table, not once per row (realpath is a system call per component).
-    real_sites = [os.path.realpath(site) for site in sorted(sites) if site]
+    # Library paths are symlink-resolved; so are these (by the probe).
+    real_sites = list(interpreter.real_site_dirs) if interpreter is not None else []
     rows = []
     for row in libraries.cuda:
         version = row.load.version if row.load is not None and row.load.version else ""
