@@ -137,6 +137,24 @@ def test_checks_derive_and_renderers_do_no_file_system_io(module: str) -> None:
     assert list(_file_system_uses(REPO / "doctor" / module)) == []
 
 
+def test_formats_are_dispatched_on_the_format_enum_not_on_strings() -> None:
+    """One Format enum, exhaustive: `fmt is Format.X` branches ending in assert_never, which
+    mypy proves complete; a string comparison would let a new format fall through."""
+    from doctor.render.formats import Format
+
+    names = {f.value for f in Format}
+    paths = [*(REPO / "doctor" / "render").glob("*.py")]
+    paths += [REPO / "doctor" / m for m in ("cli.py", "explain.py", "catalogue.py")]
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                if any(isinstance(o, ast.Constant) and o.value in names for o in operands):
+                    found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
+
+
 def test_every_payload_has_a_schema_and_the_report_schema_carries_them_all() -> None:
     schema = json.loads((REPO / "docs" / "report.schema.json").read_text(encoding="utf-8"))
     for spec in REGISTRY.values():
