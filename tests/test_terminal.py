@@ -7,6 +7,7 @@ import dataclasses
 import io
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from doctor.findings import RemedyKind
 from doctor.pipeline import judge
 from doctor.render.terminal import render_terminal, render_terminal_text
 from doctor.report import Report, fix_command
+from tests.factory import FakeEnv, run_doctor
 from tests.handmade import SITE, facts, healthy_distributions, locked_torch, project
 
 GOLDEN = Path(__file__).parent / "golden" / "terminal_report_80.txt"
@@ -153,3 +155,19 @@ def test_libraries_in_a_site_packages_named_through_a_symlink_are_shown_under_si
     text = render_terminal_text(judge(linked), width=100)
     assert "<site>/nvidia/cu13/lib" in text
     assert real_site not in text
+
+
+def test_a_report_in_a_pipe_has_no_trailing_spaces(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    # rich pads prose lines to the width; in a pipe or a file that is noise (a diff, a paste).
+    env = make_env()
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    run = run_doctor("--python", str(env.root), cwd=workdir)
+    assert "missing-cuda-wheel" in run.stdout
+    assert [line for line in run.stdout.splitlines() if line != line.rstrip()] == []
+    written = workdir / "report.txt"
+    run_doctor("--python", str(env.root), "--output", str(written), cwd=workdir)
+    text = written.read_text(encoding="utf-8")
+    assert "missing-cuda-wheel" in text
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []

@@ -23,7 +23,7 @@ from doctor.render.machine_rows import machine_rows
 from doctor.render.runtime_rows import runtime_heading, runtime_rows
 from doctor.report import Report, Verdict
 
-__all__ = ["Verbatim", "render_terminal", "render_terminal_text"]
+__all__ = ["Verbatim", "render_terminal", "render_terminal_text", "without_trailing_spaces"]
 
 SEVERITY_STYLE = {
     Severity.ERROR: ("✗", "bold red"),
@@ -451,4 +451,10 @@ def render_terminal_text(
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, no_color=True, color_system=None, highlight=False)
     render_terminal(report, console, command=command, verbose=verbose)
-    return buffer.getvalue()
+    return without_trailing_spaces(buffer.getvalue())
+
+
+def without_trailing_spaces(text: str) -> str:
+    """Each line without the spaces rich pads it with to the width: noise in a file or a
+    pipe (a diff, a paste), where nothing needs the padding."""
+    return "\n".join(line.rstrip() for line in text.split("\n"))
