@@ -479,7 +479,7 @@ def _lock(args: argparse.Namespace) -> int:
         raise UsageError("--offline and --download contradict each other")
     if (args.yes or args.dry_run) and not args.fix:
         raise UsageError("--yes and --dry-run go with --fix")
-    if args.fix and args.format == "json":
+    if args.fix and args.format is Format.JSON:
         raise UsageError("--fix shows a diff and asks: use it with the terminal format")
     options = LockOptions(
         project=project.absolute(),

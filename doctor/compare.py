@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from doctor import __version__
+from doctor import REPORT_SCHEMA, __version__
 from doctor.probe.text import ENVIRONMENT_CAP, clean, clean_tree
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "summarise_report",
 ]
 
-REPORT_SCHEMA = "https://torch-doctor.dev/schemas/report-1.json"
 COMPARE_SCHEMA = "https://torch-doctor.dev/schemas/compare-1.json"
 # Distributions whose versions must agree across a job (torch's own, its CUDA wheels,
 # triton, and what decides the CUDA runtime).

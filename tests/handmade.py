@@ -70,6 +70,7 @@ def interpreter(environment: Mapping[str, str] | None = None) -> InterpreterFact
         platlib=SITE,
         sys_path=(SITE,),
         marker_environment=dict(environment if environment is not None else marker_env()),
+        real_site_dirs=(SITE,),  # as the probe resolves them (no symlinks here)
     )
 
 

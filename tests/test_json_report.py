@@ -138,3 +138,17 @@ def test_the_schema_names_every_fact_the_report_carries() -> None:
     # And each is documented in docs/json-report.md's facts table.
     doc = DOC_PATH.read_text(encoding="utf-8")
     assert [f for f in sorted(fields) if f"| `{f}` |" not in doc] == []
+
+
+def test_a_report_names_the_schema_file_it_follows_and_compare_reads_it(tmp_path: Path) -> None:
+    from doctor.compare import compare_paths
+    from doctor.pipeline import judge
+    from doctor.render.output import prepare, render_text
+    from tests.handmade import healthy_facts
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    text = render_text(prepare(judge(healthy_facts()), "torch-doctor", redacted=False), "json")
+    assert json.loads(text)["schema"] == schema["$id"]
+    (tmp_path / "node.json").write_text(text)
+    comparison = compare_paths([str(tmp_path / "node.json")])
+    assert comparison.problems == ()

@@ -196,6 +196,7 @@ def test_undefined_symbol_names_the_ld_library_path_entry_and_drops_every_copy_o
                 "torch global deps",
                 f"{SITE}/torch/lib/libtorch_global_deps.so",
                 error=error,
+                error_object=cusparse,  # the load probe resolves the object the error names
             ),
         ),
         environment={"LD_LIBRARY_PATH": f"{OLD_LIB}:/opt/x:{OLD_LIB}"},

@@ -80,6 +80,81 @@ def test_renderers_import_nothing_from_checks() -> None:
         assert not {m for m in imported if m.startswith("doctor.checks")}, path.name
 
 
+# What reads the file system. The probes resolve and read; checks, derive and the renderers
+# work on the facts alone, so a report judged or rendered elsewhere says the same.
+FILE_SYSTEM_CALLS = frozenset(
+    {
+        "open",
+        "realpath",
+        "resolve",
+        "exists",
+        "lexists",
+        "isfile",
+        "isdir",
+        "islink",
+        "is_file",
+        "is_dir",
+        "is_symlink",
+        "stat",
+        "lstat",
+        "readlink",
+        "listdir",
+        "scandir",
+        "iterdir",
+        "glob",
+        "rglob",
+        "read_text",
+        "read_bytes",
+    }
+)
+NO_IO_PACKAGES = ("checks", "derive", "render")
+
+
+def _file_system_uses(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr in FILE_SYSTEM_CALLS:
+            yield f"{path.name}:{node.lineno}: {ast.unparse(node)}"
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in FILE_SYSTEM_CALLS:
+                yield f"{path.name}:{node.lineno}: {node.func.id}()"
+        elif isinstance(node, ast.ImportFrom) and node.module in ("os", "os.path", "pathlib"):
+            names = {alias.name for alias in node.names} & FILE_SYSTEM_CALLS
+            if names:
+                yield f"{path.name}:{node.lineno}: from {node.module} import {sorted(names)}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        str(p.relative_to(REPO / "doctor"))
+        for package in NO_IO_PACKAGES
+        for p in (REPO / "doctor" / package).glob("*.py")
+    ),
+)
+def test_checks_derive_and_renderers_do_no_file_system_io(module: str) -> None:
+    """Paths are resolved (and files read) by the probes, which put the results in the
+    facts: os.path.realpath in a renderer would resolve on the host that renders."""
+    assert list(_file_system_uses(REPO / "doctor" / module)) == []
+
+
+def test_formats_are_dispatched_on_the_format_enum_not_on_strings() -> None:
+    """One Format enum, exhaustive: `fmt is Format.X` branches ending in assert_never, which
+    mypy proves complete; a string comparison would let a new format fall through."""
+    from doctor.render.formats import Format
+
+    names = {f.value for f in Format}
+    paths = [*(REPO / "doctor" / "render").glob("*.py")]
+    paths += [REPO / "doctor" / m for m in ("cli.py", "explain.py", "catalogue.py")]
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                if any(isinstance(o, ast.Constant) and o.value in names for o in operands):
+                    found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
+
+
 def test_every_payload_has_a_schema_and_the_report_schema_carries_them_all() -> None:
     schema = json.loads((REPO / "docs" / "report.schema.json").read_text(encoding="utf-8"))
     for spec in REGISTRY.values():
@@ -213,3 +288,60 @@ def test_a_new_check_appears_everywhere_from_its_declaration_alone(
     assert throwaway_check in render_list("terminal")
     assert any(throwaway_check in line for line in findings_index())
     assert any(throwaway_check in line for line in family_table())
+
+
+# --- knowledge defined once ---------------------------------------------------------------
+
+
+def test_the_loaders_messages_are_one_table_read_by_the_probe_and_both_families() -> None:
+    from doctor.checks import libraries, runtime
+    from doctor.knowledge import load
+    from doctor.knowledge.loader_errors import (
+        cannot_open,
+        named_object,
+        undefined_symbol,
+        version_not_found,
+    )
+
+    table = load("loader_errors")
+    for kind, pattern in (
+        ("cannot_open", cannot_open()),
+        ("undefined_symbol", undefined_symbol()),
+        ("version_not_found", version_not_found()),
+    ):
+        assert pattern.search(table[kind]["example"]), kind
+        for family in (libraries, runtime):
+            assert getattr(family, kind.upper()) is pattern, (family.__name__, kind)
+    # What each family reads from them, on the loader's and Python's texts.
+    site = "/venv/lib/python3.12/site-packages"
+    missing = cannot_open().search(
+        f"ImportError: {site}/torch/lib/libcudnn.so.9: cannot open shared object file"
+    )
+    assert missing is not None and missing.group("soname") == "libcudnn.so.9"
+    assert missing.group("path") == f"{site}/torch/lib/libcudnn.so.9"
+    dlerror = table["undefined_symbol"]["example"]
+    named = undefined_symbol().match(dlerror)
+    assert named is not None and named.group("version") == "libnvJitLink.so.12"
+    assert named_object(dlerror) == f"{site}/torch/lib/../../nvidia/cusparse/lib/libcusparse.so.12"
+    assert undefined_symbol().match(f"ImportError: {dlerror}") is None  # dlerror's own text only
+    assert undefined_symbol().search(f"ImportError: {dlerror}") is not None
+    assert (
+        named_object(table["version_not_found"]["example"]) == f"{site}/torch/lib/libtorch_cpu.so"
+    )
+    assert named_object("version `GLIBCXX_3.4.30' not found") is None
+
+
+def test_the_torch_family_is_one_list_and_the_inside_probe_reads_every_member() -> None:
+    from doctor.checks import drift, uv_config
+    from doctor.knowledge import torch_family, torch_index_family
+    from doctor.probe import inside, project
+    from doctor.remedies import variants
+
+    family = torch_family()
+    assert family[0] == "torch" and torch_index_family()[0] == "torch"
+    assert set(torch_index_family()) < set(family)
+    assert drift.TORCH_FAMILY == project.TORCH_FAMILY == family
+    assert uv_config.ROUTED_FAMILY == variants.TORCH_FAMILY == torch_index_family()
+    # The inside probe (stdlib only, another interpreter) keeps its own prefixes: each
+    # member's files are checked against its RECORD.
+    assert all(name.startswith(inside.FAMILY_PREFIXES) for name in family)

@@ -197,6 +197,32 @@ def test_a_fabric_registration_that_completed_with_an_error_fires() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("state", "error", "down"),
+    [
+        ("not-started", None, True),
+        ("in-progress", None, True),
+        ("completed", "Unknown Error", True),
+        ("completed", None, False),
+        (None, None, False),
+    ],
+)
+def test_the_gpu_row_shows_the_fabric_the_context_judged_down(
+    state: str | None, error: str | None, down: bool
+) -> None:
+    from doctor.render.terminal import render_terminal_text
+
+    gpu = dataclasses.replace(H100_SXM, fabric_state=state, fabric_error=error)
+    machine = healthy_machine(nvml=dataclasses.replace(healthy_machine().nvml, gpus=(gpu,)))  # type: ignore[arg-type]
+    report = judge(with_machine(machine))
+    [coverage] = report.context.coverage
+    assert coverage.fabric_unready is down
+    fired = any(f.id == "fabric-manager-not-running" for f in report.findings)
+    assert fired is down  # the row and the finding say the same
+    shown = f"NVSwitch fabric {state}" in render_terminal_text(report, width=120)
+    assert shown is down
+
+
 def test_error_802_with_an_unregistered_fabric_is_one_finding_through_the_cli(
     make_env: Callable[..., FakeEnv], workdir: Path, driver_stubs: DriverStubs
 ) -> None:

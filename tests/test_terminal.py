@@ -7,6 +7,7 @@ import dataclasses
 import io
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from doctor.findings import RemedyKind
 from doctor.pipeline import judge
 from doctor.render.terminal import render_terminal, render_terminal_text
 from doctor.report import Report, fix_command
+from tests.factory import FakeEnv, run_doctor
 from tests.handmade import SITE, facts, healthy_distributions, locked_torch, project
 
 GOLDEN = Path(__file__).parent / "golden" / "terminal_report_80.txt"
@@ -128,3 +130,44 @@ def test_fix_command_keeps_only_what_names_the_inspected_environment() -> None:
         fix_command("torch-doctor explain - --python '/a b/.venv' --project=/p --format markdown")
         == "torch-doctor fix --python '/a b/.venv' --project /p --sync"
     )
+
+
+def test_libraries_in_a_site_packages_named_through_a_symlink_are_shown_under_site() -> None:
+    # The venv was named through a link (purelib as Python says it); library paths are
+    # resolved, and so are the site dirs, by the probe: the table says <site>/… either way.
+    real_site = "/data/venvs/demo/lib/python3.11/site-packages"
+    case = founding_case()
+    assert case.interpreter is not None and case.libraries is not None
+    interpreter = dataclasses.replace(case.interpreter, real_site_dirs=(real_site,))
+    rows = tuple(
+        dataclasses.replace(
+            row, load=dataclasses.replace(row.load, path=row.load.path.replace(SITE, real_site))
+        )
+        if row.load is not None and row.load.path
+        else row
+        for row in case.libraries.cuda
+    )
+    linked = dataclasses.replace(
+        case,
+        interpreter=interpreter,
+        libraries=dataclasses.replace(case.libraries, cuda=rows),
+    )
+    text = render_terminal_text(judge(linked), width=100)
+    assert "<site>/nvidia/cu13/lib" in text
+    assert real_site not in text
+
+
+def test_a_report_in_a_pipe_has_no_trailing_spaces(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    # rich pads prose lines to the width; in a pipe or a file that is noise (a diff, a paste).
+    env = make_env()
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    run = run_doctor("--python", str(env.root), cwd=workdir)
+    assert "missing-cuda-wheel" in run.stdout
+    assert [line for line in run.stdout.splitlines() if line != line.rstrip()] == []
+    written = workdir / "report.txt"
+    run_doctor("--python", str(env.root), "--output", str(written), cwd=workdir)
+    text = written.read_text(encoding="utf-8")
+    assert "missing-cuda-wheel" in text
+    assert [line for line in text.splitlines() if line != line.rstrip()] == []

@@ -6,6 +6,7 @@ environment does not belong to."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +109,65 @@ def test_in_its_own_uv_project_the_fix_is_a_pyproject_block_for_that_project() -
     [block] = [r for r in cpu_only.remedies if r.kind is RemedyKind.TOML]
     assert block.target == "/project/pyproject.toml"
     assert "torch-doctor fix" in block.summary
+
+
+def test_a_project_reached_through_symlinks_owns_its_venv_as_the_probes_resolve_it(
+    tmp_path: Path,
+) -> None:
+    """The probes resolve the paths (on the inspected machine); derive compares what they
+    resolved: a venv named through a symlink is still the project's own, and gets `uv sync`."""
+    from doctor.probe.interpreter import probe_interpreter
+    from doctor.probe.project import probe_project
+    from tests.factory import FakeEnv
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "pyproject.toml").write_text('[project]\nname = "demo"\nversion = "0"\n')
+    (tmp_path / "link").symlink_to(real)
+    FakeEnv.create(real / ".venv")
+    # The venv as the user named it (through the link); the project found from the
+    # working directory (its real path): only resolved, they are the same tree.
+    inside = probe_interpreter(str(tmp_path / "link" / ".venv" / "bin" / "python"))
+    assert inside.interpreter is not None
+    assert inside.interpreter.prefix == str(tmp_path / "link" / ".venv")
+    assert inside.interpreter.real_prefix == str(real / ".venv")
+    site = Path(inside.interpreter.purelib)
+    assert inside.interpreter.real_site_dirs == (str(real / site.relative_to(tmp_path / "link")),)
+
+    missing = _missing_cudnn()
+    owned = dataclasses.replace(
+        missing,
+        interpreter=inside.interpreter,
+        project=dataclasses.replace(
+            missing.project, **_probed(probe_project(real, "working directory"))
+        ),
+    )
+    assert derive(owned).workflow is Workflow.UV_PROJECT
+
+    # UV_PROJECT_ENVIRONMENT names the venv relative to the project, through a symlink.
+    venvs = tmp_path / "venvs"
+    FakeEnv.create(venvs / "main")
+    (real / "envs").mkdir()
+    (real / "envs" / "main").symlink_to(venvs / "main")
+    elsewhere = probe_interpreter(str(venvs / "main" / "bin" / "python"))
+    named = probe_project(real, "working directory", "envs/main")
+    assert named.real_environment == str(venvs / "main")
+    named_env = dataclasses.replace(
+        missing,
+        interpreter=elsewhere.interpreter,
+        environment={"UV_PROJECT_ENVIRONMENT": "envs/main"},
+        project=dataclasses.replace(missing.project, **_probed(named)),
+    )
+    assert derive(named_env).workflow is Workflow.UV_PROJECT
+    unnamed = dataclasses.replace(named_env, environment={})
+    assert derive(unnamed).workflow is not Workflow.UV_PROJECT
+
+
+def _probed(project: Any) -> dict[str, Any]:
+    """What the project probe found about where the project is (the lock is hand-made)."""
+    return {
+        "root": project.root,
+        "found_by": project.found_by,
+        "real_root": project.real_root,
+        "real_environment": project.real_environment,
+    }

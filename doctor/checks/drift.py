@@ -22,10 +22,11 @@ from doctor.derive.expectations import applicable_requirements, is_cuda_wheel, s
 from doctor.facts import Facts, LockGraph
 from doctor.facts.lock_graph import GraphDependency, GraphPackage
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
+from doctor.knowledge import torch_family
 
 __all__ = ["PlannedChange", "VenvLockDrift", "default_groups", "sync_plan"]
 
-TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton")
+TORCH_FAMILY = torch_family()
 _EXTRA_CLAUSE = re.compile(r"""extra\s*(==|!=)\s*(['"])([^'"]+)\2""")
 _TRUE, _FALSE = "python_version >= '0'", "python_version < '0'"
 

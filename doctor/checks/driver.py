@@ -25,7 +25,7 @@ from doctor.derive.cuda_compat import (
 from doctor.derive.gpus import named_gpu
 from doctor.facts.machine import MachineFacts, NvmlStatus, VisibleDevicesFacts
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
-from doctor.knowledge import cuinit_meaning, gpu_family, mvc_limitations
+from doctor.knowledge import cuinit_meaning, driver_download_url, gpu_family, mvc_limitations
 from doctor.remedies.variants import capabilities_text, choose_variant, variant_remedies
 
 __all__ = [
@@ -292,7 +292,7 @@ def _no_nvidia_driver(finding: Finding[NoNvidiaDriver], ctx: Context) -> list[Re
             f"torch is built with CUDA {cuda_text}"
             + (f", which needs driver >= {need}" if need else "")
             + ". Install it from your distribution's NVIDIA packages or "
-            "https://www.nvidia.com/Download/index.aspx, then reboot.",
+            f"{driver_download_url()}, then reboot.",
         )
     ]
 

@@ -10,7 +10,6 @@ process that loaded them (what it did).
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from doctor.facts.libraries import (
 )
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge.cuda_libraries import driver_sonames
+from doctor.knowledge.loader_errors import cannot_open, undefined_symbol, version_not_found
 from doctor.remedies import reinstall_command
 
 __all__ = [
@@ -44,13 +44,11 @@ LOADER_VARIABLES = (Resolution.LD_LIBRARY_PATH, Resolution.LD_PRELOAD)
 
 # How an outside copy gets in ahead of the wheel's (the loader-path variables and the system).
 OUTSIDE = (Resolution.LD_PRELOAD, Resolution.LD_LIBRARY_PATH, Resolution.CACHE, Resolution.DEFAULT)
-UNDEFINED_SYMBOL = re.compile(
-    r"^(?P<object>[^:]+): undefined symbol: (?P<symbol>[^,\s]+)(?:, version (?P<version>\S+))?"
-)
-VERSION_NOT_FOUND = re.compile(
-    r"version `(?P<version>[^']+)' not found \(required by (?P<object>[^)]+)\)"
-)
-CANNOT_OPEN = re.compile(r"(?P<soname>[^\s:]+): cannot open shared object file")
+# The loader's messages (doctor/knowledge/loader_errors.toml). In dlerror's text the
+# undefined symbol's object comes first: UNDEFINED_SYMBOL.match, not .search.
+UNDEFINED_SYMBOL = undefined_symbol()
+VERSION_NOT_FOUND = version_not_found()
+CANNOT_OPEN = cannot_open()
 
 
 def _actual(row: CudaLibraryFacts) -> tuple[str | None, str, ResolvedDependency | None]:
@@ -254,11 +252,13 @@ class LibraryLoadFailed(Payload):
 
 def _cause(libraries: LibrariesFacts, load: LoadedLibraryFacts) -> LoadCause | None:
     error = load.error or ""
-    match = UNDEFINED_SYMBOL.search(error) or VERSION_NOT_FOUND.search(error)
-    if match is None:
+    match = UNDEFINED_SYMBOL.match(error) or VERSION_NOT_FOUND.search(error)
+    if match is None or match.group("object") is None:
         return None
     version = match.groupdict().get("version")
-    failing = os.path.realpath(match.group("object"))
+    # The load probe resolved the object the error names (symlinks, torch/lib/../..);
+    # facts without it (built by hand) name it as the loader wrote it.
+    failing = load.error_object or match.group("object")
     if not version:
         return None
     resolved: ResolvedDependency | None = None
@@ -307,12 +307,12 @@ def library_load_failed(ctx: Context) -> Outcome:
             continue  # torch's own flow loaded it afterwards
         # A load fails because of the object the loader names first (libtorch_global_deps
         # fails because its NEEDED libcusparse does), or the soname it cannot open.
-        named = UNDEFINED_SYMBOL.search(load.error or "")
+        named = UNDEFINED_SYMBOL.match(load.error or "")
         missing = CANNOT_OPEN.search(load.error or "")
         if named:
             subject = os.path.basename(named.group("object"))
         elif missing:
-            subject = missing.group("soname")
+            subject = missing.group("path")
         else:
             subject = load.soname
         # The same failure reached by two paths (torch/lib/../../nvidia/… and nvidia/…) is one.

@@ -85,7 +85,7 @@ def _mib(value: int) -> str:
 # --- dev-shm-too-small -------------------------------------------------------------------
 
 # What to give /dev/shm: enough for NCCL's segments and DataLoader's batches on 8 GPUs.
-_SHM_SIZE = "16g"
+_SHM_SIZE = str(load("multi_gpu")["shm"]["remedy_size"])
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,13 @@ from doctor.derive import Context
 from doctor.facts.runtime import RuntimeFacts, RuntimeStage, StageStatus
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge.cuda_libraries import cuda_library, driver_sonames
-from doctor.remedies import conda_note, drop_entries, reinstall_command, reinstall_one
+from doctor.knowledge.loader_errors import cannot_open, undefined_symbol, version_not_found
+from doctor.remedies import (
+    conda_note,
+    drop_entries,
+    reinstall_command,
+    reinstall_one,
+)
 from doctor.remedies.variants import capabilities_text, choose_variant, variant_remedies
 
 __all__ = [
@@ -51,10 +57,11 @@ RUNTIME_IDS = (
 FAMILY = "runtime"
 DRIVER = "driver"  # the subject the driver family's findings share
 FAILED = (StageStatus.FAILED, StageStatus.TIMED_OUT, StageStatus.CRASHED)
-# The loader's and Python's own words for what a failure concerns.
-CANNOT_OPEN = re.compile(r"(?P<soname>lib[\w.+-]+\.so[\w.]*): cannot open shared object file")
-UNDEFINED_SYMBOL = re.compile(r"(?P<object>\S+\.so[\w.]*): undefined symbol: (?P<symbol>\S+)")
-VERSION_NOT_FOUND = re.compile(r"version `(?P<version>[^']+)' not found")
+# The loader's (doctor/knowledge/loader_errors.toml) and Python's own words for what a
+# failure concerns.
+CANNOT_OPEN = cannot_open()
+UNDEFINED_SYMBOL = undefined_symbol()
+VERSION_NOT_FOUND = version_not_found()
 NO_MODULE = re.compile(r"No module named '(?P<module>[\w]+)")
 NO_KERNEL_IMAGE = "no kernel image is available"
 DRIVER_WORDS = re.compile(r"\bdriver\b|cudaGetDeviceCount|cuInit", re.IGNORECASE)

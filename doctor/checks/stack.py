@@ -701,8 +701,7 @@ def _torchcodec(finding: Finding[TorchcodecMismatch], ctx: Context) -> list[Reme
             Remedy(
                 RemedyKind.TEXT,
                 "install the torchcodec built for this torch",
-                "See torchcodec's compatibility table: "
-                "https://github.com/meta-pytorch/torchcodec#installing-torchcodec",
+                f"See torchcodec's compatibility table: {_knowledge('torchcodec')['install_docs']}",
             )
         ]
     return [

@@ -25,6 +25,7 @@ from doctor.derive.uv import pytorch_indexes
 from doctor.facts import Facts
 from doctor.facts.uv_settings import UvSettings
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
+from doctor.knowledge import torch_index_family
 
 __all__ = [
     "ROUTED_FAMILY",
@@ -35,7 +36,7 @@ __all__ = [
     "torch_problems",
 ]
 
-ROUTED_FAMILY = ("torch", "torchvision", "torchaudio")
+ROUTED_FAMILY = torch_index_family()
 _MARKER_EXTRA = re.compile(r"""^\s*extra\s*==\s*['"]([^'"]+)['"]\s*$""")
 _ANY_EXTRA = re.compile(r"""\bextra\s*==""")
 _SYS_PLATFORM = re.compile(r"""sys_platform\s*==\s*['"]([^'"]+)['"]""")

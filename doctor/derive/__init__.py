@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 
 from doctor.derive.cuda_compat import cuda_int_text, gpu_covered
 from doctor.derive.expectations import Expectations, compute_expectations, parse_requirement
-from doctor.derive.gpus import hidden_by, visible_gpus
+from doctor.derive.gpus import fabric_unready, hidden_by, visible_gpus
 from doctor.derive.workflow import Workflow, detect_workflow
 from doctor.facts import DistributionFacts, Facts
 from doctor.facts.machine import GpuFacts, MachineFacts
@@ -41,10 +41,12 @@ RELEVANT_PREFIXES = (
 
 @dataclass(frozen=True)
 class GpuCoverage:
-    """One GPU and whether this torch build carries code for it (None: unknown)."""
+    """One GPU, whether this torch build carries code for it (None: unknown), and whether
+    its NVSwitch fabric is not ready (registration pending or failed)."""
 
     gpu: GpuFacts
     covered: bool | None
+    fabric_unready: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,9 @@ def derive(facts: Facts) -> Context:
         torch_version=version,
         visible_gpus=visible_gpus(cvd, gpus),
         gpus_hidden=hidden_by(cvd, gpus),
-        coverage=tuple(GpuCoverage(g, gpu_covered(g, archs) if cuda_build else None) for g in gpus),
+        coverage=tuple(
+            GpuCoverage(g, gpu_covered(g, archs) if cuda_build else None, fabric_unready(g))
+            for g in gpus
+        ),
         relevant_distributions=_relevant(facts, torch),
     )

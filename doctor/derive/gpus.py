@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from doctor.facts.machine import GpuFacts, VisibleDevicesFacts, VisibleEntry
 
-__all__ = ["hidden_by", "named_gpu", "visible_gpus"]
+__all__ = ["fabric_unready", "hidden_by", "named_gpu", "visible_gpus"]
+
+# NVML's fabric registration states before it completes (doctor/probe/driver_child.py).
+FABRIC_PENDING = ("not-started", "in-progress")
 
 
 def _matches(entry_text: str, gpu: GpuFacts) -> bool:
@@ -44,3 +47,9 @@ def hidden_by(cvd: VisibleDevicesFacts | None, gpus: tuple[GpuFacts, ...]) -> bo
     if cvd is None or not gpus:
         return False
     return cvd.hides_all or not visible_gpus(cvd, gpus)
+
+
+def fabric_unready(gpu: GpuFacts) -> bool:
+    """The GPU's NVSwitch fabric registration has not completed, or completed with an
+    error: CUDA cannot start on it (Error 802)."""
+    return gpu.fabric_state in FABRIC_PENDING or bool(gpu.fabric_error)

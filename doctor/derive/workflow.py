@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from pathlib import Path
+from pathlib import PurePath
 
 from doctor.facts import Facts
 
@@ -35,20 +35,23 @@ def owns_project(facts: Facts) -> bool:
     the user named the project with --project. A project found only from the working
     directory does not own a venv that lives elsewhere: remedies never target a
     pyproject.toml of another checkout.
+
+    The paths compared are the ones the probes resolved (symlinks followed); facts built
+    without them (by hand, in tests) are compared as written.
     """
     project = facts.project
-    if project is None or project.pyproject_path is None or facts.interpreter is None:
+    interpreter = facts.interpreter
+    if project is None or project.pyproject_path is None or interpreter is None:
         return False
     if project.found_by == "--project":
         return True
-    try:
-        prefix = Path(facts.interpreter.prefix).resolve()
-        root = Path(project.root).resolve()
-        named = facts.environment.get("UV_PROJECT_ENVIRONMENT")
-        if named and (root / named).resolve() == prefix:
+    prefix = PurePath(interpreter.real_prefix or interpreter.prefix)
+    root = PurePath(project.real_root or project.root)
+    named = facts.environment.get("UV_PROJECT_ENVIRONMENT")
+    if named:
+        environment = project.real_environment or str(root / named)
+        if PurePath(environment) == prefix:
             return True
-    except OSError:
-        return False
     return prefix.parent == root or root in prefix.parents
 
 

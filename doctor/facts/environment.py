@@ -21,6 +21,10 @@ class InterpreterFacts:
     marker_environment: dict[str, str] = field(default_factory=dict)
     conda: bool = False  # the prefix is a conda environment (it has conda-meta/)
     venv_creator: str | None = None  # "uv", "virtualenv" or "venv", from pyvenv.cfg
+    # The prefix and the site directories (purelib, platlib) symlink-resolved, as library
+    # paths are: resolved by the probe on the inspected machine, never by a later stage.
+    real_prefix: str | None = None
+    real_site_dirs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,9 @@ class LoadedLibraryFacts:
     version: str | None = None  # as the library itself reports it
     version_api: str | None = None  # the function that reported it
     error: str | None = None  # dlerror() text, verbatim
+    # The object the error names as failing (the one needing an undefined symbol or a
+    # version not found), symlink-resolved: the `path` of one of `objects`.
+    error_object: str | None = None
     crashed_signal: str | None = None  # "SIGABRT" when loading it killed the process
     timed_out: bool = False  # loading it did not finish within the time limit
 

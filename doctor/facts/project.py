@@ -55,3 +55,8 @@ class ProjectFacts:
     locked_names: tuple[str, ...] = ()
     # pyproject.toml's whole [tool.uv] table, as parsed (what uv's issue template asks for).
     tool_uv: dict[str, Any] = field(default_factory=dict)
+    # `root` symlink-resolved, and the venv UV_PROJECT_ENVIRONMENT names (relative to the
+    # root) resolved alike: whether the project owns the inspected venv is decided on
+    # these, resolved by the probe on the inspected machine.
+    real_root: str | None = None
+    real_environment: str | None = None

@@ -23,6 +23,7 @@ __all__ = [
     "TorchBuild",
     "TorchRelease",
     "cuinit_meaning",
+    "driver_download_url",
     "first_cuda_for",
     "gpu_family",
     "host_compiler_limit",
@@ -33,6 +34,8 @@ __all__ = [
     "pytorch_index_url",
     "toolkit_drivers",
     "torch_builds",
+    "torch_family",
+    "torch_index_family",
     "torch_release",
     "triton_min_capability",
 ]
@@ -178,6 +181,21 @@ def gpu_family(capability: tuple[int, int]) -> str | None:
 def pytorch_index_url() -> str:
     """PyTorch's package index root: one simple index per variant below it (cu130, cpu)."""
     return str(load("indexes")["pytorch"]["url"])
+
+
+def torch_family() -> tuple[str, ...]:
+    """torch and the distributions released with it (torch_family.toml), torch first."""
+    return tuple(str(m["name"]) for m in load("torch_family")["members"])
+
+
+def torch_index_family() -> tuple[str, ...]:
+    """The members published on PyTorch's indexes, routed with torch (torch first)."""
+    return tuple(str(m["name"]) for m in load("torch_family")["members"] if m["index"])
+
+
+def driver_download_url() -> str:
+    """NVIDIA's driver download page, for a machine with no driver package to install."""
+    return str(load("driver_errors")["download"]["url"])
 
 
 def cuinit_meaning(code: int | None) -> str:

@@ -88,7 +88,9 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
     if located is not None:
         root, found_by = located
         if root.is_dir():
-            project = probe_project(root, found_by)
+            project = probe_project(
+                root, found_by, inside.environment.get("UV_PROJECT_ENVIRONMENT")
+            )
             from doctor.probe.lock_graph import probe_lock_graph, probe_uv_settings
 
             if project.lock_path is not None and project.lock_error is None:

@@ -21,7 +21,9 @@ import sysconfig
 PROBE_VERSION = 1
 
 # Distributions whose files are checked against their RECORD (besides everything torch
-# and cuda-toolkit require): the torch family and the CUDA wheels.
+# and cuda-toolkit require): the torch family and the CUDA wheels. Stdlib only, so not
+# read from doctor/knowledge/torch_family.toml: tests/test_registry.py checks that these
+# prefixes cover every member listed there.
 FAMILY_PREFIXES = ("nvidia-", "cuda-", "torch", "triton", "pytorch-triton")
 
 # Environment variables that decide how torch, the loader and uv behave (facts.md §11).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from doctor.facts import (
@@ -78,6 +79,14 @@ def _cleaned(data: Any) -> Any:
     return cleaned
 
 
+def _real(path: str) -> str | None:
+    """``path`` symlink-resolved (None when it cannot be)."""
+    try:
+        return os.path.realpath(path) if path else None
+    except (OSError, ValueError):
+        return None
+
+
 def _fill(result: InterpreterProbe, data: dict[str, Any]) -> None:
     interp = data["interpreter"]
     result.interpreter = InterpreterFacts(
@@ -93,6 +102,14 @@ def _fill(result: InterpreterProbe, data: dict[str, Any]) -> None:
         marker_environment=dict(interp["marker_environment"]),
         conda=bool(interp.get("conda", False)),
         venv_creator=interp.get("venv_creator"),
+        real_prefix=_real(interp["prefix"]),
+        real_site_dirs=tuple(
+            dict.fromkeys(
+                real
+                for real in (_real(s) for s in sorted({interp["purelib"], interp["platlib"]}) if s)
+                if real
+            )
+        ),
     )
     plat = data["platform"]
     result.platform = PlatformFacts(

@@ -46,6 +46,7 @@ from doctor.knowledge.cuda_libraries import (
     owner_prefixes,
     soname_stem,
 )
+from doctor.knowledge.loader_errors import named_object
 from doctor.probe import load_inside
 from doctor.probe.contained import ContainedResult, run_contained
 from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic, split_preload
@@ -616,6 +617,13 @@ def _read_run(
     return result, unfinished
 
 
+def _error_object(error: str | None) -> str | None:
+    """The object a dlerror text names as failing, resolved as the loader resolved it
+    (``torch/lib/../../nvidia/…`` and symlinks): the path the ELF view knows it by."""
+    named = named_object(error) if error else None
+    return os.path.realpath(named) if named else None
+
+
 def _loads(
     steps: Sequence[StepRecord], result: LoadResult | None, owners: Mapping[str, str]
 ) -> tuple[LoadedLibraryFacts, ...]:
@@ -644,6 +652,7 @@ def _loads(
                 version=info.version if info else None,
                 version_api=info.version_api if info else None,
                 error=record.error,
+                error_object=_error_object(record.error),
                 crashed_signal=record.crashed,
                 timed_out=record.timed_out,
             )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor.facts import IndexFacts, LockedDependency, LockedPackage, ProjectFacts
+from doctor.knowledge import torch_family
 from doctor.probe.files import UnreadableFile, read_capped
 from doctor.probe.text import clean_tree
 
@@ -17,7 +18,7 @@ else:  # pragma: no cover - exercised on 3.9 and 3.10
 
 __all__ = ["TORCH_FAMILY", "load_toml", "locate_project", "probe_project"]
 
-TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton")
+TORCH_FAMILY = torch_family()
 
 
 class TomlError(Exception):
@@ -68,7 +69,10 @@ def locate_project(
     return None
 
 
-def probe_project(root: Path, found_by: str) -> ProjectFacts:
+def probe_project(
+    root: Path, found_by: str, project_environment: str | None = None
+) -> ProjectFacts:
+    """``project_environment``: UV_PROJECT_ENVIRONMENT as the inspected interpreter sees it."""
     pyproject = root / "pyproject.toml"
     lock = root / "uv.lock"
     facts: dict[str, Any] = {
@@ -76,6 +80,8 @@ def probe_project(root: Path, found_by: str) -> ProjectFacts:
         "pyproject_path": str(pyproject) if pyproject.exists() else None,
         "lock_path": str(lock) if lock.exists() else None,
         "found_by": found_by,
+        "real_root": _resolved(root),
+        "real_environment": _resolved(root / project_environment) if project_environment else None,
     }
     if pyproject.exists():
         try:
@@ -92,6 +98,14 @@ def probe_project(root: Path, found_by: str) -> ProjectFacts:
         except (TypeError, AttributeError, KeyError, ValueError) as exc:
             facts["lock_error"] = f"{lock}: unexpected structure: {exc}"
     return ProjectFacts(**facts)
+
+
+def _resolved(path: Path) -> str | None:
+    """``path`` symlink-resolved (None when it cannot be: a loop, a bad name)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 def _table(value: Any) -> dict[str, Any]:

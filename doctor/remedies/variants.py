@@ -15,6 +15,7 @@ from packaging.version import InvalidVersion, Version
 from doctor.derive import Context, Workflow
 from doctor.derive.cuda_compat import VariantChoice, best_variant
 from doctor.findings import Remedy, RemedyKind
+from doctor.knowledge import torch_index_family
 from doctor.remedies import conda_note, install_command
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 # torch's companions that must come from the same index (catalogue entry 18).
-TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
+TORCH_FAMILY = torch_index_family()
 LINUX_MARKER = "sys_platform == 'linux'"
 # PyTorch publishes CUDA wheels for Linux and Windows only; the marker follows the platform.
 PLATFORM_MARKERS = {"Linux": LINUX_MARKER, "Windows": "sys_platform == 'win32'"}

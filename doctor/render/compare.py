@@ -12,6 +12,7 @@ from doctor import __version__
 from doctor.compare import COMPARE_SCHEMA, Comparison, Group
 from doctor.facts import to_jsonable
 from doctor.facts.collective import CollectiveFacts, RankResult, describe_rank
+from doctor.render.formats import Format, assert_never
 
 if TYPE_CHECKING:
     from doctor.collective import ClusterView
@@ -128,16 +129,18 @@ def _markdown(comparison: Comparison, redactions: tuple[str, ...] | None) -> lis
 
 
 def render_compare(
-    comparison: Comparison, fmt: str, redactions: tuple[str, ...] | None = None
+    comparison: Comparison, fmt: Format, redactions: tuple[str, ...] | None = None
 ) -> str:
-    if fmt == "json":
+    if fmt is Format.JSON:
         return json.dumps(compare_to_dict(comparison, redactions), indent=2) + "\n"
-    if fmt == "markdown":
+    if fmt is Format.MARKDOWN:
         return "\n".join(_markdown(comparison, redactions)).rstrip("\n") + "\n"
-    lines = _terminal(comparison)
-    if redactions:
-        lines.append("Redacted: host names are shown as pseudonyms")
-    return "\n".join(lines) + "\n"
+    if fmt is Format.TERMINAL:
+        lines = _terminal(comparison)
+        if redactions:
+            lines.append("Redacted: host names are shown as pseudonyms")
+        return "\n".join(lines) + "\n"
+    assert_never(fmt)
 
 
 def _rank_line(result: RankResult) -> str:
@@ -168,20 +171,25 @@ def cluster_to_dict(view: ClusterView, redactions: tuple[str, ...] | None) -> di
     return {"compare": compare_to_dict(view.comparison, redactions), "collective": collective}
 
 
-def render_cluster(view: ClusterView, fmt: str, redactions: tuple[str, ...] | None) -> str:
-    """Rank 0's view after its report: the compare view and the collective's result."""
+def render_cluster(view: ClusterView, fmt: Format, redactions: tuple[str, ...] | None) -> str:
+    """Rank 0's view after its report: the compare view and the collective's result
+    (a JSON report carries it under "cluster", see ``cluster_to_dict``)."""
     lines = _collective_lines(view.collective)
-    if fmt == "markdown":
-        body = render_compare(view.comparison, "markdown", redactions)
+    if fmt is Format.MARKDOWN:
+        body = render_compare(view.comparison, Format.MARKDOWN, redactions)
         return (
             "\n## Cluster (torchrun)\n\n"
             + "\n".join(f"- {_cell(line)}" for line in lines)
             + "\n\n"
             + body
         )
-    return (
-        "\nCluster (torchrun)\n"
-        + "\n".join(f"  {line}" for line in lines)
-        + "\n\n"
-        + render_compare(view.comparison, "terminal", redactions)
-    )
+    if fmt is Format.JSON:
+        return json.dumps(cluster_to_dict(view, redactions), indent=2) + "\n"
+    if fmt is Format.TERMINAL:
+        return (
+            "\nCluster (torchrun)\n"
+            + "\n".join(f"  {line}" for line in lines)
+            + "\n\n"
+            + render_compare(view.comparison, Format.TERMINAL, redactions)
+        )
+    assert_never(fmt)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from doctor import __version__
-from doctor.render.formats import Format
+from doctor.render.formats import Format, assert_never
 from doctor.report import Explanation
 
 __all__ = [
@@ -86,4 +86,6 @@ def render_explanation_only(explanation: Explanation, fmt: Format) -> str:
         return json.dumps({"explain": explanation_dict(explanation)}, indent=2) + "\n"
     if fmt is Format.MARKDOWN:
         return "\n".join(explanation_markdown(explanation))
-    return "\n".join(explanation_text(explanation))
+    if fmt is Format.TERMINAL:
+        return "\n".join(explanation_text(explanation))
+    assert_never(fmt)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctor import __version__
+from doctor import REPORT_SCHEMA, __version__
 from doctor.facts import to_jsonable
 from doctor.findings import Finding
 from doctor.report import Report
 
-__all__ = ["SCHEMA", "report_to_dict"]
-
-SCHEMA = "https://torch-doctor.dev/schemas/report-1.json"
+__all__ = ["report_to_dict"]
 
 
 def finding_to_dict(finding: Finding[Any]) -> dict[str, Any]:
@@ -53,7 +51,7 @@ def requirements_to_dict(report: Report) -> dict[str, Any] | None:
 
 def report_to_dict(report: Report) -> dict[str, Any]:
     return {
-        "schema": SCHEMA,
+        "schema": REPORT_SCHEMA,
         "version": __version__,
         "verdict": report.verdict.value,
         "summary": report.summary,

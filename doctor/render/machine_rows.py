@@ -38,8 +38,8 @@ def machine_rows(ctx: Context) -> list[tuple[str, Text]]:
             line.append("  NOT covered by this torch build", style="bold red")
         if gpu.mig_enabled:
             line.append("  MIG", style="dim")
-        if gpu.fabric_state is not None and (gpu.fabric_state != "completed" or gpu.fabric_error):
-            line.append(f"  NVSwitch fabric {gpu.fabric_state}", style="bold red")
+        if coverage.fabric_unready:
+            line.append(f"  NVSwitch fabric {gpu.fabric_state or 'error'}", style="bold red")
         rows.append((f"GPU {gpu.index}", line))
     stack = ctx.facts.stack
     if stack is not None and stack.jetson is not None:

@@ -433,9 +433,8 @@ def _library_place(path: str, soname: str, facts: Facts) -> str:
     place = short_path(directory, facts)
     interp = facts.interpreter
     sites = {interp.purelib, interp.platlib} if interp is not None else set()
-    # Library paths are symlink-resolved; resolve the site dirs too (when still absolute:
-    # after redaction they may start with ~).
-    sites |= {os.path.realpath(s) for s in sites if s.startswith("/")}
+    # Library paths are symlink-resolved; the probe resolved the site dirs too.
+    sites |= set(interp.real_site_dirs) if interp is not None else set()
     for site in sorted(s for s in sites if s):
         if directory == site or directory.startswith(site.rstrip("/") + "/"):
             place = "site-packages/" + os.path.relpath(directory, site)

@@ -6,6 +6,7 @@ terminal (local viewing); ``--redact`` / ``--no-redact`` override either default
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -204,6 +205,13 @@ def _stdout() -> Any:
     return stream
 
 
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _encodable(stream: Any, text: str) -> bool:
     try:
         text.encode(getattr(stream, "encoding", None) or "utf-8")
@@ -250,10 +258,14 @@ def show(
         return
     from rich.console import Console
 
-    from doctor.render.terminal import render_terminal
+    from doctor.render.terminal import render_terminal, without_trailing_spaces
 
+    # A terminal gets the report as rich prints it; a pipe or a file gets it without the
+    # spaces rich pads each line with (the same text otherwise: colour as rich decides).
+    interactive = _isatty(stream)
+    sink = stream if interactive else io.StringIO()
     console = Console(
-        file=stream,
+        file=sink,
         width=width,
         no_color=no_color or "NO_COLOR" in os.environ,
         highlight=False,
@@ -267,6 +279,8 @@ def show(
         cluster = _cluster_text(prepared, fmt)
         if cluster:
             console.print(cluster.rstrip("\n"), markup=False)
+        if not interactive:
+            stream.write(without_trailing_spaces(sink.getvalue()))
         stream.flush()
     except BrokenPipeError:
         raise  # the reader left (`| head`): the CLI's business

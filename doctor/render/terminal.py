@@ -23,7 +23,7 @@ from doctor.render.machine_rows import machine_rows
 from doctor.render.runtime_rows import runtime_heading, runtime_rows
 from doctor.report import Report, Verdict
 
-__all__ = ["Verbatim", "render_terminal", "render_terminal_text"]
+__all__ = ["Verbatim", "render_terminal", "render_terminal_text", "without_trailing_spaces"]
 
 SEVERITY_STYLE = {
     Severity.ERROR: ("✗", "bold red"),
@@ -255,9 +255,8 @@ def _cuda_libraries(report: Report, width: int) -> Iterator[Line]:
     if libraries is None or not libraries.cuda:
         return
     interpreter = report.facts.interpreter
-    sites = {interpreter.purelib, interpreter.platlib} if interpreter is not None else set()
-    # Resolved once per table, not once per row (realpath is a system call per component).
-    real_sites = [os.path.realpath(site) for site in sorted(sites) if site]
+    # Library paths are symlink-resolved; so are these (by the probe).
+    real_sites = list(interpreter.real_site_dirs) if interpreter is not None else []
     rows = []
     for row in libraries.cuda:
         version = row.load.version if row.load is not None and row.load.version else ""
@@ -452,4 +451,10 @@ def render_terminal_text(
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, no_color=True, color_system=None, highlight=False)
     render_terminal(report, console, command=command, verbose=verbose)
-    return buffer.getvalue()
+    return without_trailing_spaces(buffer.getvalue())
+
+
+def without_trailing_spaces(text: str) -> str:
+    """Each line without the spaces rich pads it with to the width: noise in a file or a
+    pipe (a diff, a paste), where nothing needs the padding."""
+    return "\n".join(line.rstrip() for line in text.split("\n"))
