@@ -8,7 +8,6 @@ GPU here: the GPU stages are reported as not exercised, and the tests pin that.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -69,7 +68,9 @@ def cuda_torch() -> Path:
 
 
 def test_cpu_build_imports_computes_and_compiles_on_the_cpu(cpu_torch: Path, workdir: Path) -> None:
-    run = deep_json(cpu_torch, workdir)
+    scratch = workdir / "tmp"  # this run's own temporary directory: other runs share /tmp
+    scratch.mkdir()
+    run = deep_json(cpu_torch, workdir, env={"TMPDIR": str(scratch)})
     assert_schema_valid(run)
     got = stages(run)
     assert got["import"]["status"] == "passed"
@@ -85,7 +86,7 @@ def test_cpu_build_imports_computes_and_compiles_on_the_cpu(cpu_torch: Path, wor
     runtime_findings = [f for f in run.json["findings"] if f["id"] in RUNTIME_IDS]
     assert runtime_findings == []
     # Nothing left behind: inductor's caches went to a directory the probe removed.
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("torch-doctor-deep-*"))
+    assert not list(scratch.glob("torch-doctor-deep-*"))
 
 
 def test_cuda_build_without_a_driver_is_one_root_no_nvidia_driver(
