@@ -20,6 +20,8 @@ CAPS = {
     "pyproject.toml": 4 * 1024 * 1024,
     "uv.lock": 64 * 1024 * 1024,
     "INSTALLER": 4096,
+    # A wheel's core metadata (torch lock's cache, index, wheel): its headers are ~30 kB.
+    "METADATA": 8 * 1024 * 1024,
 }
 
 
