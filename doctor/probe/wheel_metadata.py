@@ -25,6 +25,7 @@ from typing import IO
 from packaging.metadata import parse_email
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from doctor.derive.wheel_tags import tag_system
 from doctor.facts import IndexFacts
 from doctor.facts.lock_metadata import LockedWheel, WheelMetadata
 from doctor.probe.files import CAPS, read_capped
@@ -93,24 +94,8 @@ class MetadataCache:
 
 # --- Which platform a wheel serves --------------------------------------------------------
 
-_LINUX = re.compile(r"(?:many|musl)?linux(?:_\d+_\d+|1|2010|2014)?_(?P<arch>.+)")
-_MACOS = re.compile(r"macosx_\d+_\d+_(?P<arch>.+)")
-_WINDOWS = {"win_amd64": "AMD64", "win32": "x86", "win_arm64": "ARM64"}
-_MAC_ARCH = {"universal2": "arm64", "intel": "x86_64"}
-
-
-def _system(platform_tag: str) -> tuple[str, str, str, str] | None:
-    """(sys_platform, platform_system, platform_machine, os_name) of a platform tag."""
-    if platform_tag in _WINDOWS:
-        return "win32", "Windows", _WINDOWS[platform_tag], "nt"
-    match = _LINUX.fullmatch(platform_tag)
-    if match:
-        return "linux", "Linux", match.group("arch"), "posix"
-    match = _MACOS.fullmatch(platform_tag)
-    if match:
-        arch = _MAC_ARCH.get(match.group("arch"), match.group("arch"))
-        return "darwin", "Darwin", arch, "posix"
-    return None
+# The tag rules are shared with uv-torch-config (doctor/derive/wheel_tags.py).
+_system = tag_system
 
 
 def _lowest_python(requires_python: str | None) -> str:
