@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from doctor import __version__
+from doctor.probe.text import ENVIRONMENT_CAP, clean, clean_tree
 
 __all__ = [
     "COMPARE_SCHEMA",
@@ -187,26 +188,42 @@ def report_files(arguments: Sequence[str]) -> Iterator[Path | Problem]:
 
 
 def summarise_report(path: Path) -> NodeSummary | Problem:
-    """One report file reduced to its summary, or the reason it is not a report."""
-    source = str(path)
+    """One report file reduced to its summary, or the reason it is not a report.
+
+    The file is read as the probes read the environment's files (doctor/probe/files.py):
+    only a regular file, without blocking (a FIFO), up to the size a report may be."""
+    from doctor.probe.files import UnreadableFile, read_capped
+
+    source = clean(str(path))
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        return Problem(source, f"cannot read: {exc.strerror or exc}")
+        raw = read_capped(str(path), "report")
+    except UnreadableFile as exc:
+        return Problem(source, clean(str(exc).removeprefix(f"{path}: ")))
     if not raw.strip():
         return Problem(source, "empty file (the node's run did not finish?)")
     try:
         data = json.loads(raw)
+    except RecursionError:
+        return Problem(source, "JSON nested too deeply to read (not a torch-doctor report)")
     except (ValueError, UnicodeDecodeError) as exc:
         if raw.lstrip()[:1] in (b"{", b"["):
-            return Problem(source, f"incomplete JSON (truncated?): {exc}")
+            return Problem(source, clean(f"incomplete JSON (truncated?): {exc}"))
         return Problem(source, "not JSON (not a `check --format json` report)")
     del raw
     return summarise(data, source)
 
 
 def summarise(data: Any, source: str) -> NodeSummary | Problem:
-    """A report already parsed (the torchrun stage hands them over as dicts)."""
+    """A report already parsed (the torchrun stage hands them over as dicts).
+
+    Whatever the JSON holds, the answer is a summary or a Problem: every string is
+    cleaned first (a host name or finding id with ESC sequences would reach the
+    terminal), and nesting too deep to walk or numbers no integer holds are problems."""
+    source = clean(source)
+    try:
+        data = _cleaned(data)
+    except RecursionError:
+        return Problem(source, "JSON nested too deeply to read (not a torch-doctor report)")
     if not isinstance(data, dict) or "schema" not in data:
         return Problem(source, "JSON, but not a torch-doctor report (no schema key)")
     if data["schema"] != REPORT_SCHEMA:
@@ -235,8 +252,26 @@ def summarise(data: Any, source: str) -> NodeSummary | Problem:
             findings=findings,
             fingerprint=fingerprint(facts),
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        return Problem(source, f"a report with missing or malformed parts ({exc})")
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        # OverflowError: int() of an infinite exit code (JSON's Infinity, or 1e400).
+        return Problem(source, clean(f"a report with missing or malformed parts ({exc})"))
+    except RecursionError:
+        return Problem(source, "a report with parts nested too deeply to read")
+
+
+def _cleaned(data: Any) -> Any:
+    """The report with every string cleaned (doctor/probe/text.py), as the probes clean
+    what they read; the node's variables keep the larger cap of the environment, so that
+    two long values that differ after the usual cap still differ."""
+    if not isinstance(data, dict):
+        return clean_tree(data)
+    facts = data.get("facts")
+    node = facts.get("node") if isinstance(facts, dict) else None
+    variables = node.get("variables") if isinstance(node, dict) else None
+    cleaned = clean_tree(data)
+    if variables is not None:
+        cleaned["facts"]["node"]["variables"] = clean_tree(variables, ENVIRONMENT_CAP)
+    return cleaned
 
 
 def compact_report(report: Mapping[str, Any]) -> dict[str, Any]:

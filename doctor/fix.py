@@ -55,6 +55,9 @@ IDENTITY_KEYS: dict[str, tuple[str, ...]] = {
     "index": ("name",),
 }
 DEFAULT_IDENTITY = ("name",)
+# [tool.uv] lists of package names: a block adds its names, never drops the user's (two
+# extensions to rebuild are two blocks naming one package each, not a disagreement).
+NAME_LISTS = frozenset({"no-build-isolation-package", "no-binary-package"})
 # Where backups go, relative to the directory of the edited file (the project).
 BACKUP_DIRECTORY = Path(".torch-doctor") / "backups"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -161,7 +164,7 @@ class _Merger:
         for key, value in source.items():
             if isinstance(value, Table):
                 self.record(value, (*path, key))
-            elif not isinstance(value, AoT):
+            elif not isinstance(value, AoT) and key not in NAME_LISTS:
                 self._record((*path, key), value)
 
     def table(self, target: Any, source: Any) -> None:
@@ -181,6 +184,11 @@ class _Merger:
             elif isinstance(value, dict) and isinstance(current, dict):
                 # Tables, inline or not, merge key by key: the user's other keys stay.
                 self.table(current, value)
+            elif key in NAME_LISTS and isinstance(current, list) and isinstance(value, list):
+                for name in value:
+                    if _plain(name) not in _plain(current):
+                        current.append(name)
+                        self.changed = True
             elif _plain(current) != _plain(value):
                 target[key] = value
                 self.changed = True

@@ -83,6 +83,7 @@ class Driver:
     raw_byte: int = 0  # appended to GPU names and the driver version: 255 is not UTF-8
     init_fork: int = 0  # seconds a daemon forked in nvmlInit holds the caller's stdout
     fork_pidfile: str = ""  # where that daemon writes its pid
+    init_print: int = 0  # "[" characters nvmlInit writes to the caller's stdout, then "\n"
     # (gpu a, gpu b, nvmlGpuP2PStatus_t) for pairs whose P2P is not OK
     p2p: Sequence[tuple[int, int, int]] = ()
     # (gpu a, gpu b, nvmlGpuTopologyLevel_t) for pairs not behind one PCIe switch (10)
@@ -100,6 +101,7 @@ class Driver:
             f"nvml_raw_byte={self.raw_byte}",
             f"nvml_init_fork={self.init_fork}",
             f"nvml_fork_pidfile={self.fork_pidfile}",
+            f"nvml_init_print={self.init_print}",
             *(gpu.line(i) for i, gpu in enumerate(self.gpus)),
             *(f"p2p={a}-{b}:{status}" for a, b, status in self.p2p),
             *(f"topology={a}-{b}:{level}" for a, b, level in self.topology),

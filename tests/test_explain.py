@@ -293,3 +293,68 @@ def test_explain_prints_no_internal_references(
     for fmt in ("terminal", "markdown", "json"):
         run = run_doctor("explain", error, "--python", str(env.root), "--format", fmt, cwd=workdir)
         assert "catalogue" not in run.stdout and "reviewed" not in run.stdout, fmt
+
+
+# --- issue 15: the extension and toolkit findings that explain these errors ----------------
+
+
+def test_libcudart_12_not_found_is_confirmed_by_an_extension_of_another_cuda_major(
+    make_env: Callable[..., FakeEnv], workdir: Path, tmp_path: Path
+) -> None:
+    from tests.extension_objects import TORCH_DEFINES, USES_EXPORTED, compile_shared
+
+    # torch's libraries and a CUDA 12 runtime, stand-ins compiled here; the extension
+    # links both, as one built with CUDA 12 does.
+    lib = tmp_path / "torch-lib"
+    compile_shared(TORCH_DEFINES, lib / "libc10.so", soname="libc10.so")
+    compile_shared("", lib / "libtorch_cpu.so", soname="libtorch_cpu.so")
+    cudart = compile_shared(
+        'extern "C" int cudaRuntimeGetVersion(int* v) { *v = 12080; return 0; }\n',
+        tmp_path / "cuda12" / "libcudart.so.12",
+        soname="libcudart.so.12",
+    )
+    (lib / "libcudart.so").symlink_to(cudart)
+    extension = compile_shared(
+        USES_EXPORTED,
+        tmp_path / "objects" / "_C.so",
+        link_dir=lib,
+        libraries=("c10", "torch_cpu", "cudart"),
+    )
+    env = make_env()
+    env.install_healthy_cu130()
+    env.install_torch(lib_files={n: lib / n for n in ("libc10.so", "libtorch_cpu.so")})
+    env.install("demo-ext", "1.0", files={"demo_ext/_C.so": extension})
+    error = (
+        "ImportError: libcudart.so.12: cannot open shared object file: No such file or directory"
+    )
+    run = run_doctor(
+        "explain", error, "--python", str(env.root), "--no-load", "--format", "json", cwd=workdir
+    )
+    explained = run.json["explain"]
+    assert [r["id"] for r in explained["recognised"]] == ["cuda-library-not-found"]
+    assert explained["confirmed"] == ["extension-cuda-major-mismatch"]
+    assert "missing-cuda-wheel" in explained["ruled_out"]
+
+
+def test_cpp_extension_cuda_mismatch_is_confirmed_by_an_nvcc_of_another_major_on_path(
+    make_env: Callable[..., FakeEnv], workdir: Path, tmp_path: Path
+) -> None:
+    from tests.test_extensions import NVCC_12_1, NVCC_13_0, build_path, toolkit
+
+    env = make_env()
+    env.install_healthy_cu130()
+    old = toolkit(tmp_path / "cuda-12.1", NVCC_12_1)
+    new = toolkit(tmp_path / "cuda-13.0", NVCC_13_0)
+    error = (
+        "RuntimeError: The detected CUDA version (12.1) mismatches the version that was used "
+        "to compile PyTorch (13.0). Please make sure to use the same CUDA versions."
+    )
+    args = ("explain", error, "--python", str(env.root), "--no-load", "--format", "json")
+    # CUDA_HOME is torch's major; a build that runs `nvcc` from PATH gets CUDA 12.1.
+    run = run_doctor(*args, cwd=workdir, env={"PATH": build_path(old, new), "CUDA_HOME": str(new)})
+    explained = run.json["explain"]
+    assert explained["confirmed"] == ["several-cuda-toolkits"]
+    assert explained["ruled_out"] == ["nvcc-cuda-mismatch"]
+    # CUDA_HOME itself of another major: the one finding that names it.
+    run = run_doctor(*args, cwd=workdir, env={"PATH": build_path(old, new)})
+    assert run.json["explain"]["confirmed"] == ["nvcc-cuda-mismatch"]

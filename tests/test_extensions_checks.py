@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 
@@ -19,6 +20,11 @@ from doctor.facts.extensions import (
 from doctor.pipeline import judge
 from tests.handmade import CheckUnderTest, dist, healthy_facts
 from tests.test_driver_checks import machine, with_machine
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 LIBRARY = "/venv/lib/python3.11/site-packages/demo_ext/_C.so"
 
@@ -208,3 +214,81 @@ def test_extension_gpu_code_against_the_gpu_here(targets: tuple[str, ...], outco
         assert result == Skip("no extension's shared objects carry GPU code")
     else:
         assert not isinstance(result, Skip) and bool(result) == (outcome == "fires")
+
+
+# --- remedies, per workflow -------------------------------------------------------------------
+
+
+def _in_uv_project(
+    all_facts: Facts, *locked: str, tool_uv: dict[str, object] | None = None
+) -> Facts:
+    """The same facts, in the venv of a uv project whose lock holds ``locked``."""
+    from tests.handmade import project
+
+    own = dataclasses.replace(
+        project(),
+        locked_names=tuple(sorted({"torch", *locked})),
+        tool_uv=dict(tool_uv or {}),
+    )
+    return dataclasses.replace(all_facts, project=own)
+
+
+def _abi_remedies(all_facts: Facts) -> list[tuple[str, str, str | None]]:
+    finding = CheckUnderTest("extension-abi-mismatch").judged(all_facts)
+    return [(r.kind.value, r.text, r.target) for r in finding.remedies]
+
+
+def test_in_a_uv_project_the_rebuild_is_the_projects_and_survives_uv_sync() -> None:
+    broken = with_extension(missing("_ZN3c104cuda9SetDeviceEi"))
+    remedies = _abi_remedies(
+        _in_uv_project(broken, "demo-ext", tool_uv={"no-build-isolation-package": ["vllm"]})
+    )
+    (kind, block, target), (shell, command, _) = remedies[:2]
+    assert (kind, target, shell) == ("toml", "/project/pyproject.toml", "shell")
+    # The user's own entries stay; the extension is added to both lists.
+    assert tomllib.loads(block)["tool"]["uv"] == {
+        "no-build-isolation-package": ["vllm", "demo-ext"],
+        "no-binary-package": ["demo-ext"],
+    }
+    assert command == "uv sync --reinstall-package demo-ext --no-cache\n"
+    assert not any("uv pip" in text for _, text, _ in remedies)
+
+
+def test_in_a_uv_project_an_extension_the_lock_lacks_is_added_at_its_version() -> None:
+    broken = with_extension(missing("_ZN3c104cuda9SetDeviceEi"), version="1.0+pt26")
+    [command] = [t for k, t, _ in _abi_remedies(_in_uv_project(broken)) if k == "shell"]
+    assert command == "uv add --reinstall-package demo-ext --no-cache demo-ext==1.0\n"
+
+
+def test_go_back_to_the_torch_of_a_flash_attn_style_tag_is_exact() -> None:
+    # Built for "torch2.6" with CUDA 12: torch 2.6's newest patch, in its PyPI variant
+    # (cu124, CUDA 12), from the PyTorch index since the installed torch is a +cu130 build.
+    broken = with_extension(
+        missing("_ZN3c104cuda9SetDeviceEi"), built_for_torch="2.6", built_for_cuda="12"
+    )
+    [back] = [t for k, t, _ in _abi_remedies(broken) if "torch==" in t]
+    assert back.endswith(" --index-url https://download.pytorch.org/whl/cu124 torch==2.6.0+cu124\n")
+
+
+def test_go_back_in_a_uv_project_is_uv_add_of_the_exact_release() -> None:
+    broken = with_extension(missing("_ZN3c104cuda9SetDeviceEi"), built_for_torch="2.13")
+    remedies = _abi_remedies(_in_uv_project(broken, "demo-ext"))
+    assert ("shell", "uv add torch==2.13.0\n", None) in remedies
+
+
+def test_host_compiler_remedy_is_a_command_then_the_variables() -> None:
+    toolkit = CudaToolkitFacts(
+        cuda_home="/usr/local/cuda-13.0",
+        cuda_home_source="CUDA_HOME",
+        nvcc="/usr/local/cuda-13.0/bin/nvcc",
+        release="13.0",
+        host_compiler=HostCompilerFacts("/usr/bin/gcc", "PATH", "gcc", "16.1.0"),
+    )
+    finding = CheckUnderTest("nvcc-host-compiler-unsupported").judged(
+        dataclasses.replace(healthy_facts(), cuda_toolkit=toolkit)
+    )
+    assert [(r.kind.value, r.text) for r in finding.remedies] == [
+        ("shell", "sudo apt-get install gcc-15 g++-15\n"),
+        ("env", "export CC=gcc-15 CXX=g++-15 NVCC_CCBIN=gcc-15\n"),
+    ]
+    assert "apt-get" not in " ".join(r.summary for r in finding.remedies)

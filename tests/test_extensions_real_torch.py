@@ -126,7 +126,11 @@ def test_extension_built_for_another_torch_names_the_missing_symbol_and_its_pin(
     assert "Requires-Dist: torch==2.13.0" in evidence
     remedies = "\n".join(r["text"] for r in finding["remedies"])
     assert "--no-build-isolation --no-binary demo-ext" in remedies
-    assert "install torch==2.13.0" in remedies
+    # The torch it was built for, exactly, in the installed torch's variant and from its index.
+    [back] = [r for r in finding["remedies"] if r["summary"].startswith("or go back")]
+    assert back["text"].endswith(
+        " --index-url https://download.pytorch.org/whl/cu130 torch==2.13.0+cu130\n"
+    )
     assert "extension-cxx11-abi-mismatch" not in run.finding_ids()
 
 
@@ -158,6 +162,12 @@ def test_extension_built_with_the_old_cxx_abi_is_one_abi_finding(
     assert "c10::detail::torchCheckFail" in evidence
     remedies = "\n".join(r["text"] for r in finding["remedies"])
     assert "--no-build-isolation" in remedies
+    # flash-attn's own build for this torch: the same naming, with torch's C++ ABI.
+    [own] = [r for r in finding["remedies"] if r["kind"] == "text"]
+    assert "+cu13torch2.14cxx11abiTRUE" in own["summary"]
+    assert "flash_demo-2.8.3+cu13torch2.14cxx11abiFALSE" in own["text"]
+    # Built for this torch release already: no torch to go back to.
+    assert not [r for r in finding["remedies"] if r["summary"].startswith("or go back")]
 
 
 def test_extension_needing_the_cuda_12_runtime_beside_cuda_13_torch_fires(
@@ -340,3 +350,81 @@ def test_rebuild_remedy_run_literally_builds_against_the_installed_torch(
     (library,) = found["libraries"]
     assert library["missing_count"] == 0
     assert Path(library["path"]).name.startswith("_C.cpython-")  # built by cpp_extension
+
+
+PROJECT_PYPROJECT = """[project]
+name = "demo-app"
+version = "0.1.0"
+requires-python = ">=3.10"
+dependencies = ["demo-ext==1.0.0"]
+"""
+
+
+def test_rebuild_in_a_uv_project_run_literally_survives_uv_sync(
+    tmp_path: Path, torch_site: Path, workdir: Path
+) -> None:
+    """A uv project whose lock installed demo-ext's wheel, built against an older torch:
+    the remedy is the project's own (a [tool.uv] block, applied by `torch-doctor fix`, then
+    the uv command it prints), and a later plain `uv sync` keeps the rebuilt extension."""
+    from tests.test_uv_lock_metadata import UV, _uv_env
+
+    if UV is None:
+        pytest.skip("uv is not installed")
+    links = tmp_path / "links"
+    obj = compile_shared(
+        "\n".join([USES_EXPORTED, USES_REMOVED]),
+        tmp_path / "build" / "_C.so",
+        link_dir=torch_site / "torch" / "lib",
+        libraries=("c10", "torch_cpu"),
+    )
+    build_extension_wheel(links, "demo-ext", "1.0.0", {"demo_ext/_C.so": obj})
+    sdist = demo_sdist(tmp_path / "source")
+    shutil.copy(sdist, links / sdist.name)
+    project = tmp_path / "demo-app"
+    project.mkdir()
+    # Its packages come from a directory only, as an offline mirror would give them.
+    (project / "pyproject.toml").write_text(
+        PROJECT_PYPROJECT + f'\n[tool.uv]\nno-index = true\nfind-links = ["{links}"]\n'
+    )
+    env = _uv_env(tmp_path)
+    python = real_torch_venv_path() / "bin" / "python"
+
+    def uv(*args: str) -> None:
+        done = subprocess.run(
+            [str(UV), *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, (args, done.stderr)
+
+    uv("venv", "--python", str(python), ".venv")
+    venv = FakeEnv(project / ".venv")
+    (venv.site_packages / "real_torch.pth").write_text(f"{torch_site}\n")
+    uv("sync")
+
+    def check() -> DoctorRun:
+        return run_doctor("--format", "json", "--no-load", "--no-redact", cwd=project, env=env)
+
+    broken = check()
+    finding = broken.finding("extension-abi-mismatch")
+    toml, command = finding["remedies"][:2]
+    assert (toml["kind"], toml["target"]) == ("toml", str(project / "pyproject.toml"))
+    assert command["text"] == "uv sync --reinstall-package demo-ext --no-cache\n"
+    # `torch-doctor fix` applies the block; the printed uv command runs as pasted.
+    fixed = run_doctor("fix", "--yes", cwd=project, env=env)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    done = subprocess.run(
+        ["bash", "-e", "-c", command["text"]],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    healed = check()
+    assert "extension-abi-mismatch" not in healed.finding_ids(), healed.json["findings"]
+    # The next plain sync keeps the build: the project itself asks for it now.
+    uv("sync")
+    again = check()
+    assert "extension-abi-mismatch" not in again.finding_ids()
+    (found,) = again.json["facts"]["extensions"]["extensions"]
+    assert Path(found["libraries"][0]["path"]).name.startswith("_C.cpython-")

@@ -413,6 +413,24 @@ def test_cpu_torch_on_a_gpu_machine_gets_the_cuda_index_and_sources_blocks(
     assert pyproject.read_text() == text
 
 
+def test_package_name_lists_gain_names_and_keep_the_users() -> None:
+    # Two extensions to rebuild are two blocks naming one package each: both are added,
+    # the user's own entry stays, and applying them again changes nothing.
+    user = '[tool.uv]\nno-build-isolation-package = ["vllm"]\n'
+
+    def block(name: str) -> str:
+        return (
+            f'[tool.uv]\nno-build-isolation-package = ["vllm", "{name}"]\n'
+            f'no-binary-package = ["{name}"]\n'
+        )
+
+    out = apply_blocks(user, [block("flash-attn"), block("xformers")])
+    uv = tomllib.loads(out)["tool"]["uv"]
+    assert uv["no-build-isolation-package"] == ["vllm", "flash-attn", "xformers"]
+    assert uv["no-binary-package"] == ["flash-attn", "xformers"]
+    assert apply_blocks(out, [block("flash-attn"), block("xformers")]) == out
+
+
 def test_remedies_that_disagree_are_refused() -> None:
     def block(variant: str) -> str:
         return (

@@ -157,6 +157,48 @@ def test_a_local_rank_past_the_visible_gpus_is_an_error() -> None:
     assert isinstance(LOCAL_RANK.run(node_facts(gpus=4)), Skip)
 
 
+def _bash_n(text: str) -> None:
+    checked = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True)
+    assert checked.returncode == 0, (text, checked.stderr)
+
+
+def test_shm_remedies_in_a_container_start_with_the_run_option() -> None:
+    all_facts = node_facts(shm_mib=64, ids={"WORLD_SIZE": "8"})
+    assert all_facts.machine is not None
+    in_docker = dataclasses.replace(
+        all_facts, machine=dataclasses.replace(all_facts.machine, container="docker")
+    )
+    remedies = SHM.judged(in_docker).remedies
+    assert [(r.kind.value, r.text) for r in remedies[:2]] == [
+        ("shell", "docker run --shm-size=16g IMAGE\n"),
+        ("shell", "mount -o remount,size=16G /dev/shm\n"),
+    ]
+    for remedy in remedies:
+        if remedy.kind.value == "shell":
+            _bash_n(remedy.text)
+        assert "--" not in remedy.summary  # no option inside the prose
+
+
+def test_local_rank_remedies_are_commands_that_paste() -> None:
+    all_facts = node_facts(local_rank=("SLURM_LOCALID", 2), gpus=4, visible="2")
+    remedies = LOCAL_RANK.judged(all_facts).remedies
+    assert [r.kind.value for r in remedies] == ["shell", "shell"]
+    pick, whole = (r.text for r in remedies)
+    assert pick.startswith("/project/.venv/bin/python -c 'import os, torch; ")
+    assert 'int(os.environ["SLURM_LOCALID"]) % torch.cuda.device_count()' in pick
+    assert (
+        whole == "srun --ntasks-per-node=1 --gpus-per-node=4 torchrun --nproc-per-node=4 train.py\n"
+    )
+    for remedy in remedies:
+        _bash_n(remedy.text)
+        assert "`" not in remedy.summary  # no command inside the prose
+
+
+def test_local_rank_under_torchrun_gets_no_srun_command() -> None:
+    remedies = LOCAL_RANK.judged(node_facts(local_rank=("LOCAL_RANK", 5), gpus=4)).remedies
+    assert len(remedies) == 1 and 'os.environ["LOCAL_RANK"]' in remedies[0].text
+
+
 def test_p2p_refused_between_visible_gpus_is_named_pair_by_pair() -> None:
     links = (P2PLink(0, 1, "chipset not supported"), P2PLink(1, 2, "ok"), P2PLink(0, 2, "ok"))
     finding = P2P.only(node_facts(gpus=3, p2p=links))
@@ -276,7 +318,7 @@ def test_a_64_mib_shm_fires_and_the_remount_remedy_clears_it(
         f"{' '.join(doctor)} {workdir}/before.json || true; "
         f"python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); "
         'f=[x for x in d["findings"] if x["id"]=="dev-shm-too-small"][0]; '
-        'r=[x for x in f["remedies"] if x["kind"]=="shell"][0]; '
+        'r=[x for x in f["remedies"] if x["text"].startswith("mount ")][0]; '
         f'open(sys.argv[2],"w").write(r["text"])\' {workdir}/before.json {workdir}/remedy.sh; '
         f"sh {workdir}/remedy.sh; "
         f"{' '.join(doctor)} {workdir}/after.json || true"

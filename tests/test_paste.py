@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.driver_stub import Driver, DriverStubs
+from tests.driver_stub import H100, Driver, DriverStubs, Gpu
 from tests.elf_fixtures import CudaTorchKit, ElfBuilder, compiler, cudnn
 from tests.factory import PLAIN_DEPENDENCIES, DoctorRun, FakeEnv, run_doctor
 from tests.test_scenarios_wheels import PYPROJECT, _uv_lock
@@ -137,6 +137,58 @@ def _shadowing_preload(
     return Scenario(["--python", str(env.root)], workdir, {"LD_PRELOAD": str(old)})
 
 
+def _fabric_not_up(
+    make_env: Callable[..., FakeEnv], workdir: Path, driver_stubs: DriverStubs, **_: Any
+) -> Scenario:
+    """Stack: an HGX node whose NVSwitch fabric is not up (cuInit 802)."""
+    env = make_env()
+    env.install_healthy_cu130()
+    hgx = tuple(Gpu("NVIDIA H100 80GB HBM3", "9.0", fabric="1") for _ in range(2))
+    driver = Driver(gpus=hgx, cu_init_error=802, fabric_v=False)
+    return Scenario(["--python", str(env.root)], workdir, driver_stubs.env(driver))
+
+
+def _extension_for_another_torch(
+    make_env: Callable[..., FakeEnv], workdir: Path, tmp_path: Path, **_: Any
+) -> Scenario:
+    """Extensions: a compiled extension pinned to torch 2.13.0 that needs a symbol the
+    installed torch (stand-in libraries compiled here) does not export."""
+    from tests.extension_objects import TORCH_DEFINES, USES_REMOVED, compile_shared
+
+    if compiler() is None:
+        pytest.skip("needs a C compiler")
+    lib = tmp_path / "torch-lib"
+    compile_shared(TORCH_DEFINES, lib / "libc10.so", soname="libc10.so")
+    compile_shared("", lib / "libtorch_cpu.so", soname="libtorch_cpu.so")
+    extension = compile_shared(
+        USES_REMOVED, tmp_path / "objects" / "_C.so", link_dir=lib, libraries=("c10", "torch_cpu")
+    )
+    env = make_env()
+    env.install_healthy_cu130()
+    env.install_torch(lib_files={n: lib / n for n in ("libc10.so", "libtorch_cpu.so")})
+    env.install(
+        "demo-ext",
+        "1.0.0",
+        requires_dist=["torch==2.13.0"],
+        files={"demo_ext/_C.so": extension},
+    )
+    return Scenario(["--python", str(env.root), "--no-load"], workdir)
+
+
+def _local_rank_past_its_gpu(
+    make_env: Callable[..., FakeEnv], workdir: Path, driver_stubs: DriverStubs, **_: Any
+) -> Scenario:
+    """Node: a Slurm task whose SLURM_LOCALID points past the one GPU bound to it."""
+    env = make_env()
+    env.install_healthy_cu130()
+    four = driver_stubs.env(Driver(gpus=(H100,) * 4))
+    return Scenario(
+        ["--python", str(env.root), "--no-load"],
+        workdir,
+        {**four, "CUDA_VISIBLE_DEVICES": "1", "SLURM_LOCALID": "1"},
+    )
+
+
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "missing-wheel": _missing_wheel,
     "deleted-file": _deleted_file,
@@ -145,6 +197,9 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "cpu-torch-with-a-gpu": _cpu_torch_with_a_gpu,
     "old-driver": _old_driver,
     "shadowing-preload": _shadowing_preload,
+    "fabric-not-up": _fabric_not_up,
+    "extension-for-another-torch": _extension_for_another_torch,
+    "local-rank-past-its-gpu": _local_rank_past_its_gpu,
 }
 
 

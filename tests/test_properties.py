@@ -9,25 +9,36 @@ hold). Example counts are modest: these run in CI on every push.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import json
 import os
 import shutil
 import string
+import struct
+import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from doctor.compare import REPORT_SCHEMA, NodeSummary, Problem, summarise, summarise_report
 from doctor.derive.expectations import parse_requirement
 from doctor.fix import FixError, apply_blocks
 from doctor.probe import inside
 from doctor.probe.elf import elf_sections, read_dynamic
 from doctor.probe.fatbin import FatbinError, walk_fatbin
+from doctor.probe.index_client import FetchError, Response, _from_html, _from_json
 from doctor.probe.load_events import parse_events
 from doctor.probe.project import TomlError, load_toml, probe_project
+from doctor.probe.symbols import TABLE_ERRORS, SymbolTableError, open_symbol_table
 from doctor.probe.text import FIELD_CAP, clean, clean_tree
+from doctor.probe.wheel_metadata import platform_of
 from doctor.redact import REDACTED, RedactionRules, Redactor
 from tests.fatbin_blob import CUBIN, PTX, container, entry
 
@@ -36,7 +47,7 @@ pytestmark = pytest.mark.timeout(120)
 
 UNSAFE = {chr(c) for c in range(0x20) if chr(c) not in "\n\t"} | {"\x7f"}
 UNSAFE |= {chr(c) for c in range(0x80, 0xA0)} | set("\u202a\u202b\u202c\u202d\u202e")
-UNSAFE |= set("\u2066\u2067\u2068\u2069")
+UNSAFE |= set("\u2066\u2067\u2068\u2069") | set("\u200e\u200f\u061c\u2028\u2029")
 
 
 def scratch_file(data: bytes, name: str = "file") -> Path:
@@ -308,6 +319,262 @@ def test_load_events_parser_skips_what_is_not_an_event(lines: list[str]) -> None
 def test_field_cap_is_what_the_docs_say() -> None:
     assert FIELD_CAP == 4096
     assert sys.maxsize > FIELD_CAP
+
+
+# --- the dynamic symbol reader ---------------------------------------------------------------
+
+# A shared object with what the symbol reader walks: a GNU and a SysV hash table, defined
+# versions (a version script), needed versions (glibc's), NEEDED entries, undefined, weak
+# and torch-looking names.
+_SYMBOLS_SOURCE = """
+#include <unistd.h>
+extern void _ZN3c104cuda3fooEv(void);
+__attribute__((weak)) void weak_one(void);
+int exported_a(int x) { return x + (int)getpid(); }
+int _ZN3c106detail3barEv(void) { _ZN3c104cuda3fooEv(); if (weak_one) weak_one(); return 1; }
+"""
+_SYMBOL_NAMES = ("exported_a", "_ZN3c106detail3barEv", "_ZN3c104cuda3fooEv", "weak_one", "gone")
+
+
+@functools.cache
+def _symbols_seed() -> bytes | None:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="td-prop-symbols-"))
+    (directory / "seed.c").write_text(_SYMBOLS_SOURCE)
+    (directory / "seed.map").write_text("SEED_1.0 { global: exported_*; _ZN*; local: *; };\n")
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O1", "-Wl,--hash-style=both",
+         f"-Wl,--version-script={directory / 'seed.map'}", "-Wl,-soname,libseed.so",
+         "-o", str(directory / "libseed.so"), str(directory / "seed.c")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return (directory / "libseed.so").read_bytes()
+
+
+# What a reader of a table may raise: SymbolTableError, or (once the headers parsed) one
+# of symbols.TABLE_ERRORS; doctor/probe/extensions.py turns each into an "unreadable" fact.
+_TABLE_ERRORS = (SymbolTableError, *TABLE_ERRORS)
+
+
+def test_the_symbol_seed_reads_as_built() -> None:
+    seed = _symbols_seed()
+    if seed is None:
+        pytest.skip("no C compiler (cc) to build the seed library")
+    with open_symbol_table(str(scratch_file(seed, "libseed.so"))) as table:
+        assert table.lookup("exported_a") == (True, "SEED_1.0")
+        assert table.lookup("gone") == (False, None)
+        undefined = {s.name for s in table.symbols() if not s.defined}
+        assert "_ZN3c104cuda3fooEv" in undefined and "weak_one" in undefined
+        assert any(s.version_file == "libc.so.6" for s in table.symbols() if not s.defined)
+
+
+@functools.cache
+def _symbols_regions() -> tuple[tuple[int, int], ...]:
+    """Where the reader reads: the headers and dynamic tables, then the dynamic section."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+
+    seed = _symbols_seed()
+    assert seed is not None
+    sections = {s.name: s for s in ELFFile(io.BytesIO(seed)).iter_sections()}
+    tables = [".hash", ".gnu.hash", ".dynsym", ".dynstr", ".gnu.version", ".gnu.version_d",
+              ".gnu.version_r"]  # fmt: skip
+    end = max(sections[n]["sh_offset"] + sections[n]["sh_size"] for n in tables if n in sections)
+    dynamic = sections[".dynamic"]
+    return (0, end), (dynamic["sh_offset"], dynamic["sh_offset"] + dynamic["sh_size"])
+
+
+@PROPERTY
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 1, 2]), st.integers(0, 1 << 16),
+                          st.integers(0, 255)), min_size=1, max_size=12),
+       st.integers(min_value=0, max_value=1 << 15))  # fmt: skip
+def test_symbol_reader_takes_any_mutation_of_a_real_shared_object(
+    mutations: list[tuple[int, int, int]], cut: int
+) -> None:
+    seed = _symbols_seed()
+    if seed is None:
+        pytest.skip("no C compiler (cc) to build the seed library")
+    data = bytearray(seed)
+    regions = _symbols_regions()
+    for region, offset, value in mutations:
+        # Mostly where the reader reads (headers, tables, the dynamic section), some anywhere.
+        start, end = regions[region] if region < len(regions) else (0, len(data))
+        data[start + offset % (end - start)] = value
+    path = scratch_file(bytes(data[: max(cut, 64)] if cut < len(data) else data), "libm.so")
+    started = time.monotonic()
+    try:
+        table = open_symbol_table(str(path))
+    except SymbolTableError:
+        return
+    with table:
+        for step in (
+            lambda: table.needed,
+            lambda: [(s.name, s.version) for s in table.symbols()],
+            lambda: [table.lookup(n) for n in _SYMBOL_NAMES],
+            lambda: table.strings_contain((b"_ZN3c10", b"aoti_torch_")),
+        ):
+            with contextlib.suppress(*_TABLE_ERRORS):
+                step()
+    assert time.monotonic() - started < 5
+
+
+def test_a_string_table_size_past_any_file_is_read_to_the_files_end() -> None:
+    seed = _symbols_seed()
+    if seed is None:
+        pytest.skip("no C compiler (cc) to build the seed library")
+    data = bytearray(seed)
+    start, end = _symbols_regions()[1]
+    for offset in range(start, end, 16):  # Elf64_Dyn: d_tag, d_val
+        tag, _value = struct.unpack_from("<qQ", data, offset)
+        if tag == 10:  # DT_STRSZ
+            struct.pack_into("<qQ", data, offset, tag, 1 << 63)
+    with open_symbol_table(str(scratch_file(bytes(data), "libhuge.so"))) as table:
+        assert table.strings_contain((b"exported_a",))
+        assert not table.strings_contain((b"not in the table",))
+
+
+# --- compare: any JSON where a report should be --------------------------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+    max_leaves=25,
+)
+_NODE = st.fixed_dictionaries(
+    {},
+    optional={
+        "identity": st.fixed_dictionaries(
+            {}, optional={"host": _JSON, "launcher_ids": _JSON | st.dictionaries(st.text(), _JSON)}
+        )
+        | _JSON,
+        "variables": st.dictionaries(st.text(max_size=10), _JSON, max_size=3) | _JSON,
+        "nccl": _JSON,
+    },
+)
+_REPORT = st.fixed_dictionaries(
+    {"schema": st.just(REPORT_SCHEMA) | _JSON},
+    optional={
+        "version": _JSON,
+        "verdict": _JSON,
+        "exit_code": _JSON | st.sampled_from([float("inf"), float("nan"), 1e308, 10**400]),
+        "findings": st.lists(st.dictionaries(st.sampled_from(["id", "severity", "title", "root"]),
+                                             _JSON), max_size=3) | _JSON,
+        "facts": st.fixed_dictionaries({}, optional={
+            "node": _NODE | _JSON, "torch": _JSON, "machine": _JSON, "distributions": _JSON,
+            "interpreter": _JSON, "platform": _JSON}) | _JSON,
+    },
+)  # fmt: skip
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+    elif dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            yield from _strings(getattr(value, f.name))
+
+
+@PROPERTY
+@given(_REPORT | _JSON, st.text(max_size=20))
+def test_compare_summarises_any_json_as_a_node_or_a_problem(data: object, source: str) -> None:
+    summary = summarise(data, source)
+    assert isinstance(summary, (NodeSummary, Problem))
+    for text in _strings(summary):
+        assert not UNSAFE & set(text)
+
+
+@PROPERTY
+@given(st.binary(max_size=2000) | _REPORT.map(lambda r: json.dumps(r).encode()))
+def test_compare_reads_any_file_as_a_node_or_a_problem(data: bytes) -> None:
+    assert isinstance(summarise_report(scratch_file(data, "r.json")), (NodeSummary, Problem))
+
+
+def test_compare_takes_nesting_past_any_limit() -> None:
+    deep: object = "x"
+    for _ in range(100_000):  # built without recursion; walked only by the code under test
+        deep = [deep]
+    report = {"schema": REPORT_SCHEMA, "facts": {"node": {"identity": {"host": deep}}}}
+    for data in (deep, report):
+        assert isinstance(summarise(data, "deep.json"), Problem)
+    text = "[" * 100_000 + "]" * 100_000
+    assert isinstance(summarise_report(scratch_file(text.encode(), "deep.json")), Problem)
+
+
+# --- the index pages and wheel file names `torch-doctor lock` reads ------------------------
+
+_PAGE_URLS = ["https://i.example/simple/torch/", "http://[::1]/s/", "file:///x/"]
+_HTML_PIECES = st.sampled_from(
+    ['<a href="', '">', "</a>", '<a href="x.whl#sha256=', "0" * 64, '" data-core-metadata="',
+     "sha256=", '" data-dist-info-metadata', "http://[", "//h/", "../", "%", "%zz", "<!", "<![",
+     "<!--", "<?", "&#x110000;", "&amp", "<a", " href=", "'", "\x00", "\u202e", "torch-2.6.0+cu126"
+     "-cp311-cp311-manylinux_2_28_x86_64.whl", "<script>", "</"]
+)  # fmt: skip
+
+
+@PROPERTY
+@given(st.lists(_HTML_PIECES | st.text(max_size=20), max_size=30), st.sampled_from(_PAGE_URLS))
+def test_index_html_pages_give_files_or_fetch_error(pieces: list[str], url: str) -> None:
+    page = Response(url, 200, {}, "".join(pieces).encode("utf-8", "surrogatepass"))
+    try:
+        files = _from_html(page)
+    except FetchError:
+        return
+    for file in files:
+        assert isinstance(file.filename, str) and isinstance(file.url, str)
+        assert file.sha256 is None or isinstance(file.sha256, str)
+
+
+_PEP691_FILE = st.fixed_dictionaries(
+    {"url": _JSON | st.sampled_from(["x.whl", "http://[", "https://h/a/b.whl#sha256=" + "a" * 64])},
+    optional={"filename": _JSON, "hashes": _JSON | st.dictionaries(st.just("sha256"), _JSON),
+              "core-metadata": _JSON, "dist-info-metadata": _JSON},
+)  # fmt: skip
+
+
+@PROPERTY
+@given(st.binary(max_size=300)
+       | _JSON.map(lambda v: json.dumps(v).encode())
+       | st.fixed_dictionaries({"files": st.lists(_PEP691_FILE, max_size=4) | _JSON}).map(
+           lambda v: json.dumps(v).encode()))  # fmt: skip
+def test_index_json_pages_give_files_or_fetch_error(body: bytes) -> None:
+    try:
+        files = _from_json(Response("https://i.example/simple/torch/", 200, {}, body))
+    except FetchError:
+        return
+    for file in files:
+        assert isinstance(file.filename, str) and isinstance(file.url, str)
+        assert file.sha256 is None or isinstance(file.sha256, str)
+        assert file.metadata_sha256 is None or isinstance(file.metadata_sha256, str)
+
+
+def test_index_json_nested_past_any_limit_is_a_fetch_error() -> None:
+    body = b'{"files": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(FetchError):
+        _from_json(Response("https://i.example/simple/torch/", 200, {}, body))
+
+
+@PROPERTY
+@given(st.text(max_size=80)
+       | st.from_regex(r"[a-z_]{1,8}-[0-9a-z.+!]{1,12}(-[0-9][a-z]*)?-(cp|pp|py)[0-9]{0,3}"
+                       r"-[a-z0-9_]{1,8}-[a-z0-9_.]{1,30}\.whl", fullmatch=True),
+       st.none() | st.text(max_size=20) | st.sampled_from([">=3.10", "==3.9.*"]))  # fmt: skip
+def test_platform_of_answers_a_platform_or_none(name: str, requires_python: str | None) -> None:
+    found = platform_of(name, requires_python)
+    if found is not None:
+        label, python, environment = found
+        assert isinstance(label, str)
+        assert python is None or isinstance(python, str)
+        assert all(isinstance(v, str) for v in environment.values())
 
 
 # --- uv.lock as `torch-doctor lock` reads it -------------------------------------------------

@@ -8,6 +8,9 @@ tests/test_deep.py.
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,9 +31,15 @@ from doctor.facts.runtime import (
     RuntimeStage,
     StageStatus,
 )
-from doctor.findings import Severity
+from doctor.findings import Remedy, RemedyKind, Severity
 from doctor.pipeline import judge
-from tests.handmade import CheckUnderTest, facts, healthy_distributions, healthy_facts
+from tests.handmade import (
+    CheckUnderTest,
+    facts,
+    healthy_distributions,
+    healthy_facts,
+    torch_build,
+)
 from tests.test_driver_checks import H100, RTX_5090, machine, with_machine
 from tests.test_toolchain import with_toolchain
 
@@ -282,3 +291,220 @@ def test_compile_without_a_c_compiler_hangs_under_torch_compile_toolchain() -> N
     compiled = next(f for f in report.findings if f.id == "torch-compile-failed")
     assert compiled.root == "torch-compile-toolchain"
     assert "torch-compile-failed" not in [f.id for f in report.roots]
+
+
+# --- remedies of the runtime findings when they are the root cause -------------------------
+
+PYTHON = "/project/.venv/bin/python"
+CU130 = "--index-url https://download.pytorch.org/whl/cu130"
+
+
+def as_pip_venv(all_facts: Facts) -> Facts:
+    """The same environment, installed by pip into a plain venv."""
+    dists = tuple(dataclasses.replace(d, installer="pip") for d in all_facts.distributions)
+    return dataclasses.replace(all_facts, distributions=dists)
+
+
+def assert_code_parses(remedies: tuple[Remedy, ...]) -> None:
+    for remedy in remedies:
+        if remedy.kind is not RemedyKind.TEXT:
+            checked = subprocess.run(
+                ["bash", "-n"], input=remedy.text, capture_output=True, text=True
+            )
+            assert checked.returncode == 0, (remedy.text, checked.stderr)
+
+
+def root_remedies(finding_id: str, all_facts: Facts) -> tuple[Remedy, ...]:
+    judged = CheckUnderTest(finding_id).judged(all_facts)
+    assert judged.root is None and judged.remedies, judged
+    assert_code_parses(judged.remedies)
+    return judged.remedies
+
+
+def shell(remedies: tuple[Remedy, ...]) -> list[str]:
+    return [r.text for r in remedies if r.kind is RemedyKind.SHELL]
+
+
+def test_import_failure_as_root_reinstalls_what_it_names_and_torch_from_its_index() -> None:
+    failed = stage(
+        "import",
+        StageStatus.FAILED,
+        error="ImportError: libcudnn.so.9: cannot open shared object file: No such file",
+    )
+    remedies = root_remedies("torch-import-failed", deep(with_stage(healthy_runtime(), failed)))
+    assert shell(remedies) == [
+        f"uv pip install --python {PYTHON} --reinstall --no-deps nvidia-cudnn-cu13==9.24.0.43\n",
+        # A +cu130 torch is on PyTorch's cu130 index only: pinned, and from there.
+        f"uv pip install --python {PYTHON} --reinstall {CU130} torch==2.14.1+cu130\n",
+    ]
+
+
+def test_import_failure_of_a_cu126_torch_in_a_pip_venv_names_the_cu126_index() -> None:
+    cu126 = healthy_facts(build=torch_build("2.14.1+cu126", cuda="12.6"))
+    failed = stage("import", StageStatus.CRASHED, signal="SIGSEGV", reason="died with SIGSEGV")
+    remedies = root_remedies(
+        "torch-import-failed", deep(with_stage(healthy_runtime(), failed), as_pip_venv(cu126))
+    )
+    assert shell(remedies) == [
+        f"{PYTHON} -m pip install --force-reinstall "
+        "--index-url https://download.pytorch.org/whl/cu126 torch==2.14.1+cu126\n"
+    ]
+
+
+def test_import_that_hung_shows_what_blocks_and_the_command_runs(tmp_path: Path) -> None:
+    hung = stage("import", StageStatus.TIMED_OUT, reason="did not finish within 5 s")
+    [command] = shell(
+        root_remedies("torch-import-failed", deep(with_stage(healthy_runtime(), hung)))
+    )
+    # Run literally, with this interpreter standing in for the venv's (torch is absent
+    # here: Python's own import time table and the error are what it prints).
+    ran = subprocess.run(
+        ["bash", "-c", command.replace(PYTHON, sys.executable)],
+        capture_output=True,
+        text=True,
+    )
+    assert "import time:" in ran.stderr
+
+
+def _no_kernel_image_on_a_5090(driver: str, cuda: int, build: str, build_cuda: str) -> Facts:
+    base = dataclasses.replace(
+        with_machine(machine((RTX_5090,), driver=driver, cuda=cuda)),
+        torch=torch_build(build, cuda=build_cuda),
+    )
+    failed = stage(
+        "gpu:0",
+        StageStatus.FAILED,
+        error="RuntimeError: CUDA error: no kernel image is available for execution on the device",
+    )
+    one_gpu = tuple(s for s in healthy_runtime().stages if s.name != "gpu:1")
+    runtime = with_stage(
+        healthy_runtime(
+            device_count=1,
+            devices=(RuntimeDevice(0, "NVIDIA GeForce RTX 5090", "12.0", 34_190_917_632, True),),
+            stages=one_gpu,
+        ),
+        failed,
+    )
+    return deep(runtime, base)
+
+
+def test_no_kernel_image_as_root_installs_the_variant_that_covers_the_gpu() -> None:
+    # torch's arch list was not read, so the static arch check could not judge: the
+    # runtime's "no kernel image" is the root, and its remedy the build for this GPU.
+    all_facts = _no_kernel_image_on_a_5090("580.95.05", 13000, "2.14.1+cu126", "12.6")
+    [install] = shell(root_remedies("gpu-kernel-failed", all_facts))
+    assert install == f"uv pip install --python {PYTHON} {CU130} torch==2.14.1+cu130"
+
+
+def test_no_kernel_image_never_reinstalls_the_build_already_there() -> None:
+    all_facts = _no_kernel_image_on_a_5090("580.95.05", 13000, "2.14.1+cu130", "13.0")
+    remedies = root_remedies("gpu-kernel-failed", all_facts)
+    assert not any("torch==" in r.text for r in remedies)
+    assert remedies[0].summary.startswith("no other published torch build")
+
+
+def test_a_gpu_crash_with_nothing_installed_to_blame_points_at_the_drivers_log() -> None:
+    crashed = stage("gpu:0", StageStatus.CRASHED, signal="SIGSEGV", reason="died with SIGSEGV")
+    remedies = root_remedies("gpu-kernel-failed", deep(with_stage(healthy_runtime(), crashed)))
+    assert shell(remedies) == ["sudo dmesg | grep -E 'NVRM|Xid' | tail -n 20\n"]
+
+
+def test_nccl_failure_as_root_reinstalls_torchs_nccl_at_its_pin() -> None:
+    failed = stage(
+        "nccl", StageStatus.FAILED, error="RuntimeError: NCCL Error 2: unhandled system error"
+    )
+    remedies = root_remedies("nccl-failed", deep(with_stage(healthy_runtime(), failed)))
+    assert shell(remedies) == [
+        f"uv pip install --python {PYTHON} --reinstall --no-deps nvidia-nccl-cu13==2.30.7\n"
+    ]
+    [env] = [r.text for r in remedies if r.kind is RemedyKind.ENV]
+    assert env.startswith("export NCCL_DEBUG=INFO")
+
+
+def test_compile_failure_as_root_clears_the_caches_and_reinstalls_triton_at_its_pin(
+    tmp_path: Path,
+) -> None:
+    failed = stage(
+        "compile",
+        StageStatus.FAILED,
+        ran_on="cuda:0",
+        error="BackendCompilerFailed: backend='inductor' raised: ImportError: cannot import name",
+    )
+    remedies = root_remedies("torch-compile-failed", deep(with_stage(healthy_runtime(), failed)))
+    clear, reinstall = shell(remedies)
+    assert reinstall == (f"uv pip install --python {PYTHON} --reinstall --no-deps triton==3.8.0\n")
+    # The cache removal, run literally: the caches of this user go, nothing else.
+    caches = tmp_path / "caches"
+    inductor, triton = caches / "torchinductor_alice", caches / "triton"
+    for directory in (inductor, triton):
+        (directory / "stale").mkdir(parents=True)
+    keep = caches / "other"
+    keep.mkdir()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TORCHINDUCTOR_CACHE_DIR": str(inductor),
+        "TRITON_CACHE_DIR": str(triton),
+    }
+    subprocess.run(["bash", "-e", "-c", clear], env=env, check=True)
+    assert not inductor.exists() and not triton.exists() and keep.exists()
+
+
+def test_compile_failure_of_the_c_compiler_installs_it_with_pythons_headers() -> None:
+    failed = stage(
+        "compile",
+        StageStatus.FAILED,
+        ran_on="cpu",
+        error="CppCompileError: C++ compile error: fatal error: Python.h: No such file",
+    )
+    remedies = root_remedies("torch-compile-failed", deep(with_stage(healthy_runtime(), failed)))
+    assert shell(remedies)[-1] == "sudo apt-get install build-essential python3.11-dev\n"
+
+
+def test_a_preloaded_library_as_root_is_dropped_from_ld_preload() -> None:
+    outside = "/opt/cuda/lib64/libcudnn.so.9"
+    runtime = healthy_runtime(mapped=(MappedLibrary("libcudnn.so.9", outside, None),))
+    preloaded = dataclasses.replace(
+        healthy_facts(), environment={"LD_PRELOAD": f"{outside} /usr/lib/libjemalloc.so.2"}
+    )
+    remedies = root_remedies("runtime-library-mismatch", deep(runtime, preloaded))
+    [env] = [r.text for r in remedies if r.kind is RemedyKind.ENV]
+    assert env == "export LD_PRELOAD=/usr/lib/libjemalloc.so.2\n"
+
+
+def test_a_library_loaded_by_other_code_gets_the_loaders_log_and_it_runs() -> None:
+    outside = "/opt/cuda/lib64/libcudnn.so.9"
+    runtime = healthy_runtime(mapped=(MappedLibrary("libcudnn.so.9", outside, None),))
+    [command] = shell(root_remedies("runtime-library-mismatch", deep(runtime)))
+    assert command.startswith(f'LD_DEBUG=files {PYTHON} -c "import torch" 2>&1 | grep -E ')
+    # Literally, against this interpreter loading libssl: the grep keeps who needed it.
+    probe = command.replace(PYTHON, sys.executable).replace("import torch", "import ssl")
+    probe = probe.replace("libcudnn\\.so\\.9", "libssl\\.so[.0-9]*")
+    ran = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
+    assert "needed by" in ran.stdout and "_ssl" in ran.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "finding_id"),
+    [
+        ("import", "torch-import-failed"),
+        ("nccl", "nccl-failed"),
+        ("compile", "torch-compile-failed"),
+    ],
+)
+def test_a_stage_that_was_not_run_is_a_skip_not_a_pass(name: str, finding_id: str) -> None:
+    runtime = healthy_runtime()
+    without = dataclasses.replace(
+        runtime, stages=tuple(s for s in runtime.stages if s.name != name)
+    )
+    outcome = CheckUnderTest(finding_id).run(deep(without))
+    assert outcome == Skip(f"the {name} stage was not run")
+
+
+def test_cuda_unavailable_without_the_build_stage_is_a_skip() -> None:
+    runtime = healthy_runtime(cuda_available=False)
+    without = dataclasses.replace(
+        runtime, stages=tuple(s for s in runtime.stages if s.name != "build")
+    )
+    assert CheckUnderTest("cuda-unavailable").run(deep(without)) == Skip(
+        "the build stage was not run"
+    )

@@ -307,7 +307,41 @@ def test_nodes_refusing_to_open_in_a_container_are_the_lost_gpus() -> None:
     }
     commands = "\n".join(r.text for r in finding.remedies)
     assert "nvidia-ctk system create-dev-char-symlinks --create-all" in commands
+    assert "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml" in commands
     assert "native.cgroupdriver=cgroupfs" in commands
+    # Every way out is a command (paste-safe), none a command inside prose.
+    assert all(r.kind.value == "shell" for r in finding.remedies)
+    for remedy in finding.remedies:
+        checked = subprocess.run(["bash", "-n"], input=remedy.text, text=True, capture_output=True)
+        assert checked.returncode == 0, (remedy.text, checked.stderr)
+    # Without the container's name: the command that lists it, then the restart.
+    assert finding.remedies[0].text == 'docker ps\ndocker restart "$CONTAINER"\n'
+
+
+@pytest.mark.parametrize(
+    ("container", "host", "command"),
+    [
+        ("docker", "3f2a1b9c8d7e", "docker restart 3f2a1b9c8d7e\n"),
+        ("podman", "3f2a1b9c8d7e", "podman restart 3f2a1b9c8d7e\n"),
+        ("kubernetes", "train-7d9f-0", "kubectl delete pod train-7d9f-0\n"),
+    ],
+)
+def test_the_lost_container_is_restarted_by_the_id_its_host_name_is(
+    container: str, host: str, command: str
+) -> None:
+    from doctor.facts.node import NodeFacts, NodeIdentity
+
+    lost = with_machine(_lost(container), node=NodeFacts(identity=NodeIdentity(host)))
+    finding = next(f for f in judge(lost).findings if f.id == "container-lost-gpus")
+    assert finding.remedies[0].text == command
+
+
+def test_lost_gpus_are_not_judged_without_nvml() -> None:
+    unprobed = dataclasses.replace(_lost(), nvml=None)
+    assert status(with_machine(unprobed), "container-lost-gpus") == (
+        CheckStatus.SKIPPED,
+        "NVML was not probed",
+    )
 
 
 def test_unknown_error_with_nodes_that_open_is_not_the_lost_container() -> None:
@@ -535,6 +569,76 @@ def test_old_triton_beside_only_libcuda_so_1_warns_and_its_remedy_works(
     assert "triton-libcuda-not-found" not in again.finding_ids()
 
 
+def run_with_ldconfig(
+    ldconfig: Path, args: list[str], env: dict[str, str], workdir: Path
+) -> DoctorRun:
+    """The CLI in a mount namespace whose /sbin/ldconfig is ``ldconfig`` (the machine's own
+    is untouched): what triton runs, and what the doctor replays."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    target = os.path.realpath("/sbin/ldconfig")
+    proc = subprocess.run(
+        [
+            *("unshare", "-m", "sh", "-c", f'mount --bind {ldconfig} {target} && exec "$@"', "sh"),
+            *(sys.executable, "-m", "doctor", *args),
+        ],
+        cwd=workdir,
+        env=doctor_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if not proc.stdout and ("unshare" in proc.stderr or "mount" in proc.stderr):
+        pytest.skip(f"cannot bind-mount in a mount namespace here: {proc.stderr.strip()}")
+    assert proc.stdout, proc.stderr
+    return DoctorRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("problem", ["stale ld cache", "no ldconfig"])
+def test_triton_lookup_failing_through_the_cli_and_its_remedy_run_literally(
+    problem: str,
+    make_env: Callable[..., FakeEnv],
+    workdir: Path,
+    driver_stubs: DriverStubs,
+    tmp_path: Path,
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130(skip=["triton"])
+    _with_triton(env, TRITON_NEW)
+    driver_env = driver_stubs.env(Driver(gpus=(H100,)))
+    if problem == "stale ld cache":
+        # The cache still lists a libcuda.so.1 a driver update removed: triton takes the
+        # cache's directories and never looks at LD_LIBRARY_PATH.
+        ldconfig = Path(_ldconfig(tmp_path, "/usr/lib/x86_64-linux-gnu/libcuda.so.1"))
+    else:
+        # An ldconfig that cannot run (a minimal image): triton's check_output raises.
+        ldconfig = tmp_path / "ldconfig-not-executable"
+        ldconfig.write_text("not a program\n")
+    args = ["--python", str(env.root), "--format", "json"]
+    run = run_with_ldconfig(ldconfig, args, driver_env, workdir)
+    finding = run.finding("triton-libcuda-not-found")
+    lookup = run.json["facts"]["stack"]["triton_libcuda"]
+    if problem == "stale ld cache":
+        assert lookup["listed"] == ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
+        assert lookup["ldconfig_error"] is None
+    else:
+        assert lookup["ldconfig_error"] and lookup["listed"] == []
+    assert run.returncode == 0  # a warning: torch itself works
+    # The variable remedy, exported literally, and the next run (same ldconfig) is clean.
+    (export,) = [r for r in finding["remedies"] if r["kind"] == "env"]
+    assert export["text"] == (f"export TRITON_LIBCUDA_PATH={driver_stubs.libraries}\n")
+    done = subprocess.run(
+        ["bash", "-c", export["text"] + 'echo "$TRITON_LIBCUDA_PATH"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    fixed = {**driver_env, "TRITON_LIBCUDA_PATH": done.stdout.strip()}
+    again = run_with_ldconfig(ldconfig, args, fixed, workdir)
+    assert "triton-libcuda-not-found" not in again.finding_ids()
+    assert again.json["facts"]["stack"]["triton_libcuda"]["source"] == "TRITON_LIBCUDA_PATH"
+
+
 def test_current_triton_finds_libcuda_so_1_on_ld_library_path(
     make_env: Callable[..., FakeEnv], workdir: Path, driver_stubs: DriverStubs
 ) -> None:
@@ -759,10 +863,17 @@ def test_jetson_builds_against_server_arm_builds(
         assert rule.startswith(
             "compute capability 11.0" if "Thor" in model else "compute capability 8.7"
         )
-        remedy = found[0].remedies[0].text
-        assert remedy.startswith("uv pip install --python ")  # uv installed this torch
-        assert ("jetson-ai-lab.io/jp6/cu126" in remedy) == release.startswith("36")
-        assert ("whl/cu130" in remedy) == release.startswith("38")
+        remedy = found[0].remedies[0]
+        assert remedy.text.startswith("uv pip install --python ")  # uv installed this torch
+        assert ("jetson-ai-lab.io/jp6/cu126" in remedy.text) == release.startswith("36")
+        assert ("whl/cu130" in remedy.text) == release.startswith("38")
+        if release.startswith("38"):
+            # Thor runs the server builds: the installed release, in the CUDA 13 variant.
+            assert remedy.text.endswith(" torch==2.9.1+cu130\n")
+        else:
+            # The Jetson indexes keep their own releases: unpinned, and the remedy says why.
+            assert remedy.text.endswith(" torch\n")
+            assert "not pinned: that index carries its own torch releases" in remedy.summary
 
 
 def test_the_ticket_names_the_jetson_board(tmp_path: Path) -> None:
@@ -794,8 +905,11 @@ def test_jetson_remedy_in_a_uv_project_is_the_index_block(tmp_path: Path) -> Non
         interpreter=dataclasses.replace(base.interpreter, prefix="/project/.venv"),
     )
     finding = next(f for f in judge(in_project).findings if f.id == "jetson-server-wheel")
-    (remedy,) = finding.remedies
-    assert (remedy.kind.value, remedy.target) == ("toml", "pyproject.toml")
+    remedy, sync = finding.remedies
+    # The inspected venv's own project, never a pyproject.toml relative to the cwd.
+    assert (remedy.kind.value, remedy.target) == ("toml", "/project/pyproject.toml")
+    assert "torch-doctor fix" in remedy.summary
+    assert sync.text == "uv lock --upgrade-package torch\nuv sync --reinstall-package torch\n"
     block = tomllib.loads(remedy.text)
     assert block["tool"]["uv"]["index"] == [
         {"name": "jetpack-6", "url": "https://pypi.jetson-ai-lab.io/jp6/cu126", "explicit": True}
@@ -805,6 +919,28 @@ def test_jetson_remedy_in_a_uv_project_is_the_index_block(tmp_path: Path) -> Non
         "index": "jetpack-6",
         "marker": "sys_platform == 'linux' and platform_machine == 'aarch64'",
     }
+
+
+def test_jetson_in_a_venv_found_beside_another_checkout_gets_no_pyproject_block(
+    tmp_path: Path,
+) -> None:
+    base = _aarch64_facts(
+        tmp_path,
+        "2.9.1+cu126",
+        "cp310-cp310-manylinux_2_28_aarch64",
+        "12.6",
+        "36.4.3",
+        "NVIDIA Jetson Orin Nano Developer Kit",
+    )
+    assert base.interpreter is not None
+    elsewhere = dataclasses.replace(
+        base,
+        project=dataclasses.replace(project(), found_by="working directory"),
+        interpreter=dataclasses.replace(base.interpreter, prefix="/elsewhere/venv"),
+    )
+    finding = next(f for f in judge(elsewhere).findings if f.id == "jetson-server-wheel")
+    assert [r.kind.value for r in finding.remedies] == ["shell"]
+    assert "pyproject" not in finding.remedies[0].text
 
 
 def test_x86_64_and_server_arm_are_never_judged_as_jetsons() -> None:

@@ -9,7 +9,6 @@ upgrade leaves: the metadata and the files may belong to different versions.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -17,27 +16,25 @@ from doctor.checks.registry import Outcome, check, remedy
 from doctor.derive import Context, Workflow
 from doctor.facts import DistributionFacts
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
-from doctor.knowledge import pytorch_index_url
-from doctor.remedies import conda_note, install_command
+from doctor.remedies import conda_note, reinstall_one
 
 __all__ = ["DuplicateDistInfo", "TorchMetadataDamaged"]
 
-# The local tag of a PyTorch-index build: such a version is only on that index.
-_LOCAL_VARIANT = re.compile(r"\+(cu\d+|cpu|rocm[\d.]+|xpu)$")
 
-
-def _reinstall(ctx: Context, name: str, version: str | None) -> str:
-    """The pinned reinstall of one distribution, its dependencies untouched."""
-    if ctx.workflow is Workflow.UV_PROJECT:
-        return f"uv sync --reinstall-package {name}"
-    variant = _LOCAL_VARIANT.search(version or "")
-    return install_command(
-        ctx,
-        [f"{name}=={version}" if version else name],
-        reinstall=True,
-        no_deps=True,
-        index_url=pytorch_index_url() + variant.group(1) if variant else None,
-    )
+def _reinstall(ctx: Context, name: str, version: str | None, summary: str) -> list[Remedy]:
+    """The pinned reinstall of one distribution, its dependencies untouched; when no
+    version is known, say so instead of installing whatever is newest."""
+    command = reinstall_one(ctx, name, version)
+    if command is None:
+        return [
+            Remedy(
+                RemedyKind.TEXT,
+                f"reinstall {name} at the version you had",
+                f"Neither its metadata nor torch's requirements say which {name} this was, so "
+                "no pinned command can be given: reinstall the version your project requires.",
+            )
+        ]
+    return [Remedy(RemedyKind.SHELL, summary, command + "\n")]
 
 
 # --- torch-metadata-damaged ------------------------------------------------------------
@@ -94,10 +91,7 @@ def _torch_metadata_damaged(finding: Finding[TorchMetadataDamaged], ctx: Context
         if ctx.workflow is Workflow.UV_PROJECT
         else "reinstall torch at its installed version"
     )
-    return [
-        Remedy(RemedyKind.SHELL, summary, _reinstall(ctx, "torch", finding.data.version)),
-        *conda_note(ctx),
-    ]
+    return [*_reinstall(ctx, "torch", finding.data.version, summary), *conda_note(ctx)]
 
 
 # --- duplicate-dist-info ---------------------------------------------------------------
@@ -195,11 +189,15 @@ def _duplicate_dist_info(finding: Finding[DuplicateDistInfo], ctx: Context) -> l
 
     data = finding.data
     remove = "rm -rf -- " + " ".join(shlex.quote(d) for d in data.stale_dirs)
+    summary = "remove the stale dist-info, then reinstall the version that stays"
+    reinstall = _reinstall(ctx, data.name, data.keep_version, summary)
+    if reinstall[0].kind is RemedyKind.SHELL:
+        return [
+            Remedy(RemedyKind.SHELL, summary, f"{remove}\n{reinstall[0].text}"),
+            *conda_note(ctx),
+        ]
     return [
-        Remedy(
-            RemedyKind.SHELL,
-            "remove the stale dist-info, then reinstall the version that stays",
-            f"{remove}\n{_reinstall(ctx, data.name, data.keep_version)}",
-        ),
+        Remedy(RemedyKind.SHELL, "remove the stale dist-info", remove + "\n"),
+        *reinstall,
         *conda_note(ctx),
     ]

@@ -142,8 +142,14 @@ def _no_gpu_visible(finding: Finding[NoGpuVisible], ctx: Context) -> list[Remedy
                 RemedyKind.TEXT,
                 "start the container with GPUs",
                 "NVIDIA_VISIBLE_DEVICES is read by the container runtime when the container "
-                "starts: restart it with `--gpus all` (or NVIDIA_VISIBLE_DEVICES=all).",
-            )
+                "starts, so changing it inside has no effect: start the container again with "
+                "the GPUs (on the host; IMAGE is the container's image).",
+            ),
+            Remedy(
+                RemedyKind.SHELL,
+                "on the host, start the container with the GPUs (IMAGE: its image)",
+                "docker run --gpus all IMAGE",
+            ),
         ]
     text = "unset CUDA_VISIBLE_DEVICES\n"
     if indices:
@@ -254,10 +260,15 @@ def _no_nvidia_driver(finding: Finding[NoNvidiaDriver], ctx: Context) -> list[Re
             Remedy(
                 RemedyKind.TEXT,
                 "give the container the host's GPUs",
-                "Start the container with the NVIDIA Container Toolkit (`docker run --gpus all "
-                "...`, or request `nvidia.com/gpu` in Kubernetes); do not install a driver "
-                "inside the image.",
-            )
+                "Start the container again through the NVIDIA Container Toolkit on the host (in "
+                "Kubernetes, request nvidia.com/gpu in the pod's resources); do not install a "
+                "driver inside the image. IMAGE is the container's image:",
+            ),
+            Remedy(
+                RemedyKind.SHELL,
+                "on the host, start the container with the GPUs (IMAGE: its image)",
+                "docker run --gpus all IMAGE",
+            ),
         ]
     if data.wsl:
         return [

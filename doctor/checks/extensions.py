@@ -16,6 +16,9 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
 from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context, Workflow
 from doctor.derive.cuda_compat import covering_target, parse_cuda, parse_target
@@ -26,8 +29,13 @@ from doctor.facts.extensions import (
     ExtensionsFacts,
 )
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
-from doctor.knowledge import host_compiler_limit
-from doctor.remedies import install_command
+from doctor.knowledge import (
+    host_compiler_limit,
+    pytorch_index_url,
+    torch_builds,
+    torch_release,
+)
+from doctor.remedies import conda_note, install_command, pyproject_target
 
 __all__ = [
     "ExtensionAbiMismatch",
@@ -598,12 +606,69 @@ def _uses_uv(ctx: Context) -> bool:
     return ctx.workflow in (Workflow.UV_VENV, Workflow.UV_PROJECT)
 
 
+def _public(version: str) -> str:
+    return version.split("+", 1)[0]
+
+
+def _uv_package_list(ctx: Context, key: str, name: str) -> list[str]:
+    """[tool.uv]'s ``key`` as the project has it, with ``name`` added (never dropped)."""
+    project = ctx.facts.project
+    current = project.tool_uv.get(key) if project is not None else None
+    names = [str(n) for n in current] if isinstance(current, list) else []
+    return names if name in names else [*names, name]
+
+
+def _rebuild_in_project(
+    extension: _ExtensionPayload, ctx: Context, target: str, prefix: str = ""
+) -> list[Remedy]:
+    """In a uv project, `uv pip install` is undone by the next `uv sync`: the project builds
+    the extension itself, from source and without build isolation (so against the torch
+    of its venv), and keeps doing so on every sync."""
+    import tomlkit
+
+    name = extension.distribution
+    uv = tomlkit.table()
+    for key in ("no-build-isolation-package", "no-binary-package"):
+        array = tomlkit.array()
+        array.extend(_uv_package_list(ctx, key, name))
+        uv.add(key, array)
+    tool = tomlkit.table(is_super_table=True)
+    tool.add("uv", uv)
+    document = tomlkit.document()
+    document.add("tool", tool)
+    project = ctx.facts.project
+    locked = project is not None and name in project.locked_names
+    spec = f"{name}=={_public(extension.version)}"
+    # --no-cache: a wheel uv built earlier, against the old torch, would be reused.
+    command = prefix + (
+        f"uv sync --reinstall-package {shlex.quote(name)} --no-cache\n"
+        if locked
+        else f"uv add --reinstall-package {shlex.quote(name)} --no-cache {shlex.quote(spec)}\n"
+    )
+    return [
+        Remedy(
+            RemedyKind.TOML,
+            f"rebuild {extension.display_name} against the installed torch, the project's way: "
+            "run `torch-doctor fix`, or add this block to pyproject.toml (uv then builds it "
+            "from source in the project's venv on every sync)",
+            tomlkit.dumps(document).strip() + "\n",
+            target=target,
+        ),
+        Remedy(
+            RemedyKind.SHELL,
+            "then build it (needs a C++ compiler, the package's build requirements in the "
+            "venv, and an nvcc of torch's CUDA major for CUDA code)",
+            command,
+        ),
+    ]
+
+
 def _rebuild(extension: _ExtensionPayload, ctx: Context) -> Remedy:
     """A source build against the torch in the environment: no build isolation (an
     isolated build installs another torch to build against) and no cached wheel (a wheel
     built earlier, against the old torch, would be reused)."""
     name = extension.display_name
-    spec = f"{name}=={extension.version.split('+', 1)[0]}"
+    spec = f"{name}=={_public(extension.version)}"
     flags = ["--no-build-isolation", "--no-binary", name]
     if _uses_uv(ctx):
         flags += ["--reinstall-package", name, "--no-cache", "--no-deps", spec]
@@ -619,54 +684,122 @@ def _rebuild(extension: _ExtensionPayload, ctx: Context) -> Remedy:
 
 def _own_build(extension: _ExtensionPayload, ctx: Context, cxx11: bool | None) -> Remedy | None:
     """flash-attn names its builds +cu<major>torch<X.Y>cxx11abi<TRUE|FALSE>: name the one
-    for this torch (its GitHub release assets)."""
+    for this torch (its GitHub release assets). Advice, not a command: the URL of that
+    wheel is the project's, and not every release has every build."""
     torch = ctx.facts.torch
     if extension.wheel_file is None or torch is None or not torch.version:
         return None
     if "cxx11abi" not in extension.wheel_file.lower():
         return None
-    torch_mm = ".".join(torch.version.split("+", 1)[0].split(".")[:2])
+    torch_mm = ".".join(_public(torch.version).split(".")[:2])
     cuda = (torch.cuda or "").split(".")[0]
     if cxx11 is None:
         found = ctx.facts.extensions
         cxx11 = bool(found is not None and found.torch_cxx11_abi)
     tag = f"cu{cuda}torch{torch_mm}cxx11abi{'TRUE' if cxx11 else 'FALSE'}"
-    command = install_command(ctx, ["<that wheel URL>"], reinstall=True, no_deps=True)
     return Remedy(
         RemedyKind.TEXT,
-        f"install the {extension.display_name} build for this torch: the wheel tagged +{tag}",
-        f"Installed: {extension.wheel_file}. Take the wheel of the same version whose name "
-        f"carries +{tag} from the project's release assets, and install it with `{command}`.",
+        f"or install the {extension.display_name} build made for this torch: the wheel tagged "
+        f"+{tag}",
+        f"Installed: {extension.wheel_file}. The project publishes one wheel per CUDA major, "
+        "torch release and C++ ABI with each release; the one of the same version whose name "
+        f"carries +{tag} is built for {ctx.torch_label}. Install that file without its "
+        "dependencies, with the installer this environment uses.",
     )
 
 
-def _torch_spec(release: str) -> str:
-    """torch==2.6.0 for a pin; torch==2.6.* for flash-attn's "torch2.6" (any 2.6.x)."""
-    return f"torch=={release}.*" if release.count(".") == 1 else f"torch=={release}"
+def _exact_release(built_for: str) -> str | None:
+    """torch's exact release: a full pin as it is, "2.6" as the table's newest 2.6.x."""
+    if built_for.count(".") >= 2:
+        return _public(built_for)
+    row = torch_release(built_for + ".0")
+    return row.latest if row is not None else None
+
+
+def _variant_for(release: str, extension: _ExtensionPayload, ctx: Context) -> str | None:
+    """The CUDA variant to take that torch in: the CUDA major the extension was built for
+    (PyPI's variant of that release when it is that major), else the installed torch's,
+    else PyPI's. None when no published variant fits."""
+    version = Version(release)
+    builds = [b for b in torch_builds() if version in SpecifierSet(b.torch)]
+    row = torch_release(release)
+    pypi = row.pypi_linux if row is not None else None
+    facts = ctx.facts.extensions
+    found = facts.extension(extension.distribution) if facts is not None else None
+    major = found.built_for_cuda if found is not None else None
+    if major:
+        same = [b for b in builds if b.cuda.split(".")[0] == major]
+        if pypi is not None and any(b.variant == pypi for b in same):
+            return pypi
+        best = max(same, key=lambda b: parse_cuda(b.cuda) or (0, 0), default=None)
+        return best.variant if best is not None else None
+    installed = ctx.facts.torch.local_tag if ctx.facts.torch is not None else None
+    if installed is not None and any(b.variant == installed for b in builds):
+        return installed
+    return pypi
 
 
 def _torch_it_was_built_for(extension: _ExtensionPayload, ctx: Context) -> Remedy | None:
-    release = extension.built_for_torch
+    built_for = extension.built_for_torch
     torch = ctx.facts.torch
-    if not release or torch is None or torch.version == release:
+    if not built_for or torch is None or not torch.version:
         return None
+    installed = _public(torch.version)
+    if installed == built_for or installed.startswith(built_for + "."):
+        return None  # it was built for this release: the cause is another (its ABI, CUDA)
+    release = _exact_release(built_for)
+    if release is None:
+        return None
+    try:
+        Version(release)
+    except InvalidVersion:
+        return None  # not a release this remedy can pin
+    row = torch_release(release)
+    companions = [
+        f"torchvision=={row.torchvision}.*"
+        for name in ("torchvision",)
+        if row is not None and row.torchvision and ctx.facts.distribution(name)
+    ]
+    summary = (
+        f"or go back to the torch {extension.display_name} was built for, torch {release} "
+        "(its CUDA wheels follow"
+        + (", and torchvision of that release" if companions else "")
+        + ")"
+    )
+    if ctx.workflow is Workflow.UV_PROJECT:
+        words = ["uv", "add", f"torch=={release}", *companions]
+        return Remedy(
+            RemedyKind.SHELL,
+            summary + "; the project's torch index stays as configured",
+            " ".join(shlex.quote(w) for w in words) + "\n",
+        )
+    variant = _variant_for(release, extension, ctx)
+    on_pypi = row is not None and variant == row.pypi_linux and torch.local_tag is None
+    if variant is None or on_pypi:
+        spec, index = f"torch=={release}", None
+    else:
+        spec, index = f"torch=={release}+{variant}", pytorch_index_url() + variant
     return Remedy(
         RemedyKind.SHELL,
-        f"or go back to the torch {extension.display_name} was built for (its companions and "
-        "CUDA wheels must follow)",
-        install_command(ctx, [_torch_spec(release)]) + "\n",
+        summary,
+        install_command(ctx, [spec, *companions], index_url=index) + "\n",
     )
 
 
 def _extension_remedies(
     extension: _ExtensionPayload, ctx: Context, cxx11: bool | None = None
 ) -> list[Remedy]:
-    remedies = [r for r in (_own_build(extension, ctx, cxx11),) if r is not None]
-    remedies.append(_rebuild(extension, ctx))
+    own = _own_build(extension, ctx, cxx11)
+    remedies = [own] if own is not None else []
+    target = pyproject_target(ctx)
+    if target is not None:
+        remedies += _rebuild_in_project(extension, ctx, target)
+    else:
+        remedies.append(_rebuild(extension, ctx))
     back = _torch_it_was_built_for(extension, ctx)
     if back is not None:
         remedies.append(back)
-    return remedies
+    return remedies + conda_note(ctx)
 
 
 @remedy("extension-abi-mismatch")
@@ -695,14 +828,20 @@ def _extension_gpu_arch_unsupported(
     finding: Finding[ExtensionGpuArchUnsupported], ctx: Context
 ) -> Sequence[Remedy]:
     archs = ";".join(g.replace("sm_", "")[:-1] + "." + g[-1] for g in finding.data.gpus)
-    rebuild = _rebuild(finding.data, ctx)
-    return [
-        Remedy(
-            RemedyKind.SHELL,
-            f"rebuild {finding.data.display_name} for these GPUs (TORCH_CUDA_ARCH_LIST names them)",
-            f"TORCH_CUDA_ARCH_LIST={shlex.quote(archs)} {rebuild.text}",
-        )
-    ]
+    prefix = f"TORCH_CUDA_ARCH_LIST={shlex.quote(archs)} "
+    target = pyproject_target(ctx)
+    if target is not None:
+        remedies = _rebuild_in_project(finding.data, ctx, target, prefix)
+    else:
+        remedies = [
+            Remedy(
+                RemedyKind.SHELL,
+                f"rebuild {finding.data.display_name} for these GPUs (TORCH_CUDA_ARCH_LIST names "
+                "them)",
+                prefix + _rebuild(finding.data, ctx).text,
+            )
+        ]
+    return remedies + conda_note(ctx)
 
 
 @remedy("nvcc-cuda-mismatch")
@@ -727,13 +866,20 @@ def _nvcc_host_compiler_unsupported(
     newest = finding.data.newest
     family = finding.data.family
     cxx = "g++" if family == "gcc" else "clang++"
+    # Debian/Ubuntu: gcc-N and g++-N are two packages; clang-N brings clang++-N.
+    packages = f"gcc-{newest} g++-{newest}" if family == "gcc" else f"clang-{newest}"
     return [
         Remedy(
+            RemedyKind.SHELL,
+            f"install {family} {newest}, the newest nvcc {finding.data.nvcc_release} accepts "
+            "(Debian/Ubuntu package names)",
+            f"sudo apt-get install {packages}\n",
+        ),
+        Remedy(
             RemedyKind.ENV,
-            f"build with {family} {newest} (Debian/Ubuntu: apt-get install {family}-{newest} "
-            f"{cxx}-{newest}); cpp_extension passes CC to nvcc as -ccbin",
+            "then build with it: cpp_extension passes CC to nvcc as -ccbin",
             f"export CC={family}-{newest} CXX={cxx}-{newest} NVCC_CCBIN={family}-{newest}\n",
-        )
+        ),
     ]
 
 

@@ -159,14 +159,23 @@ def _dev_shm_too_small(finding: Finding[DevShmTooSmall], ctx: Context) -> Sequen
         "on a host (or a privileged container), make /dev/shm bigger now (as root)",
         f"mount -o remount,size={_SHM_SIZE.upper()} {finding.data.path}\n",
     )
+    engine = "podman" if finding.data.container == "podman" else "docker"
     containers = Remedy(
-        RemedyKind.TEXT,
-        "in a container, start it with a bigger /dev/shm",
-        f"docker/podman: `docker run --shm-size={_SHM_SIZE} …` (or `--ipc=host`); "
-        "Kubernetes: mount an `emptyDir: {medium: Memory, sizeLimit: 16Gi}` volume at /dev/shm; "
-        "Slurm with enroot/pyxis: the container shares the host's /dev/shm.",
+        RemedyKind.SHELL,
+        "in a container, start it again with a bigger /dev/shm (your image and options in "
+        "place of IMAGE; sharing the host's IPC namespace works too)",
+        f"{engine} run --shm-size={_SHM_SIZE} IMAGE\n",
     )
-    return [containers, remount] if finding.data.container else [remount, containers]
+    elsewhere = Remedy(
+        RemedyKind.TEXT,
+        "in Kubernetes or under Slurm",
+        "Kubernetes: mount an emptyDir volume with medium Memory (size limit 16Gi) at "
+        "/dev/shm in the pod spec. Slurm with enroot/pyxis: the container shares the host's "
+        "/dev/shm, so make the host's bigger.",
+    )
+    if finding.data.container:
+        return [containers, remount, elsewhere]
+    return [remount, containers, elsewhere]
 
 
 # --- local-rank-without-gpu ----------------------------------------------------------------
@@ -234,22 +243,36 @@ def local_rank_without_gpu(ctx: Context) -> Outcome:
 def _local_rank_without_gpu(
     finding: Finding[LocalRankWithoutGpu], ctx: Context
 ) -> Sequence[Remedy]:
+    import shlex
+
     variable = finding.data.variable
-    return [
+    pick = (
+        f'import os, torch; i = int(os.environ["{variable}"]) % torch.cuda.device_count(); '
+        'torch.cuda.set_device(i); print(f"cuda:{i}", torch.cuda.get_device_name(i))'
+    )
+    machine = ctx.facts.machine
+    gpus = len(machine.gpus) if machine is not None and machine.gpus else 0
+    per_node = str(gpus) if gpus else "N"
+    remedies = [
         Remedy(
-            RemedyKind.TEXT,
-            "pick the GPU among those this process can see",
-            f'`torch.cuda.set_device(int(os.environ["{variable}"]) % '
-            "torch.cuda.device_count())`: with one GPU per task this is cuda:0, the GPU "
-            "Slurm bound to the task.",
-        ),
-        Remedy(
-            RemedyKind.TEXT,
-            "or give every task of a node all the node's GPUs",
-            "Slurm: `--gpus-per-node=N` without `--gpus-per-task` or `--gpu-bind`, one "
-            "torchrun per node (`srun --ntasks-per-node=1 torchrun --nproc-per-node=N …`).",
-        ),
+            RemedyKind.SHELL,
+            "pick the GPU among those the task can see, with the expression this command "
+            "runs (put it in the training script; with one GPU per task it is cuda:0, the "
+            "GPU Slurm bound to the task)",
+            f"{shlex.quote(ctx.python)} -c {shlex.quote(pick)}\n",
+        )
     ]
+    if variable == "SLURM_LOCALID":
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                "or give each node's one task all its GPUs, and let torchrun start a process "
+                "per GPU (without binding a GPU to each task; your script in place of train.py)",
+                f"srun --ntasks-per-node=1 --gpus-per-node={per_node} torchrun "
+                f"--nproc-per-node={per_node} train.py\n",
+            )
+        )
+    return remedies
 
 
 # --- gpu-p2p-unavailable -------------------------------------------------------------------

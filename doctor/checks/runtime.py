@@ -13,6 +13,7 @@ with what torch really did hanging under it; otherwise the runtime finding is it
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +21,12 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from doctor.checks.registry import Outcome, Skip, check, remedy
-from doctor.derive import Context, Workflow
+from doctor.derive import Context
 from doctor.facts.runtime import RuntimeFacts, RuntimeStage, StageStatus
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge.cuda_libraries import cuda_library, driver_sonames
-from doctor.remedies import install_command
+from doctor.remedies import conda_note, drop_entries, reinstall_command, reinstall_one
+from doctor.remedies.variants import capabilities_text, choose_variant, variant_remedies
 
 __all__ = [
     "RUNTIME_IDS",
@@ -220,7 +222,7 @@ def _failed_stage(runtime: RuntimeFacts, name: str) -> RuntimeStage | Outcome:
     """The stage when it failed, hung or crashed; else the check's outcome (skip or pass)."""
     stage = runtime.stage(name)
     if stage is None:
-        return []
+        return Skip(f"the {name} stage was not run")
     if stage.status == StageStatus.SKIPPED:
         return Skip(stage.reason or "not run")
     return stage if stage.status in FAILED else []
@@ -249,9 +251,9 @@ def _failed_stage(runtime: RuntimeFacts, name: str) -> RuntimeStage | Outcome:
 )
 def torch_import_failed(ctx: Context) -> Outcome:
     runtime = _runtime(ctx)
-    stage = runtime.stage("import")
-    if stage is None or stage.status not in FAILED:
-        return []
+    stage = _failed_stage(runtime, "import")
+    if not isinstance(stage, RuntimeStage):
+        return stage
     how = {
         StageStatus.FAILED: f"raised {(stage.error or '').split(':', 1)[0] or 'an error'}",
         StageStatus.TIMED_OUT: "did not finish",
@@ -279,6 +281,29 @@ def torch_import_failed(ctx: Context) -> Outcome:
     ]
 
 
+def _known_wheels(ctx: Context, concerns: Sequence[str]) -> list[str]:
+    """The concerned names that are wheels with a known version (torch's pin or installed):
+    what a pinned reinstall can put back. torch itself is reinstalled on its own."""
+    return [
+        c
+        for c in concerns
+        if c not in (DRIVER, "torch") and not c.startswith("sm_") and ctx.pinned_version(c)
+    ]
+
+
+def _reinstall_wheels(ctx: Context, wheels: Sequence[str], summary: str) -> list[Remedy]:
+    if not wheels:
+        return []
+    return [Remedy(RemedyKind.SHELL, summary, reinstall_command(ctx, wheels) + "\n")]
+
+
+def _reinstall_torch(ctx: Context, summary: str) -> list[Remedy]:
+    """torch at its exact version (its local tag's PyTorch index), with its pinned
+    dependencies; in a uv project, from uv.lock."""
+    command = reinstall_one(ctx, "torch", ctx.torch_version, no_deps=False)
+    return [Remedy(RemedyKind.SHELL, summary, command + "\n")] if command else []
+
+
 @remedy("torch-import-failed")
 def _torch_import_failed(finding: Finding[TorchImportFailed], ctx: Context) -> list[Remedy]:
     if finding.data.status == StageStatus.TIMED_OUT:
@@ -287,16 +312,22 @@ def _torch_import_failed(finding: Finding[TorchImportFailed], ctx: Context) -> l
                 RemedyKind.SHELL,
                 "see what blocks at start-up or import (the last module printed is the one "
                 "that hangs; .pth files and sitecustomize run first)",
-                f'{ctx.python} -X importtime -c "import torch"\n',
+                f'{shlex.quote(ctx.python)} -X importtime -c "import torch"\n',
             )
         ]
     if ctx.torch is None:
         return []
-    if ctx.workflow is Workflow.UV_PROJECT:
-        command = "uv sync --reinstall-package torch\n"
-    else:
-        command = install_command(ctx, [f"torch=={ctx.torch.version}"], reinstall=True) + "\n"
-    return [Remedy(RemedyKind.SHELL, "reinstall torch at its version, with its pins", command)]
+    remedies = _reinstall_wheels(
+        ctx,
+        _known_wheels(ctx, finding.data.concerns),
+        "put back the wheels the error names, at torch's pins",
+    )
+    remedies += _reinstall_torch(
+        ctx,
+        ("or " if remedies else "") + "reinstall torch at its version, with its pinned "
+        "dependencies",
+    )
+    return remedies + conda_note(ctx)
 
 
 # --- cuda-unavailable ---------------------------------------------------------------------
@@ -322,8 +353,12 @@ def _torch_import_failed(finding: Finding[TorchImportFailed], ctx: Context) -> l
 def cuda_unavailable(ctx: Context) -> Outcome:
     runtime = _runtime(ctx)
     stage = runtime.stage("build")
-    if stage is None or stage.status != StageStatus.PASSED:
-        return Skip("torch did not import") if stage is not None else []
+    if stage is None:
+        return Skip("the build stage was not run")
+    if stage.status == StageStatus.SKIPPED and stage.reason:
+        return Skip(stage.reason)
+    if stage.status != StageStatus.PASSED:
+        return Skip("torch did not import")
     if runtime.cuda_version is None:
         return Skip("a CPU-only build: CUDA is not expected")
     if runtime.cuda_available:
@@ -438,6 +473,53 @@ def gpu_kernel_failed(ctx: Context) -> Outcome:
     ]
 
 
+_DRIVER_LOG = "sudo dmesg | grep -E 'NVRM|Xid' | tail -n 20\n"
+
+
+@remedy("gpu-kernel-failed")
+def _gpu_kernel_failed(finding: Finding[GpuKernelFailed], ctx: Context) -> list[Remedy]:
+    concerns = finding.data.concerns
+    remedies: list[Remedy] = []
+    sms = sorted(c for c in concerns if c.startswith("sm_"))
+    if sms:
+        choice = choose_variant(ctx)
+        build = ctx.facts.torch
+        installed = build.local_tag if build is not None else None
+        if choice is not None and not (choice.same_release and choice.build.variant == installed):
+            remedies += variant_remedies(ctx, choice, f"its kernels cover {capabilities_text(ctx)}")
+        else:
+            # The build the knowledge tables name for this GPU is the one installed (or
+            # none fits this driver): a reinstall of the same would change nothing.
+            remedies.append(
+                Remedy(
+                    RemedyKind.TEXT,
+                    f"no other published torch build is known to carry code for {', '.join(sms)} "
+                    "with this driver",
+                    "A newer driver runs newer CUDA variants: update it, then run torch-doctor "
+                    "again to get the build to install; or build torch from source with "
+                    "TORCH_CUDA_ARCH_LIST naming this GPU.",
+                )
+            )
+    wheels = _known_wheels(ctx, concerns)
+    remedies += _reinstall_wheels(
+        ctx, wheels, "put back the wheels the error names, at torch's pins"
+    )
+    if wheels:
+        remedies += conda_note(ctx)
+    if DRIVER in concerns or not remedies:
+        # A crash, a hang or a wrong result with nothing installed to blame: the driver's
+        # log names a hardware or driver fault (Xid 13, 31, 43, 79...).
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                "see what the driver logged for the GPU (an Xid line names a hardware or "
+                "driver fault; reset the GPU or reboot for Xid 79 and 48)",
+                _DRIVER_LOG,
+            )
+        )
+    return remedies
+
+
 # --- nccl-failed --------------------------------------------------------------------------
 
 
@@ -475,6 +557,24 @@ def nccl_failed(ctx: Context) -> Outcome:
             data=NcclFailed(**_stage_fields(stage, list(dict.fromkeys(concerns)))),
         )
     ]
+
+
+@remedy("nccl-failed")
+def _nccl_failed(finding: Finding[NcclFailed], ctx: Context) -> list[Remedy]:
+    remedies = _reinstall_wheels(
+        ctx,
+        _known_wheels(ctx, finding.data.concerns),
+        "put torch's NCCL back at the version torch pins",
+    )
+    remedies.append(
+        Remedy(
+            RemedyKind.ENV,
+            "then run the deep check again with NCCL's own log: it names the transport or "
+            "the call that failed",
+            "export NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,ENV\n",
+        )
+    )
+    return remedies + (conda_note(ctx) if len(remedies) > 1 else [])
 
 
 # --- torch-compile-failed -----------------------------------------------------------------
@@ -515,6 +615,38 @@ def torch_compile_failed(ctx: Context) -> Outcome:
             ),
         )
     ]
+
+
+def _python_headers(ctx: Context) -> str:
+    interpreter = ctx.facts.interpreter
+    version = ".".join(interpreter.version.split(".")[:2]) if interpreter is not None else "3"
+    return f"python{version}-dev"
+
+
+@remedy("torch-compile-failed")
+def _torch_compile_failed(finding: Finding[TorchCompileFailed], ctx: Context) -> list[Remedy]:
+    remedies = [
+        Remedy(
+            RemedyKind.SHELL,
+            "clear inductor's and triton's caches: code compiled by another torch or "
+            "triton is reused from there and fails",
+            'rm -rf "${TORCHINDUCTOR_CACHE_DIR:-/tmp/torchinductor_$USER}" '
+            '"${TRITON_CACHE_DIR:-$HOME/.triton/cache}"\n',
+        )
+    ]
+    if "c-compiler" in finding.data.concerns:
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                "inductor compiles C++ with the system's compiler and Python's headers "
+                "(Debian/Ubuntu package names)",
+                f"sudo apt-get install build-essential {_python_headers(ctx)}\n",
+            )
+        )
+    elif ctx.pinned_version("triton"):
+        remedies += _reinstall_wheels(ctx, ["triton"], "put triton back at the version torch pins")
+        remedies += conda_note(ctx)
+    return remedies
 
 
 # --- runtime-library-mismatch -------------------------------------------------------------
@@ -563,3 +695,37 @@ def runtime_library_mismatch(ctx: Context) -> Outcome:
             data=RuntimeLibraryMismatch(libraries=tuple(items)),
         )
     ]
+
+
+@remedy("runtime-library-mismatch")
+def _runtime_library_mismatch(
+    finding: Finding[RuntimeLibraryMismatch], ctx: Context
+) -> list[Remedy]:
+    items = finding.data.libraries
+    environment = ctx.facts.environment
+    remedies: list[Remedy] = []
+    preload = environment.get("LD_PRELOAD", "").replace(":", " ").split()
+    preloaded = [
+        p for p in preload if any(i.path == p or p.endswith("/" + i.file_name) for i in items)
+    ]
+    if preloaded:
+        remedies.append(drop_entries(ctx, "LD_PRELOAD", preloaded))
+    directories = {i.path.rsplit("/", 1)[0] for i in items}
+    on_path = [d for d in environment.get("LD_LIBRARY_PATH", "").split(":") if d in directories]
+    if on_path:
+        remedies.append(drop_entries(ctx, "LD_LIBRARY_PATH", on_path))
+    if not remedies:
+        # Loaded by code that runs first (sitecustomize, a .pth file, another import):
+        # the loader's own log says who asked for each file.
+        pattern = "|".join(re.escape(i.file_name) for i in items)
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                "see who loads these files first: the loader's log names the object that "
+                "needed or opened each",
+                f'LD_DEBUG=files {shlex.quote(ctx.python)} -c "import torch" 2>&1 | grep -E '
+                + shlex.quote(f"file=[^ ]*({pattern}) .*(needed|loaded) by")
+                + "\n",
+            )
+        )
+    return remedies

@@ -9,6 +9,7 @@ lost device nodes are driver-level roots: cuInit's failure that they cause
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -22,8 +23,8 @@ from doctor.derive.expectations import applicable_requirements
 from doctor.facts import DistributionFacts
 from doctor.facts.machine import DeviceNodeAccess, MachineFacts, NvmlStatus
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
-from doctor.knowledge import load
-from doctor.remedies import install_command
+from doctor.knowledge import load, torch_builds
+from doctor.remedies import conda_note, install_command, pyproject_target
 from doctor.remedies.variants import family, render_index_block
 
 __all__ = [
@@ -197,10 +198,10 @@ def _fabric_manager(finding: Finding[FabricManagerNotRunning], ctx: Context) -> 
             "systemctl status nvidia-fabricmanager\n",
         ),
         Remedy(
-            RemedyKind.TEXT,
-            "then check the fabric",
-            "`nvidia-smi -q | grep -A2 Fabric` shows `State: Completed` and `Status: Success` "
-            "on every GPU; restart the Python process (CUDA reads the state at cuInit).",
+            RemedyKind.SHELL,
+            "then check the fabric: every GPU shows State: Completed and Status: Success; "
+            "restart the Python process (CUDA reads the state at cuInit)",
+            "nvidia-smi -q | grep -A2 Fabric\n",
         ),
     ]
 
@@ -243,8 +244,10 @@ def container_lost_gpus(ctx: Context) -> Outcome:
     machine = ctx.facts.machine
     assert machine is not None  # requires=("machine",)
     nvml = machine.nvml
-    if nvml is None or nvml.ok:
-        return []
+    if nvml is None:
+        return Skip("NVML was not probed")
+    if nvml.ok:
+        return []  # NVML answers: the device nodes open
     if nvml.status in (NvmlStatus.LIBRARY_NOT_FOUND, NvmlStatus.DRIVER_NOT_LOADED):
         return Skip("no NVIDIA driver answers")
     refused = _refused_nodes(machine)
@@ -288,14 +291,43 @@ def container_lost_gpus(ctx: Context) -> Outcome:
     ]
 
 
+# A container's host name, as Docker and Podman set it unless told otherwise: its short ID.
+_CONTAINER_ID = re.compile(r"^[0-9a-f]{12}$")
+
+
+def _restart_container(finding: Finding[ContainerLostGpus], ctx: Context) -> Remedy:
+    """Restart this container (it gets its device access back): by its ID where its host
+    name is one, else the command that finds it first."""
+    node = ctx.facts.node
+    host = node.identity.host if node is not None else ""
+    container = finding.data.container
+    if container == "kubernetes" and host:
+        return Remedy(
+            RemedyKind.SHELL,
+            "now: recreate the pod (its host name is the pod's name; add -n <namespace> when "
+            "it is not in your current one)",
+            f"kubectl delete pod {shlex.quote(host)}\n",
+        )
+    engine = "podman" if container == "podman" else "docker"
+    if _CONTAINER_ID.match(host):
+        return Remedy(
+            RemedyKind.SHELL,
+            f"now, on the host: restart the container (its host name {host} is its ID); it "
+            "gets its device access back",
+            f"{engine} restart {host}\n",
+        )
+    return Remedy(
+        RemedyKind.SHELL,
+        "now, on the host: restart the container (it gets its device access back); the "
+        "first command lists the containers: set CONTAINER to this one's name",
+        f'{engine} ps\n{engine} restart "$CONTAINER"\n',
+    )
+
+
 @remedy("container-lost-gpus")
 def _container_lost_gpus(finding: Finding[ContainerLostGpus], ctx: Context) -> list[Remedy]:
     return [
-        Remedy(
-            RemedyKind.TEXT,
-            "now: restart the container (it gets its device access back)",
-            "`docker restart <container>` (Kubernetes: delete the pod so it is recreated).",
-        ),
+        _restart_container(finding, ctx),
         Remedy(
             RemedyKind.SHELL,
             "on the host, so the next `systemctl daemon-reload` keeps the GPUs: the /dev/char "
@@ -307,12 +339,16 @@ def _container_lost_gpus(finding: Finding[ContainerLostGpus], ctx: Context) -> l
             "| sudo tee /lib/udev/rules.d/71-nvidia-dev-char.rules\n",
         ),
         Remedy(
-            RemedyKind.TEXT,
-            "or on the host: CDI devices, or the cgroupfs driver",
-            "Generate a CDI spec (`sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`) "
-            "and start containers with `--device nvidia.com/gpu=all`; or set "
-            '`"exec-opts": ["native.cgroupdriver=cgroupfs"]` in /etc/docker/daemon.json and '
-            "restart docker.",
+            RemedyKind.SHELL,
+            "or on the host: CDI devices, which systemd does not take away",
+            "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml\n"
+            "# then start containers with: docker run --device nvidia.com/gpu=all ...\n",
+        ),
+        Remedy(
+            RemedyKind.SHELL,
+            "or on the host: Docker's cgroupfs driver (add the line below to "
+            "/etc/docker/daemon.json first)",
+            '#   "exec-opts": ["native.cgroupdriver=cgroupfs"]\nsudo systemctl restart docker\n',
         ),
     ]
 
@@ -674,7 +710,8 @@ def _torchcodec(finding: Finding[TorchcodecMismatch], ctx: Context) -> list[Reme
             RemedyKind.SHELL,
             f"install the torchcodec built for torch {finding.data.torch}",
             _install(ctx, f"torchcodec=={wanted}") + "\n",
-        )
+        ),
+        *conda_note(ctx),
     ]
 
 
@@ -820,26 +857,60 @@ def jetson_server_wheel(ctx: Context) -> Outcome:
     ]
 
 
+def _sbsa_torch(finding: Finding[JetsonServerWheel], ctx: Context) -> str | None:
+    """On a board that runs the server-ARM builds (Thor): torch at the installed release,
+    in the variant of the board's index, when that variant has the release."""
+    variant = finding.data.index.rstrip("/").rsplit("/", 1)[-1]
+    release = _public(ctx.torch_version)
+    if release is None:
+        return None
+    for build in torch_builds():
+        if build.variant == variant and release in SpecifierSet(build.torch):
+            return f"torch=={release}+{variant}"
+    return None
+
+
 @remedy("jetson-server-wheel")
 def _jetson(finding: Finding[JetsonServerWheel], ctx: Context) -> list[Remedy]:
     index = finding.data.index
     jetpack = finding.data.jetpack
-    if ctx.workflow is Workflow.UV_PROJECT:
-        packages = family(ctx)
+    packages = family(ctx)
+    target = pyproject_target(ctx)
+    if target is not None:
         marker = "sys_platform == 'linux' and platform_machine == 'aarch64'"
+        upgrade = " ".join(f"--upgrade-package {shlex.quote(p)}" for p in packages)
         return [
             Remedy(
                 RemedyKind.TOML,
-                f"take {', '.join(packages)} from the builds for JetPack {jetpack}",
+                f"take {', '.join(packages)} from the builds for JetPack {jetpack}: run "
+                "`torch-doctor fix`, or add this block to pyproject.toml",
                 render_index_block(f"jetpack-{jetpack}", index, packages, marker),
-                target="pyproject.toml",
-            )
+                target=target,
+            ),
+            Remedy(
+                RemedyKind.SHELL,
+                "then re-lock and sync so uv installs the Jetson build (a torch pin in "
+                "[project] dependencies must name a release that index has)",
+                f"uv lock {upgrade}\nuv sync --reinstall-package torch\n",
+            ),
         ]
-    # Unpinned: these indexes carry their own set of torch releases for each JetPack.
+    pinned = _sbsa_torch(finding, ctx) if finding.data.sbsa_ok else None
+    if pinned is not None:
+        summary = f"reinstall torch from the builds for JetPack {jetpack}"
+        specs = [pinned, *(p for p in packages if p != "torch")]
+    else:
+        # Said plainly: these indexes carry their own set of releases per JetPack.
+        summary = (
+            f"reinstall {', '.join(packages)} from the builds for JetPack {jetpack}; not pinned: "
+            "that index carries its own torch releases for each JetPack, which torch-doctor "
+            "does not track (pin the version it installs afterwards)"
+        )
+        specs = packages
     return [
         Remedy(
             RemedyKind.SHELL,
-            f"reinstall torch from the builds for JetPack {jetpack}",
-            install_command(ctx, ["torch"], reinstall=True, index_url=index) + "\n",
-        )
+            summary,
+            install_command(ctx, specs, reinstall=True, index_url=index) + "\n",
+        ),
+        *conda_note(ctx),
     ]

@@ -128,12 +128,15 @@ class TorchRelease:
     pypi_linux: str | None  # "cu130": the variant of its wheels on PyPI (no local tag)
     torchvision: str | None  # "0.26"
     source: str
+    latest: str | None = None  # its newest patch release, "2.11.0"
 
 
 @cache
 def _torch_releases() -> dict[str, TorchRelease]:
     return {
-        r["torch"]: TorchRelease(r["torch"], r.get("pypi_linux"), r.get("torchvision"), r["source"])
+        r["torch"]: TorchRelease(
+            r["torch"], r.get("pypi_linux"), r.get("torchvision"), r["source"], r.get("latest")
+        )
         for r in load("torch_releases")["releases"]
     }
 

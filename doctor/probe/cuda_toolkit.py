@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from doctor.facts.extensions import CudaToolkitFacts, HostCompilerFacts
 from doctor.probe.contained import Contained
+from doctor.probe.text import clean
 
 __all__ = ["CudaToolkitProbe", "nvcc_release", "probe_cuda_toolkit"]
 
@@ -28,6 +29,10 @@ def nvcc_release(text: str) -> str | None:
     """``12.1`` from nvcc's ``Cuda compilation tools, release 12.1, V12.1.105``."""
     match = _RELEASE.search(text)
     return match.group(1) if match else None
+
+
+def _clean_or_none(text: str | None) -> str | None:
+    return None if text is None else clean(text)
 
 
 def _cuda_home(env: Mapping[str, str]) -> tuple[str | None, str | None]:
@@ -64,9 +69,11 @@ def _host_compiler(env: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def _compiler_facts(path: str, source: str, child: Contained) -> HostCompilerFacts:
+    # The path is $CC as the environment spells it: cleaned, as every such string.
+    path = clean(path)
     run = child.wait()
     if not run.ok:
-        return HostCompilerFacts(path, source, error=run.describe_failure())
+        return HostCompilerFacts(path, source, error=clean(run.describe_failure()))
     text = (run.stdout or run.stderr).strip().split("\n", 1)[0]
     family = "clang" if "clang" in text.lower() else "gcc"
     match = re.search(r"(\d+\.\d+(?:\.\d+)?)", text)
@@ -115,17 +122,20 @@ class CudaToolkitProbe:
         host = None
         if self.compiler is not None and self.compiler_child is not None:
             host = _compiler_facts(self.compiler[0], self.compiler[1], self.compiler_child)
+        # Paths from CUDA_HOME, CUDA_PATH and PATH: cleaned, as every string from the
+        # environment (the tools ran with the paths as they are).
         return CudaToolkitFacts(
-            cuda_home=self.home,
+            cuda_home=_clean_or_none(self.home),
             cuda_home_source=self.source,
-            nvcc=self.nvcc,
+            nvcc=_clean_or_none(self.nvcc),
             release=release,
-            error=error,
+            error=_clean_or_none(error),
             others=tuple(
-                (p, nvcc_release(runs[p].stdout) if runs[p].ok else None) for p in self.others
+                (clean(p), nvcc_release(runs[p].stdout) if runs[p].ok else None)
+                for p in self.others
             ),
             host_compiler=host,
-            first_on_path=self.first_on_path,
+            first_on_path=_clean_or_none(self.first_on_path),
         )
 
 

@@ -42,11 +42,13 @@ def _reports(run: ContainedResult) -> dict[str, Any]:
     for line in run.stdout.splitlines():
         try:
             event = json.loads(line)
-        except ValueError:
+            if isinstance(event, dict) and "stage" in event:
+                # GPU names and driver strings are the driver's bytes: cleaned before use.
+                out[str(event["stage"])] = clean_tree(event.get("report"))
+        except (ValueError, RecursionError):
+            # Not a line of the child's (the driver printed it), or JSON nested deeper than
+            # the parser goes (``[[[[…`` from a library's constructor): skipped.
             continue
-        if isinstance(event, dict) and "stage" in event:
-            # GPU names and driver strings are the driver's bytes: cleaned before use.
-            out[str(event["stage"])] = clean_tree(event.get("report"))
     return out
 
 

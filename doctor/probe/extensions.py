@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import struct
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -34,7 +33,7 @@ from doctor.facts.extensions import (
     UnreadableObject,
 )
 from doctor.probe.files import UnreadableFile, read_capped
-from doctor.probe.symbols import SymbolTable, SymbolTableError, open_symbol_table
+from doctor.probe.symbols import TABLE_ERRORS, SymbolTable, SymbolTableError, open_symbol_table
 from doctor.probe.text import clean
 
 __all__ = ["demangle", "is_torch_symbol", "probe_extensions", "torch_soname"]
@@ -74,9 +73,11 @@ def is_torch_symbol(name: str) -> bool:
 
 def _shared_objects(dist: DistributionFacts) -> list[str]:
     try:
-        text = Path(dist.metadata_dir, "RECORD").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
+        # Through files.py: a FIFO would block here for ever, /dev/zero grow without end.
+        data = read_capped(os.path.join(dist.metadata_dir, "RECORD"), "RECORD")
+    except UnreadableFile:
+        return []  # the inside probe reports a RECORD it cannot read
+    text = data.decode("utf-8", "replace")
     if ".so" not in text:  # most distributions: a substring test, not a regex over RECORD
         return []
     out = []
@@ -85,6 +86,14 @@ def _shared_objects(dist: DistributionFacts) -> list[str]:
         if os.path.isfile(path):
             out.append(path)
     return out
+
+
+def _unreadable(path: str, reason: str) -> UnreadableObject:
+    return UnreadableObject(clean(path), clean(reason))
+
+
+def _clean_or_none(text: str | None) -> str | None:
+    return None if text is None else clean(text)
 
 
 def _torch_libraries(torch: TorchBuildFacts) -> list[str]:
@@ -116,12 +125,13 @@ def _built_for(
             release = pins[0]
     wheel_file: str | None = None
     try:
-        direct = json.loads(Path(dist.metadata_dir, "direct_url.json").read_text("utf-8"))
+        raw = read_capped(os.path.join(dist.metadata_dir, "direct_url.json"), "direct_url.json")
+        direct = json.loads(raw.decode("utf-8"))
         url = direct.get("url") if isinstance(direct, dict) else None
         if isinstance(url, str) and url.endswith(".whl"):
-            wheel_file = str(url.rsplit("/", 1)[-1])
-    except (OSError, ValueError):
-        pass
+            wheel_file = clean(url.rsplit("/", 1)[-1])
+    except (OSError, ValueError, RecursionError):
+        pass  # no file, not a file, too large, not JSON (UnicodeDecodeError is a ValueError)
     cxx11: bool | None = None
     cuda: str | None = None
     for named in (wheel_file, dist.version):
@@ -155,7 +165,10 @@ class _TorchExports:
         c10 = next((t for t in self.tables if os.path.basename(t.path) == "libc10.so"), None)
         if c10 is None:
             return None
-        return any("__cxx11" in s.name for s in c10.symbols() if s.defined)
+        try:
+            return any("__cxx11" in s.name for s in c10.symbols() if s.defined)
+        except (SymbolTableError, *TABLE_ERRORS):
+            return None  # a table that runs past the end of the file: unknown
 
 
 def _library_facts(
@@ -173,12 +186,16 @@ def _library_facts(
     if read_gpu_code:
         gpu_targets, gpu_error = _gpu_targets(path)
     return ExtensionLibraryFacts(
-        path=path,
+        path=clean(path),
         torch_needed=torch_needed,
         cuda_runtime=tuple(n for n in table.needed if _CUDA_RUNTIME.match(n)),
         torch_symbols=len(wanted),
         missing_count=len(missing),
-        missing=tuple(MissingSymbol(s.name, version=s.version) for s in missing[:MISSING_KEPT]),
+        # The names are the file's bytes: cleaned as every string from the environment.
+        missing=tuple(
+            MissingSymbol(clean(s.name), version=_clean_or_none(s.version))
+            for s in missing[:MISSING_KEPT]
+        ),
         uses_cxx11_abi=any("__cxx11" in s.name for s in wanted),
         uses_old_string_abi=any(_OLD_STRING.search(s.name) for s in missing),
         gpu_targets=gpu_targets,
@@ -218,7 +235,7 @@ def probe_extensions(
             try:
                 tables.append(stack.enter_context(open_symbol_table(path)))
             except SymbolTableError as exc:
-                unreadable.append(UnreadableObject(path, str(exc)))
+                unreadable.append(_unreadable(path, str(exc)))
         if not tables:
             return ExtensionsFacts(
                 tuple(torch_paths),
@@ -234,15 +251,15 @@ def probe_extensions(
                 try:
                     with open_symbol_table(path) as table:
                         if table.machine is not None:
-                            unreadable.append(UnreadableObject(path, f"built for {table.machine}"))
+                            unreadable.append(_unreadable(path, f"built for {table.machine}"))
                             continue
                         found = _library_facts(path, table, exports, read_gpu_code)
                 except SymbolTableError as exc:
-                    unreadable.append(UnreadableObject(path, str(exc)))
+                    unreadable.append(_unreadable(path, str(exc)))
                     continue
-                except (struct.error, ValueError, IndexError) as exc:
+                except TABLE_ERRORS as exc:
                     # Headers that parse, tables that run past the end of the file.
-                    unreadable.append(UnreadableObject(path, f"truncated or corrupt ({exc})"))
+                    unreadable.append(_unreadable(path, f"truncated or corrupt ({exc})"))
                     continue
                 if found is not None:
                     libraries.append(found)
@@ -303,7 +320,7 @@ def demangle(names: Sequence[str], *, timeout: float = 10.0) -> tuple[dict[str, 
     lines = run.stdout.splitlines()
     if not run.ok or len(lines) != len(names):
         return {}, None
-    return {m: d for m, d in zip(names, lines) if d != m}, "c++filt"
+    return {m: clean(d) for m, d in zip(names, lines) if d != m}, "c++filt"
 
 
 def _installer(metadata_dir: str) -> str | None:

@@ -20,6 +20,10 @@ CAPS = {
     "pyproject.toml": 4 * 1024 * 1024,
     "uv.lock": 64 * 1024 * 1024,
     "INSTALLER": 4096,
+    "RECORD": 64 * 1024 * 1024,  # as the inside probe reads it (doctor/probe/inside.py)
+    "direct_url.json": 1024 * 1024,  # a URL and a hash, or a VCS commit
+    "Python source": 4 * 1024 * 1024,  # a module read for what it does (triton's driver.py)
+    "report": 32 * 1024 * 1024,  # a `check --format json` report, for compare
     # A wheel's core metadata (torch lock's cache, index, wheel): its headers are ~30 kB.
     "METADATA": 8 * 1024 * 1024,
 }
@@ -41,6 +45,12 @@ def _kind_of(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
     return "not a regular file"
+
+
+def _size(cap: int) -> str:
+    if cap >= 1024 * 1024:
+        return f"{cap // (1024 * 1024)} MiB"
+    return f"{cap // 1024} KiB" if cap >= 1024 else f"{cap} bytes"
 
 
 def check_regular(path: str) -> int:
@@ -82,7 +92,5 @@ def read_capped(path: str, kind: str) -> bytes:
     finally:
         os.close(fd)
     if size > cap:
-        raise UnreadableFile(
-            f"{path}: larger than the {cap // (1024 * 1024)} MiB a {kind} may be; not read"
-        )
+        raise UnreadableFile(f"{path}: larger than the {_size(cap)} a {kind} may be; not read")
     return b"".join(chunks)

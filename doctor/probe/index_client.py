@@ -407,7 +407,7 @@ def _hash_from(value: object) -> tuple[bool, str | None]:
         return False, None
     if isinstance(value, dict):
         digest = value.get("sha256")
-        return True, str(digest) if digest else None
+        return True, digest if isinstance(digest, str) and digest else None
     if isinstance(value, str):
         match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", value)
         return True, match.group(1).lower() if match else None
@@ -439,13 +439,21 @@ def _split_fragment(url: str) -> tuple[str, str | None]:
 
 def _from_html(page: Response) -> list[IndexFile]:
     parser = _Links()
-    parser.feed(page.body.decode("utf-8", errors="replace"))
+    try:
+        parser.feed(page.body.decode("utf-8", errors="replace"))
+    except (AssertionError, ValueError) as exc:
+        # html.parser asserts on some malformed markup (``<![`` with an unknown keyword).
+        raise FetchError(f"{page.url}: not a PEP 503 project page ({exc})") from None
     files = []
     for anchor in parser.anchors:
         href = anchor.get("href")
         if not href:
             continue
-        url, sha256 = _split_fragment(urljoin(page.url, href))
+        try:
+            joined = urljoin(page.url, href)
+        except ValueError:
+            continue  # not a URL ("http://[" is an invalid IPv6 host): not a file
+        url, sha256 = _split_fragment(joined)
         # PEP 714: data-core-metadata; older indexes only data-dist-info-metadata.
         key = "data-core-metadata" if "data-core-metadata" in anchor else "data-dist-info-metadata"
         offered, metadata_sha = _hash_from(anchor.get(key, None) if key in anchor else None)
@@ -460,20 +468,30 @@ def _from_json(page: Response) -> list[IndexFile]:
     try:
         data = json.loads(page.body)
         entries = data["files"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise FetchError(f"{page.url}: not a PEP 691 project page ({exc})") from None
+        if not isinstance(entries, list):
+            raise TypeError(f"files is {type(entries).__name__}, not a list")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser goes.
+        raise FetchError(f"{page.url}: not a PEP 691 project page ({exc!r})") from None
     files = []
     for entry in entries:
-        if not isinstance(entry, dict) or "url" not in entry:
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
             continue
-        url, fragment_sha = _split_fragment(urljoin(page.url, str(entry["url"])))
+        try:
+            joined = urljoin(page.url, entry["url"])
+        except ValueError:
+            continue  # not a URL ("http://[" is an invalid IPv6 host): not a file
+        url, fragment_sha = _split_fragment(joined)
         hashes = entry.get("hashes") or {}
         sha256 = hashes.get("sha256") if isinstance(hashes, dict) else None
         value = entry.get("core-metadata", entry.get("dist-info-metadata"))
         offered, metadata_sha = _hash_from(value)
         if value is True:
             offered = True
-        filename = str(entry.get("filename") or urlsplit(url).path.rsplit("/", 1)[-1])
+        filename = entry.get("filename")
+        if not isinstance(filename, str) or not filename:
+            filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+        sha256 = sha256 if isinstance(sha256, str) else None
         files.append(IndexFile(filename, url, sha256 or fragment_sha, offered, metadata_sha))
     return files
 

@@ -15,7 +15,7 @@ from doctor.facts import (
 )
 from doctor.probe.contained import Contained
 from doctor.probe.start import start_inside
-from doctor.probe.text import clean_tree
+from doctor.probe.text import ENVIRONMENT_CAP, clean_tree
 
 __all__ = ["InterpreterProbe", "finish_interpreter_probe", "probe_interpreter"]
 
@@ -51,25 +51,20 @@ def finish_interpreter_probe(python: str, child: Contained) -> InterpreterProbe:
         return result
     try:
         data = json.loads(run.stdout)
-    except ValueError:
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser goes (``[[[[…``), not a report.
+        what = "JSON nested too deeply" if isinstance(exc, RecursionError) else "no JSON report"
         result.failures.append(
-            ProbeFailure(
-                "interpreter", f"the inspected interpreter {python} printed no JSON report"
-            )
+            ProbeFailure("interpreter", f"the inspected interpreter {python} printed {what}")
         )
         return result
     try:
         _fill(result, _cleaned(data))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
         result.failures.append(
             ProbeFailure("interpreter", f"unexpected report from the inside probe: {exc!r}")
         )
     return result
-
-
-# The kernel's limit on one environment string (MAX_ARG_STRLEN): the variables decide how
-# the loader searches (LD_LIBRARY_PATH), so they are kept whole, only cleaned.
-ENVIRONMENT_CAP = 128 * 1024
 
 
 def _cleaned(data: Any) -> Any:

@@ -164,11 +164,14 @@ def _cpu_max(text: str | None) -> float | None:
 
 
 def job_variables(environ: Mapping[str, str]) -> dict[str, str]:
-    """NCCL_*, GLOO_*, TORCH_*, CUDA_* variables; secret-looking values never stored."""
+    """NCCL_*, GLOO_*, TORCH_*, CUDA_* variables; secret-looking values never stored.
+    Names and values are cleaned (doctor/probe/text.py; values keep the inside probe's
+    cap on the environment): CUDA_HOME is a path, and paths can hold escape sequences."""
+    from doctor.probe.text import ENVIRONMENT_CAP, clean
     from doctor.redact import REDACTED, looks_secret
 
     return {
-        name: (REDACTED if looks_secret(name) else value)
+        clean(name): (REDACTED if looks_secret(name) else clean(value, ENVIRONMENT_CAP))
         for name, value in sorted(environ.items())
         if name.startswith(JOB_VARIABLE_PREFIXES)
     }

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from doctor.facts import DistributionFacts, MachineFacts, PlatformFacts, TorchBuildFacts
 from doctor.probe.contained import Contained
+from doctor.probe.text import clean
 
 if TYPE_CHECKING:
     from doctor.facts.stack import (
@@ -227,11 +228,15 @@ def _triton_wants(triton_dir: str) -> tuple[str, str]:
     Read from triton's own source: 3.4 and later require ``libcuda.so.1``; older releases
     require the unversioned ``libcuda.so`` (they link with ``-lcuda``).
     """
+    from doctor.probe.files import UnreadableFile, read_capped
+
     for relative in TRITON_LOOKUP_SOURCES:
         try:
-            source = Path(triton_dir, relative).read_text(encoding="utf-8", errors="replace")
-        except OSError:
+            # Through files.py: a FIFO would block here for ever, /dev/zero grow without end.
+            data = read_capped(os.path.join(triton_dir, relative), "Python source")
+        except UnreadableFile:
             continue
+        source = data.decode("utf-8", "replace")
         if "def libcuda_dirs" not in source:
             continue
         required = re.search(r"os\.path\.join\(\s*\w+\s*,\s*['\"](libcuda\.so[.\d]*)['\"]", source)
@@ -264,10 +269,10 @@ def triton_libcuda_lookup(
             triton_dir,
             wanted,
             "TRITON_LIBCUDA_PATH",
-            directories=(variable,),
-            found=path if os.path.exists(path) else None,
+            directories=(clean(variable),),
+            found=clean(path) if os.path.exists(path) else None,
             ldconfig=ldconfig,
-            variable=variable,
+            variable=clean(variable),
         )
     run = Contained([ldconfig, "-p"], timeout=min(timeout, 10.0), env={"LC_ALL": "C"}).wait()
     if not run.ok:
@@ -294,13 +299,14 @@ def triton_libcuda_lookup(
         (os.path.join(d, wanted) for d in directories if os.path.exists(os.path.join(d, wanted))),
         None,
     )
+    # Paths from ldconfig's output and the environment: cleaned, as every such string.
     return TritonLibcudaFacts(
         triton_dir,
         wanted,
         source if directories else "none",
-        directories=directories,
-        listed=listed,
-        found=found,
+        directories=tuple(clean(d) for d in directories),
+        listed=tuple(clean(p) for p in listed),
+        found=None if found is None else clean(found),
         ldconfig=ldconfig,
     )
 

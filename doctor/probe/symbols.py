@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from doctor.probe.elf import open_nonblocking
 from doctor.probe.files import UnreadableFile, check_regular
 
-__all__ = ["DynamicSymbol", "SymbolTable", "SymbolTableError", "open_symbol_table"]
+__all__ = ["TABLE_ERRORS", "DynamicSymbol", "SymbolTable", "SymbolTableError", "open_symbol_table"]
 
 STB_WEAK = 2
 SHN_UNDEF = 0
@@ -47,6 +47,12 @@ _U32 = struct.Struct("<I")
 
 class SymbolTableError(Exception):
     """The dynamic symbols cannot be read: not ELF, truncated, no dynamic symbol table."""
+
+
+# What reading a table may raise besides SymbolTableError once the headers parsed: a
+# table that runs past the end of the file (struct.error, IndexError, ValueError) or an
+# offset past what an index can hold (OverflowError). Callers catch these, never more.
+TABLE_ERRORS = (struct.error, ValueError, IndexError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -270,7 +276,7 @@ class SymbolTable:
 
     def strings_contain(self, needles: tuple[bytes, ...]) -> bool:
         """Whether the dynamic string table holds any of these bytes (one C-speed scan)."""
-        end = self._strtab + self._strsz
+        end = min(self._strtab + self._strsz, len(self._map))  # DT_STRSZ may be anything
         return any(self._map.find(needle, self._strtab, end) >= 0 for needle in needles)
 
     def lookup(self, name: str) -> tuple[bool, str | None]:

@@ -3,9 +3,10 @@
 Strings the probes bring back (an installed dist-info's INSTALLER, a GPU name, an error a
 library printed, a TOML value) reach the terminal, Markdown and JSON. An ESC sequence in
 them would set the window title or clear the screen; a 20 MB line would fill every report.
-So every such string is stripped of control characters (newline and tab kept) and of the
-bidirectional overrides that reorder what a reader sees, and cut to a length cap with a
-"… N more bytes" marker. Renderers can then trust every string they get.
+So every such string is stripped of control characters (newline and tab kept), of the
+bidirectional marks and overrides that reorder what a reader sees, and of the Unicode line
+and paragraph separators, and cut to a length cap with a "… N more bytes" marker.
+Renderers can then trust every string they get.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["FIELD_CAP", "clean", "clean_tree"]
+__all__ = ["ENVIRONMENT_CAP", "FIELD_CAP", "clean", "clean_tree"]
 
 # Characters per string: far above a path or an error line, far below what floods a report.
 FIELD_CAP = 4096
-# C0 controls but tab and newline, DEL, C1 controls, bidirectional embeddings, overrides
-# and isolates.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Characters per environment variable: the kernel's limit on one environment string
+# (MAX_ARG_STRLEN). The variables decide how the loader searches (LD_LIBRARY_PATH), so
+# they are kept whole, only cleaned.
+ENVIRONMENT_CAP = 128 * 1024
+# C0 controls but tab and newline, DEL, C1 controls; the bidirectional marks (ALM, LRM,
+# RLM), embeddings, overrides and isolates; the line and paragraph separators (a
+# terminal or an editor breaks the line there, as at a newline nobody sees).
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def clean(text: str, cap: int = FIELD_CAP) -> str:

@@ -7,19 +7,29 @@ venvs and conda environments, pinned to what torch requires, and the pyproject.t
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from doctor.derive import Context, Workflow
 from doctor.findings import Remedy, RemedyKind
+from doctor.knowledge import pytorch_index_url
 
 __all__ = [
+    "conda_note",
+    "drop_entries",
     "install_command",
     "pinned_spec",
     "pyproject_target",
     "reinstall_command",
+    "reinstall_one",
     "uninstall_command",
+    "variant_index_url",
 ]
+
+# The local tag of a PyTorch-index build (torch 2.14.1+cu126): such a version is only on
+# that index, never on PyPI.
+_LOCAL_VARIANT = re.compile(r"\+(cu\d+|cpu|rocm[\d.]+|xpu)$")
 
 
 def _quoted(words: Sequence[str]) -> str:
@@ -73,6 +83,53 @@ def reinstall_command(ctx: Context, wheels: Sequence[str]) -> str:
     if ctx.workflow is Workflow.UV_PROJECT:
         return "uv sync " + " ".join(f"--reinstall-package {shlex.quote(w)}" for w in unique)
     return install_command(ctx, [pinned_spec(ctx, w) for w in unique], reinstall=True, no_deps=True)
+
+
+def variant_index_url(version: str | None) -> str | None:
+    """PyTorch's index of the build variant a version's local tag names (``+cu126`` ->
+    ``https://download.pytorch.org/whl/cu126``); None for a version PyPI carries."""
+    variant = _LOCAL_VARIANT.search(version or "")
+    return pytorch_index_url() + variant.group(1) if variant else None
+
+
+def reinstall_one(
+    ctx: Context, name: str, version: str | None = None, *, no_deps: bool = True
+) -> str | None:
+    """Reinstall one distribution at an exact version, with this environment's tool.
+
+    A uv project syncs it back from uv.lock. Otherwise ``name==version``: the version
+    given (torch's own, with its local tag), else torch's pin, else the installed one,
+    from the PyTorch index its local tag names. None when no version is known: a
+    remedy then says so rather than install whatever an index has newest.
+    """
+    if ctx.workflow is Workflow.UV_PROJECT:
+        return f"uv sync --reinstall-package {shlex.quote(name)}"
+    version = version or ctx.pinned_version(name)
+    if not version:
+        return None
+    return install_command(
+        ctx,
+        [f"{name}=={version}"],
+        reinstall=True,
+        no_deps=no_deps,
+        index_url=variant_index_url(version),
+    )
+
+
+def drop_entries(ctx: Context, variable: str, entries: Iterable[str]) -> Remedy:
+    """``export VAR=<its value without those entries>``, or ``unset VAR`` when nothing is
+    left (LD_PRELOAD's entries are split on colons and white space, as ld.so(8) does)."""
+    drop = set(entries)
+    current = ctx.facts.environment.get(variable, "")
+    parts = current.replace(":", " ").split() if variable == "LD_PRELOAD" else current.split(":")
+    kept = [part for part in parts if part and part not in drop]
+    text = f"export {variable}={shlex.quote(':'.join(kept))}" if kept else f"unset {variable}"
+    names = ", ".join(e or "the empty entry (the working directory)" for e in sorted(drop))
+    return Remedy(
+        RemedyKind.ENV,
+        f"drop {names} from {variable} in the shell (and the profile or module) that sets it",
+        text + "\n",
+    )
 
 
 def conda_note(ctx: Context) -> list[Remedy]:

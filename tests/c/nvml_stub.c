@@ -57,8 +57,20 @@ static void fork_daemon(void) {
     _exit(0);
 }
 
+static void print_garbage(void) {
+    /* Straight to the file descriptor, as a driver's own debug output would go. */
+    char chunk[4096];
+    memset(chunk, '[', sizeof chunk);
+    for (int left = stub.nvml_init_print; left > 0; left -= (int)sizeof chunk) {
+        size_t size = left < (int)sizeof chunk ? (size_t)left : sizeof chunk;
+        if (write(1, chunk, size) < 0) return;
+    }
+    if (write(1, "\n", 1) < 0) return;
+}
+
 static nvmlReturn_t init(void) {
     stub_load();
+    if (stub.nvml_init_print) print_garbage();
     if (stub.nvml_init_fork) fork_daemon();
     if (stub.nvml_init_sleep) sleep((unsigned int)stub.nvml_init_sleep);
     if (stub.nvml_init_error) return stub.nvml_init_error;

@@ -18,6 +18,8 @@
  *   nvml_init_fork=40               nvmlInit* forks a daemon (setsid) that keeps the
  *                                   caller's stdout open and sleeps this many seconds
  *   nvml_fork_pidfile=PATH          where that daemon writes its pid
+ *   nvml_init_print=100000          nvmlInit* writes this many "[" and a newline to the
+ *                                   caller's stdout (a driver that prints garbage)
  *   p2p=A-B:STATUS                  nvmlDeviceGetP2PStatus between GPUs A and B (both ways):
  *                                   an nvmlGpuP2PStatus_t, e.g. 1 = chipset not supported;
  *                                   pairs not named answer 0 (OK)
@@ -58,6 +60,7 @@ struct stub_config {
     int nvml_raw_byte;
     int nvml_init_fork;
     char nvml_fork_pidfile[400];
+    int nvml_init_print;
     int gpu_count;
     struct stub_gpu gpus[STUB_MAX_GPUS];
     int p2p[STUB_MAX_GPUS][STUB_MAX_GPUS];
@@ -133,6 +136,7 @@ static void stub_load(void) {
         else if (!strcmp(key, "cu_init_crash")) stub.cu_init_crash = atoi(value);
         else if (!strcmp(key, "nvml_raw_byte")) stub.nvml_raw_byte = atoi(value);
         else if (!strcmp(key, "nvml_init_fork")) stub.nvml_init_fork = atoi(value);
+        else if (!strcmp(key, "nvml_init_print")) stub.nvml_init_print = atoi(value);
         else if (!strcmp(key, "nvml_fork_pidfile"))
             stub_copy(stub.nvml_fork_pidfile, sizeof stub.nvml_fork_pidfile, value);
         else if (!strcmp(key, "gpu")) stub_parse_gpu(value);
