@@ -248,7 +248,11 @@ def _parser() -> argparse.ArgumentParser:
         "  torch-doctor compare reports/",
     )
     compare.add_argument(
-        "reports", nargs="+", metavar="REPORT", help="report files, or directories of them"
+        "reports",
+        nargs="+",
+        metavar="REPORT",
+        type=_non_empty("REPORT"),
+        help="report files, or directories of them",
     )
     _report_options(compare)
 
@@ -280,7 +284,13 @@ def _lock_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "Exit status: 0 the lock is consistent, 1 it is not, 2 some wheel could not be\n"
         "checked or bad input.\n\n" + (lock.epilog or "")
     )
-    lock.add_argument("--project", metavar="DIR", default=".", help="the uv project (default: .)")
+    lock.add_argument(
+        "--project",
+        metavar="DIR",
+        type=_non_empty("--project"),
+        default=".",
+        help="the uv project (default: .)",
+    )
     lock.add_argument(
         "--offline", action="store_true", help="no network: only the cache; says what it skipped"
     )
@@ -306,9 +316,18 @@ def _lock_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(more requests on the first run)",
     )
     lock.add_argument(
-        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per request (default 30)"
+        "--timeout",
+        type=_timeout,
+        default=30.0,
+        metavar="SECONDS",
+        help="for each request, from its start to its last byte (default 30)",
     )
-    lock.add_argument("--format", choices=("terminal", "json"), default="terminal")
+    lock.add_argument(
+        "--format",
+        choices=[Format.TERMINAL.value, Format.JSON.value],
+        default=Format.TERMINAL.value,
+        help="terminal (default) or json",
+    )
     lock.add_argument(
         "--fix",
         action="store_true",
@@ -473,20 +492,19 @@ def _lock(args: argparse.Namespace) -> int:
     project = Path(args.project).expanduser()
     if not project.is_dir():
         raise UsageError(f"--project {args.project}: no such directory")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
     if args.offline and args.download:
         raise UsageError("--offline and --download contradict each other")
     if (args.yes or args.dry_run) and not args.fix:
         raise UsageError("--yes and --dry-run go with --fix")
-    if args.fix and args.format is Format.JSON:
+    fmt = Format(args.format)
+    if args.fix and fmt is Format.JSON:
         raise UsageError("--fix shows a diff and asks: use it with the terminal format")
     options = LockOptions(
         project=project.absolute(),
         offline=args.offline,
         download=args.download,
         timeout=args.timeout,
-        fmt=args.format,
+        fmt=fmt,
         packages=tuple(args.package),
         all_packages=args.all_packages,
         fix=args.fix,

@@ -446,12 +446,15 @@ def _ask(question: str, stdin: IO[str], stdout: IO[str]) -> bool:
 
 
 def follow_up_commands(edits: Sequence[PlannedEdit]) -> list[str]:
-    """The uv commands the edited-for findings ask for next (their shell remedies)."""
+    """The uv commands the edited-for findings ask for next: their shell remedies after
+    the pyproject.toml edit (the ones before it are alternatives to the edit)."""
     commands: list[str] = []
     for edit in edits:
         for finding, _ in edit.remedies:
+            edited = False
             for remedy in finding.remedies:
-                if remedy.kind is not RemedyKind.SHELL:
+                edited = edited or remedy.kind is RemedyKind.TOML
+                if remedy.kind is not RemedyKind.SHELL or not edited:
                     continue
                 for line in remedy.text.splitlines():
                     line = line.strip()

@@ -12,6 +12,7 @@ or bad input (no uv.lock, an unknown lock version).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -19,17 +20,19 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from doctor.checks import REGISTRY, CheckStatus, attach_remedies, relate, run_checks
-from doctor.checks.lock_metadata import platform_differences
+from doctor.checks.lock_metadata import LockMetadataInconsistent, PlatformDifference
 from doctor.derive.uv import uv_marker_applies
 from doctor.facts import Facts, LockedPackage, ProjectFacts, to_jsonable
 from doctor.facts.lock_metadata import LockMetadataFacts, WheelMetadata
-from doctor.findings import Finding
+from doctor.findings import Finding, docs_url
 from doctor.probe.lockfile import LockFile, LockFileError, read_lock
 from doctor.probe.project import probe_project
 from doctor.probe.wheel_metadata import ReadOptions, read_wheel_metadata
+from doctor.render.formats import Format
+from doctor.render.output import for_encoding, write_output
 from doctor.report import EXIT_DOCTOR_FAILED, EXIT_ERRORS, EXIT_OK, Report
 
 __all__ = ["LockOptions", "LockUsageError", "run_lock"]
@@ -47,7 +50,7 @@ class LockOptions:
     offline: bool = False
     download: bool = False
     timeout: float = 30.0
-    fmt: str = "terminal"
+    fmt: Format = Format.TERMINAL
     packages: tuple[str, ...] = ()
     all_packages: bool = False  # every package with wheels for several platforms
     fix: bool = False
@@ -151,9 +154,8 @@ def first_line(options: LockOptions, cache_dir: str) -> str:
     )
 
 
-def _table(report: Report) -> list[str]:
+def _table(differences: tuple[PlatformDifference, ...]) -> list[str]:
     """platform x package, one line per requirement the lock lacks or has extra."""
-    differences = platform_differences(report.facts)
     if not differences:
         return []
     rows = [("platform", "package", "uv.lock")]
@@ -170,25 +172,28 @@ def _table(report: Report) -> list[str]:
     return [f"  {r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}" for r in rows]
 
 
-def _finding_text(finding: Finding[Any], report: Report) -> list[str]:
+def _differences(finding: Finding[Any]) -> tuple[PlatformDifference, ...]:
+    data = finding.data
+    return data.differences if isinstance(data, LockMetadataInconsistent) else ()
+
+
+def _finding_text(finding: Finding[Any]) -> list[str]:
     lines = [f"✗ {finding.severity.value} {finding.id}: {finding.title}"]
     lines += textwrap.wrap(finding.detail, 98, initial_indent="  ", subsequent_indent="  ")
-    lines += _table(report)
+    lines += _table(_differences(finding))
     for remedy in finding.remedies:
         lines.append(f"  → {remedy.summary}")
         lines += [f"    {line}" if line else "" for line in remedy.text.rstrip("\n").splitlines()]
-    lines.append(
-        f"  https://github.com/torch-doctor/torch-doctor/blob/main/docs/findings/{finding.id}.md"
-    )
+    lines.append(f"  {docs_url(finding.id)}")
     return lines
 
 
-def render_terminal(report: Report, out: IO[str]) -> None:
+def render_terminal(report: Report) -> str:
     """Everything after the first line (which is written before any request)."""
     lock = report.facts.lock_metadata
     assert lock is not None
     names = ", ".join(f"{p.name} {p.version}" for p in lock.packages) or "no torch-family package"
-    out.write(f"{lock.lock_path}: {names}\n")
+    out = [f"{lock.lock_path}: {names}"]
     for wheel in lock.wheels:
         if wheel.skipped is not None:
             state = f"not checked: {wheel.skipped}"
@@ -196,31 +201,32 @@ def render_terminal(report: Report, out: IO[str]) -> None:
             state = f"COULD NOT CHECK: {wheel.error}"
         else:
             state = VIA.get(wheel.via or "", wheel.via or "")
-        out.write(f"  {wheel.wheel.filename}  [{wheel.platform}]  {state}\n")
+        out.append(f"  {wheel.wheel.filename}  [{wheel.platform}]  {state}")
     for result in report.results:
         if result.status is CheckStatus.CRASHED:
-            out.write(f"torch-doctor: internal error in {result.spec.id}: {result.reason}\n")
+            out.append(f"torch-doctor: internal error in {result.spec.id}: {result.reason}")
     for finding in report.findings:
-        out.write("\n" + "\n".join(_finding_text(finding, report)) + "\n")
+        out += ["", *_finding_text(finding)]
     unchecked = lock.unchecked
-    out.write("\n")
+    out.append("")
     if report.findings:
-        out.write(f"Verdict: uv.lock is wrong for {_platforms(report)}.\n")
+        out.append(f"Verdict: uv.lock is wrong for {_platforms(report)}.")
     if unchecked:
         why = "not in the cache" if lock.offline else "see the lines above"
-        out.write(
+        out.append(
             f"Could not check {len(unchecked)} of {len(lock.wheels)} wheels ({why}); "
-            "the lock is not known to be clean.\n"
+            "the lock is not known to be clean."
         )
     elif not report.findings:
-        out.write("uv.lock records what every checked wheel declares, on every platform.\n")
+        out.append("uv.lock records what every checked wheel declares, on every platform.")
+    return "\n".join(out) + "\n"
 
 
 def _platforms(report: Report) -> str:
-    return ", ".join(sorted({d.platform for d in platform_differences(report.facts)}))
+    return ", ".join(sorted({d.platform for f in report.findings for d in _differences(f)}))
 
 
-def render_json(report: Report, head: str, out: IO[str]) -> None:
+def render_json(report: Report, head: str) -> str:
     lock = report.facts.lock_metadata
     document = {
         "command": "lock",
@@ -230,45 +236,66 @@ def render_json(report: Report, head: str, out: IO[str]) -> None:
         "findings": to_jsonable(report.findings),
         "unchecked": [w.wheel.filename for w in (lock.unchecked if lock else ())],
     }
-    out.write(json.dumps(document, indent=2) + "\n")
+    return json.dumps(document, indent=2) + "\n"
 
 
-def run_lock(options: LockOptions, out: IO[str] = sys.stdout) -> int:
+def _shown(report: Report) -> Report:
+    """The report as it may be shown: credentials in URLs removed (uv never writes them
+    into uv.lock, a hand-edited lock may hold them), and secret-looking values. Paths stay:
+    this is a local or CI log, not a paste."""
+    from doctor.redact import RedactionRules, redact
+
+    shown, _ = redact(report, RedactionRules())
+    return shown
+
+
+def _say(text: str) -> None:
+    """Progress and notes on stderr (stdout is the report); nothing if it is closed."""
+    stream = sys.stderr
+    if stream is None or getattr(stream, "closed", False):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        stream.write(for_encoding(f"torch-doctor lock: {text}\n", stream.encoding or "utf-8"))
+        stream.flush()
+
+
+def run_lock(options: LockOptions) -> int:
+    """Check, show (through the output module: a closed or full stdout is an OutputError,
+    exit 2), and with --fix write the remedy."""
     from doctor.probe.wheel_metadata import MetadataCache
 
     head = first_line(options, str(MetadataCache(os.environ).directory))
-    if options.fmt == "terminal":
-        out.write(head + "\n")
-        out.flush()
+    if options.fmt is Format.TERMINAL:
+        write_output(head + "\n", None)  # before any request: the network is said first
 
-    def say(text: str) -> None:
-        print(f"torch-doctor lock: {text}", file=sys.stderr, flush=True)
-
-    facts, cache_note = gather(options, say)
+    facts, cache_note = gather(options, _say)
     report = judge(facts)
     if cache_note:
-        say(f"the cache could not be written ({cache_note}); the next run reads the index again")
-    if options.fmt == "json":
-        render_json(report, head, out)
+        _say(f"the cache could not be written ({cache_note}); the next run reads the index again")
+    shown = _shown(report)
+    if options.fmt is Format.JSON:
+        write_output(render_json(shown, head), None)
+    elif options.fmt is Format.TERMINAL:
+        write_output(render_terminal(shown), None)
     else:
-        render_terminal(report, out)
+        raise LockUsageError(f"--format {options.fmt.value}: lock writes terminal or json")
     code = exit_code(report)
     if options.fix:
-        return _fix(report, options, code, out)
+        return _fix(report, options, code)
     return code
 
 
-def _fix(report: Report, options: LockOptions, code: int, out: IO[str]) -> int:
+def _fix(report: Report, options: LockOptions, code: int) -> int:
     from doctor.fix import FixOptions, run_fix
 
     if not report.findings:
-        out.write("lock --fix: nothing to write.\n")
+        write_output("lock --fix: nothing to write.\n", None)
         return code
     facts = report.facts
     project: ProjectFacts | None = facts.project
     if project is None or project.pyproject_path is None:
-        out.write("lock --fix: no pyproject.toml beside uv.lock; nothing was written.\n")
+        write_output("lock --fix: no pyproject.toml beside uv.lock; nothing was written.\n", None)
         return EXIT_DOCTOR_FAILED
-    out.write("\n")
-    fixed = run_fix(report, FixOptions(yes=options.yes, dry_run=options.dry_run), stdout=out)
+    write_output("\n", None)
+    fixed = run_fix(report, FixOptions(yes=options.yes, dry_run=options.dry_run), stdout=sys.stdout)
     return fixed if fixed != EXIT_OK else code

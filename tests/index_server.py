@@ -9,12 +9,13 @@ wheel). Every request path is recorded, so a test can tell which files uv read.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import re
 import threading
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.parser import HeaderParser
@@ -63,7 +64,10 @@ class SimpleIndex:
 
     Knobs for bad-input tests, changeable while serving: ``credentials`` (user,
     password) makes every request need HTTP basic auth (401 otherwise); ``overrides``
-    maps a request path to the (status, content type, body) served instead.
+    maps a request path to the (status, content type, body) served instead; ``streams``
+    maps a request path to a function that writes the whole answer itself (an endless
+    body, one byte at a time, a lying Content-Length); ``metadata_files = False`` links
+    no PEP 658 metadata (clients then read the wheel; this server ignores Range).
     """
 
     def __init__(self, wheels: Iterable[Path], credentials: tuple[str, str] | None = None) -> None:
@@ -73,6 +77,8 @@ class SimpleIndex:
         self.url = ""
         self.credentials = credentials
         self.overrides: dict[str, tuple[int, str, bytes]] = {}
+        self.streams: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
+        self.metadata_files = True
 
     def projects(self) -> list[str]:
         return sorted({w.project for w in self.wheels})
@@ -94,9 +100,10 @@ class SimpleIndex:
             if wheel.requires_python:
                 attributes.append(f'data-requires-python="{html.escape(wheel.requires_python)}"')
             # PEP 714 renamed the attribute; indexes serve both for older clients.
-            metadata = f"sha256={wheel.metadata_sha256}"
-            attributes.append(f'data-dist-info-metadata="{metadata}"')
-            attributes.append(f'data-core-metadata="{metadata}"')
+            if self.metadata_files:
+                metadata = f"sha256={wheel.metadata_sha256}"
+                attributes.append(f'data-dist-info-metadata="{metadata}"')
+                attributes.append(f'data-core-metadata="{metadata}"')
             links.append(f"    <a {' '.join(attributes)}>{html.escape(wheel.path.name)}</a><br>")
         body = "\n".join(links)
         return (
@@ -120,6 +127,11 @@ def _handler(index: SimpleIndex) -> type[BaseHTTPRequestHandler]:
                 self.send_header("WWW-Authenticate", 'Basic realm="index"')
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                return
+            if path in index.streams:
+                with contextlib.suppress(OSError):  # the client hung up: what the test wants
+                    index.streams[path](self)
+                self.close_connection = True
                 return
             if path in index.overrides:
                 status, content_type, body = index.overrides[path]

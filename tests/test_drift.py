@@ -26,6 +26,17 @@ pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="the CUDA wheels are Linux x86_64 ones"),
 ]
 
+CPU_ONLY = """\
+[dependency-groups]
+cpu = ["torch==2.6.0"]
+
+[tool.uv]
+default-groups = ["cpu"]
+
+[tool.uv.sources]
+torch = [{ index = "torch-cpu", group = "cpu" }]
+"""
+
 CHOICE = {
     "extra": """\
 [project.optional-dependencies]
@@ -106,10 +117,18 @@ def test_a_cuda_group_replaced_by_the_default_cpu_group_and_default_groups_fixes
     assert any("default groups: cpu ([tool.uv] default-groups)" in e for e in finding["evidence"])
     [toml] = [r for r in finding["remedies"] if r["kind"] == "toml"]
     assert 'default-groups = ["cu126"]' in toml["text"]
+    # `torch-doctor fix` first, and the follow-up after it (the shell remedies before the
+    # edit are alternatives to it).
+    assert toml["summary"].startswith("or run `torch-doctor fix`: it writes this")
+    assert toml["summary"].endswith("then `uv sync`")
+    after = finding["remedies"][finding["remedies"].index(toml) + 1 :]
+    assert [(r["kind"], r["text"]) for r in after] == [("shell", "uv sync")]
 
-    # `torch-doctor fix` writes it; a plain `uv run` then keeps the CUDA build.
+    # `torch-doctor fix` writes it and names that follow-up, not an alternative.
     fixed = run_doctor("fix", "--yes", "--no-load", cwd=drift.root)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert fixed.stdout.split("Next, run", 1)[1].splitlines()[1:] == ["  uv sync"], fixed.stdout
+    # A plain `uv run` then keeps the CUDA build.
     drift.uv("run", "python", "-c", "pass")
     assert drift.torch_here() == "2.6.0+cu126"
     assert "venv-lock-drift" not in drift.doctor().finding_ids()
@@ -124,3 +143,27 @@ def test_no_drift_when_the_defaults_select_what_is_installed(
     run = drift.doctor()
     [check] = [c for c in run.json["checks"] if c["id"] == "venv-lock-drift"]
     assert check["status"] == "passed", check
+
+
+def test_wheels_the_lock_no_longer_has_are_named(project: Callable[..., Project]) -> None:
+    drift = project(CHOICE["group"])
+    drift.uv("sync", "--no-default-groups", "--group", "cu126")
+    assert drift.torch_here() == "2.6.0+cu126"
+    # The CUDA group is dropped and the project re-locked: uv.lock holds only the CPU build.
+    (drift.root / "pyproject.toml").write_text(
+        (drift.root / "pyproject.toml").read_text().replace(CHOICE["group"], CPU_ONLY)
+    )
+    drift.uv("lock")
+
+    finding = drift.doctor().finding("venv-lock-drift")
+    assert "replaces torch 2.6.0+cu126 with 2.6.0+cpu" in finding["title"]
+    gone = " (uv.lock no longer has this version)"
+    assert f"torch 2.6.0+cu126 → 2.6.0+cpu{gone}" in finding["evidence"]
+    cudnn = TORCH_2_6_CU126_NVIDIA["nvidia-cudnn-cu12"]
+    assert f"nvidia-cudnn-cu12 {cudnn}: removed{gone}" in finding["evidence"]
+    assert set(finding["data"]["not_in_lock"]) >= {"torch", *TORCH_2_6_CU126_NVIDIA}
+    assert finding["data"]["keep_extras"] == [] and finding["data"]["keep_groups"] == []
+
+    # And the real uv does exactly that.
+    drift.uv("sync")
+    assert drift.torch_here() == "2.6.0+cpu"

@@ -8,15 +8,22 @@ lock, with an empty metadata cache of its own.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import socket
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from tests.factory import DoctorRun, run_doctor
+from tests.factory import DoctorRun, doctor_env, run_doctor
 from tests.index_server import SimpleIndex, serve_index
 from tests.static_index import NGINX, serve_static_index
 from tests.test_lock_command import AARCH64, X86_64, _project
@@ -62,7 +69,12 @@ def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locked]:
 def index(locked: Locked) -> Iterator[SimpleIndex]:
     yield locked.index
     locked.index.overrides.clear()
+    locked.index.streams.clear()
+    locked.index.metadata_files = True
     locked.index.credentials = None
+
+
+Stream = Callable[[BaseHTTPRequestHandler], None]
 
 
 def _line(run: DoctorRun, wheel: str) -> str:
@@ -210,3 +222,312 @@ def test_a_wheel_cut_in_half_is_caught_by_range_read_and_by_download(tmp_path: P
         assert f"downloading {X86_64}" in downloaded.stderr
         line = _line(downloaded, X86_64)
         assert "is not the" in line and "uv.lock records; refused" in line
+
+
+# --- Where the report goes: stdout closed, full, or ASCII only (issue 11) --------------------
+
+
+def test_a_closed_or_full_stdout_is_exit_2_with_a_message(locked: Locked, tmp_path: Path) -> None:
+    env = doctor_env({**locked.env, "TORCH_DOCTOR_CACHE_DIR": str(tmp_path / "c")})
+    command = [sys.executable, "-m", "doctor", "lock", "--project", str(locked.root)]
+    closed = subprocess.run(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),
+        timeout=60,
+    )
+    assert closed.returncode == 2, closed.stderr
+    assert "standard output is closed" in closed.stderr and "internal error" not in closed.stderr
+    # JSON is written after the requests: the failure comes at the end, still exit 2.
+    for args in ((), ("--format", "json")):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(
+                [*command, *args], env=env, stdout=full, stderr=subprocess.PIPE, text=True
+            )
+        assert result.returncode == 2, (args, result.stderr)
+        assert "cannot write the report" in result.stderr, result.stderr
+        assert "internal error" not in result.stderr
+
+
+def test_a_stdout_that_takes_only_ascii_gets_ascii_glyphs(locked: Locked, tmp_path: Path) -> None:
+    run = locked.run(tmp_path / "c", env={"PYTHONIOENCODING": "ascii"})
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.stdout.isascii()
+    assert "x error lock-metadata-inconsistent" in run.stdout
+    assert "  -> " in run.stdout  # the remedies' arrows
+
+
+# --- Arguments (issue 11) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("lock", "--timeout", "nan"), "--timeout"),
+        (("lock", "--timeout", "inf"), "--timeout"),
+        (("lock", "--timeout", "1e308"), "--timeout"),
+        (("lock", "--timeout", "0"), "--timeout"),
+        (("lock", "--project", ""), "--project needs a path"),
+        (("compare", ""), "REPORT needs a path"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(args: tuple[str, ...], message: str) -> None:
+    run = run_doctor(*args)
+    assert run.returncode == 2, run.stdout
+    assert message in run.stderr and "internal error" not in run.stderr
+
+
+# --- Credentials inside the index URL (issue 14) ----------------------------------------------
+
+SECRET = "Pa55-in-the-URL"
+
+
+def test_credentials_in_the_index_url_are_used_and_never_shown(tmp_path: Path) -> None:
+    wheels = build_wheels(founding_case_wheels(), tmp_path / "wheels")
+    with serve_index(wheels, credentials=("ci-user", SECRET)) as index:
+        url = index.url.replace("http://", f"http://ci-user:{SECRET}@")
+        project = _project(tmp_path, url, lambda: index.requests)
+        project.uv("lock")
+        lock = project.root / "uv.lock"
+        assert SECRET not in lock.read_text()  # uv keeps them out of the lock
+
+        runs = [project.lock_check(), project.lock_check("--format", "json")]
+        # A lock edited by hand to carry them in every URL: still found, still hidden.
+        lock.write_text(lock.read_text().replace("http://", f"http://ci-user:{SECRET}@"))
+        runs += [project.lock_check("--format", "json"), project.lock_check("--offline")]
+        for run in runs:
+            assert run.returncode == 1, run.stdout + run.stderr  # checked: the founding case
+            assert SECRET not in run.stdout + run.stderr
+        urls = [w["wheel"]["url"] for w in runs[2].json["wheels"]]
+        assert urls and all("ci-user" not in u and "127.0.0.1" in u for u in urls), urls
+
+        # A wrong password in the URL: refused by the index, said so, and not shown either.
+        wrong = "Wr0ng-Pa55"
+        lock.write_text(lock.read_text().replace(SECRET, wrong))
+        pyproject = project.root / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace(SECRET, wrong))
+        fresh = {"TORCH_DOCTOR_CACHE_DIR": str(tmp_path / "fresh-cache")}
+        refused = project.lock_check("--format", "json", env=fresh)
+        assert refused.returncode == 2, refused.stdout
+        errors = [w["error"] for w in refused.json["wheels"]]
+        assert all("HTTP 401" in e and "none were accepted" in e for e in errors), errors
+        assert wrong not in refused.stdout + refused.stderr
+
+
+# --- A hostile index: bounded time, memory and exit code (issue 11 on the lock side) ---------
+
+# Seconds a run may take beyond its --timeout, and the peak RSS of the doctor's process.
+MARGIN = 4.0
+RSS_CAP_MB = 200
+GIB = 1024 * 1024 * 1024
+# Runs the doctor and reports its peak RSS (ru_maxrss of the waited-for child, KiB).
+_MEASURE = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:]).returncode\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "sys.stderr.write('\\nPEAK_RSS_KB=%d\\n' % peak)\n"
+    "sys.exit(code)\n"
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_rss_mb: float
+
+
+def measured_run(*args: str, cwd: Path, env: dict[str, str], wall: float = 120) -> Run:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, "-m", "doctor", *args],
+        cwd=cwd,
+        env=doctor_env(env),
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=wall,
+    )
+    seconds = time.monotonic() - started
+    stderr, _, peak = proc.stderr.rpartition("\nPEAK_RSS_KB=")
+    assert "Traceback" not in stderr, stderr
+    return Run(proc.returncode, proc.stdout, stderr, seconds, int(peak.strip()) / 1024)
+
+
+def _endless(status: int = 200, length: int | None = None, byte: bytes = b"\0") -> Stream:
+    """An answer whose body never ends (or claims ``length`` bytes and sends more)."""
+
+    def write(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/octet-stream")
+        if length is not None:
+            handler.send_header("Content-Length", str(length))
+        handler.end_headers()
+        block = byte * (1024 * 1024)
+        for _ in range(4096):  # 4 GiB, more than any cap; the client hangs up long before
+            handler.wfile.write(block)
+
+    return write
+
+
+def _drip(handler: BaseHTTPRequestHandler) -> None:
+    """200, then one byte every 0.2 s: each read is well within a socket timeout."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/html")
+    handler.end_headers()
+    for _ in range(300):
+        handler.wfile.write(b"<")
+        handler.wfile.flush()
+        time.sleep(0.2)
+
+
+def _measured(locked: Locked, tmp_path: Path, *args: str, timeout: float = 5) -> Run:
+    env = {**locked.env, "TORCH_DOCTOR_CACHE_DIR": str(tmp_path / "c")}
+    project = ("lock", "--project", str(locked.root), "--timeout", f"{timeout:g}")
+    run = measured_run(*project, *args, cwd=tmp_path, env=env, wall=120)
+    assert run.seconds < timeout + MARGIN, run
+    assert run.peak_rss_mb < RSS_CAP_MB, run
+    assert run.returncode == 2, run
+    return run
+
+
+def _run_line(run: Run, wheel: str) -> str:
+    [line] = [x for x in run.stdout.splitlines() if x.strip().startswith(wheel)]
+    return line
+
+
+def test_an_endless_index_page_is_cut_at_its_cap(
+    locked: Locked, index: SimpleIndex, tmp_path: Path
+) -> None:
+    index.streams["/simple/torch/"] = _endless(byte=b"<a>")
+    run = _measured(locked, tmp_path)
+    assert "index page is larger than the 32 MiB it may be" in _run_line(run, X86_64)
+
+
+def test_a_metadata_file_of_a_declared_4_gib_is_not_read(
+    locked: Locked, index: SimpleIndex, tmp_path: Path
+) -> None:
+    index.streams[f"/files/{X86_64}.metadata"] = _endless(length=4 * GIB)
+    run = _measured(locked, tmp_path)
+    line = _run_line(run, X86_64)
+    assert "metadata file is 4096 MiB, more than the 8 MiB it may be; not read" in line
+    assert "metadata file (PEP 658)" in _run_line(run, AARCH64)
+
+
+def test_an_index_that_drips_one_byte_at_a_time_meets_the_deadline(
+    locked: Locked, index: SimpleIndex, tmp_path: Path
+) -> None:
+    index.streams["/simple/torch/"] = _drip
+    run = _measured(locked, tmp_path, timeout=2)
+    assert "timed out after 2 s" in _run_line(run, X86_64)
+
+
+def test_a_server_that_ignores_range_sends_no_wheel_into_memory(
+    locked: Locked, index: SimpleIndex, tmp_path: Path
+) -> None:
+    index.metadata_files = False  # the range read of the wheel, then --download
+    index.streams[f"/files/{X86_64}"] = _endless()
+    run = _measured(locked, tmp_path)
+    line = _run_line(run, X86_64)
+    assert "does not answer range requests (HTTP 200)" in line, line
+    assert "--download reads the whole wheel" in line
+
+    # --download reads at most the size uv.lock records (here it records one).
+    wheel = index.file(X86_64)
+    assert wheel is not None
+    root = _locking(locked, tmp_path, wheel.path)
+    env = {**locked.env, "TORCH_DOCTOR_CACHE_DIR": str(tmp_path / "c")}
+    downloaded = measured_run(
+        "lock", "--project", str(root), "--download", "--timeout", "5", cwd=tmp_path, env=env
+    )
+    assert downloaded.seconds < 5 + MARGIN and downloaded.peak_rss_mb < RSS_CAP_MB, downloaded
+    assert downloaded.returncode == 2, downloaded
+    line = _run_line(downloaded, X86_64)
+    size = wheel.path.stat().st_size
+    assert f"the wheel is larger than the {size} bytes uv.lock records; stopped" in line, line
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel named like torch's x86_64 one whose METADATA inflates to 1 GiB (1 MB zipped)."""
+    path = tmp_path_factory.mktemp("bomb") / X86_64
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("torch/__init__.py", b"")
+        info = zipfile.ZipInfo("torch-2.6.0+cu126.dist-info/METADATA")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w", force_zip64=True) as member:
+            member.write(b"Metadata-Version: 2.1\nName: torch\nVersion: 2.6.0+cu126\n")
+            block = b" " * (1024 * 1024)
+            for _ in range(1024):
+                member.write(block)
+    assert path.stat().st_size < 8 * 1024 * 1024
+    return path
+
+
+def _locking(locked: Locked, tmp_path: Path, wheel: Path, base: str | None = None) -> Path:
+    """A copy of the project whose uv.lock records ``wheel`` (its hash and size, as uv
+    writes them when the index gives sizes) for the x86_64 torch wheel, its URLs moved to
+    ``base`` if given."""
+    root = _moved(locked, tmp_path, base or locked.index.url.rsplit("/simple", 1)[0])
+    lock = root / "uv.lock"
+    data = wheel.read_bytes()
+    digest, size = hashlib.sha256(data).hexdigest(), len(data)
+    lines = []
+    for line in lock.read_text().splitlines():
+        if X86_64.replace("+", "%2B") in line and "hash = " in line:
+            line = re.sub(r'hash = "sha256:[0-9a-f]+"', f'hash = "sha256:{digest}"', line)
+            line = re.sub(r", size = \d+", "", line).replace(" }", f", size = {size} }}")
+        lines.append(line)
+    lock.write_text("\n".join(lines) + "\n")
+    assert digest in lock.read_text()
+    return root
+
+
+def _served(path: Path) -> Stream:
+    def write(handler: BaseHTTPRequestHandler) -> None:
+        data = path.read_bytes()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return write
+
+
+def test_a_zip_bomb_is_refused_by_its_declared_size_when_downloaded(
+    locked: Locked, index: SimpleIndex, bomb: Path, tmp_path: Path
+) -> None:
+    index.metadata_files = False
+    index.streams[f"/files/{X86_64}"] = _served(bomb)
+    root = _locking(locked, tmp_path, bomb)
+    env = {**locked.env, "TORCH_DOCTOR_CACHE_DIR": str(tmp_path / "c")}
+    run = measured_run(
+        "lock", "--project", str(root), "--download", "--timeout", "5", cwd=tmp_path, env=env
+    )
+    assert run.returncode == 2, run
+    assert run.peak_rss_mb < RSS_CAP_MB and run.seconds < 5 + MARGIN, run
+    line = _run_line(run, X86_64)
+    assert "METADATA is larger than the 8 MiB METADATA may be; not decompressed" in line, line
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt install nginx)")
+def test_a_zip_bomb_is_refused_by_its_declared_size_through_range_reads(
+    locked: Locked, bomb: Path, tmp_path: Path
+) -> None:
+    wheels = build_wheels(founding_case_wheels(), tmp_path / "wheels")
+    with serve_static_index(wheels, tmp_path / "static") as static:
+        static.file(X86_64).write_bytes(bomb.read_bytes())
+        root = _locking(locked, tmp_path, bomb, static.url.rsplit("/simple", 1)[0])
+        env = {**locked.env, "TORCH_DOCTOR_CACHE_DIR": str(tmp_path / "c")}
+        run = measured_run("lock", "--project", str(root), "--timeout", "5", cwd=tmp_path, env=env)
+    assert run.returncode == 2, run
+    assert run.peak_rss_mb < RSS_CAP_MB and run.seconds < 5 + MARGIN, run
+    line = _run_line(run, X86_64)
+    assert "METADATA is larger than the 8 MiB METADATA may be; not decompressed" in line, line
+    assert "range read of METADATA" in _run_line(run, AARCH64)

@@ -25,7 +25,7 @@ from tests.factory import TORCH_2_6_CU126_NVIDIA, DoctorRun, run_doctor
 from tests.index_server import serve_index
 from tests.static_index import NGINX, serve_static_index
 from tests.test_uv_lock_metadata import PYPROJECT, UV, _uv_env
-from tests.wheelhouse import CPYTHON_TAG, build_wheels, founding_case_wheels
+from tests.wheelhouse import CPYTHON_TAG, WheelSpec, build_wheels, founding_case_wheels
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -205,3 +205,99 @@ def test_a_consistent_lock_is_clean_and_the_second_run_makes_no_request(pep658: 
     assert len(project.requests()) == seen
     assert "[linux x86_64]  cache" in second.stdout
     assert project.lock_check("--offline").returncode == 0
+
+
+# --- Wheels the lock never installs (issue 14) --------------------------------------------------
+
+
+def test_a_wheel_outside_the_locks_environments_is_not_checked(pep658: Served) -> None:
+    """uv.lock's `supported-markers` ([tool.uv] environments) exclude a wheel the lock still
+    lists (uv now prunes such wheels when it locks; locks written before, or edited, keep
+    them): that wheel is said to be out of scope and never read; the others are checked."""
+    project = pep658()
+    project.uv("lock")
+    every_wheel = (project.root / "uv.lock").read_text()
+    [aarch64_line] = [
+        line for line in every_wheel.splitlines() if AARCH64.replace("+", "%2B") in line
+    ]
+
+    pyproject = project.root / "pyproject.toml"
+    x86_64_only = "sys_platform == 'linux' and platform_machine == 'x86_64'"
+    pyproject.write_text(pyproject.read_text() + f'\n[tool.uv]\nenvironments = ["{x86_64_only}"]\n')
+    project.uv("lock")
+    lock = project.root / "uv.lock"
+    pruned = lock.read_text()
+    assert "supported-markers" in pruned and AARCH64.replace("+", "%2B") not in pruned
+    # The wheel back in the lock, as a uv that kept every wheel wrote it.
+    [x86_64_line] = [line for line in pruned.splitlines() if X86_64.replace("+", "%2B") in line]
+    lock.write_text(pruned.replace(x86_64_line, f"{aarch64_line}\n{x86_64_line}"))
+
+    before = len(project.requests())
+    run = project.lock_check()
+    assert run.returncode == 1, run.stdout + run.stderr  # x86_64 is checked: the founding case
+    [line] = [x for x in run.stdout.splitlines() if x.strip().startswith(AARCH64)]
+    assert "not checked: outside the lock's [tool.uv] environments" in line, line
+    assert f"/files/{AARCH64}.metadata" not in project.requests()[before:]
+    assert _lacking(project.lock_check("--format", "json")) == {"linux x86_64": LOST}
+
+
+# --- --package and --all: a package other than torch whose wheels differ by platform ------------
+
+ACCEL = "accel"
+
+
+def _accel_wheels() -> list[WheelSpec]:
+    """accel 1.0: its x86_64 wheel needs accel-runtime, its aarch64 wheel does not (as
+    torch 2.6.0+cu126's did); accel-runtime itself is a pure wheel."""
+    return [
+        WheelSpec(
+            ACCEL,
+            "1.0",
+            tag=f"{CPYTHON_TAG}-{CPYTHON_TAG}-manylinux_2_28_{machine}",
+            requires_dist=("accel-runtime==1.0",) if machine == "x86_64" else (),
+            files={"accel/__init__.py": b""},
+        )
+        for machine in ("x86_64", "aarch64")
+    ] + [WheelSpec("accel-runtime", "1.0", files={"accel_runtime/__init__.py": b""})]
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="uv must lock on x86_64 like CI")
+def test_package_and_all_check_another_package_whose_wheels_differ(tmp_path: Path) -> None:
+    specs = [*founding_case_wheels(aarch64_declares_nvidia=True), *_accel_wheels()]
+    wheels = build_wheels(specs, tmp_path / "wheels")
+    with serve_index(wheels) as index:
+        project = _project(tmp_path, index.url, lambda: list(index.requests))
+        pyproject = project.root / "pyproject.toml"
+        pyproject.write_text(
+            pyproject.read_text().replace(
+                '"torch==2.6.0+cu126"]', '"torch==2.6.0+cu126", "accel==1.0"]'
+            )
+        )
+        project.uv("lock")
+        assert "accel-runtime" not in project.locked_dependencies(ACCEL)  # uv#11945's shape
+
+        # The torch family alone is consistent: accel's wheels are not even read.
+        family = project.lock_check()
+        assert family.returncode == 0, family.stdout + family.stderr
+        assert "accel-1.0" not in family.stdout
+
+        for args in (("--package", ACCEL), ("--all",)):
+            run = project.lock_check("--format", "json", *args)
+            assert run.returncode == 1, (args, run.stdout, run.stderr)
+            [finding] = run.json["findings"]
+            assert [
+                (d["package"], d["platform"], d["missing"]) for d in finding["data"]["differences"]
+            ] == [(ACCEL, "linux x86_64", ["accel-runtime==1.0"])], args
+            checked = {w["wheel"]["filename"] for w in run.json["wheels"]}
+            assert {f"accel-1.0-{CPYTHON_TAG}-{CPYTHON_TAG}-manylinux_2_28_x86_64.whl"} <= checked
+        # --all adds only packages with wheels for several platforms to the torch family:
+        # not the pure accel-runtime, nor the x86_64-only nvidia wheels.
+        names = {w["wheel"]["package"] for w in run.json["wheels"]}
+        assert names == {"torch", "triton", ACCEL}, names
+
+        # The remedy is accel's own dependency-metadata entry; uv lock accepts it.
+        fixed = project.lock_check("--package", ACCEL, "--fix", "--yes")
+        assert fixed.returncode == 1 and "Wrote " in fixed.stdout, fixed.stdout + fixed.stderr
+        project.uv("lock")
+        assert "accel-runtime" in project.locked_dependencies(ACCEL)
+        assert project.lock_check("--all").returncode == 0

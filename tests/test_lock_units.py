@@ -114,3 +114,39 @@ def test_a_lock_of_another_version_or_broken_is_refused(tmp_path: Path, text: st
     path.write_text(text)
     with pytest.raises(LockFileError, match=r"uv\.lock"):
         read_lock(path)
+
+
+@pytest.mark.timeout(10)
+def test_the_metadata_cache_reads_its_files_like_any_other(tmp_path: Path) -> None:
+    """A FIFO or an oversized file where a cached METADATA should be is a miss (the index is
+    asked again), never a blocked or flooded read."""
+    import os
+
+    from doctor.probe.files import CAPS
+    from doctor.probe.wheel_metadata import CACHE_ENV, MetadataCache
+
+    cache = MetadataCache({CACHE_ENV: str(tmp_path)})
+    cache.directory.mkdir(parents=True)
+    fifo, big, good = "1" * 64, "2" * 64, "3" * 64
+    os.mkfifo(cache.directory / f"{fifo}.METADATA")
+    with open(cache.directory / f"{big}.METADATA", "wb") as out:
+        out.truncate(CAPS["METADATA"] + 1)
+    cache.put(good, b"Metadata-Version: 2.1\nName: torch\n")
+    assert cache.get(fifo) is None and cache.get(big) is None
+    assert cache.get(good) == b"Metadata-Version: 2.1\nName: torch\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://u:p@ss@host.example/simple", "https://host.example/simple"),
+        ("http://u:p@[::1]:8080/simple", "http://[::1]:8080/simple"),
+        ("http://u:p@host:99999/simple", "http://host:99999/simple"),  # a port out of range
+        ("http://u:p@[x/simple", "http://[x/simple"),  # no parser takes it
+        ("https://host.example/simple", "https://host.example/simple"),
+    ],
+)
+def test_public_url_drops_the_userinfo_of_any_url(url: str, shown: str) -> None:
+    from doctor.probe.index_client import public_url
+
+    assert public_url(url) == shown

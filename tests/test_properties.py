@@ -575,3 +575,119 @@ def test_platform_of_answers_a_platform_or_none(name: str, requires_python: str 
         assert isinstance(label, str)
         assert python is None or isinstance(python, str)
         assert all(isinstance(v, str) for v in environment.values())
+
+
+# --- uv.lock as `torch-doctor lock` reads it -------------------------------------------------
+
+_LOCK_SCALAR = st.integers() | st.text(max_size=12) | st.booleans() | st.floats(allow_nan=False)
+_LOCK_FIELD = st.recursive(
+    _LOCK_SCALAR,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(_TOML_KEY, c, max_size=3),
+    max_leaves=8,
+)
+_WHEEL_NAME = st.sampled_from(
+    [
+        "torch-2.6.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "torch-2.6.0-cp311-cp311-win_amd64.whl",
+        "torch-2.6.0-py3-none-any.whl",
+        "torch-2.6.0.tar.gz",
+        "not a wheel.whl",
+        "",
+    ]
+)
+_LOCK_WHEEL = st.fixed_dictionaries(
+    {},
+    optional={
+        "url": _WHEEL_NAME.map(lambda n: f"https://example.org/f/{n}") | _LOCK_FIELD,
+        "path": _LOCK_FIELD,
+        "hash": st.just("sha256:" + "0" * 64) | _LOCK_FIELD,
+        "size": st.integers() | _LOCK_FIELD,
+    },
+)
+_LOCK_PACKAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["torch", "triton", "numpy", "Torch_Vision"]) | _LOCK_FIELD,
+        "version": st.just("2.6.0") | _LOCK_FIELD,
+        "source": st.just({"registry": "https://example.org/simple"}) | _LOCK_FIELD,
+        "dependencies": st.lists(
+            st.fixed_dictionaries(
+                {}, optional={"name": st.just("filelock") | _LOCK_FIELD, "marker": _LOCK_FIELD}
+            )
+            | _LOCK_FIELD,
+            max_size=3,
+        )
+        | _LOCK_FIELD,
+        "wheels": st.lists(_LOCK_WHEEL | _LOCK_FIELD, max_size=3) | _LOCK_FIELD,
+        "resolution-markers": st.lists(st.text(max_size=20), max_size=2) | _LOCK_FIELD,
+    },
+)
+_LOCK_DOCUMENT = st.fixed_dictionaries(
+    {"version": st.just(1) | _LOCK_FIELD},
+    optional={
+        "requires-python": st.just(">=3.9") | _LOCK_FIELD,
+        "supported-markers": st.lists(st.text(max_size=20), max_size=2) | _LOCK_FIELD,
+        "package": st.lists(_LOCK_PACKAGE | _LOCK_FIELD, max_size=4) | _LOCK_FIELD,
+    },
+)
+
+
+@PROPERTY
+@given(_LOCK_DOCUMENT)
+def test_lock_reader_takes_any_structure_as_a_lock_or_lock_file_error(
+    document: dict[str, object],
+) -> None:
+    import tomlkit
+
+    from doctor.probe.lockfile import LockFileError, read_lock
+
+    path = scratch_file(tomlkit.dumps(document).encode(), "uv.lock")
+    try:
+        lock = read_lock(path)
+    except LockFileError:
+        return
+    # What `torch-doctor lock` does with it next: never an exception either.
+    for package in (*lock.family(), *lock.platform_specific()):
+        for wheel in lock.wheels_of(package):
+            assert isinstance(wheel.filename, str) and isinstance(wheel.url, str)
+            assert wheel.size is None or (type(wheel.size) is int and wheel.size >= 0)
+    for package in lock.packages:
+        assert isinstance(package.name, str)
+        assert all(isinstance(d.marker, (str, type(None))) for d in package.dependencies)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version = 1\npackage = 5\n",
+        "version = 1\n[[package]]\nname = 'torch'\nwheels = 5\ndependencies = 5\n",
+        "version = 1\n[[package]]\nname = 'torch'\nwheels = [5, {url = 7}, {size = true}]\n",
+        "version = true\n",
+        'version = 1\nrequires-python = 5\n[[package]]\nname = "torch"\nversion = 2\n',
+        'version = 1\n[[package]]\nname = "torch"\nwheels = [{url = "http://[x/torch.whl"}]\n',
+    ],
+)
+def test_lock_reader_examples_that_once_raised_type_error(text: str) -> None:
+    from doctor.probe.lockfile import LockFileError, read_lock
+
+    try:
+        lock = read_lock(scratch_file(text.encode(), "uv.lock"))
+    except LockFileError:
+        return
+    lock.family()
+    lock.platform_specific()
+
+
+def test_lock_reader_cleans_the_strings_it_keeps() -> None:
+    from doctor.probe.lockfile import read_lock
+
+    text = (
+        'version = 1\n[[package]]\nname = "torch\\u001b[2J"\nversion = "2.6.0"\n'
+        'source = { registry = "https://example.org/simple\\u001b]0;x\\u0007" }\n'
+        'wheels = [{ url = "https://example.org/f/torch-2.6.0-py3-none-any.whl\\u202e" }]\n'
+    )
+    lock = read_lock(scratch_file(text.encode(), "uv.lock"))
+    [package] = lock.packages
+    [wheel] = lock.wheels
+    for value in (package.name, wheel.url, wheel.registry or "", wheel.filename):
+        assert not UNSAFE & set(value), value

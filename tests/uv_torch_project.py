@@ -86,13 +86,16 @@ class Project:
 
 @contextmanager
 def torch_projects(tmp_path: Path) -> Iterator[Callable[..., Project]]:
-    """make(choice, lock=True): the project in tmp_path/drift, its indexes served until
-    the block ends."""
+    """make(choice, lock=True, torch_machines=...): the project in tmp_path/drift, its
+    indexes served until the block ends; the CUDA index has torch wheels for the given
+    machines (x86_64 and aarch64 by default)."""
     with ExitStack() as stack:
 
-        def make(choice: str, lock: bool = True) -> Project:
+        def make(
+            choice: str, lock: bool = True, torch_machines: tuple[str, ...] = ("x86_64", "aarch64")
+        ) -> Project:
             wheels = founding_case_wheels(aarch64_declares_nvidia=True)
-            torch_cuda = [w for w in wheels if w.name == "torch"]
+            torch_cuda = [w for w in wheels if w.name == "torch" and w.tag.endswith(torch_machines)]
             plain = [w for w in wheels if w.name != "torch"]
             serve = lambda specs, d: stack.enter_context(  # noqa: E731
                 serve_index(build_wheels(specs, tmp_path / d))

@@ -342,23 +342,28 @@ def _drift(finding: Finding[VenvLockDrift], ctx: Context) -> list[Remedy]:
                 f"uv sync {flag}\nuv run {flag} python your_script.py",
             )
         )
+    remedies.append(
+        Remedy(
+            RemedyKind.SHELL,
+            ("or " if remedies else "") + "keep uv from syncing this venv before it runs a command "
+            "(UV_NO_SYNC=1 does the same for every `uv run`)",
+            "uv run --no-sync python your_script.py",
+        )
+    )
+    # The pyproject.toml edit last: `torch-doctor fix` runs the shell remedies after it
+    # as its follow-up, and the ones above are alternatives, not steps after the edit.
     if groups:
         default = finding.data.keep_default_groups or (groups[0],)
         listed = ", ".join(f'"{g}"' for g in default)
         remedies.append(
             Remedy(
                 RemedyKind.TOML,
-                f"make the group {groups[0]} a default group, so plain `uv sync`/`uv run` keep it",
+                "or run `torch-doctor fix`: it writes this into pyproject.toml (a diff, a "
+                f"backup), making the group {groups[0]} a default group, so plain `uv sync` "
+                "and `uv run` keep it; then `uv sync`",
                 f"[tool.uv]\ndefault-groups = [{listed}]\n",
                 target=finding.data.pyproject_path,
             )
         )
-    remedies.append(
-        Remedy(
-            RemedyKind.SHELL,
-            "or keep uv from syncing this venv before it runs a command "
-            "(UV_NO_SYNC=1 does the same for every `uv run`)",
-            "uv run --no-sync python your_script.py",
-        )
-    )
+        remedies.append(Remedy(RemedyKind.SHELL, "then sync: the venv keeps this torch", "uv sync"))
     return remedies

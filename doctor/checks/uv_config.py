@@ -11,18 +11,21 @@ Judged from pyproject.toml (and uv.lock for the last); no venv needed.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.utils import canonicalize_name
 
 from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context
 from doctor.derive.expectations import parse_requirement
-from doctor.derive.uv import pytorch_indexes
-from doctor.facts import Facts
+from doctor.derive.uv import pytorch_indexes, uv_marker_applies
+from doctor.derive.wheel_tags import ANY, served_platforms
+from doctor.facts import Facts, LockGraph
 from doctor.facts.uv_settings import UvSettings
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge import torch_index_family
@@ -39,7 +42,6 @@ __all__ = [
 ROUTED_FAMILY = torch_index_family()
 _MARKER_EXTRA = re.compile(r"""^\s*extra\s*==\s*['"]([^'"]+)['"]\s*$""")
 _ANY_EXTRA = re.compile(r"""\bextra\s*==""")
-_SYS_PLATFORM = re.compile(r"""sys_platform\s*==\s*['"]([^'"]+)['"]""")
 
 
 def selector(entry: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -81,24 +83,136 @@ def _in_conflict(settings: UvSettings, a: tuple[str, str], b: tuple[str, str]) -
     return False
 
 
-def _wheel_platforms(wheels: Sequence[str]) -> set[str]:
-    """The sys_platform values the wheels serve ("*" for a pure wheel)."""
-    platforms = set()
-    for filename in wheels:
+@dataclass(frozen=True)
+class _Target:
+    """A platform the project's markers select: a system, and a machine when the marker
+    names one (``sys_platform == 'linux'`` targets Linux on any machine)."""
+
+    sys_platform: str
+    machine: str | None
+
+    @property
+    def label(self) -> str:
+        return self.sys_platform if self.machine is None else f"{self.sys_platform} {self.machine}"
+
+    @property
+    def marker(self) -> str:
+        text = f"sys_platform == '{self.sys_platform}'"
+        return text if self.machine is None else f"{text} and platform_machine == '{self.machine}'"
+
+    def covers(self, platform: Mapping[str, str]) -> bool:
+        return platform["sys_platform"] == self.sys_platform and self.machine in (
+            None,
+            platform["platform_machine"],
+        )
+
+
+@functools.cache
+def _platforms() -> tuple[dict[str, str], ...]:
+    """Every platform of knowledge/platforms.toml with every Python version: the
+    environments a project's markers are evaluated in."""
+    from doctor.knowledge import load
+
+    table = load("platforms")
+    return tuple(
+        {
+            **{k: str(v) for k, v in platform.items()},
+            "python_version": python,
+            "python_full_version": f"{python}.0",
+            "implementation_name": "cpython",
+            "platform_python_implementation": "CPython",
+            "extra": "",
+        }
+        for platform in table["platform"]
+        for python in table["pythons"]
+    )
+
+
+def _selected(marker: str) -> list[dict[str, str]]:
+    """The platforms where a marker as pyproject.toml writes it holds. One this doctor
+    cannot read selects none (no false alarm from it)."""
+    try:
+        parsed = Marker(marker)
+    except InvalidMarker:
+        return []
+    selected = []
+    for platform in _platforms():
         try:
-            tags = parse_wheel_filename(filename)[3]
-        except InvalidWheelFilename:
+            if parsed.evaluate(platform):
+                selected.append(platform)
+        except (UndefinedComparison, UndefinedEnvironmentName):
             continue
-        for tag in tags:
-            if tag.platform == "any":
-                platforms.add("*")
-            elif tag.platform.startswith(("manylinux", "musllinux", "linux")):
-                platforms.add("linux")
-            elif tag.platform.startswith("macosx"):
-                platforms.add("darwin")
-            elif tag.platform.startswith("win"):
-                platforms.add("win32")
-    return platforms
+    return selected
+
+
+def _targets(markers: Sequence[str], within: Sequence[str]) -> list[_Target]:
+    """The platforms ``markers`` select (and, when given, some of ``within`` too)."""
+    allowed = [p for w in within for p in _selected(w)]
+    targets: list[_Target] = []
+    for marker in markers:
+        names_machine = "platform_machine" in marker or "platform.machine" in marker
+        for platform in _selected(marker):
+            if within and platform not in allowed:
+                continue
+            target = _Target(
+                platform["sys_platform"], platform["platform_machine"] if names_machine else None
+            )
+            if target not in targets:
+                targets.append(target)
+    return targets
+
+
+def _torch_edges(graph: LockGraph) -> list[str | None]:
+    """The markers under which the project itself requires torch, as uv.lock records its
+    edges (None: everywhere). Empty when torch is not a direct dependency."""
+    project = canonicalize_name(graph.project or "")
+    markers: list[str | None] = []
+    for package in graph.packages:
+        if canonicalize_name(package.name) != project:
+            continue
+        edges = [
+            *package.dependencies,
+            *(e for v in package.optional.values() for e in v),
+            *(e for v in package.groups.values() for e in v),
+        ]
+        markers += [e.marker for e in edges if canonicalize_name(e.name) == "torch"]
+    return markers
+
+
+def _lacking_wheels(
+    settings: UvSettings, torch_entries: Sequence[Mapping[str, Any]], graph: LockGraph
+) -> list[_Target]:
+    """The targeted platforms uv.lock has no torch wheel for and required-environments
+    does not name (uv then locks without complaint, and `uv sync` there fails). A platform
+    is targeted when [tool.uv] environments or torch's source markers name it, and the
+    project requires torch there."""
+    served: set[tuple[str, str]] = set()
+    for package in graph.packages:
+        if package.name == "torch":
+            for filename in package.wheels:
+                served |= served_platforms(filename)
+    if not served or ANY in served:
+        return []
+    markers = [str(e["marker"]) for e in torch_entries if isinstance(e.get("marker"), str)]
+    environments = list(settings.environments)
+    targets = _targets(environments, ())
+    targets += [t for t in _targets(markers, environments) if t not in targets]
+    edges = _torch_edges(graph)
+    if edges and None not in edges:
+        targets = [
+            t
+            for t in targets
+            if any(t.covers(p) and uv_marker_applies(m, p) for p in _platforms() for m in edges)
+        ]
+    required = [p for m in settings.required_environments for p in _selected(m)]
+    lacking = [
+        t
+        for t in targets
+        if not any(t.sys_platform == s and t.machine in (None, m) for s, m in served)
+        and not any(t.covers(p) for p in required)
+    ]
+    # Linux without any wheel says it all: not also "linux aarch64".
+    return [t for t in lacking if t.machine is None or _Target(t.sys_platform, None) not in lacking]
 
 
 @dataclass(frozen=True)
@@ -110,7 +224,10 @@ class UvProblem:
     text: str
     package: str | None = None  # marker-extra, family-routing
     selectors: tuple[tuple[str, str], ...] = ()  # conflicts-missing: ("extra", "cu126"), …
-    platforms: tuple[str, ...] = ()  # required-environments: sys_platform values
+    # required-environments: the platforms lacking a torch wheel ("win32", "linux aarch64"),
+    # and the required-environments markers that name them.
+    platforms: tuple[str, ...] = ()
+    markers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +335,7 @@ def torch_problems(facts: Facts) -> list[UvProblem]:
         f"{where} = {value!r}"
         for where, value in (
             ("[tool.uv] index-strategy", settings.index_strategy),
+            ("[tool.uv.pip] index-strategy", settings.pip_index_strategy),
             ("UV_INDEX_STRATEGY", facts.environment.get("UV_INDEX_STRATEGY")),
         )
         if value == "unsafe-best-match"
@@ -235,25 +353,17 @@ def torch_problems(facts: Facts) -> list[UvProblem]:
     # 6. A targeted platform with no locked torch wheel and no required-environments.
     graph = facts.lock_graph
     if graph is not None:
-        targeted: list[str] = []
-        for marker in (*settings.environments, *(str(e.get("marker", "")) for e in torch_entries)):
-            targeted += [p for p in _SYS_PLATFORM.findall(marker) if p not in targeted]
-        wheels = [w for p in graph.packages if p.name == "torch" for w in p.wheels]
-        served = _wheel_platforms(wheels)
-        required = " ".join(settings.required_environments)
-        lacking = [
-            p
-            for p in targeted
-            if wheels and "*" not in served and p not in served and p not in required
-        ]
+        lacking = _lacking_wheels(settings, torch_entries, graph)
         if lacking:
+            labels = ", ".join(t.label for t in lacking)
             problems.append(
                 UvProblem(
                     kind="required-environments",
-                    text=f"pyproject.toml targets {', '.join(lacking)}, and uv.lock holds no "
-                    "torch wheel for it: `uv lock` succeeded without one, and `uv sync` there "
-                    "fails; [tool.uv] required-environments makes `uv lock` say so",
-                    platforms=tuple(lacking),
+                    text=f"pyproject.toml targets {labels}, and uv.lock holds no torch wheel "
+                    "for it: `uv lock` succeeded without one, and `uv sync` there fails; "
+                    "[tool.uv] required-environments makes `uv lock` say so",
+                    platforms=tuple(t.label for t in lacking),
+                    markers=tuple(t.marker for t in lacking),
                 )
             )
     return problems
@@ -419,12 +529,14 @@ def _uv_config(finding: Finding[UvTorchConfig], ctx: Context) -> list[Remedy]:
         elif kind == "required-environments":
             settings = ctx.facts.uv_settings
             markers = list(settings.required_environments) if settings else []
-            markers += [f"sys_platform == '{p}'" for p in problem.platforms]
+            markers += [m for m in problem.markers if m not in markers]
             remedies.append(
                 Remedy(
                     RemedyKind.TOML,
-                    "require a torch wheel for the targeted platforms (then `uv lock` fails "
-                    "loudly where there is none, instead of `uv sync` later)",
+                    "run `torch-doctor fix`: it writes this into pyproject.toml (a diff, a "
+                    "backup), so that `uv lock` requires a torch wheel for "
+                    f"{', '.join(problem.platforms)}; then `uv lock`: it fails loudly where "
+                    "there is none, instead of `uv sync` failing there later",
                     _toml({"tool": {"uv": {"required-environments": markers}}}),
                     target=ctx.facts.project.pyproject_path if ctx.facts.project else None,
                 )

@@ -24,5 +24,6 @@ class UvSettings:
     torch_backend: str | None = None  # [tool.uv] torch-backend
     pip_torch_backend: str | None = None  # [tool.uv.pip] torch-backend
     index_strategy: str | None = None  # [tool.uv] index-strategy
+    pip_index_strategy: str | None = None  # [tool.uv.pip] index-strategy
     environments: tuple[str, ...] = ()
     required_environments: tuple[str, ...] = ()

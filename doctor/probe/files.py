@@ -24,6 +24,8 @@ CAPS = {
     "direct_url.json": 1024 * 1024,  # a URL and a hash, or a VCS commit
     "Python source": 4 * 1024 * 1024,  # a module read for what it does (triton's driver.py)
     "report": 32 * 1024 * 1024,  # a `check --format json` report, for compare
+    # A wheel's core metadata (torch lock's cache, index, wheel): its headers are ~30 kB.
+    "METADATA": 8 * 1024 * 1024,
 }
 
 

@@ -15,21 +15,27 @@ message: every URL this module puts in an error is stripped of its user informat
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import hashlib
+import http.client
 import io
 import json
 import netrc
 import re
 import socket
+import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import IO, Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from doctor.facts import IndexFacts
+from doctor.probe.files import CAPS
 
 __all__ = [
     "Credentials",
@@ -58,13 +64,15 @@ class Credentials:
 
 
 def public_url(url: str) -> str:
-    """The URL without user information (what may be shown)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    """The URL without user information (what may be shown). The host and port stay as
+    written; userinfo ends at the last "@" of the authority, as urlsplit splits it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[x": no parser accepts it; cut the userinfo by hand
+        return re.sub(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#]*@", r"\1", url)
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
@@ -125,22 +133,180 @@ class Response:
     body: bytes
 
 
+# Bytes one answer may carry, per kind of request: far above any real one (PyPI's and
+# PyTorch's torch pages are a few MB, a METADATA file tens of kB), far below what hurts.
+# A range block's cap is the block asked for; a downloaded wheel's the size uv.lock records.
+BODY_CAPS = {
+    "index page": 32 * 1024 * 1024,
+    "metadata file": CAPS["METADATA"],
+}
+
+
+def _size(count: int) -> str:
+    return f"{count / (1024 * 1024):g} MiB" if count >= 1024 * 1024 else f"{count} bytes"
+
+
+class _Watch:
+    """The deadline of one request, redirects included: when it passes, every connection
+    the request opened is shut down, which ends any read blocked on it. A server that
+    sends one byte just within each socket timeout (or ignores a Range header and sends
+    a whole wheel) cannot hold a request longer than its deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        self.lock = threading.Lock()
+        self.descriptors: list[int] = []
+        self.expired = False
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+
+    def add(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.descriptors.append(sock.fileno())
+            if self.expired:
+                self._shut(sock.fileno())
+
+    @staticmethod
+    def _shut(descriptor: int) -> None:
+        # By descriptor: a TLS socket replaces the plain one it wraps (the same descriptor).
+        with contextlib.suppress(OSError, ValueError):
+            handle = socket.socket(fileno=descriptor)
+            try:
+                handle.shutdown(socket.SHUT_RDWR)
+            finally:
+                handle.detach()  # the connection's owner closes it
+
+    def _expire(self) -> None:
+        with self.lock:
+            self.expired = True
+            for descriptor in self.descriptors:
+                self._shut(descriptor)
+
+    def __enter__(self) -> _Watch:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+        with self.lock:
+            self.descriptors.clear()
+
+
+def _watch_connections(connection: http.client.HTTPConnection, watch: _Watch) -> None:
+    create: Callable[..., socket.socket] = connection._create_connection  # type: ignore[attr-defined]
+
+    def created(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = create(*args, **kwargs)
+        watch.add(sock)
+        return sock
+
+    connection._create_connection = created  # type: ignore[attr-defined]
+
+
+class _Connection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, watch: _Watch, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _watch_connections(self, watch)
+
+
+class _TLSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, watch: _Watch, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _watch_connections(self, watch)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watch: _Watch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_Connection, watch=self.watch), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watch: _Watch) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            functools.partial(_TLSConnection, watch=self.watch),
+            req,
+            context=self._context,  # type: ignore[attr-defined]
+        )
+
+
 class Http:
-    """GET requests with a timeout, credentials for their host and plain-spoken errors."""
+    """GET requests with a deadline, a cap on what an answer may carry, credentials for
+    their host and plain-spoken errors."""
 
     def __init__(
         self, timeout: float, indexes: Sequence[IndexFacts], environ: Mapping[str, str]
     ) -> None:
-        self.timeout = timeout
+        self.timeout = timeout  # for each request, start to last byte
         self.indexes = tuple(indexes)
         self.environ = dict(environ)
         self.requests = 0
 
-    def get(self, url: str, headers: Mapping[str, str] | None = None) -> Response:
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        kind: str,
+        cap: int | None = None,
+        partial: bool = False,
+    ) -> Response:
+        """The answer, its body at most ``cap`` bytes (default: ``BODY_CAPS[kind]``).
+        ``partial``: a range request; any answer but 206 is refused before its body."""
+        limit = BODY_CAPS[kind] if cap is None else cap
+
+        def body(answer: http.client.HTTPResponse, shown: str) -> bytes:
+            if partial and answer.status != 206:
+                raise FetchError(
+                    f"{shown}: the server does not answer range requests (HTTP {answer.status})"
+                )
+            chunks = []
+            size = 0
+            for chunk in _chunks(
+                answer, shown, limit, f"the {kind}", f"the {_size(limit)} it may be"
+            ):
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+
+        return self._exchange(url, headers, self.timeout, body)
+
+    def download(
+        self, url: str, sink: IO[bytes], *, cap: int, limit: str, seconds: float
+    ) -> tuple[int, str]:
+        """The whole file into ``sink`` (never all in memory): its size and sha256.
+        ``limit`` says what ``cap`` is ("the size uv.lock records")."""
+        digest = hashlib.sha256()
+
+        def body(answer: http.client.HTTPResponse, shown: str) -> bytes:
+            for chunk in _chunks(answer, shown, cap, "the wheel", limit, per_read=1024 * 1024):
+                digest.update(chunk)
+                sink.write(chunk)
+            return b""
+
+        self._exchange(url, None, seconds, body)
+        return sink.tell(), digest.hexdigest()
+
+    def _exchange(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None,
+        seconds: float,
+        body: Callable[[http.client.HTTPResponse, str], bytes],
+    ) -> Response:
         shown = public_url(url)
-        parts = urlsplit(url)
-        request = urllib.request.Request(shown, headers=dict(headers or {}))
-        credentials = find_credentials(url, self.indexes, self.environ)
+        try:
+            parts = urlsplit(url)
+            request = urllib.request.Request(shown, headers=dict(headers or {}))
+            credentials = find_credentials(url, self.indexes, self.environ)
+        except ValueError as exc:
+            raise FetchError(f"{shown}: not a usable URL ({exc})") from None
         if credentials is not None and credentials.host == (parts.hostname or ""):
             token = f"{credentials.username}:{credentials.password}".encode()
             # Unredirected: a redirect to another host (a CDN) never carries them.
@@ -148,15 +314,23 @@ class Http:
                 "Authorization", "Basic " + base64.b64encode(token).decode()
             )
         self.requests += 1
+        watch = _Watch(seconds)
+        late = f"timed out after {seconds:g} s: {shown}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                body = answer.read()
-                return Response(
-                    url=public_url(answer.geturl()),
-                    status=answer.status,
-                    headers={k.lower(): v for k, v in answer.headers.items()},
-                    body=body,
-                )
+            with watch:
+                opener = urllib.request.build_opener(_HTTPHandler(watch), _HTTPSHandler(watch))
+                with opener.open(request, timeout=self.timeout) as answer:
+                    content = body(answer, shown)
+                    if watch.expired:
+                        raise FetchError(late)
+                    return Response(
+                        url=public_url(answer.geturl()),
+                        status=answer.status,
+                        headers={k.lower(): v for k, v in answer.headers.items()},
+                        body=content,
+                    )
+        except FetchError:
+            raise
         except urllib.error.HTTPError as exc:
             hint = ""
             if exc.code in (401, 403):
@@ -167,17 +341,50 @@ class Http:
                     else " (no credentials found for this index: set them in the index URL, "
                     "UV_INDEX_<NAME>_USERNAME/PASSWORD or netrc, as for uv)"
                 )
+            with contextlib.suppress(Exception):
+                exc.close()
             raise FetchError(f"HTTP {exc.code} {exc.reason} from {shown}{hint}") from None
         except urllib.error.URLError as exc:
             reason = exc.reason
+            if watch.expired:
+                raise FetchError(late) from None
             if isinstance(reason, (socket.timeout, TimeoutError)):
                 raise FetchError(f"timed out after {self.timeout:g} s: {shown}") from None
             text = getattr(reason, "strerror", None) or str(reason)
             raise FetchError(f"cannot reach {shown}: {text}") from None
         except (socket.timeout, TimeoutError):
+            if watch.expired:
+                raise FetchError(late) from None
             raise FetchError(f"timed out after {self.timeout:g} s: {shown}") from None
-        except (OSError, ValueError) as exc:
-            raise FetchError(f"cannot read {shown}: {exc}") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            if watch.expired:
+                raise FetchError(late) from None
+            raise FetchError(f"cannot read {shown}: {type(exc).__name__}: {exc}") from None
+
+
+def _chunks(
+    answer: http.client.HTTPResponse,
+    shown: str,
+    cap: int,
+    what: str,
+    limit: str,
+    per_read: int = 65536,
+) -> Iterator[bytes]:
+    """The body in pieces, at most ``cap`` bytes: one byte more is refused, not read on.
+    ``limit`` names the cap in the message ("the 32 MiB it may be")."""
+    declared = answer.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise FetchError(f"{shown}: {what} is {_size(int(declared))}, more than {limit}; not read")
+    size = 0
+    while size <= cap:
+        chunk = answer.read(min(per_read, cap + 1 - size))
+        if not chunk:
+            return
+        size += len(chunk)
+        if size > cap:
+            break
+        yield chunk
+    raise FetchError(f"{shown}: {what} is larger than {limit}; stopped reading")
 
 
 # --- The simple repository API ------------------------------------------------------------
@@ -292,7 +499,7 @@ def _from_json(page: Response) -> list[IndexFile]:
 def project_files(http: Http, registry: str, project: str) -> list[IndexFile]:
     """The files of ``project``'s page on the index whose simple API root is ``registry``."""
     url = f"{registry.rstrip('/')}/{project}/"
-    page = http.get(url, {"Accept": ACCEPT_INDEX})
+    page = http.get(url, {"Accept": ACCEPT_INDEX}, kind="index page")
     content_type = page.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == PEP_691_JSON:
         return _from_json(page)
@@ -306,7 +513,7 @@ def project_files(http: Http, registry: str, project: str) -> list[IndexFile]:
 
 def fetch_metadata_file(http: Http, file: IndexFile) -> bytes:
     """The PEP 658 metadata file, its hash verified when the index gave one."""
-    answer = http.get(file.url + ".metadata")
+    answer = http.get(file.url + ".metadata", kind="metadata file")
     content_type = answer.headers.get("content-type", "").lower()
     if content_type.startswith("text/html") or answer.body.lstrip()[:1] == b"<":
         raise FetchError(f"{answer.url} answered an HTML page, not the wheel's metadata")
@@ -323,25 +530,53 @@ def fetch_metadata_file(http: Http, file: IndexFile) -> bytes:
 # --- Reading one member of a remote zip -------------------------------------------------------
 
 
+# Bytes one wheel's range reads may fetch: a real wheel's central directory and METADATA
+# (torch's: ~2 MB) many times over.
+RANGE_BUDGET = 32 * 1024 * 1024
+
+
 class RangeFile(io.RawIOBase):
     """A remote file read through HTTP range requests, in blocks, for ``zipfile``.
 
     ``zipfile`` seeks to the end for the central directory, then to the member it
-    extracts: a wheel's METADATA costs two or three requests of ``block`` bytes.
+    extracts: a wheel's METADATA costs two or three requests of ``block`` bytes. Each
+    answer may carry one block, and one wheel at most ``budget`` bytes in all (a zip
+    whose central directory never ends is stopped there, not read into memory).
     """
 
-    def __init__(self, http: Http, url: str, size: int | None, block: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        http: Http,
+        url: str,
+        size: int | None,
+        block: int = 64 * 1024,
+        budget: int = RANGE_BUDGET,
+    ) -> None:
         super().__init__()
         self.http = http
         self.url = url
         self.block = block
+        self.budget = budget
+        self.fetched = 0
         self.blocks: dict[int, bytes] = {}
         self.position = 0
         self.size = size if size is not None else self._probe_size()
 
+    def _get(self, byte_range: str) -> Response:
+        if self.fetched >= self.budget:
+            raise FetchError(
+                f"{public_url(self.url)}: {_size(self.fetched)} read through range requests "
+                "without reaching the wheel's METADATA; stopped (not a usual wheel)"
+            )
+        answer = self.http.get(
+            self.url, {"Range": byte_range}, kind="range block", cap=self.block, partial=True
+        )
+        self.fetched += len(answer.body)
+        return answer
+
     def _probe_size(self) -> int:
         # The last block: its Content-Range says the whole size.
-        answer = self.http.get(self.url, {"Range": f"bytes=-{self.block}"})
+        answer = self._get(f"bytes=-{self.block}")
         total = self._total(answer)
         start = total - len(answer.body)
         if start % self.block == 0:
@@ -363,7 +598,7 @@ class RangeFile(io.RawIOBase):
         if number not in self.blocks:
             start = number * self.block
             end = min(self.size, start + self.block) - 1
-            answer = self.http.get(self.url, {"Range": f"bytes={start}-{end}"})
+            answer = self._get(f"bytes={start}-{end}")
             total = self._total(answer)
             if total != self.size:
                 raise FetchError(

@@ -4,8 +4,10 @@ Reads only."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from doctor.facts.lock_graph import GraphDependency, GraphPackage, LockGraph
 from doctor.facts.uv_settings import UvSettings
@@ -19,6 +21,10 @@ def _table(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _edges(values: Any) -> tuple[GraphDependency, ...]:
     if not isinstance(values, list):
         return ()
@@ -27,18 +33,35 @@ def _edges(values: Any) -> tuple[GraphDependency, ...]:
             name=str(dep["name"]),
             version=None if dep.get("version") is None else str(dep["version"]),
             marker=dep.get("marker") if isinstance(dep.get("marker"), str) else None,
-            extras=tuple(str(e) for e in dep.get("extra", ()) or ()),
+            extras=_strings(dep.get("extra")),
         )
         for dep in values
         if isinstance(dep, dict) and "name" in dep
     )
 
 
+def _wheel_names(values: Any) -> tuple[str, ...]:
+    """The file names of a package's locked wheels (the last part of each url or path)."""
+    names = []
+    for wheel in values if isinstance(values, list) else ():
+        where = next(
+            (
+                wheel[k]
+                for k in ("url", "path", "filename")
+                if isinstance(wheel, dict) and isinstance(wheel.get(k), str)
+            ),
+            None,
+        )
+        if where:
+            names.append(unquote(re.split(r"[?#]", where, maxsplit=1)[0].rsplit("/", 1)[-1]))
+    return tuple(names)
+
+
 def _conflicts(uv: dict[str, Any]) -> tuple[tuple[dict[str, str], ...], ...]:
     """[tool.uv] conflicts: lists of {extra = …} / {group = …} (/ package) tables."""
     return tuple(
         tuple({str(k): str(v) for k, v in item.items()} for item in group if isinstance(item, dict))
-        for group in uv.get("conflicts", []) or []
+        for group in _list(uv.get("conflicts"))
         if isinstance(group, list)
     )
 
@@ -54,7 +77,7 @@ def probe_lock_graph(root: Path) -> LockGraph | None:
     except TomlError:
         pyproject = {}
     packages = []
-    for entry in lock.get("package", []) or []:
+    for entry in _list(lock.get("package")):
         if not isinstance(entry, dict) or "name" not in entry:
             continue
         packages.append(
@@ -62,7 +85,7 @@ def probe_lock_graph(root: Path) -> LockGraph | None:
                 name=str(entry["name"]),
                 version=None if entry.get("version") is None else str(entry["version"]),
                 source={str(k): str(v) for k, v in _table(entry.get("source")).items()},
-                resolution_markers=tuple(str(m) for m in entry.get("resolution-markers", ()) or ()),
+                resolution_markers=_strings(entry.get("resolution-markers")),
                 dependencies=_edges(entry.get("dependencies")),
                 optional={
                     str(k): _edges(v) for k, v in _table(entry.get("optional-dependencies")).items()
@@ -70,6 +93,7 @@ def probe_lock_graph(root: Path) -> LockGraph | None:
                 groups={
                     str(k): _edges(v) for k, v in _table(entry.get("dev-dependencies")).items()
                 },
+                wheels=_wheel_names(entry.get("wheels")),
             )
         )
     project = _table(pyproject.get("project"))
@@ -125,6 +149,7 @@ def probe_uv_settings(pyproject: Path) -> UvSettings | None:
     backend = uv.get("torch-backend")
     pip_backend = _table(uv.get("pip")).get("torch-backend")
     strategy = uv.get("index-strategy")
+    pip_strategy = _table(uv.get("pip")).get("index-strategy")
     return UvSettings(
         pyproject_path=str(pyproject),
         extras={str(k): _names(v) for k, v in _table(project.get("optional-dependencies")).items()},
@@ -134,6 +159,7 @@ def probe_uv_settings(pyproject: Path) -> UvSettings | None:
         torch_backend=None if backend is None else str(backend),
         pip_torch_backend=None if pip_backend is None else str(pip_backend),
         index_strategy=None if strategy is None else str(strategy),
+        pip_index_strategy=None if pip_strategy is None else str(pip_strategy),
         environments=_strings(uv.get("environments")),
         required_environments=_strings(uv.get("required-environments")),
     )

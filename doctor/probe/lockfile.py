@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from packaging.utils import canonicalize_name
 
 from doctor.facts import LockedDependency, LockedPackage
 from doctor.facts.lock_metadata import LockedWheel
 from doctor.probe.project import TORCH_FAMILY, TomlError, load_toml
+from doctor.probe.text import clean_tree
 
 __all__ = ["KNOWN_LOCK_VERSIONS", "LockFile", "LockFileError", "read_lock"]
 
@@ -66,20 +67,70 @@ class LockFile:
         return tuple(w for w in self.wheels if w.package == name and w.version == package.version)
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _table(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A string field as uv writes it; anything else (a number, a table) is not one."""
+    return value if isinstance(value, str) else None
+
+
 def _strings(value: Any) -> tuple[str, ...]:
-    return tuple(str(v) for v in value) if isinstance(value, list) else ()
+    return tuple(v for v in _list(value) if isinstance(v, str))
 
 
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
 
 
+def _dependency(entry: Any) -> LockedDependency | None:
+    if not isinstance(entry, dict) or _text(entry.get("name")) is None:
+        return None
+    return LockedDependency(
+        name=entry["name"], marker=_text(entry.get("marker")), extras=_strings(entry.get("extra"))
+    )
+
+
+def _wheel(entry: Any, package: LockedPackage, registry: str | None) -> LockedWheel | None:
+    if not isinstance(entry, dict):
+        return None
+    url = _text(entry.get("url")) or _text(entry.get("path")) or _text(entry.get("filename"))
+    if not url:
+        return None
+    hashed = _SHA256.fullmatch(_text(entry.get("hash")) or "")
+    size = entry.get("size")
+    return LockedWheel(
+        package=canonicalize_name(package.name),
+        version=package.version or "",
+        filename=_filename(url),
+        url=url,
+        registry=registry,
+        sha256=hashed.group(1) if hashed else None,
+        # bool is an int in Python; a size is a count of bytes.
+        size=size if type(size) is int and size >= 0 else None,
+    )
+
+
+def _filename(url: str) -> str:
+    """The last path component of a URL or path (no parser: a lock may hold "http://[x")."""
+    path = re.split(r"[?#]", url, maxsplit=1)[0]
+    return unquote(path.rsplit("/", 1)[-1])
+
+
 def read_lock(path: Path) -> LockFile:
+    """uv.lock as far as `torch-doctor lock` needs it. Every value is type-checked (a
+    hand-edited or hostile lock may hold ``package = 5``) and every string cleaned of
+    control characters; what has the wrong type is skipped, never raised on."""
     try:
-        data = load_toml(path, "uv.lock")
+        data = clean_tree(load_toml(path, "uv.lock"))
     except TomlError as exc:
         raise LockFileError(str(exc)) from exc
     version = data.get("version")
-    if version not in KNOWN_LOCK_VERSIONS:
+    if type(version) is not int or version not in KNOWN_LOCK_VERSIONS:
         raise LockFileError(
             f"{path}: lock format version {version!r}; torch-doctor reads uv.lock version "
             f"{', '.join(map(str, KNOWN_LOCK_VERSIONS))} (uv 0.5 and later). "
@@ -87,51 +138,28 @@ def read_lock(path: Path) -> LockFile:
         )
     packages: list[LockedPackage] = []
     wheels: list[LockedWheel] = []
-    for entry in data.get("package", []) or []:
-        if not isinstance(entry, dict) or "name" not in entry:
+    for entry in _list(data.get("package")):
+        if not isinstance(entry, dict) or _text(entry.get("name")) is None:
             continue
-        source = {
-            str(k): str(v)
-            for k, v in (entry.get("source") or {}).items()
-            if isinstance(entry.get("source"), dict)
-        }
+        source = {str(k): v for k, v in _table(entry.get("source")).items() if isinstance(v, str)}
         package = LockedPackage(
-            name=str(entry["name"]),
-            version=None if entry.get("version") is None else str(entry["version"]),
+            name=entry["name"],
+            version=_text(entry.get("version")),
             source=source,
             dependencies=tuple(
-                LockedDependency(
-                    name=str(dep["name"]),
-                    marker=dep.get("marker"),
-                    extras=_strings(dep.get("extra")),
-                )
-                for dep in entry.get("dependencies", []) or []
-                if isinstance(dep, dict) and "name" in dep
+                d for d in map(_dependency, _list(entry.get("dependencies"))) if d is not None
             ),
             resolution_markers=_strings(entry.get("resolution-markers")),
         )
         packages.append(package)
-        for wheel in entry.get("wheels", []) or []:
-            if not isinstance(wheel, dict):
-                continue
-            url = wheel.get("url") or wheel.get("path") or ""
-            hashed = _SHA256.fullmatch(str(wheel.get("hash", "")))
-            size = wheel.get("size")
-            wheels.append(
-                LockedWheel(
-                    package=canonicalize_name(package.name),
-                    version=package.version or "",
-                    filename=unquote(urlsplit(str(url)).path.rsplit("/", 1)[-1]),
-                    url=str(url),
-                    registry=source.get("registry"),
-                    sha256=hashed.group(1) if hashed else None,
-                    size=size if isinstance(size, int) else None,
-                )
-            )
+        for item in _list(entry.get("wheels")):
+            wheel = _wheel(item, package, source.get("registry"))
+            if wheel is not None:
+                wheels.append(wheel)
     return LockFile(
         path=path,
-        version=int(version),
-        requires_python=data.get("requires-python"),
+        version=version,
+        requires_python=_text(data.get("requires-python")),
         supported_markers=_strings(data.get("supported-markers")),
         resolution_markers=_strings(data.get("resolution-markers")),
         packages=tuple(packages),

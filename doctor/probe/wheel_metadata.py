@@ -11,7 +11,6 @@ recorded on the wheel with its reason; nothing raises past this module.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import re
@@ -21,12 +20,15 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from packaging.metadata import parse_email
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
+from doctor.derive.wheel_tags import tag_system
 from doctor.facts import IndexFacts
 from doctor.facts.lock_metadata import LockedWheel, WheelMetadata
+from doctor.probe.files import CAPS, read_capped
 from doctor.probe.index_client import (
     FetchError,
     Http,
@@ -36,10 +38,15 @@ from doctor.probe.index_client import (
     project_files,
     public_url,
 )
+from doctor.probe.text import clean
 
 __all__ = ["CACHE_ENV", "MetadataCache", "ReadOptions", "platform_of", "read_wheel_metadata"]
 
 CACHE_ENV = "TORCH_DOCTOR_CACHE_DIR"
+# --download: a wheel whose size uv.lock does not record is read up to this many bytes
+# (the largest torch wheels are ~2.5 GB), at no less than this many bytes a second.
+DOWNLOAD_CAP = 8 * 1024 * 1024 * 1024
+DOWNLOAD_FLOOR = 1024 * 1024
 
 
 class MetadataCache:
@@ -60,7 +67,9 @@ class MetadataCache:
         if sha256 is None:
             return None
         try:
-            return self._path(sha256).read_bytes()
+            # A cache file is read like any file the doctor did not write just now:
+            # regular, non-blocking, within METADATA's cap. Anything else is a miss.
+            return read_capped(str(self._path(sha256)), "METADATA")
         except OSError:
             return None
 
@@ -85,24 +94,8 @@ class MetadataCache:
 
 # --- Which platform a wheel serves --------------------------------------------------------
 
-_LINUX = re.compile(r"(?:many|musl)?linux(?:_\d+_\d+|1|2010|2014)?_(?P<arch>.+)")
-_MACOS = re.compile(r"macosx_\d+_\d+_(?P<arch>.+)")
-_WINDOWS = {"win_amd64": "AMD64", "win32": "x86", "win_arm64": "ARM64"}
-_MAC_ARCH = {"universal2": "arm64", "intel": "x86_64"}
-
-
-def _system(platform_tag: str) -> tuple[str, str, str, str] | None:
-    """(sys_platform, platform_system, platform_machine, os_name) of a platform tag."""
-    if platform_tag in _WINDOWS:
-        return "win32", "Windows", _WINDOWS[platform_tag], "nt"
-    match = _LINUX.fullmatch(platform_tag)
-    if match:
-        return "linux", "Linux", match.group("arch"), "posix"
-    match = _MACOS.fullmatch(platform_tag)
-    if match:
-        arch = _MAC_ARCH.get(match.group("arch"), match.group("arch"))
-        return "darwin", "Darwin", arch, "posix"
-    return None
+# The tag rules are shared with uv-torch-config (doctor/derive/wheel_tags.py).
+_system = tag_system
 
 
 def _lowest_python(requires_python: str | None) -> str:
@@ -170,12 +163,27 @@ class _Parsed:
     provides_extra: tuple[str, ...]
 
 
+# Requires-Dist entries a wheel may declare (torch: ~30): past it, not checked.
+MAX_REQUIREMENTS = 2000
+
+
 def _parse(metadata: bytes) -> _Parsed:
-    raw, _ = parse_email(metadata)
+    """The fields the check needs, cleaned like any text from outside (an index is)."""
+    try:
+        raw, _ = parse_email(metadata)
+    except Exception as exc:  # the index's bytes: whatever the parser meets
+        raise FetchError(f"METADATA cannot be parsed ({type(exc).__name__}: {exc})") from None
+    requires = [r for r in raw.get("requires_dist", ()) if isinstance(r, str)]
+    if len(requires) > MAX_REQUIREMENTS:
+        raise FetchError(
+            f"METADATA declares {len(requires)} Requires-Dist entries, more than the "
+            f"{MAX_REQUIREMENTS} a wheel may; not checked"
+        )
+    python = raw.get("requires_python")
     return _Parsed(
-        tuple(raw.get("requires_dist", ())),
-        raw.get("requires_python"),
-        tuple(raw.get("provides_extra", ())),
+        tuple(clean(r) for r in requires),
+        clean(python) if isinstance(python, str) else None,
+        tuple(clean(e) for e in raw.get("provides_extra", ()) if isinstance(e, str)),
     )
 
 
@@ -183,20 +191,38 @@ _METADATA_MEMBER = re.compile(r"[^/]+\.dist-info/METADATA")
 
 
 def _member(archive: zipfile.ZipFile) -> bytes:
-    names = [n for n in archive.namelist() if _METADATA_MEMBER.fullmatch(n)]
-    if len(names) != 1:
-        raise FetchError(f"the wheel has {len(names)} *.dist-info/METADATA files, not one")
-    return archive.read(names[0])
+    """The wheel's METADATA, decompressed to at most its cap (a zip bomb is refused by
+    the size its directory declares, and cut at the cap if that size lies)."""
+    cap = CAPS["METADATA"]
+    members = [i for i in archive.infolist() if _METADATA_MEMBER.fullmatch(i.filename)]
+    if len(members) != 1:
+        raise FetchError(f"the wheel has {len(members)} *.dist-info/METADATA files, not one")
+    [member] = members
+    too_large = (
+        f"{member.filename} is larger than the {cap // (1024 * 1024)} MiB METADATA may be; "
+        "not decompressed (a zip bomb?)"
+    )
+    if member.file_size > cap:
+        raise FetchError(too_large)
+    with archive.open(member) as stream:
+        data = stream.read(cap + 1)
+    if len(data) > cap:
+        raise FetchError(too_large)
+    return data
 
 
-def _read_zip(source: io.IOBase | io.BytesIO, what: str) -> bytes:
+def _read_zip(source: IO[bytes] | io.RawIOBase, what: str) -> bytes:
     try:
         with zipfile.ZipFile(source) as archive:
             return _member(archive)
+    except FetchError:
+        raise
     except zipfile.BadZipFile as exc:
         raise FetchError(f"{what} is not a complete wheel (zip: {exc}); truncated?") from None
     except (zlib.error, EOFError) as exc:
         raise FetchError(f"{what}: METADATA cannot be decompressed ({exc})") from None
+    except Exception as exc:  # a hostile zip: encrypted, unknown compression, bad fields
+        raise FetchError(f"{what}: not a readable wheel ({type(exc).__name__}: {exc})") from None
 
 
 def _size_text(size: int | None) -> str:
@@ -256,15 +282,31 @@ class _Reader:
                     "(--download reads the whole wheel)"
                 ) from None
         self.say(f"downloading {wheel.filename} ({_size_text(wheel.size)}): --download")
-        body = self.http.get(wheel.url).body
-        if wheel.sha256 is not None:
-            digest = hashlib.sha256(body).hexdigest()
-            if digest != wheel.sha256:
+        # To a temporary file (a wheel can be gigabytes), at most the size uv.lock records,
+        # within --timeout plus a second per MB.
+        cap = wheel.size if wheel.size is not None else DOWNLOAD_CAP
+        seconds = self.options.timeout + cap / DOWNLOAD_FLOOR
+        with tempfile.TemporaryFile(prefix="torch-doctor-wheel-") as sink:
+            limit = (
+                f"the {wheel.size} bytes uv.lock records"
+                if wheel.size is not None
+                else f"the {DOWNLOAD_CAP // 1024**3} GiB a wheel may be"
+            )
+            size, digest = self.http.download(
+                wheel.url, sink, cap=cap, limit=limit, seconds=seconds
+            )
+            if wheel.size is not None and size != wheel.size:
+                raise FetchError(
+                    f"{public_url(wheel.url)}: {size} bytes, uv.lock records {wheel.size}; "
+                    "refused (a truncated or changed wheel)"
+                )
+            if wheel.sha256 is not None and digest != wheel.sha256:
                 raise FetchError(
                     f"{public_url(wheel.url)}: sha256 {digest} is not the {wheel.sha256} "
                     "uv.lock records; refused (a truncated, changed or corrupted wheel)"
                 )
-        return _read_zip(io.BytesIO(body), wheel.filename), "download"
+            sink.seek(0)
+            return _read_zip(sink, wheel.filename), "download"
 
 
 def read_wheel_metadata(
