@@ -295,3 +295,111 @@ def test_rank_0_whose_stage_ran_in_the_doctors_own_python_is_not_left_behind() -
     started = time.monotonic()
     stage.release(1)
     assert time.monotonic() - started < 5
+
+
+# --- the backend: rank 0 chooses, the others follow or say why not --------------------
+
+
+class _Cuda:
+    def __init__(self, gpus: int, works: bool = True) -> None:
+        self.gpus, self.works = gpus, works
+
+    def is_available(self) -> bool:
+        return self.works and self.gpus > 0
+
+    def device_count(self) -> int:
+        return self.gpus
+
+
+class _Torch:
+    """What the stage asks of torch about devices (the NCCL path cannot run here)."""
+
+    def __init__(self, gpus: int, works: bool = True) -> None:
+        self.cuda = _Cuda(gpus, works)
+
+
+class _Dist:
+    def __init__(self, nccl: bool = True) -> None:
+        self.nccl = nccl
+
+    def is_nccl_available(self) -> bool:
+        return self.nccl
+
+
+class _Store:
+    """The rendezvous store's calls the backend agreement makes, in memory."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+
+    def set(self, key: str, value: str) -> None:
+        self.keys[key] = value.encode()
+
+    def wait(self, keys: list[str], timeout: object) -> None:
+        if not all(k in self.keys for k in keys):
+            raise RuntimeError("wait timeout")
+
+    def get(self, key: str) -> bytes:
+        return self.keys[key]
+
+
+def test_rank_0_chooses_nccl_for_the_job_and_a_rank_without_cuda_says_why_it_cannot_join() -> None:
+    from doctor.probe import collective_inside as inside
+
+    store = _Store()
+    assert inside.agree_on_backend(_Torch(8), _Dist(), store, 0, 10) == "nccl"
+    # Rank 1's CUDA does not start: on its own it would have picked gloo and joined a
+    # job whose other ranks use NCCL.
+    broken = _Torch(8, works=False)
+    assert inside.agree_on_backend(broken, _Dist(), store, 1, 10) == "nccl"
+    missing, why = inside.cannot_use(broken, _Dist(), "nccl")
+    assert missing == "cuda"
+    assert why.startswith("rank 0 chose NCCL; torch.cuda.is_available() is False on this rank")
+    assert inside.cannot_use(_Torch(0), _Dist(nccl=False), "nccl")[0] == "nccl"
+    assert inside.cannot_use(_Torch(8), _Dist(), "nccl") is None
+    assert inside.cannot_use(broken, _Dist(), "gloo") is None  # gloo runs anywhere
+
+
+def test_rank_0_without_a_gpu_chooses_gloo_and_a_rank_without_rank_0_says_so() -> None:
+    from doctor.probe import collective_inside as inside
+
+    store = _Store()
+    assert inside.choose_backend(_Torch(0), _Dist()) == ("gloo", "rank 0's torch sees no GPU")
+    try:
+        inside.agree_on_backend(_Torch(8), _Dist(), _Store(), 3, 10)
+    except RuntimeError as exc:
+        assert str(exc) == "rank 0 published no backend within 10 s (it never joined the store)"
+    else:
+        raise AssertionError("no backend, no error")
+    assert inside.agree_on_backend(_Torch(0), _Dist(), store, 0, 10) == "gloo"
+
+
+def test_rank_0_whose_torch_does_not_import_reports_at_once_without_a_collective_child(
+    tmp_path: Path,
+) -> None:
+    from tests.factory import FakeEnv, run_doctor
+
+    broken = FakeEnv.create(tmp_path / "broken")
+    broken.install_healthy_cu130()  # a torch whose files are stand-ins: it does not import
+    job = {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+    }
+    started = time.monotonic()
+    run = run_doctor(
+        "check", "--deep", "--python", str(broken.root), "--no-load", "--timeout", "20",
+        "--format", "json", cwd=tmp_path, env=job,
+    )  # fmt: skip
+    # No second import, no stage timeouts, no wait for the others: rank 0 reports now.
+    assert time.monotonic() - started < 20
+    collective = run.json["facts"]["collective"]
+    assert collective["skipped_reason"] == (
+        "not run: import torch failed in this rank's runtime probe"
+    )
+    assert "cluster" not in run.json
+    roots = [f["id"] for f in run.json["findings"] if f["root"] is None]
+    assert "torch-import-failed" in roots and "collective-failed" not in roots
+    assert run.returncode == 1
