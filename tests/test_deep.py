@@ -278,6 +278,8 @@ def test_sigterm_during_the_runtime_stage_stops_the_run_and_every_child_at_once(
     (env.site_packages / "hang_on_torch.py").write_text(HANG)
     (env.site_packages / "zz_hang.pth").write_text("import hang_on_torch\n")
     pid_file = tmp_path / "sleep.pid"
+    scratch = tmp_path / "tmp"  # the doctor's TMPDIR: its own, so nothing else writes there
+    scratch.mkdir()
     proc = subprocess.Popen(
         # --timeout far beyond the test: only the signal stops it
         [
@@ -285,7 +287,7 @@ def test_sigterm_during_the_runtime_stage_stops_the_run_and_every_child_at_once(
             *("--timeout", "60", "--format", "json"),
         ],
         cwd=workdir,
-        env=doctor_env({"TD_TEST_HANG_PID": str(pid_file)}),
+        env=doctor_env({"TD_TEST_HANG_PID": str(pid_file), "TMPDIR": str(scratch)}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -308,6 +310,7 @@ def test_sigterm_during_the_runtime_stage_stops_the_run_and_every_child_at_once(
     sleeper = int(pid_file.read_text())
     assert sleeper in children  # the runtime child's own child, seen before the signal
     assert _gone(children) == []
+    assert list(scratch.iterdir()) == []  # torch.compile's cache directory went too
     shutil.rmtree(env.root)
 
 
