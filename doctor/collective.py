@@ -52,7 +52,8 @@ def run_collective(
     interpreter = report.facts.interpreter
     if interpreter is None:
         facts = CollectiveFacts(rank, world, 0, error="the environment could not be inspected")
-        return judge(dataclasses.replace(report.facts, collective=facts)), None, None
+        judged = judge(dataclasses.replace(report.facts, collective=facts))
+        return judged, SkippedCollective(rank, timeout), None  # rank 0 still reports first
     not_imported = _torch_not_imported(report.facts.runtime)
     if not_imported is not None:
         facts = CollectiveFacts(rank, world, 0, skipped_reason=not_imported)
