@@ -430,6 +430,7 @@ def _check(args: argparse.Namespace) -> int:
     # First: it starts the probe processes before the heavy imports.
     report = _diagnose(args, renderer=args.format)
     from doctor.render.output import default_redaction, prepare, show
+    from doctor.report import EXIT_DOCTOR_FAILED
 
     redacted = default_redaction(args.format, args.redact)
     stage = view = None
@@ -437,6 +438,9 @@ def _check(args: argparse.Namespace) -> int:
         from doctor.collective import run_collective
 
         report, stage, view = run_collective(report, redacted=redacted, timeout=args.timeout)
+    code = report.exit_code
+    if view is not None and code == 0 and view.comparison.exit_code == 1:
+        code = 1  # rank 0 speaks for the job: its nodes disagree, or one has an error
     try:
         show(
             prepare(report, _command_line(args), redacted=redacted, extra=view),
@@ -445,12 +449,15 @@ def _check(args: argparse.Namespace) -> int:
             args.no_color,
             verbose=args.verbose,
         )
-    finally:
+    except Exception:
         if stage is not None:
-            stage.release()  # rank 0 has reported: the other ranks may exit
-    if view is not None and report.exit_code == 0 and view.comparison.exit_code == 1:
-        return 1  # rank 0 speaks for the job: its nodes disagree, or one has an error
-    return report.exit_code
+            stage.release(EXIT_DOCTOR_FAILED)  # no report here: the others may go
+        raise
+    if stage is not None:
+        # This rank has reported; rank 0 waits for the others' reports, then tells them
+        # its exit status (the job's), and they exit after it.
+        stage.release(code)
+    return code
 
 
 def _fix(args: argparse.Namespace) -> int:

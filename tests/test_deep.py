@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import psutil
 import pytest
 
 from doctor.checks.runtime import RUNTIME_IDS
 from tests.driver_stub import Driver, DriverStubs
 from tests.elf_fixtures import ElfBuilder, compiler, cudnn
-from tests.factory import REPO, DoctorRun, FakeEnv, real_torch_venv_path, run_doctor
+from tests.factory import (
+    REPO,
+    DoctorRun,
+    FakeEnv,
+    doctor_env,
+    real_torch_venv_path,
+    run_doctor,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -247,6 +257,95 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def _gone(pids: list[int], within: float = 5.0) -> list[int]:
+    """The pids still running (not exited, not a zombie) after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        left = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def test_sigterm_during_the_runtime_stage_stops_the_run_and_every_child_at_once(
+    cpu_torch: Path, tmp_path: Path, workdir: Path
+) -> None:
+    """`timeout`, CI cancellation and `docker stop` send SIGTERM: while `import torch`
+    hangs in the runtime child (and its own child sleeps), the run stops within seconds,
+    exit 128+15, and leaves neither behind."""
+    env = variant(cpu_torch, tmp_path / "hangs")
+    (env.site_packages / "hang_on_torch.py").write_text(HANG)
+    (env.site_packages / "zz_hang.pth").write_text("import hang_on_torch\n")
+    pid_file = tmp_path / "sleep.pid"
+    scratch = tmp_path / "tmp"  # the doctor's TMPDIR: its own, so nothing else writes there
+    scratch.mkdir()
+    proc = subprocess.Popen(
+        # --timeout far beyond the test: only the signal stops it
+        [
+            *(sys.executable, "-m", "doctor", "check", "--deep", "--python", str(env.root)),
+            *("--timeout", "60", "--format", "json"),
+        ],
+        cwd=workdir,
+        env=doctor_env({"TD_TEST_HANG_PID": str(pid_file), "TMPDIR": str(scratch)}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pid_file.exists(), "the runtime child never reached import torch"
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - sent < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines()[-1] == "torch-doctor: stopped by SIGTERM"
+    sleeper = int(pid_file.read_text())
+    assert sleeper in children  # the runtime child's own child, seen before the signal
+    assert _gone(children) == []
+    assert list(scratch.iterdir()) == []  # torch.compile's cache directory went too
+    shutil.rmtree(env.root)
+
+
+CRASH = """\
+import ctypes, sys
+
+class _CrashOnTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            ctypes.string_at(0)  # a real SIGSEGV, as a broken library constructor gives
+        return None
+
+sys.meta_path.insert(0, _CrashOnTorch())
+"""
+
+
+def test_import_that_dies_of_a_real_signal_is_a_crashed_stage_with_its_signal(
+    cpu_torch: Path, tmp_path: Path, workdir: Path
+) -> None:
+    env = variant(cpu_torch, tmp_path / "crashes")
+    (env.site_packages / "crash_on_torch.py").write_text(CRASH)
+    (env.site_packages / "zz_crash.pth").write_text("import crash_on_torch\n")
+    run = deep_json(env.root, workdir, "--timeout", "30")
+    got = stages(run)
+    assert (got["import"]["status"], got["import"]["signal"]) == ("crashed", "SIGSEGV")
+    assert got["import"]["reason"] == "the child died with SIGSEGV"
+    assert got["cpu"]["status"] == "skipped"
+    assert "stopped in 'import torch'" in got["cpu"]["reason"]
+    failed = run.finding("torch-import-failed")
+    assert failed["title"] == "import torch killed the process (SIGSEGV)"
+    assert failed["root"] is None and failed["severity"] == "error"
+    assert run.returncode == 1
+    assert_schema_valid(run)
+    shutil.rmtree(env.root)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from doctor.facts.node import (
     SharedMemoryFacts,
 )
 from doctor.probe.machine import parse_visible_devices
-from doctor.probe.node import job_variables, read_cgroup
+from doctor.probe.node import job_variables, probe_node, read_cgroup
 from tests.driver_stub import H100, RTX_4090, Driver, DriverStubs
 from tests.factory import FakeEnv, doctor_env, run_doctor
 from tests.handmade import CheckUnderTest, healthy_facts
@@ -105,6 +105,26 @@ def test_job_variables_keep_names_and_drop_secret_values() -> None:
         "TORCH_HUB_TOKEN": "<redacted>",
         "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
     }
+
+
+def test_every_nccl_net_plugin_on_the_loader_path_is_named_beside_the_one_nccl_loads(
+    tmp_path: Path,
+) -> None:
+    """NCCL dlopens libnccl-net.so (or NCCL_NET_PLUGIN's); another plugin on the path (an
+    AWS OFI one beside HPC-X's) is not loaded, and is worth a line in the report."""
+    hpcx, ofi = tmp_path / "hpcx", tmp_path / "ofi"
+    for directory, name in ((hpcx, "libnccl-net.so"), (ofi, "libnccl-net-aws-ofi.so")):
+        directory.mkdir()
+        (directory / name).write_bytes(b"")
+    (ofi / "libnccl.so.2").write_bytes(b"")  # NCCL itself is not a plugin
+    nccl = probe_node(environ={"LD_LIBRARY_PATH": f"{hpcx}:{ofi}"}).nccl
+    assert nccl is not None
+    assert nccl.plugin == str(hpcx / "libnccl-net.so")
+    here = [c for c in nccl.plugin_candidates if c.startswith(str(tmp_path))]
+    assert here == [str(hpcx / "libnccl-net.so"), str(ofi / "libnccl-net-aws-ofi.so")]
+    with_name = probe_node(environ={"LD_LIBRARY_PATH": str(ofi), "NCCL_NET_PLUGIN": "aws-ofi"})
+    assert with_name.nccl is not None
+    assert with_name.nccl.plugin == str(ofi / "libnccl-net-aws-ofi.so")
 
 
 # --- checks on hand-built facts --------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +58,13 @@ def test_cli_on_a_terminal_names_the_hanging_driver(
     )
     os.close(secondary)
     stdout, _ = proc.communicate(timeout=60)
+    terminal = read_terminal(primary)
+    assert "torch-doctor: waiting for the NVIDIA driver (NVML, cuInit)" in terminal
+    assert json.loads(stdout)["facts"]["machine"]["nvml"]["status"] == "probe-failed"
+
+
+def read_terminal(primary: int) -> str:
+    """All the terminal received (its other end is closed), then closed."""
     chunks = []
     while True:
         try:
@@ -67,6 +75,47 @@ def test_cli_on_a_terminal_names_the_hanging_driver(
             break
         chunks.append(data)
     os.close(primary)
-    terminal = b"".join(chunks).decode()
-    assert "torch-doctor: waiting for the NVIDIA driver (NVML, cuInit)" in terminal
-    assert json.loads(stdout)["facts"]["machine"]["nvml"]["status"] == "probe-failed"
+    return b"".join(chunks).decode()
+
+
+# `import torch` hangs (a .pth file's import hook): the runtime stage waits for it.
+HANG_ON_TORCH = """\
+import sys, time
+
+class _HangOnTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            time.sleep(300)
+        return None
+
+sys.meta_path.insert(0, _HangOnTorch())
+"""
+
+
+def test_deep_names_the_stage_it_waits_for_with_one_time(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130()
+    (env.site_packages / "hang_on_torch.py").write_text(HANG_ON_TORCH)
+    (env.site_packages / "zz_hang.pth").write_text("import hang_on_torch\n")
+    primary, secondary = os.openpty()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "doctor", "check", "--deep", "--python", str(env.root)),
+            *("--no-load", "--timeout", "3", "--format", "json"),
+        ],
+        cwd=workdir,
+        env=doctor_env(),
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    stdout, _ = proc.communicate(timeout=60)
+    terminal = read_terminal(primary)
+    lines = [line for line in re.split(r"[\r\n]", terminal) if "waiting for" in line]
+    assert any("torch-doctor: waiting for importing torch (" in line for line in lines), lines
+    # One time per line (the run's), not the stage's and the run's side by side.
+    assert all(len(re.findall(r"\(\d+ s\)", line)) == 1 for line in lines), lines
+    stage = json.loads(stdout)["facts"]["runtime"]["stages"][0]
+    assert (stage["name"], stage["status"]) == ("import", "timed out")

@@ -1,59 +1,103 @@
-"""Make one torchrun rank hang in the collective stage, as a stuck node would.
+"""Make one torchrun rank hang in the collective stage, as a stuck node would, every time.
 
-Usage: python torchrun_hang.py DOCTOR_PID MASTER_PORT RELEASE_FILE PID_FILE
+Usage: python torchrun_hang.py LISTEN_PORT STORE_PORT RELEASE_FILE PID_FILE
 
-Waits for the doctor's collective child (``torch-doctor-collective`` on its command
-line) to connect to the job's rendezvous store, stops it with SIGSTOP, writes its pid to
-PID_FILE (so the test can always clean up), and lets it go on (SIGCONT) only once
-RELEASE_FILE exists: rank 0's report, written after rank 0 has named the hung rank.
+Started beside the rank's doctor, whose MASTER_PORT is LISTEN_PORT: the doctor's
+collective child reaches the job's rendezvous store (STORE_PORT) through this relay. When
+the child sends the key it joins with (``joined/<RANK>``), it is stopped (SIGSTOP) before
+that message is passed on: it has joined the store, and can go no further in the
+collective, whatever the other ranks do and however late it came (stopping it when it
+merely connected, as this helper once did, lost the race when it was the last rank to
+arrive: the all-reduce was over before the stop). Its pid goes to PID_FILE (so the test can
+always clean up); it goes on (SIGCONT) only once RELEASE_FILE exists: rank 0's report,
+written after rank 0 has named the hung rank.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 
 import psutil
 
+DEADLINE = 240.0
 
-def collective_child(doctor: int) -> psutil.Process | None:
-    try:
-        children = psutil.Process(doctor).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return None
-    for child in children:
-        try:
-            if "torch-doctor-collective" in child.cmdline():
-                return child
-        except psutil.NoSuchProcess:
-            continue
+
+def owner_of(peer: tuple[str, int]) -> int | None:
+    """The pid of the process whose TCP connection has ``peer`` as its local end."""
+    for connection in psutil.net_connections(kind="tcp"):
+        mine = connection.pid == os.getpid()
+        if connection.laddr and connection.laddr.port == peer[1] and connection.pid and not mine:
+            return int(connection.pid)
     return None
 
 
+class Relay:
+    def __init__(self, store_port: int, key: bytes, pid_file: str) -> None:
+        self.store_port = store_port
+        self.key = key
+        self.pid_file = pid_file
+        self.stopped: int | None = None
+        self.lock = threading.Lock()
+
+    def serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.store_port))
+        peer = client.getpeername()
+        threading.Thread(target=self.pipe, args=(upstream, client, None), daemon=True).start()
+        self.pipe(client, upstream, peer)
+
+    def pipe(self, source: socket.socket, target: socket.socket, peer: object) -> None:
+        tail = b""
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if peer is not None and self.stopped is None and self.key in tail + data:
+                    self.stop(peer)  # before the key reaches the store
+                tail = data[-len(self.key) :]
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def stop(self, peer: object) -> None:
+        with self.lock:
+            if self.stopped is not None:
+                return
+            pid = None
+            for _ in range(100):
+                pid = owner_of(peer)  # type: ignore[arg-type]
+                if pid is not None:
+                    break
+                time.sleep(0.01)
+            if pid is None:
+                return
+            os.kill(pid, signal.SIGSTOP)
+            with open(self.pid_file, "w") as handle:
+                handle.write(str(pid))
+            self.stopped = pid
+
+
 def main() -> int:
-    doctor, port, release, pid_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    deadline = time.monotonic() + 120
+    listen_port, store_port = int(sys.argv[1]), int(sys.argv[2])
+    release, pid_file = sys.argv[3], sys.argv[4]
+    relay = Relay(store_port, f"joined/{os.environ['RANK']}".encode(), pid_file)
+    server = socket.create_server(("127.0.0.1", listen_port))
+    server.settimeout(0.2)
+    deadline = time.monotonic() + DEADLINE
     while time.monotonic() < deadline:
-        child = collective_child(doctor)
-        if child is not None:
-            try:
-                joined = any(
-                    c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
-                    for c in child.net_connections(kind="tcp")
-                )
-            except psutil.NoSuchProcess:
-                return 1
-            if joined:
-                os.kill(child.pid, signal.SIGSTOP)
-                with open(pid_file, "w") as handle:
-                    handle.write(str(child.pid))
-                while not os.path.exists(release) and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                os.kill(child.pid, signal.SIGCONT)
-                return 0
-        time.sleep(0.02)
+        if relay.stopped is not None and os.path.exists(release):
+            os.kill(relay.stopped, signal.SIGCONT)
+            return 0
+        try:
+            client, _ = server.accept()
+        except socket.timeout:
+            continue
+        threading.Thread(target=relay.serve, args=(client,), daemon=True).start()
+    if relay.stopped is not None:
+        os.kill(relay.stopped, signal.SIGCONT)
     return 1
 
 

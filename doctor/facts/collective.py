@@ -17,9 +17,14 @@ class RankResult:
     # "ok", "wrong-result", "failed" (an error it reported), "did-not-finish" (joined,
     # then silent: hangs or died), "never-joined"
     status: str
-    stage: str | None = None  # where it stopped: import torch, join ..., all-reduce
-    backend: str | None = None  # "nccl" or "gloo"
+    # where it stopped: import torch, join the rendezvous store, agree on the backend,
+    # join the process group, all-reduce
+    stage: str | None = None
+    backend: str | None = None  # the job's: "nccl" or "gloo", as rank 0 chose it
     error: str | None = None
+    # What this rank lacks for the job's backend ("cuda": torch.cuda.is_available() is
+    # False here; "nccl": this torch has no NCCL; "gpu": no GPU left for LOCAL_RANK)
+    missing: str | None = None
     seconds: float | None = None  # one all-reduce, mean of a few
     bus_bandwidth_bytes: float | None = None  # per second, as nccl-tests counts it
     wrong_elements: int | None = None
@@ -36,6 +41,8 @@ class CollectiveFacts:
     # rank 0: every rank's compact report (what `compare` reads), by rank
     node_reports: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # the stage itself could not run here (crash, timeout)
+    # Not run on this rank, and why (its torch did not import in the runtime probe)
+    skipped_reason: str | None = None
 
 
 _STATUS_WORDS = {

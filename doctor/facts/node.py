@@ -72,6 +72,11 @@ class NcclFacts:
     library: str | None = None  # the libnccl.so.2 the loader resolves for torch
     plugin_name: str = "libnccl-net.so"  # from NCCL_NET_PLUGIN when set
     plugin: str | None = None  # the file the loader would find for it (None: none)
+    # Every libnccl-net*.so in the directories NCCL's dlopen searches (RPATH/RUNPATH of
+    # libnccl.so.2, LD_LIBRARY_PATH, the ld.so cache, the default directories), in search
+    # order: NCCL loads only `plugin_name`; another one present (an HPC-X or AWS OFI plugin
+    # NCCL_NET_PLUGIN does not name) is worth saying
+    plugin_candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

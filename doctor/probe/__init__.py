@@ -164,7 +164,14 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
 
     runtime = None
     if options.deep:
-        runtime = _deep(options, started, inside.distributions, inside.shared_libraries)
+        try:
+            runtime = _deep(options, started, inside.distributions, inside.shared_libraries)
+        except Exception as exc:  # the report goes on without this probe
+            from doctor.facts import RuntimeFacts
+
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            failures.append(ProbeFailure("runtime", reason))
+            runtime = RuntimeFacts(ran=False, error=clean(reason))
 
     return Facts(
         interpreter=inside.interpreter,

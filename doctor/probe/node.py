@@ -26,6 +26,8 @@ from doctor.facts.node import (
     NodeIdentity,
     SharedMemoryFacts,
 )
+from doctor.probe.elf import ElfDynamic, LoaderModel, expand_origin
+from doctor.probe.text import clean
 
 __all__ = [
     "LAUNCHER_IDS",
@@ -211,7 +213,7 @@ def _nccl(
     distributions: Sequence[DistributionFacts],
     libraries: LibrariesFacts | None,
 ) -> NcclFacts:
-    from doctor.probe.elf import ElfDynamic, LoaderModel, read_dynamic, split_search_path
+    from doctor.probe.elf import LoaderModel, read_dynamic, split_search_path
 
     library = None
     version = None
@@ -250,7 +252,43 @@ def _nccl(
         plugin = plugin_name if os.path.isfile(plugin_name) else None
     else:
         plugin = model.search(plugin_name, [requester]).path
-    return NcclFacts(version, version_from, library, plugin_name, plugin)
+    return NcclFacts(
+        version, version_from, library, plugin_name, plugin, _plugin_candidates(model, requester)
+    )
+
+
+PLUGIN_PREFIX = "libnccl-net"
+PLUGIN_CANDIDATES_LIMIT = 64  # files named in a report, at most
+
+
+def _plugin_candidates(model: LoaderModel, requester: ElfDynamic) -> tuple[str, ...]:
+    """Every libnccl-net*.so the loader path holds, in the order ld.so searches it."""
+    directories: list[str] = []
+    if not requester.runpath:
+        directories += [expand_origin(e, requester.path) for e in requester.rpath]
+    directories += list(model.ld_library_path)
+    directories += [expand_origin(e, requester.path) for e in requester.runpath]
+    found: dict[str, str] = {}  # real path -> the path as found
+    for soname, path in sorted((model.cache or {}).items()):
+        if soname.startswith(PLUGIN_PREFIX):
+            directories.append(os.path.dirname(path))
+    directories += list(model.defaults)
+    for directory in dict.fromkeys(directories):
+        try:
+            names = sorted(
+                entry.name
+                for entry in os.scandir(directory or ".")
+                if entry.name.startswith(PLUGIN_PREFIX) and ".so" in entry.name
+            )
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(directory or ".", name)
+            if os.path.isfile(path):
+                found.setdefault(os.path.realpath(path), clean(path))
+            if len(found) >= PLUGIN_CANDIDATES_LIMIT:
+                return tuple(found.values())
+    return tuple(found.values())
 
 
 def probe_node(

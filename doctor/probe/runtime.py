@@ -32,6 +32,7 @@ from doctor.facts.runtime import (
     StageStatus,
 )
 from doctor.probe.contained import Contained
+from doctor.probe.text import clean, clean_tree
 
 __all__ = ["DEFAULT_STAGES", "RuntimeProbe", "probe_runtime", "stage_title"]
 
@@ -99,12 +100,11 @@ class RuntimeProbe:
         self.child.send(json.dumps({"stages": self.stages, "config": dict(config or {})}) + "\n")
 
     def waiting(self) -> list[str]:
-        """For the status line: the stage waited for and how long it has run."""
+        """For the status line: the stage waited for (the line adds how long)."""
         name = self.current
         if name is None:
             return [] if self.heard else ["the inspected interpreter to start"]
-        seconds = time.perf_counter() - self.current_started
-        return [f"{_waiting_words(name)} ({seconds:.0f} s)"]
+        return [_waiting_words(name)]
 
     def finish(self, owners: Mapping[str, str] | None = None) -> RuntimeFacts:
         """Read every stage's event; stop the child at a stage's or the total limit."""
@@ -145,9 +145,8 @@ class RuntimeProbe:
             if line is None:  # limit reached, or the child closed its output
                 ended = "exited" if stream.closed else "timed out"
                 break
-            try:
-                event = json.loads(line)
-            except ValueError:
+            event = _event(line)
+            if event is None:
                 continue  # not ours (a library wrote to our stream): ignore
             kind = event.get("event")
             self.heard = True
@@ -159,7 +158,9 @@ class RuntimeProbe:
                 self.current = None
             elif kind == "gpus":
                 at = self.stages.index("build") + 1 if "build" in self.stages else 0
-                self.stages[at:at] = [str(s) for s in event.get("stages", [])]
+                gpus = event.get("stages")
+                if isinstance(gpus, list):
+                    self.stages[at:at] = [str(s) for s in gpus]
             elif kind == "done":
                 done = True
         seconds = time.perf_counter() - self.child.started
@@ -238,6 +239,20 @@ class _EventStream:
         return self._stderr.decode("utf-8", "replace")
 
 
+def _event(line: str) -> dict[str, Any] | None:
+    """One event of the child, its text cleaned (it quotes torch, libraries and the
+    environment: an ESC in an error must not reach the terminal); None when the line is
+    not an event: not JSON, not an object, or nested too deep to parse."""
+    try:
+        event = json.loads(line)
+        if not isinstance(event, dict):
+            return None
+        cleaned: dict[str, Any] = clean_tree(event)
+    except (ValueError, RecursionError):
+        return None
+    return cleaned
+
+
 # --- The one place that uses doctor/probe/contained.py ------------------------------
 
 
@@ -291,7 +306,9 @@ def _signal_name(returncode: int | None) -> str | None:
 
 
 def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> tuple[str, ...]:
-    return tuple(line.rstrip() for line in text.strip().splitlines()[-lines:] if line.strip())
+    """The last lines of the child's stderr, cleaned (it is the environment's text)."""
+    tail = [clean(line).rstrip() for line in text.strip().splitlines()[-lines:]]
+    return tuple(line for line in tail if line.strip())
 
 
 def _ran_on(name: str, evidence: Mapping[str, Any]) -> str | None:
@@ -323,18 +340,18 @@ def _facts(
         title = stage_title(name)
         if event is not None:
             status = str(event.get("status"))
-            evidence = event.get("evidence") or {}
+            evidence = _mapping(event.get("evidence"))
             stages.append(
                 RuntimeStage(
                     name=name,
                     title=title,
                     status=status,
-                    seconds=float(event.get("seconds") or 0.0),
+                    seconds=_number(event.get("seconds")),
                     ran_on=_ran_on(name, evidence) if status != StageStatus.SKIPPED else None,
-                    reason=event.get("reason"),
-                    error=event.get("error"),
-                    traceback_tail=tuple(event.get("traceback") or ()),
-                    warnings=tuple(str(w) for w in evidence.get("warnings") or ()),
+                    reason=_text(event.get("reason")),
+                    error=_text(event.get("error")),
+                    traceback_tail=tuple(str(t) for t in _sequence(event.get("traceback"))),
+                    warnings=tuple(str(w) for w in _sequence(evidence.get("warnings"))),
                     stderr_tail=_tail(stderr) if status == StageStatus.FAILED else (),
                     # The warnings and mapped libraries have their own fields.
                     evidence={k: v for k, v in evidence.items() if k not in ("warnings", "mapped")},
@@ -356,37 +373,68 @@ def _facts(
         stages.append(
             RuntimeStage(name=name, title=stage_title(name), status=StageStatus.SKIPPED, reason=why)
         )
-    build = (events.get("build") or {}).get("evidence") or {}
-    imported = (events.get("import") or {}).get("evidence") or {}
-    nccl = (events.get("nccl") or {}).get("evidence") or {}
-    mapped = ((events.get("maps") or {}).get("evidence") or {}).get("mapped") or {}
+    build = _mapping(_mapping(events.get("build")).get("evidence"))
+    imported = _mapping(_mapping(events.get("import")).get("evidence"))
+    nccl = _mapping(_mapping(events.get("nccl")).get("evidence"))
+    mapped = _mapping(_mapping(_mapping(events.get("maps")).get("evidence")).get("mapped"))
     return RuntimeFacts(
         ran=True,
         seconds=round(seconds, 3),
         stage_timeout=probe.stage_timeout,
         total_timeout=probe.total_timeout,
-        torch_version=imported.get("version"),
-        torch_file=imported.get("file"),
-        cuda_version=build.get("cuda"),
-        cuda_available=build.get("available"),
-        device_count=int(build.get("device_count") or 0),
-        devices=tuple(
-            RuntimeDevice(
-                index=int(d["index"]),
-                name=str(d["name"]),
-                capability=str(d["capability"]),
-                memory_bytes=int(d["memory_bytes"]),
-                bf16=bool(d["bf16"]),
-            )
-            for d in build.get("devices") or ()
+        torch_version=_text(imported.get("version")),
+        torch_file=_text(imported.get("file")),
+        cuda_version=_text(build.get("cuda")),
+        cuda_available=(
+            build.get("available") if isinstance(build.get("available"), bool) else None
         ),
-        nccl_version=nccl.get("version"),
+        device_count=int(_number(build.get("device_count"))),
+        devices=_devices(build.get("devices")),
+        nccl_version=_text(nccl.get("version")),
         mapped=tuple(
-            MappedLibrary(file_name=name, path=path, owner=owners.get(path))
+            MappedLibrary(file_name=str(name), path=str(path), owner=owners.get(str(path)))
             for name, path in sorted(mapped.items())
         ),
         stages=tuple(stages),
     )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """An event's object, or an empty one when the child sent something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def _sequence(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return 0.0
+
+
+def _devices(value: Any) -> tuple[RuntimeDevice, ...]:
+    """The GPUs of the build stage; an entry the child did not send whole is left out."""
+    devices = []
+    for item in _sequence(value):
+        try:
+            devices.append(
+                RuntimeDevice(
+                    index=int(item["index"]),
+                    name=str(item["name"]),
+                    capability=str(item["capability"]),
+                    memory_bytes=int(item["memory_bytes"]),
+                    bf16=bool(item["bf16"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return tuple(devices)
 
 
 def _stopped_stage(
