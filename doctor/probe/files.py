@@ -26,6 +26,8 @@ CAPS = {
     "report": 32 * 1024 * 1024,  # a `check --format json` report, for compare
     # A wheel's core metadata (torch lock's cache, index, wheel): its headers are ~30 kB.
     "METADATA": 8 * 1024 * 1024,
+    "dpkg status": 64 * 1024 * 1024,  # /var/lib/dpkg/status: every installed package
+    "system file": 1024 * 1024,  # a one-line file under /etc, /proc or /sys
 }
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from doctor.facts import DistributionFacts, MachineFacts, PlatformFacts, TorchBuildFacts
 from doctor.probe.contained import Contained
+from doctor.probe.files import read_capped
 from doctor.probe.text import clean
 
 if TYPE_CHECKING:
@@ -201,7 +202,9 @@ def _fabric_manager_running(root: Path) -> tuple[bool | None, str | None]:
 def _dpkg_fabric_manager(root: Path) -> tuple[str, str] | None:
     """(package, version) of an installed nvidia-fabricmanager[-NNN] Debian package."""
     try:
-        status = (root / "var/lib/dpkg/status").read_text(encoding="utf-8", errors="replace")
+        status = read_capped(str(root / "var/lib/dpkg/status"), "dpkg status").decode(
+            "utf-8", "replace"
+        )
     except OSError:
         return None
     for paragraph in status.split("\n\n"):
@@ -228,7 +231,7 @@ def _triton_wants(triton_dir: str) -> tuple[str, str]:
     Read from triton's own source: 3.4 and later require ``libcuda.so.1``; older releases
     require the unversioned ``libcuda.so`` (they link with ``-lcuda``).
     """
-    from doctor.probe.files import UnreadableFile, read_capped
+    from doctor.probe.files import UnreadableFile
 
     for relative in TRITON_LOOKUP_SOURCES:
         try:
@@ -361,14 +364,15 @@ def jetson_facts(root: Path) -> JetsonFacts | None:
     """The board's model and L4T release; None when this is not a Jetson."""
     line = None
     try:
-        with open(root / "etc/nv_tegra_release", encoding="utf-8", errors="replace") as handle:
-            line = handle.readline().strip() or None
+        text = read_capped(str(root / "etc/nv_tegra_release"), "system file")
+        line = text.decode("utf-8", "replace").partition("\n")[0].strip() or None
     except OSError:
         pass
     model = None
     for relative in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):
         try:
-            model = (root / relative).read_bytes().rstrip(b"\0\n").decode("utf-8", "replace")
+            raw = read_capped(str(root / relative), "system file")
+            model = raw.rstrip(b"\0\n").decode("utf-8", "replace")
             break
         except OSError:
             continue
