@@ -169,7 +169,8 @@ def _dev_shm_too_small(finding: Finding[DevShmTooSmall], ctx: Context) -> Sequen
     elsewhere = Remedy(
         RemedyKind.TEXT,
         "in Kubernetes or under Slurm",
-        "Kubernetes: mount an emptyDir volume with medium Memory (size limit 16Gi) at "
+        "Kubernetes: mount an emptyDir volume with medium Memory (size limit "
+        f"{_SHM_SIZE.rstrip('gG')}Gi) at "
         "/dev/shm in the pod spec. Slurm with enroot/pyxis: the container shares the host's "
         "/dev/shm, so make the host's bigger.",
     )

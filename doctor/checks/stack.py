@@ -20,6 +20,7 @@ from packaging.version import InvalidVersion, Version
 from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context, Workflow
 from doctor.derive.expectations import applicable_requirements
+from doctor.derive.gpus import fabric_unready
 from doctor.facts import DistributionFacts
 from doctor.facts.machine import DeviceNodeAccess, MachineFacts, NvmlStatus
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
@@ -73,9 +74,7 @@ def _fabric_not_ready(machine: MachineFacts) -> bool:
     code = machine.cuda_driver.init_result if machine.cuda_driver is not None else None
     if code not in (None, 0) and code == _knowledge("fabric_manager")["not_ready_code"]:
         return True
-    return any(
-        g.fabric_state in ("not-started", "in-progress") or g.fabric_error for g in machine.gpus
-    )
+    return any(fabric_unready(g) for g in machine.gpus)  # the rule derive/gpus.py holds
 
 
 @check(
