@@ -468,7 +468,7 @@ def test_a_preloaded_library_as_root_is_dropped_from_ld_preload() -> None:
     )
     remedies = root_remedies("runtime-library-mismatch", deep(runtime, preloaded))
     [env] = [r.text for r in remedies if r.kind is RemedyKind.ENV]
-    assert env == "export LD_PRELOAD=/usr/lib/libjemalloc.so.2\n"
+    assert env == "export LD_PRELOAD=/usr/lib/libjemalloc.so.2"
 
 
 def test_a_library_loaded_by_other_code_gets_the_loaders_log_and_it_runs() -> None:

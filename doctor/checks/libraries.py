@@ -10,7 +10,6 @@ process that loaded them (what it did).
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from doctor.facts.libraries import (
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge.cuda_libraries import driver_sonames
 from doctor.knowledge.loader_errors import cannot_open, undefined_symbol, version_not_found
-from doctor.remedies import reinstall_command
+from doctor.remedies import drop_entries, reinstall_command
 
 __all__ = [
     "CudaLibsInLoaderPath",
@@ -691,26 +690,6 @@ def _loader_path(finding: Finding[CudaLibsInLoaderPath], ctx: Context) -> list[R
 # --- remedy pieces shared by this family ---------------------------------------------------------
 
 
-def _split(variable: str, value: str) -> list[str]:
-    if variable == Resolution.LD_PRELOAD:  # colons or white space (ld.so(8))
-        return value.replace(":", " ").split()
-    return value.split(":")
-
-
-def _drop_entries(ctx: Context, variable: str, entries: Iterable[str]) -> Remedy:
-    """``export VAR=<value without those entries>``, or ``unset VAR`` when nothing is left."""
-    drop = set(entries)
-    current = ctx.facts.environment.get(variable, "")
-    kept = [part for part in _split(variable, current) if part and part not in drop]
-    text = f"export {variable}={shlex.quote(':'.join(kept))}" if kept else f"unset {variable}"
-    names = ", ".join(e or "the empty entry (the working directory)" for e in sorted(drop))
-    return Remedy(
-        RemedyKind.ENV,
-        f"drop {names} from {variable} in the shell (and the profile or module) that sets it",
-        text,
-    )
-
-
 def _env_remedies(ctx: Context, pairs: Iterable[tuple[str | None, str | None]]) -> list[Remedy]:
     by_variable: dict[str, list[str]] = {}
     for variable, entry in pairs:
@@ -722,7 +701,7 @@ def _env_remedies(ctx: Context, pairs: Iterable[tuple[str | None, str | None]]) 
             and entry not in by_variable.get(variable, [])
         ):
             by_variable.setdefault(variable, []).append(entry)
-    return [_drop_entries(ctx, v, e) for v, e in by_variable.items()]
+    return [drop_entries(ctx, v, e) for v, e in by_variable.items()]
 
 
 def _reinstall(ctx: Context, wheels: Sequence[str], summary: str) -> list[Remedy]:

@@ -128,7 +128,7 @@ def drop_entries(ctx: Context, variable: str, entries: Iterable[str]) -> Remedy:
     return Remedy(
         RemedyKind.ENV,
         f"drop {names} from {variable} in the shell (and the profile or module) that sets it",
-        text + "\n",
+        text,
     )
 
 
