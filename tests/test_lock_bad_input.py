@@ -26,6 +26,7 @@ import pytest
 from tests.factory import DoctorRun, doctor_env, run_doctor
 from tests.index_server import SimpleIndex, serve_index
 from tests.static_index import NGINX, serve_static_index
+from tests.test_hostile import Run, run
 from tests.test_lock_command import AARCH64, X86_64, _project
 from tests.test_uv_lock_metadata import UV
 from tests.wheelhouse import build_wheels, founding_case_wheels
@@ -323,40 +324,8 @@ def test_credentials_in_the_index_url_are_used_and_never_shown(tmp_path: Path) -
 MARGIN = 4.0
 RSS_CAP_MB = 200
 GIB = 1024 * 1024 * 1024
-# Runs the doctor and reports its peak RSS (ru_maxrss of the waited-for child, KiB).
-_MEASURE = (
-    "import resource, subprocess, sys\n"
-    "code = subprocess.run(sys.argv[1:]).returncode\n"
-    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-    "sys.stderr.write('\\nPEAK_RSS_KB=%d\\n' % peak)\n"
-    "sys.exit(code)\n"
-)
-
-
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-    peak_rss_mb: float
-
-
-def measured_run(*args: str, cwd: Path, env: dict[str, str], wall: float = 120) -> Run:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", _MEASURE, sys.executable, "-m", "doctor", *args],
-        cwd=cwd,
-        env=doctor_env(env),
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=wall,
-    )
-    seconds = time.monotonic() - started
-    stderr, _, peak = proc.stderr.rpartition("\nPEAK_RSS_KB=")
-    assert "Traceback" not in stderr, stderr
-    return Run(proc.returncode, proc.stdout, stderr, seconds, int(peak.strip()) / 1024)
+# The doctor run with its wall time and peak RSS: the hostile-environment tests' runner.
+measured_run = run
 
 
 def _endless(status: int = 200, length: int | None = None, byte: bytes = b"\0") -> Stream:
