@@ -54,3 +54,20 @@ def test_report_with_a_remedy_command_still_shows_it() -> None:
     # Plain text (a pipe, a file, NO_COLOR): the code is shown, and the highlighter, which
     # would only add colour, is not imported.
     assert not {"rich.syntax", "pygments"} & modules
+
+
+def test_what_runs_before_the_probes_start_stays_light() -> None:
+    """The CLI and the probe starter are imported before the probe processes start (the
+    load probe is the run's critical path): none of the facts, findings, checks or rich."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "import doctor.cli, doctor.probe.start, doctor.probe.target\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    modules = set(json.loads(proc.stdout))
+    heavy = {"doctor.findings", "doctor.facts", "doctor.checks", "doctor.report", "rich"}
+    assert not heavy & modules
+    assert "dataclasses" not in modules  # ~160 classes built at import are the heavy part

@@ -26,7 +26,7 @@ from doctor.findings import (
     docs_url,
 )
 from doctor.redact import KIND_LABELS
-from doctor.render import CODE_LANGUAGE, venv_relative
+from doctor.render.shared import CODE_LANGUAGE, venv_relative
 from doctor.report import Report, Verdict
 
 __all__ = ["MAX_BYTES", "render_markdown"]

@@ -18,9 +18,9 @@ from rich.text import Text
 from doctor import __version__
 from doctor.facts import Facts
 from doctor.findings import CheckStatus, Finding, Remedy, Severity, docs_url
-from doctor.render import CODE_LANGUAGE, venv_relative
 from doctor.render.machine_rows import machine_rows
 from doctor.render.runtime_rows import runtime_heading, runtime_rows
+from doctor.render.shared import CODE_LANGUAGE, venv_relative
 from doctor.report import Report, Verdict
 
 __all__ = ["Verbatim", "render_terminal", "render_terminal_text", "without_trailing_spaces"]
