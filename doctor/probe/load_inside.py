@@ -613,8 +613,10 @@ def main():
     # Run as `python -c`, sys.path[0] is '' (the working directory): not torch's sys.path.
     if sys.path and sys.path[0] == "":
         del sys.path[0]
-    options = read_line()
+    # torch's flow is read before the first line arrives: the doctor sends the options
+    # only after it started every probe process and read its knowledge files.
     plan = own_flow_plan()
+    options = read_line()
     doctors_flow_read = plan is None
     if plan is None:
         plan = read_line()  # torch/__init__.py unreadable here: the doctor's copy of its list
