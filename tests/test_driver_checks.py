@@ -202,6 +202,43 @@ def test_no_driver_skips_the_checks_that_need_one() -> None:
         assert isinstance(run(check_id, facts), Skip), check_id
 
 
+@pytest.mark.parametrize(
+    ("container", "command"),
+    [
+        ("docker", "docker run --gpus all IMAGE\n"),
+        # Podman reaches the GPUs through the toolkit's CDI spec, not --gpus.
+        ("podman", "podman run --device nvidia.com/gpu=all IMAGE\n"),
+        ("kubernetes", None),  # a pod spec, not a command
+    ],
+)
+def test_no_driver_in_a_container_is_started_again_with_the_gpus_for_its_engine(
+    container: str, command: str | None
+) -> None:
+    absent = machine(status=NvmlStatus.LIBRARY_NOT_FOUND, container=container)
+    finding = next(f for f in judge(with_machine(absent)).findings if f.id == "no-nvidia-driver")
+    shell = [r.text for r in finding.remedies if r.kind.value == "shell"]
+    assert shell == ([command] if command else [])
+    prose = " ".join(r.text for r in finding.remedies if r.kind.value == "text")
+    assert "do not install a driver inside the image" in prose
+    assert not prose.rstrip().endswith(":")  # no sentence left waiting for a command
+    if container == "kubernetes":
+        assert "nvidia.com/gpu" in prose
+
+
+def test_nvidia_visible_devices_hiding_the_gpus_in_podman_gets_the_podman_command() -> None:
+    gpu_on_bus = PciDeviceFacts("0000:01:00.0", "0x2330", "0x030200", "nvidia")
+    hidden = machine(
+        status=NvmlStatus.LIBRARY_NOT_FOUND,
+        container="podman",
+        pci_devices=(gpu_on_bus,),
+        nvidia_visible_devices=parse_visible_devices("NVIDIA_VISIBLE_DEVICES", "void"),
+    )
+    finding = next(f for f in judge(with_machine(hidden)).findings if f.id == "no-gpu-visible")
+    assert finding.data.container == "podman"
+    shell = [r.text for r in finding.remedies if r.kind.value == "shell"]
+    assert shell == ["podman run --device nvidia.com/gpu=all IMAGE\n"]
+
+
 # --- nvml-driver-mismatch / cuda-init-failed ----------------------------------------------
 
 

@@ -26,6 +26,7 @@ from doctor.derive.gpus import named_gpu
 from doctor.facts.machine import MachineFacts, NvmlStatus, VisibleDevicesFacts
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge import cuinit_meaning, driver_download_url, gpu_family, mvc_limitations
+from doctor.remedies import start_container_with_gpus
 from doctor.remedies.variants import capabilities_text, choose_variant, variant_remedies
 
 __all__ = [
@@ -73,6 +74,7 @@ class NoGpuVisible(Payload):
     value: str
     gpu_indices: tuple[int, ...]
     gpu_uuids: tuple[str, ...]
+    container: str | None  # the container engine, when NVIDIA_VISIBLE_DEVICES hides them
 
     def subjects(self) -> frozenset[str]:
         return DRIVER
@@ -127,6 +129,7 @@ def no_gpu_visible(ctx: Context) -> Outcome:
                 value=value,
                 gpu_indices=tuple(g.index for g in gpus),
                 gpu_uuids=tuple(g.uuid for g in gpus if g.uuid),
+                container=machine.container,
             ),
         )
     ]
@@ -143,13 +146,9 @@ def _no_gpu_visible(finding: Finding[NoGpuVisible], ctx: Context) -> list[Remedy
                 "start the container with GPUs",
                 "NVIDIA_VISIBLE_DEVICES is read by the container runtime when the container "
                 "starts, so changing it inside has no effect: start the container again with "
-                "the GPUs (on the host; IMAGE is the container's image).",
+                "the GPUs.",
             ),
-            Remedy(
-                RemedyKind.SHELL,
-                "on the host, start the container with the GPUs (IMAGE: its image)",
-                "docker run --gpus all IMAGE",
-            ),
+            start_container_with_gpus(finding.data.container),
         ]
     text = "unset CUDA_VISIBLE_DEVICES\n"
     if indices:
@@ -262,13 +261,9 @@ def _no_nvidia_driver(finding: Finding[NoNvidiaDriver], ctx: Context) -> list[Re
                 "give the container the host's GPUs",
                 "Start the container again through the NVIDIA Container Toolkit on the host (in "
                 "Kubernetes, request nvidia.com/gpu in the pod's resources); do not install a "
-                "driver inside the image. IMAGE is the container's image:",
+                "driver inside the image.",
             ),
-            Remedy(
-                RemedyKind.SHELL,
-                "on the host, start the container with the GPUs (IMAGE: its image)",
-                "docker run --gpus all IMAGE",
-            ),
+            start_container_with_gpus(data.container),
         ]
     if data.wsl:
         return [

@@ -23,6 +23,7 @@ __all__ = [
     "pyproject_target",
     "reinstall_command",
     "reinstall_one",
+    "start_container_with_gpus",
     "uninstall_command",
     "variant_index_url",
 ]
@@ -129,6 +130,31 @@ def drop_entries(ctx: Context, variable: str, entries: Iterable[str]) -> Remedy:
         RemedyKind.ENV,
         f"drop {names} from {variable} in the shell (and the profile or module) that sets it",
         text,
+    )
+
+
+def start_container_with_gpus(container: str | None) -> Remedy:
+    """How the container is started again with the host's GPUs, for its engine: Docker's
+    --gpus (the NVIDIA Container Toolkit's runtime hook), Podman's CDI device (the
+    toolkit's documented way for Podman), a GPU resource in Kubernetes."""
+    if container == "kubernetes":
+        return Remedy(
+            RemedyKind.TEXT,
+            "request the GPUs in the pod's spec",
+            "Under the container's resources, set `limits: {nvidia.com/gpu: N}` (the NVIDIA "
+            "device plugin must run on the node), then recreate the pod.",
+        )
+    if container == "podman":
+        return Remedy(
+            RemedyKind.SHELL,
+            "on the host, start the container with the GPUs (IMAGE: its image; needs the "
+            "toolkit's CDI spec, `nvidia-ctk cdi generate`)",
+            "podman run --device nvidia.com/gpu=all IMAGE\n",
+        )
+    return Remedy(
+        RemedyKind.SHELL,
+        "on the host, start the container with the GPUs (IMAGE: its image)",
+        "docker run --gpus all IMAGE\n",
     )
 
 
