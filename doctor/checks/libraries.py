@@ -10,6 +10,7 @@ process that loaded them (what it did).
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from packaging.version import InvalidVersion, Version
 
 from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context
+from doctor.facts import DistributionFacts
 from doctor.facts.libraries import (
     CudaLibraryFacts,
     LibrariesFacts,
@@ -25,12 +27,13 @@ from doctor.facts.libraries import (
     ResolvedDependency,
 )
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
-from doctor.knowledge.cuda_libraries import driver_sonames
+from doctor.knowledge.cuda_libraries import driver_sonames, wheel_cuda_major
 from doctor.knowledge.loader_errors import cannot_open, undefined_symbol, version_not_found
 from doctor.remedies import drop_entries, reinstall_command
 
 __all__ = [
     "CudaLibsInLoaderPath",
+    "CudaWheelsElsewhere",
     "LibraryLoadFailed",
     "LibraryNotFound",
     "LibraryShadowed",
@@ -110,6 +113,155 @@ def _how_text(how: str | None, entry: str | None) -> str:
     return str(how)
 
 
+# --- cuda-wheels-elsewhere ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WheelElsewhere:
+    name: str
+    version: str
+    location: str  # the site directory that holds it (symlinks resolved)
+
+
+@dataclass(frozen=True)
+class CudaWheelsElsewhere(Payload):
+    torch_location: str  # torch's site directory (symlinks resolved)
+    wheels: tuple[WheelElsewhere, ...]
+    beside_torch: tuple[str, ...]  # torch's CUDA library wheels installed in its directory
+    # The site directories of the inspected interpreter itself (a lib and lib64 venv has two).
+    own_site_dirs: tuple[str, ...]
+
+    def subjects(self) -> frozenset[str]:
+        return frozenset(w.name for w in self.wheels)
+
+
+def _real_location(dist: DistributionFacts) -> str:
+    return dist.real_location or dist.location
+
+
+@check(
+    "cuda-wheels-elsewhere",
+    severities=(Severity.WARNING,),
+    family="libraries",
+    summary="torch's CUDA wheels are installed in another site-packages directory than torch, "
+    "where the RPATH of torch's libraries does not look.",
+    label="torch's CUDA wheels are installed beside torch",
+    payload=CudaWheelsElsewhere,
+    requires=("torch", "cuda-build", "expectations"),
+)
+def cuda_wheels_elsewhere(ctx: Context) -> Outcome:
+    torch, expected = ctx.torch, ctx.expected
+    assert torch is not None and expected is not None  # required above
+    home = _real_location(torch)
+    away: list[WheelElsewhere] = []
+    beside: list[str] = []
+    for wheel in expected.cuda:
+        if wheel_cuda_major(wheel.name) is None:
+            continue  # no CUDA library of torch's in it (cuda-toolkit, triton)
+        copies = ctx.facts.distributions_named(wheel.name)
+        if not copies:
+            continue  # missing-cuda-wheel's case
+        if any(_real_location(copy) == home for copy in copies):
+            beside.append(wheel.name)
+            continue
+        away.append(WheelElsewhere(copies[0].name, copies[0].version, _real_location(copies[0])))
+    if not away:
+        return []
+    interpreter = ctx.facts.interpreter
+    own = (
+        interpreter.real_site_dirs or (interpreter.purelib, interpreter.platlib)
+        if interpreter is not None
+        else ()
+    )
+    evidence = [f"{ctx.torch_label} is installed in {home}"]
+    for place in dict.fromkeys(w.location for w in away):
+        here = [f"{w.name} {w.version}" for w in away if w.location == place]
+        evidence.append(f"installed in {place}: {', '.join(here)}")
+    evidence.append(
+        f"torch's libraries look for them in {home}/nvidia/…/lib only (their RPATH is "
+        "$ORIGIN/../../nvidia/…/lib)"
+    )
+    return [
+        Finding(
+            id="cuda-wheels-elsewhere",
+            severity=Severity.WARNING,
+            title=(
+                f"{len(away)} of torch's CUDA wheels are installed in another directory than torch"
+                if len(away) > 1
+                else f"{away[0].name} is installed in another directory than torch"
+            ),
+            detail=(
+                "torch's libraries find the CUDA libraries of the wheels it pins through RPATH "
+                "entries relative to themselves (site-packages/torch/lib/../../nvidia/<package>/"
+                "lib), so those wheels must sit in the same site-packages directory as torch. "
+                "Here they do not: a copy of a library the system registers (the ld.so cache, "
+                "LD_LIBRARY_PATH) is found first, and a library torch does not preload by hand "
+                "is not found at all (`libcudnn.so.9: cannot open shared object file`). "
+                "Typical causes: a venv with separate lib and lib64 site-packages (Fedora, RHEL, "
+                "venvs made by some IDEs), PYTHONPATH or a .pth file that stacks environments, "
+                "a venv with --system-site-packages."
+            ),
+            evidence=tuple(evidence),
+            data=CudaWheelsElsewhere(
+                torch_location=home,
+                wheels=tuple(away),
+                beside_torch=tuple(beside),
+                own_site_dirs=tuple(own),
+            ),
+        )
+    ]
+
+
+@remedy("cuda-wheels-elsewhere")
+def _cuda_wheels_elsewhere(finding: Finding[CudaWheelsElsewhere], ctx: Context) -> list[Remedy]:
+    data = finding.data
+    home = data.torch_location
+    places = sorted({w.location for w in data.wheels})
+    if home not in data.own_site_dirs:
+        return [
+            Remedy(
+                RemedyKind.TEXT,
+                "install torch into this environment",
+                f"torch itself comes from {home}, which is not a site-packages directory of "
+                "this interpreter (PYTHONPATH, a .pth file or --system-site-packages puts it on "
+                "sys.path). Install torch and its CUDA wheels into this environment, or drop "
+                "that directory from sys.path.",
+            )
+        ]
+    if all(place in data.own_site_dirs for place in places):
+        # This venv's own lib and lib64 site-packages: the installer puts each wheel where
+        # its Root-Is-Purelib says, so a reinstall splits them again. A link joins them.
+        quoted_home = shlex.quote(f"{home}/nvidia")
+        if not data.beside_torch and len(places) == 1:
+            text = f"ln -sT {shlex.quote(places[0] + '/nvidia')} {quoted_home}\n"
+        else:
+            text = f"mkdir -p {quoted_home}\n" + "".join(
+                f"for d in {shlex.quote(place + '/nvidia')}/*/; do "
+                f'ln -sT "${{d%/}}" {quoted_home}/"$(basename "$d")"; done\n'
+                for place in places
+            )
+        return [
+            Remedy(
+                RemedyKind.SHELL,
+                "link the CUDA wheels' directory beside torch, where its RPATH looks (this "
+                "venv has two site-packages; the installers keep working through the link)",
+                text,
+            )
+        ]
+    outside = ", ".join(p for p in places if p not in data.own_site_dirs)
+    return [
+        Remedy(
+            RemedyKind.TEXT,
+            "install the CUDA wheels beside torch",
+            f"{outside} is not a site-packages directory of this interpreter (PYTHONPATH, a "
+            ".pth file or --system-site-packages puts it on sys.path). Install torch's CUDA "
+            "wheels into this environment (below), then drop that directory from sys.path "
+            "if nothing else needs it.",
+        ),
+        *_reinstall(ctx, [w.name for w in data.wheels], "reinstall the pinned wheels beside torch"),
+    ]
+
+
 # --- library-not-found ----------------------------------------------------------------------
 
 
@@ -137,7 +289,12 @@ class LibraryNotFound(Payload):
     label="every CUDA library torch needs resolves",
     payload=LibraryNotFound,
     requires=REQUIRES,
-    caused_by=("missing-cuda-wheel", "cuda-wheel-files-missing", "library-shadowed"),
+    caused_by=(
+        "missing-cuda-wheel",
+        "cuda-wheel-files-missing",
+        "library-shadowed",
+        "cuda-wheels-elsewhere",
+    ),
 )
 def library_not_found(ctx: Context) -> Outcome:
     libraries = _libraries(ctx)
@@ -290,7 +447,12 @@ def _cause(libraries: LibrariesFacts, load: LoadedLibraryFacts) -> LoadCause | N
     label="torch's CUDA libraries load",
     payload=LibraryLoadFailed,
     requires=(*REQUIRES, "load-probe"),
-    caused_by=("library-not-found", "missing-cuda-wheel", "library-shadowed"),
+    caused_by=(
+        "library-not-found",
+        "missing-cuda-wheel",
+        "library-shadowed",
+        "cuda-wheels-elsewhere",
+    ),
 )
 def library_load_failed(ctx: Context) -> Outcome:
     libraries = _libraries(ctx)
@@ -442,6 +604,7 @@ class LibraryShadowed(Payload):
     label="CUDA libraries come from torch's wheels",
     payload=LibraryShadowed,
     requires=REQUIRES,
+    caused_by=("cuda-wheels-elsewhere",),
 )
 def library_shadowed(ctx: Context) -> Outcome:
     rows = _libraries(ctx).cuda
@@ -549,7 +712,7 @@ def _version_parts(text: str) -> tuple[int, ...] | None:
     label="loaded CUDA libraries are the versions torch pins",
     payload=LibraryVersionMismatch,
     requires=(*REQUIRES, "load-probe"),
-    caused_by=("cuda-wheel-version-mismatch", "library-shadowed"),
+    caused_by=("cuda-wheel-version-mismatch", "library-shadowed", "cuda-wheels-elsewhere"),
 )
 def library_version_mismatch(ctx: Context) -> Outcome:
     rows = _libraries(ctx).cuda

@@ -65,6 +65,9 @@ class DistributionFacts:
     wheel_tags: tuple[str, ...] = ()
     record: RecordFacts | None = None
     shadowed: bool = False  # an earlier sys.path entry holds another copy
+    # location with symlinks resolved, by the probe on the inspected machine (for torch's
+    # family and requirements): torch's RPATH reaches only its own real directory.
+    real_location: str | None = None
     error: str | None = None  # corrupt or unreadable metadata
 
 

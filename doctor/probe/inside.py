@@ -494,9 +494,14 @@ def main():
     for dist in distributions:
         if dist["name"] in ("torch", "cuda-toolkit") and not dist["shadowed"]:
             wanted.update(requirement_name(r) for r in dist["requires_dist"])
+    real_locations = {}
     for dist in distributions:
         if dist["name"].startswith(FAMILY_PREFIXES) or dist["name"] in wanted:
             read_install_details(dist)
+            location = dist["location"]
+            if location not in real_locations:
+                real_locations[location] = os.path.realpath(location)
+            dist["real_location"] = real_locations[location]
             try:
                 family = dist["name"].startswith(FAMILY_PREFIXES) and not dist["shadowed"]
                 dist["record"] = check_record(dist, shared_libraries=family)

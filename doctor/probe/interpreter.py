@@ -175,5 +175,6 @@ def _distribution(data: dict[str, Any]) -> DistributionFacts:
             error=record.get("error"),
         ),
         shadowed=bool(data.get("shadowed")),
+        real_location=data.get("real_location"),
         error=data.get("error"),
     )
