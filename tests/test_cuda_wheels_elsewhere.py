@@ -240,6 +240,17 @@ def test_real_cuda_wheels_behind_a_pth_file_fire_and_the_printed_reinstall_clear
     # What the loader does because of it (a system copy found first, say) hangs under it.
     roots = run.root_ids()
     assert not {"library-not-found", "library-shadowed", "library-load-failed"} & set(roots)
+    # The error users meet in this state is explained by it.
+    explained = run_doctor(
+        "explain",
+        "--python",
+        str(venv.root),
+        "--format",
+        "json",
+        "ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory",
+        cwd=workdir,
+    )
+    assert explained.json["explain"]["confirmed"] == [ID]
     [command] = [r["text"] for r in found["remedies"] if r["kind"] == "shell"]
 
     subprocess.run(shlex.split(command), check=True, capture_output=True, timeout=600)
