@@ -259,3 +259,11 @@ def test_real_cuda_wheels_behind_a_pth_file_fire_and_the_printed_reinstall_clear
     assert not {"library-not-found", "library-shadowed", "library-load-failed"} & set(
         after.finding_ids()
     )
+
+
+def test_windows_is_not_judged_by_linux_rpath_rules() -> None:
+    from tests.handmade import marker_env
+
+    facts = with_cuda_wheels_at(healthy_facts(environment=marker_env(system="Windows")), OTHER)
+    result = next(r for r in judge(facts).results if r.spec.id == ID)
+    assert result.status is CheckStatus.SKIPPED and result.reason == "judged on Linux only"

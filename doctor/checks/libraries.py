@@ -147,7 +147,8 @@ def _real_location(dist: DistributionFacts) -> str:
     "where the RPATH of torch's libraries does not look.",
     label="torch's CUDA wheels are installed beside torch",
     payload=CudaWheelsElsewhere,
-    requires=("torch", "cuda-build", "expectations"),
+    # RPATH is the ELF loader's; Windows finds torch's DLLs by other rules.
+    requires=("linux", "torch", "cuda-build", "expectations"),
 )
 def cuda_wheels_elsewhere(ctx: Context) -> Outcome:
     torch, expected = ctx.torch, ctx.expected
