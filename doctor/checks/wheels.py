@@ -195,7 +195,8 @@ def _missing_cuda_wheel(finding: Finding[MissingCudaWheel], ctx: Context) -> lis
     if finding.data.toolkit_extras_unknown and not any(s.startswith(CUDA_TOOLKIT) for s in specs):
         specs.append(CUDA_TOOLKIT + _toolkit_pin(ctx))
     project = ctx.facts.project
-    if ctx.workflow is Workflow.UV_PROJECT and project is not None:
+    # A project not locked yet (no uv.lock) has nothing to sync from: install the wheels.
+    if ctx.workflow is Workflow.UV_PROJECT and project is not None and project.lock_path:
         locked = set(project.locked_names)
         if all(w.name in locked for w in missing):
             return [
