@@ -525,8 +525,12 @@ def cpu_only_torch(ctx: Context) -> Outcome:
 
 @remedy("cpu-only-torch")
 def _cpu_only_torch(finding: Finding[CpuOnlyTorch], ctx: Context) -> Sequence[Remedy]:
-    from doctor.derive.cuda_compat import cuda_int_text
-    from doctor.remedies.variants import capabilities_text, choose_variant, variant_remedies
+    from doctor.remedies.variants import (
+        capabilities_text,
+        choose_variant,
+        driver_runs_text,
+        variant_remedies,
+    )
 
     if not finding.data.gpu_present:
         return []
@@ -541,11 +545,10 @@ def _cpu_only_torch(finding: Finding[CpuOnlyTorch], ctx: Context) -> Sequence[Re
                 "upgrade the driver, or build torch from source with TORCH_CUDA_ARCH_LIST.",
             )
         ]
-    driver, driver_cuda = finding.data.driver_version, finding.data.driver_cuda
+    runs = driver_runs_text(ctx, choice)
     why = (
-        f"the newest CUDA that driver {driver} (CUDA {cuda_int_text(driver_cuda)}) runs natively "
-        f"with code for {capabilities_text(ctx)}"
-        if driver and driver_cuda
-        else f"carries code for {capabilities_text(ctx)}"
+        f"{runs}, with code for {capabilities_text(ctx)}"
+        if runs
+        else f"it carries code for {capabilities_text(ctx)}"
     )
     return variant_remedies(ctx, choice, why)

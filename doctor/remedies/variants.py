@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from packaging.version import InvalidVersion, Version
 
 from doctor.derive import Context, Workflow
-from doctor.derive.cuda_compat import VariantChoice, best_variant
+from doctor.derive.cuda_compat import VariantChoice, best_variant, cuda_int, mvc_floor, parse_cuda
 from doctor.findings import Remedy, RemedyKind
 from doctor.knowledge import torch_index_family
 from doctor.remedies import conda_note, install_command
@@ -22,6 +22,7 @@ __all__ = [
     "TORCH_FAMILY",
     "capabilities_text",
     "choose_variant",
+    "driver_runs_text",
     "platform_marker",
     "render_index_block",
     "variant_remedies",
@@ -99,6 +100,26 @@ def capabilities_text(ctx: Context) -> str:
     machine = ctx.machine
     gpus = machine.gpus if machine is not None else ()
     return ", ".join(f"{g.name} {g.sm}" for g in gpus if g.sm) or "these GPUs"
+
+
+def driver_runs_text(ctx: Context, choice: VariantChoice) -> str | None:
+    """How this driver runs the chosen variant's CUDA: natively (its CUDA version is at
+    least the variant's), or through minor-version compatibility (same major, driver at or
+    above that major's floor), which best_variant also accepts. None if unknown."""
+    machine = ctx.machine
+    cuda = parse_cuda(choice.build.cuda)
+    if machine is None or not machine.driver_cuda_version or cuda is None:
+        return None
+    supported = cuda_int(machine.driver_cuda_version)
+    driver = f"driver {machine.driver_version or '(version unknown)'}"
+    driver += " (CUDA {}.{})".format(*supported)
+    if cuda <= supported:
+        return f"{driver} runs CUDA {choice.build.cuda} natively"
+    system = ctx.facts.platform.system if ctx.facts.platform is not None else "Linux"
+    floor = mvc_floor(cuda[0], system)
+    return f"{driver} runs CUDA {choice.build.cuda} through minor-version compatibility" + (
+        f" (CUDA {cuda[0]}.x needs driver >= {floor})" if floor else ""
+    )
 
 
 def _public_release(version: str | None) -> str | None:
