@@ -164,3 +164,45 @@ def test_a_cuda_wheel_uv_pip_replaced_is_one_root_whose_remedy_is_the_sync(
     venv = str(project.root / ".venv")
     installed = project.uv("pip", "freeze", "--python", venv).stdout
     assert f"{NCCL}=={TORCH_2_6_CU126_NVIDIA[NCCL]}" in installed
+
+
+def test_a_torchvision_uv_pip_replaced_is_put_back_by_uv_sync_when_the_lock_has_the_right_one(
+    synced: Callable[[bool], tuple[Project, str]],
+) -> None:
+    project, extra = synced(True)
+    _uv_pip_install(project, extra, "torchvision==0.20.1+cu124")
+
+    broken = project.doctor()
+    assert _roots(broken) == ["torch-companion-mismatch"]
+    assert broken.finding("venv-lock-drift")["root"] == "torch-companion-mismatch"
+    assert broken.finding("venv-lock-drift")["title"] == "the next `uv sync` replaces torchvision"
+    root = broken.finding("torch-companion-mismatch")
+    # Was: a [[tool.uv.index]]/[tool.uv.sources] block for the PyTorch index and a
+    # re-lock: an edit to a project whose lock was right all along.
+    assert [r["kind"] for r in root["remedies"]] == ["shell"]
+    assert "uv.lock records torchvision 0.21.0+cu126" in root["remedies"][0]["summary"]
+    [command] = _shell(root)
+    assert command == "uv sync"
+
+    _paste(project, command)
+    healed = project.doctor()
+    assert _roots(healed) == [] and healed.returncode == 0
+
+
+def test_a_torchvision_the_project_does_not_depend_on_is_added_at_the_release_for_torch(
+    synced: Callable[[bool], tuple[Project, str]],
+) -> None:
+    """torchvision put in with `uv pip`: re-locking would not record it, and the sync after
+    it would remove it. The remedy makes it a dependency, at the release built for torch."""
+    project, extra = synced(False)
+    _uv_pip_install(project, extra, "torchvision==0.20.1+cu124")
+
+    broken = project.doctor()
+    assert _roots(broken) == ["torch-companion-mismatch"]
+    drift = broken.finding("venv-lock-drift")
+    assert drift["root"] == "torch-companion-mismatch"
+    assert drift["title"] == "the next `uv sync` removes torchvision"
+    root = broken.finding("torch-companion-mismatch")
+    commands = _shell(root)
+    assert commands[-1] == "uv add 'torchvision==0.21.*'\n"
+    assert not any("uv lock" in c for c in commands)
