@@ -163,3 +163,53 @@ def test_the_probe_agrees_with_the_loader_loading_libtorch_cuda_itself(
         "libnvrtc.so.13",
     ):
         assert os.path.realpath(truth[soname]) == reported[soname], soname
+
+
+@pytest.mark.skipif(compiler() is None, reason="needs a C compiler")
+def test_a_leftover_cuda_12_cublas_that_torch_preloads_is_one_finding_mixed_cuda_majors(
+    real_torch_venv: FakeEnv, workdir: Path, tmp_path: Path
+) -> None:
+    """nvidia-cublas-cu12 left beside torch 2.14.1 (CUDA 13): torch/__init__.py preloads
+    nvidia/cublas/lib/libcublas.so.12 (its glob looks there before nvidia/cu13/lib). That
+    was also reported as library-shadowed, "loaded from X; expected X" (the same path),
+    with a force-reinstall of nvidia-cublas 13 that changes nothing. One cause, one finding:
+    mixed-cuda-majors, which says torch loads it; its command makes the next run clean."""
+    import subprocess
+
+    from tests.elf_fixtures import StandIn
+    from tests.wheelhouse import WheelSpec, build_wheel
+
+    lib = ElfBuilder(tmp_path / "elf").build(StandIn("libcublas.so.12"))
+    wheel = build_wheel(
+        WheelSpec(
+            "nvidia-cublas-cu12",
+            "12.8.4.1",
+            tag="py3-none-manylinux_2_27_x86_64",
+            files={
+                "nvidia/cublas/lib/libcublas.so.12": lib.read_bytes(),
+                "nvidia/cublas/__init__.py": b"",
+            },
+        ),
+        tmp_path / "wheels",
+    )
+    # A hard-linked copy of the cached venv: pip writes new files, the cache stays intact.
+    venv = tmp_path / "venv"
+    subprocess.run(["cp", "-al", str(real_torch_venv.root), str(venv)], check=True)
+    env = FakeEnv(venv)
+    pip = [str(env.python), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--no-deps", str(wheel)], check=True)
+
+    run = run_doctor("--python", str(venv), "--format", "json", "--no-redact", cwd=workdir)
+    assert "library-shadowed" not in run.finding_ids(), run.finding("library-shadowed")
+    assert [r for r in run.root_ids() if r != "no-nvidia-driver"] == ["mixed-cuda-majors"]
+    mixed = run.finding("mixed-cuda-majors")
+    assert any(
+        line.startswith("torch loads libcublas.so.12 from nvidia-cublas-cu12")
+        for line in mixed["evidence"]
+    ), mixed["evidence"]
+    [command] = [r["text"] for r in mixed["remedies"] if r["kind"] == "shell"]
+    assert command == f"{env.python} -m pip uninstall -y nvidia-cublas-cu12"
+
+    subprocess.run(["bash", "-e", "-c", command], check=True, capture_output=True)
+    healed = run_doctor("--python", str(venv), "--format", "json", cwd=workdir)
+    assert [r for r in healed.root_ids() if r != "no-nvidia-driver"] == []

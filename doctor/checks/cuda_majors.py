@@ -60,6 +60,14 @@ def _required_by(name: str, facts: Facts) -> list[str]:
     return out
 
 
+def _taken_by_torch(facts: Facts, name: str) -> list[str]:
+    """The sonames torch's process takes from the wheel ``name`` (load probe, else model)."""
+    libraries = facts.libraries
+    if libraries is None:
+        return []
+    return [row.soname for row in libraries.cuda if row.owner == name and row.path]
+
+
 def _major_text(major: WheelMajor) -> str:
     return f"CUDA {major.major}{' or later' if major.or_later else ''}"
 
@@ -108,6 +116,13 @@ def mixed_cuda_majors(ctx: Context) -> Outcome:
         evidence.append(
             f"{dist.display_name} {dist.version} is a {_major_text(major)} wheel, {why}"
         )
+        taken = _taken_by_torch(facts, dist.name)
+        if taken:
+            evidence.append(
+                f"torch loads {', '.join(taken)} from {dist.display_name}: its "
+                "torch/__init__.py preloads what it finds in the nvidia/<library>/lib "
+                "directories, of whatever CUDA major"
+            )
         rows.append(
             ForeignWheel(dist.name, dist.version, major.major, major.or_later, tuple(users))
         )

@@ -460,6 +460,11 @@ def library_shadowed(ctx: Context) -> Outcome:
         if row.owner is not None and row.owner in wheels:
             continue
         expected = resolved.expected_path if resolved is not None else None
+        if expected is not None and expected == path:
+            # Exactly the file torch's own search takes (its preload globs nvidia/cublas/lib
+            # before nvidia/cu13/lib): nothing is shadowed. A wheel of another CUDA major
+            # left there is mixed-cuda-majors'; torch needs another soname of it.
+            continue
         how = resolved.how if resolved is not None else None
         if verb == "loaded" and resolved is not None and resolved.path != path:
             how = None  # the loader took another way than the model: say only where
