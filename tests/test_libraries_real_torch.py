@@ -100,7 +100,7 @@ def test_old_cudnn_preloaded_into_real_torch_is_named_as_shadowed(
     assert {"soname": "libcudnn.so.9", "version": "9.1.0"}.items() <= mismatch["data"][
         "mismatched"
     ][0].items()
-    assert "unset LD_PRELOAD" in [r["text"] for r in shadowed["remedies"]]
+    assert [r["text"] for r in shadowed["remedies"]] == ["unset LD_PRELOAD"]
     # One cause: the preload. What it breaks hangs under it (the sub-libraries cuDNN looks
     # for beside the outside copy, the version torch checks), and the shadowing is an error
     # because of them. The wheel is intact: nothing says to reinstall it.
@@ -110,6 +110,44 @@ def test_old_cudnn_preloaded_into_real_torch_is_named_as_shadowed(
     assert not_found["root"] == "library-shadowed" and not_found["remedies"] == []
     assert not any("without this file" in line for line in not_found["evidence"])
     assert all("outside torch's wheels" in line for line in not_found["evidence"])
+
+
+@pytest.mark.skipif(compiler() is None, reason="needs a C compiler")
+def test_a_whole_old_cudnn_preloaded_gets_one_remedy_the_preload_not_a_reinstall(
+    real_torch_venv: FakeEnv, workdir: Path, tmp_path: Path
+) -> None:
+    """An old cuDNN with its sub-libraries beside it (a system install), preloaded: cuDNN
+    opens its sub-libraries from its own directory, so they are outside torch's wheels too.
+    They came with a second remedy, a force-reinstall of the intact nvidia-cudnn-cu13 wheel
+    (gigabytes, and the next run the same); dropping the preload is the whole fix."""
+    import shutil
+
+    from tests.elf_fixtures import CUDNN_SUBLIBRARIES, StandIn
+
+    builder = ElfBuilder(tmp_path / "elf")
+    system = tmp_path / "cudnn-9.1" / "lib"
+    system.mkdir(parents=True)
+    shutil.copy(cudnn(builder, 90100), system / "libcudnn.so.9")
+    for stem in CUDNN_SUBLIBRARIES:
+        built = builder.build(StandIn(f"{stem}.so.9", search=("$ORIGIN",), runpath=True))
+        shutil.copy(built, system / f"{stem}.so.9")
+    preload = str(system / "libcudnn.so.9")
+    run = run_doctor(
+        "--python",
+        str(real_torch_venv.root),
+        "--format",
+        "json",
+        cwd=workdir,
+        env={"LD_PRELOAD": preload},
+    )
+    shadowed = run.finding("library-shadowed")
+    assert [r["text"] for r in shadowed["remedies"]] == ["unset LD_PRELOAD"]
+    items = {s["soname"]: s for s in shadowed["data"]["shadowed"]}
+    assert items["libcudnn.so.9"]["how"] == "LD_PRELOAD"
+    assert items["libcudnn_graph.so.9"]["beside"] == "libcudnn.so.9"
+    assert any("cuDNN opens it beside libcudnn.so.9" in line for line in shadowed["evidence"])
+    healed = run_doctor("--python", str(real_torch_venv.root), "--format", "json", cwd=workdir)
+    assert not LIBRARY_IDS & set(healed.finding_ids())
 
 
 GROUND_TRUTH = r"""

@@ -421,6 +421,9 @@ class ShadowedLibrary:
     expected_path: str | None
     expected_wheels: tuple[str, ...]
     verb: str  # "loaded" (the load probe saw it) or "resolves" (the ELF model says so)
+    # A cuDNN sub-library loaded beside an outside libcudnn.so (cuDNN opens them from its
+    # own directory): the parent's soname. Dropping the parent's entry fixes it too.
+    beside: str | None = None
 
 
 @dataclass(frozen=True)
@@ -468,6 +471,7 @@ def library_shadowed(ctx: Context) -> Outcome:
         how = resolved.how if resolved is not None else None
         if verb == "loaded" and resolved is not None and resolved.path != path:
             how = None  # the loader took another way than the model: say only where
+        parent = _outside_parent(_libraries(ctx), row, ctx)
         shadowed.append(
             ShadowedLibrary(
                 soname=row.soname,
@@ -477,6 +481,7 @@ def library_shadowed(ctx: Context) -> Outcome:
                 expected_path=expected,
                 expected_wheels=tuple(wheels),
                 verb=verb,
+                beside=parent.soname if parent is not None else None,
             )
         )
     if not shadowed:
@@ -486,6 +491,8 @@ def library_shadowed(ctx: Context) -> Outcome:
         line = f"{item.soname}: {item.verb} from {item.path}"
         if item.how in OUTSIDE:
             line += f" (through {_how_text(item.how, item.entry)})"
+        elif item.beside:
+            line += f" (cuDNN opens it beside {item.beside})"
         line += "; expected "
         line += item.expected_path or f"the file from {item.expected_wheels[0]}"
         evidence.append(line)
@@ -512,7 +519,9 @@ def library_shadowed(ctx: Context) -> Outcome:
 def _library_shadowed(finding: Finding[LibraryShadowed], ctx: Context) -> list[Remedy]:
     items = finding.data.shadowed
     remedies = _env_remedies(ctx, ((i.how, i.entry) for i in items if i.how))
-    outside_env = [i for i in items if i.how not in LOADER_VARIABLES]
+    # A sub-library beside an outside parent goes with the parent: nothing to reinstall.
+    parents = {i.soname for i in items}
+    outside_env = [i for i in items if i.how not in LOADER_VARIABLES and i.beside not in parents]
     wheels = [i.expected_wheels[0] for i in outside_env if i.expected_wheels]
     remedies += _reinstall(ctx, wheels, "install the pinned wheels so torch finds their copy")
     return remedies
