@@ -125,6 +125,12 @@ def test_a_lock_older_than_the_routing_is_told_to_re_lock() -> None:
     assert list(finding.data.causes) == [
         "pyproject.toml routes torch to the index now, so uv.lock predates that: re-lock"
     ]
+    # The re-lock is the whole fix: no block for what pyproject.toml already says (it was
+    # printed again, and made the summary's first step `torch-doctor fix --sync`, which had
+    # nothing to write and ran nothing).
+    judged = CHECK.judged(with_project(sources=sources))
+    assert [r.kind.value for r in judged.remedies] == ["shell"]
+    assert judged.remedies[0].text == "uv lock --upgrade-package torch\nuv sync\n"
 
 
 # --- through the CLI, with a lock uv itself accepts ----------------------------------------

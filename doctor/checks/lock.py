@@ -352,6 +352,14 @@ def torch_index_not_used(ctx: Context) -> Outcome:
     ]
 
 
+def _routed_here(ctx: Context, project: ProjectFacts, package: str, index: str) -> bool:
+    """[tool.uv.sources] sends ``package`` to ``index`` on the inspected platform."""
+    return any(
+        e.get("index") == index and uv_marker_applies(e.get("marker"), ctx.marker_environment)
+        for e in source_entries(project.sources.get(package))
+    )
+
+
 @remedy("torch-index-not-used")
 def _torch_index_not_used(finding: Finding[TorchIndexNotUsed], ctx: Context) -> list[Remedy]:
     from doctor.remedies.variants import family
@@ -374,7 +382,7 @@ def _torch_index_not_used(finding: Finding[TorchIndexNotUsed], ctx: Context) -> 
                 f'Add name = "pytorch" to the [[tool.uv.index]] with url = "{index.url}".',
             )
         )
-    else:
+    elif not all(_routed_here(ctx, project, p, index.name) for p in packages):
         remedies.append(
             Remedy(
                 RemedyKind.TOML,
@@ -384,6 +392,7 @@ def _torch_index_not_used(finding: Finding[TorchIndexNotUsed], ctx: Context) -> 
                 target=project.pyproject_path,
             )
         )
+    # else: pyproject.toml routes them already (uv.lock predates it): the re-lock is all.
     if not finding.data.torch_is_direct:
         remedies.append(
             Remedy(
