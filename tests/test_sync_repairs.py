@@ -76,13 +76,14 @@ explicit = true
 name = "local"
 url = "{plain}"
 default = true
-"""
+{extra}"""
 
 
 @pytest.fixture
-def synced(tmp_path: Path) -> Iterator[Callable[[bool], tuple[Project, str]]]:
-    """make(with_torchvision) -> (the project synced from its lock, the URL of an index
-    with the wrong builds to `uv pip install` over it)."""
+def synced(tmp_path: Path) -> Iterator[Callable[..., tuple[Project, str]]]:
+    """make(with_torchvision, extra="") -> (the project synced from its lock, the URL of an
+    index with the wrong builds to `uv pip install` over it); ``extra`` is appended to
+    pyproject.toml, ``{broken}`` in it naming that index."""
     wheels = founding_case_wheels(aarch64_declares_nvidia=True)
     cuda = [w for w in wheels if w.name == "torch"] + [_torchvision("0.21.0+cu126", "2.6.0")]
     plain = [w for w in wheels if w.name != "torch"]
@@ -92,7 +93,7 @@ def synced(tmp_path: Path) -> Iterator[Callable[[bool], tuple[Project, str]]]:
             for name, specs in (("cuda", cuda), ("plain", plain), ("broken", BROKEN))
         }
 
-        def make(with_torchvision: bool) -> tuple[Project, str]:
+        def make(with_torchvision: bool, extra: str = "") -> tuple[Project, str]:
             root = tmp_path / "demo"
             root.mkdir()
             (root / "pyproject.toml").write_text(
@@ -101,6 +102,7 @@ def synced(tmp_path: Path) -> Iterator[Callable[[bool], tuple[Project, str]]]:
                     torchvision=', "torchvision"' if with_torchvision else "",
                     cuda=served["cuda"],
                     plain=served["plain"],
+                    extra=extra.replace("{broken}", served["broken"]),
                 )
             )
             env = _uv_env(tmp_path)
@@ -109,7 +111,6 @@ def synced(tmp_path: Path) -> Iterator[Callable[[bool], tuple[Project, str]]]:
             project.uv("lock")
             project.uv("sync")
             assert project.torch_here() == "2.6.0+cu126"
-            assert project.doctor().returncode == 0
             return project, served["broken"]
 
         yield make
@@ -142,7 +143,7 @@ def _paste(project: Project, command: str) -> None:
 
 
 def test_a_cuda_wheel_uv_pip_replaced_is_one_root_whose_remedy_is_the_sync(
-    synced: Callable[[bool], tuple[Project, str]],
+    synced: Callable[..., tuple[Project, str]],
 ) -> None:
     project, extra = synced(False)
     _uv_pip_install(project, extra, f"{NCCL}==2.21.4")
@@ -167,7 +168,7 @@ def test_a_cuda_wheel_uv_pip_replaced_is_one_root_whose_remedy_is_the_sync(
 
 
 def test_a_torchvision_uv_pip_replaced_is_put_back_by_uv_sync_when_the_lock_has_the_right_one(
-    synced: Callable[[bool], tuple[Project, str]],
+    synced: Callable[..., tuple[Project, str]],
 ) -> None:
     project, extra = synced(True)
     _uv_pip_install(project, extra, "torchvision==0.20.1+cu124")
@@ -190,7 +191,7 @@ def test_a_torchvision_uv_pip_replaced_is_put_back_by_uv_sync_when_the_lock_has_
 
 
 def test_a_torchvision_the_project_does_not_depend_on_is_added_at_the_release_for_torch(
-    synced: Callable[[bool], tuple[Project, str]],
+    synced: Callable[..., tuple[Project, str]],
 ) -> None:
     """torchvision put in with `uv pip`: re-locking would not record it, and the sync after
     it would remove it. The remedy makes it a dependency, at the release built for torch."""
@@ -206,3 +207,42 @@ def test_a_torchvision_the_project_does_not_depend_on_is_added_at_the_release_fo
     commands = _shell(root)
     assert commands[-1] == "uv add 'torchvision==0.21.*'\n"
     assert not any("uv lock" in c for c in commands)
+
+
+OVERRIDE = """
+[[tool.uv.index]]
+name = "broken"
+url = "{broken}"
+
+[tool.uv]
+index-strategy = "unsafe-best-match"
+override-dependencies = ["nvidia-nccl-cu12==2.21.4"]
+"""
+
+
+def test_a_wheel_version_forced_in_the_lock_is_not_given_a_sync_that_puts_it_back(
+    synced: Callable[..., tuple[Project, str]],
+) -> None:
+    """uv.lock itself records nccl 2.21.4 (an override): `uv sync --reinstall-package` was
+    the remedy, and it installs 2.21.4 again; the override-dependencies advice was TOML
+    inside a sentence. The remedy now says what forces it, and re-locks after the edit."""
+    project, _ = synced(False, OVERRIDE)
+    broken = project.doctor()
+    assert _roots(broken) == ["cuda-wheel-version-mismatch"]
+    root = broken.finding("cuda-wheel-version-mismatch")
+    assert not any("--reinstall-package" in r["text"] for r in root["remedies"])
+    text, shell = root["remedies"]
+    assert text["kind"] == "text"
+    assert text["summary"] == f"uv.lock itself records {NCCL} 2.21.4, which torch rejects"
+    assert "override-dependencies" in text["text"] and "= [" not in text["text"]
+    assert (
+        shell["kind"] == "shell" and shell["text"] == f"uv lock --upgrade-package {NCCL}\nuv sync\n"
+    )
+    assert f"{NCCL}==2.21.5" in shell["summary"]
+
+    # As the remedy says: make the entry torch's pin, then run the block.
+    pyproject = project.root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("==2.21.4", "==2.21.5"))
+    _paste(project, shell["text"])
+    healed = project.doctor()
+    assert _roots(healed) == [] and healed.returncode == 0
