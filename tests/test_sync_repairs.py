@@ -48,6 +48,13 @@ def _torchvision(version: str, torch: str) -> WheelSpec:
 # nvidia-nccl-cu12 2.21.4 is not the 2.21.5 torch 2.6.0+cu126 pins.
 BROKEN = [
     _torchvision("0.20.1+cu124", "2.5.1"),
+    # A CUDA 13 cuDNN: it installs into nvidia/cudnn/lib as torch's nvidia-cudnn-cu12 does.
+    WheelSpec(
+        "nvidia-cudnn-cu13",
+        "9.24.0.43",
+        tag="py3-none-manylinux_2_17_x86_64",
+        files={"nvidia/cudnn/lib/placeholder": b"nvidia-cudnn-cu13\n"},
+    ),
     WheelSpec(
         NCCL,
         "2.21.4",
@@ -244,5 +251,25 @@ def test_a_wheel_version_forced_in_the_lock_is_not_given_a_sync_that_puts_it_bac
     pyproject = project.root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace("==2.21.4", "==2.21.5"))
     _paste(project, shell["text"])
+    healed = project.doctor()
+    assert _roots(healed) == [] and healed.returncode == 0
+
+
+def test_a_cudnn_of_another_major_over_torchs_is_removed_by_a_sync_that_reinstalls_torchs(
+    synced: Callable[..., tuple[Project, str]],
+) -> None:
+    """nvidia-cudnn-cu13 put with `uv pip` beside torch 2.6.0+cu126's nvidia-cudnn-cu12:
+    both install nvidia/cudnn/lib. The remedy was a plain `uv sync`, which removes the
+    CUDA 13 wheel and its files, the ones the CUDA 12 wheel needs (the next run: missing
+    files). `uv sync --reinstall-package` removes it and puts torch's wheel back."""
+    project, extra = synced(False)
+    _uv_pip_install(project, extra, "nvidia-cudnn-cu13==9.24.0.43")
+
+    broken = project.doctor()
+    assert _roots(broken) == ["mixed-cuda-majors"]
+    [command] = _shell(broken.finding("mixed-cuda-majors"))
+    assert command == "uv sync --reinstall-package nvidia-cudnn-cu12"
+
+    _paste(project, command)
     healed = project.doctor()
     assert _roots(healed) == [] and healed.returncode == 0

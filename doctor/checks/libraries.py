@@ -290,7 +290,7 @@ def _cause(libraries: LibrariesFacts, load: LoadedLibraryFacts) -> LoadCause | N
     label="torch's CUDA libraries load",
     payload=LibraryLoadFailed,
     requires=(*REQUIRES, "load-probe"),
-    caused_by=("library-not-found", "missing-cuda-wheel", "library-shadowed"),
+    caused_by=("library-not-found", "missing-cuda-wheel", "library-shadowed", "mixed-cuda-majors"),
 )
 def library_load_failed(ctx: Context) -> Outcome:
     libraries = _libraries(ctx)
@@ -563,7 +563,7 @@ def _version_parts(text: str) -> tuple[int, ...] | None:
     label="loaded CUDA libraries are the versions torch pins",
     payload=LibraryVersionMismatch,
     requires=(*REQUIRES, "load-probe"),
-    caused_by=("cuda-wheel-version-mismatch", "library-shadowed"),
+    caused_by=("cuda-wheel-version-mismatch", "library-shadowed", "mixed-cuda-majors"),
 )
 def library_version_mismatch(ctx: Context) -> Outcome:
     rows = _libraries(ctx).cuda
