@@ -90,7 +90,13 @@ def test_a_transitive_torch_ignores_the_sources() -> None:
     finding = CHECK.only(facts)
     assert finding.data.torch_is_direct is False
     assert any("astral-sh/uv#8253" in e for e in finding.evidence)
-    assert "uv add torch" in remedies(facts)["text"]
+    # The sources are there already: what is left is making torch a direct dependency, a
+    # command (it was advice "with the source above", above which nothing was printed,
+    # followed by a re-lock that changes nothing while torch stays transitive).
+    assert remedies(facts) == {"shell": "uv add torch==2.14.1\n"}
+    unrouted = with_project(dependencies=("docling>=2",))
+    assert list(remedies(unrouted)) == ["toml", "shell"]
+    assert remedies(unrouted)["shell"] == "uv add torch==2.14.1\n"
 
 
 def test_torch_locked_from_the_declared_index_is_quiet() -> None:

@@ -12,6 +12,7 @@ looks as if it asked for a CUDA build from download.pytorch.org.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -394,14 +395,31 @@ def _torch_index_not_used(finding: Finding[TorchIndexNotUsed], ctx: Context) -> 
         )
     # else: pyproject.toml routes them already (uv.lock predates it): the re-lock is all.
     if not finding.data.torch_is_direct:
+        # A re-lock changes nothing while torch is only a dependency of a dependency: uv
+        # applies sources to the project's own. `uv add` makes it one (and locks, syncs).
+        release = _public(ctx.torch.version if ctx.torch is not None else None)
+        spec = f"torch=={release}" if release else "torch"
         remedies.append(
             Remedy(
-                RemedyKind.TEXT,
-                "make torch a dependency of the project itself",
-                "Sources apply only to the project's own dependencies: `uv add torch` (with "
-                "the version you need) adds it, with the source above.",
+                RemedyKind.SHELL,
+                ("then " if remedies else "")
+                + "make torch a dependency of the project itself, at the installed release "
+                "(uv applies [tool.uv.sources] only to the project's own dependencies; "
+                "uv add locks and syncs)",
+                f"uv add {shlex.quote(spec)}\n",
             )
         )
+        return remedies
     upgrade = " ".join(f"--upgrade-package {p}" for p in packages)
     remedies.append(Remedy(RemedyKind.SHELL, "re-lock and sync", f"uv lock {upgrade}\nuv sync\n"))
     return remedies
+
+
+def _public(version: str | None) -> str | None:
+    """'2.14.1' for '2.14.1+cu130': what a requirement names (the index picks the build)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version).public if version else None
+    except InvalidVersion:
+        return None
