@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -447,6 +448,16 @@ def test_cpu_build_remedy_is_the_index_block_for_the_computed_variant() -> None:
     assert block["tool"]["uv"]["index"][0]["url"] == "https://download.pytorch.org/whl/cu128"
     assert block["tool"]["uv"]["index"][0]["explicit"] is True
     assert block["tool"]["uv"]["sources"]["torch"][0]["marker"] == "sys_platform == 'linux'"
+    # torch 2.14 has no cu128 build: a re-lock of the project's torch==2.14.1 on that index
+    # fails (it was `uv lock --upgrade-package torch`, the follow-up `torch-doctor fix
+    # --sync` ran). The requirement has to move: `uv add` does it, and locks and syncs.
+    shells = [r.text for r in finding.remedies if r.kind.value == "shell"]
+    assert shells == ["uv add 'torch>=2.11,<2.12'\n"]
+    from doctor.fix import PlannedEdit, follow_up_commands
+
+    [toml] = [r for r in finding.remedies if r.kind.value == "toml"]
+    edit = PlannedEdit(Path("/project/pyproject.toml"), ((finding, toml),), "", "")
+    assert follow_up_commands([edit]) == ["uv add 'torch>=2.11,<2.12'"]
 
 
 def test_cpu_build_in_a_pip_venv_gets_an_index_command_not_a_pyproject_block() -> None:

@@ -144,7 +144,7 @@ def variant_remedies(ctx: Context, choice: VariantChoice, why: str) -> list[Reme
                 f"torch {installed} is not published for {build.variant}",
                 f"The newest releases with a {build.variant} build are torch{build.torch}; "
                 + (
-                    f'require such a torch in [project] dependencies (e.g. "torch{build.torch}").'
+                    "the project has to require one of them: `uv add` below does that."
                     if ctx.workflow is Workflow.UV_PROJECT
                     else "the command below installs the newest of them."
                 ),
@@ -161,6 +161,18 @@ def variant_remedies(ctx: Context, choice: VariantChoice, why: str) -> list[Reme
                 target=ctx.facts.project.pyproject_path,
             )
         )
+        if not choice.same_release:
+            # A re-lock would look for the required release on an index that does not
+            # have it and fail: the requirement itself has to change (uv add locks, syncs).
+            remedies.append(
+                Remedy(
+                    RemedyKind.SHELL,
+                    "then require a torch that has this build: uv add changes torch's "
+                    "requirement in pyproject.toml, locks and syncs",
+                    f"uv add {shlex.quote('torch' + build.torch)}\n",
+                )
+            )
+            return remedies
         upgrade = " ".join(f"--upgrade-package {shlex.quote(p)}" for p in packages)
         remedies.append(
             Remedy(
