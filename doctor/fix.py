@@ -503,6 +503,10 @@ def run_fix(
         if not edit.changes:
             stdout.write(f"{edit.target}: already up to date; nothing to change.\n")
     if not pending:
+        # The edit is in place, the lock may not be (a `fix` without --sync before): --sync
+        # still runs what comes after the edit.
+        if options.sync and not options.dry_run:
+            return _run_uv(follow_up_commands(edits), edits[0].target.parent, stdout)
         _next_steps(report, follow_up_commands(edits), stdout)
         return EXIT_OK
     for edit in pending:

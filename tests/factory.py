@@ -266,10 +266,10 @@ class FakeEnv:
             wheel_tag="cp311-cp311-manylinux_2_28_x86_64",
         )
 
-    def install_healthy_cu130(self, skip: Iterable[str] = ()) -> None:
+    def install_healthy_cu130(self, skip: Iterable[str] = (), installer: str = "uv") -> None:
         """torch 2.14.1+cu130 with every wheel it requires at its pinned version."""
         skipped = set(skip)
-        self.install_torch()
+        self.install_torch(installer=installer)
         for name, version in {**PLAIN_DEPENDENCIES, **TORCH_2_14_WHEELS}.items():
             if name in skipped:
                 continue
@@ -280,6 +280,7 @@ class FakeEnv:
                 requires_dist=requires,
                 provides_extra=tuple(CUDA_TOOLKIT_EXTRAS) if name == "cuda-toolkit" else (),
                 files={f"{name.replace('-', '_')}/__init__.py": ""},
+                installer=installer,
             )
 
     def uninstall(self, name: str) -> None:

@@ -71,7 +71,10 @@ def test_cli_reports_a_leftover_cuda_12_wheel(
     run = run_doctor("--python", str(env.root), "--format", "json", cwd=workdir)
     finding = run.finding(CHECK.id)
     assert finding["data"]["foreign"][0]["name"] == "nvidia-cudnn-cu12"
-    assert finding["remedies"][0]["text"].endswith("nvidia-cudnn-cu12")
+    uninstall, reinstall = finding["remedies"][0]["text"].splitlines()
+    assert uninstall.endswith("nvidia-cudnn-cu12")
+    # The real cu12 and cu13 cuDNN wheels write the same files: torch's is put back.
+    assert reinstall.endswith("--reinstall --no-deps nvidia-cudnn-cu13==9.24.0.43")
     assert run.returncode == 0  # a warning
 
 

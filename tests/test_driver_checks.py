@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -292,6 +293,30 @@ def test_same_major_older_minor_is_a_warning_naming_what_mvc_does_not_cover() ->
     assert finding.data.native_driver == "570.26"
 
 
+def test_a_variant_the_driver_runs_only_through_mvc_is_not_called_native() -> None:
+    """Driver 535 (CUDA 12.2) and torch cu130: cu126 is the variant it can run, through
+    minor-version compatibility. The remedy said "CUDA 12.6 is within what this driver
+    supports (CUDA 12.2)", and for a CPU build "the newest CUDA that driver 535.104.05
+    (CUDA 12.2) runs natively": both false."""
+    old = machine(driver="535.104.05", cuda=12020)
+    too_old = next(f for f in judge(with_machine(old)).findings if f.id == "driver-too-old")
+    cpu = with_machine(old, version="2.14.1+cpu", cuda=None)
+    cpu_only = next(f for f in judge(cpu).findings if f.id == "cpu-only-torch")
+    mvc = (
+        "driver 535.104.05 (CUDA 12.2) runs CUDA 12.6 through minor-version compatibility "
+        "(CUDA 12.x needs driver >= 525.60.13)"
+    )
+    for finding in (too_old, cpu_only):
+        [install] = [r for r in finding.remedies if r.kind.value == "shell"]
+        assert "--index-url https://download.pytorch.org/whl/cu126" in install.text
+        assert mvc in install.summary, install.summary
+        assert "natively" not in install.summary and "within what" not in install.summary
+    native = with_machine(machine(), version="2.14.1+cpu", cuda=None)
+    cpu_native = next(f for f in judge(native).findings if f.id == "cpu-only-torch")
+    [install] = [r for r in cpu_native.remedies if r.kind.value == "shell"]
+    assert "driver 580.95.05 (CUDA 13.0) runs CUDA 13.0 natively" in install.summary
+
+
 def test_newer_driver_than_torch_cuda_is_quiet() -> None:
     facts = with_machine(machine(), version="2.10.0+cu128", cuda="12.8")
     assert run("driver-too-old", facts) == []
@@ -423,6 +448,16 @@ def test_cpu_build_remedy_is_the_index_block_for_the_computed_variant() -> None:
     assert block["tool"]["uv"]["index"][0]["url"] == "https://download.pytorch.org/whl/cu128"
     assert block["tool"]["uv"]["index"][0]["explicit"] is True
     assert block["tool"]["uv"]["sources"]["torch"][0]["marker"] == "sys_platform == 'linux'"
+    # torch 2.14 has no cu128 build: a re-lock of the project's torch==2.14.1 on that index
+    # fails (it was `uv lock --upgrade-package torch`, the follow-up `torch-doctor fix
+    # --sync` ran). The requirement has to move: `uv add` does it, and locks and syncs.
+    shells = [r.text for r in finding.remedies if r.kind.value == "shell"]
+    assert shells == ["uv add 'torch>=2.11,<2.12'\n"]
+    from doctor.fix import PlannedEdit, follow_up_commands
+
+    [toml] = [r for r in finding.remedies if r.kind.value == "toml"]
+    edit = PlannedEdit(Path("/project/pyproject.toml"), ((finding, toml),), "", "")
+    assert follow_up_commands([edit]) == ["uv add 'torch>=2.11,<2.12'"]
 
 
 def test_cpu_build_in_a_pip_venv_gets_an_index_command_not_a_pyproject_block() -> None:

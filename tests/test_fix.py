@@ -412,6 +412,24 @@ def test_cpu_torch_on_a_gpu_machine_gets_the_cuda_index_and_sources_blocks(
     assert again.returncode == 0, again.stderr
     assert pyproject.read_text() == text
 
+    # The report's first step is still `torch-doctor fix --sync` (the lock has not moved):
+    # with the block in place, --sync runs the re-lock and the sync. It said "already up to
+    # date" and "run ... (or use `torch-doctor fix --sync`)", having run nothing.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "uv-calls"
+    fake_uv = bin_dir / "uv"
+    fake_uv.write_text(f'#!/bin/sh\necho "$PWD: $*" >> {calls}\n')
+    fake_uv.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    synced = run_doctor("fix", "--yes", "--sync", cwd=project, env={**h100, "PATH": path})
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert pyproject.read_text() == text
+    assert calls.read_text().splitlines() == [
+        f"{project}: lock --upgrade-package torch",
+        f"{project}: sync --reinstall-package torch",
+    ]
+
 
 def test_package_name_lists_gain_names_and_keep_the_users() -> None:
     # Two extensions to rebuild are two blocks naming one package each: both are added,

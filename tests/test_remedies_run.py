@@ -134,3 +134,33 @@ def test_the_printed_pip_command_brings_back_the_real_cudnn(
         subprocess.run([str(real_torch_venv.python), "-m", "pip", "install", "-q", pin], check=True)
     healed = _json(real_torch_venv, workdir)
     assert _error_roots(healed) == [] and healed.returncode == 0
+
+
+@pytest.mark.uv
+@pytest.mark.skipif(UV is None, reason="uv is not installed")
+def test_removing_a_leftover_cudnn_of_another_major_puts_back_the_files_torch_needs(
+    make_env: Callable[..., FakeEnv], workdir: Path, local_index: dict[str, str]
+) -> None:
+    """nvidia-cudnn-cu12 left beside torch's nvidia-cudnn-cu13: both install
+    nvidia/cudnn/lib/libcudnn*.so.9. The printed uninstall alone deleted the files the
+    CUDA 13 wheel needs (the next run: cuda-wheel-files-missing); the block now puts them
+    back in its second line, and the next run is clean."""
+    env = make_env()
+    env.install_healthy_cu130(skip=[CUDNN])
+    env.install(CUDNN, TORCH_2_14_WHEELS[CUDNN], files=dict(CUDNN_FILES))
+    env.install("nvidia-cudnn-cu12", "9.10.2.21", files=dict(CUDNN_FILES))  # over the same files
+    broken = _json(env, workdir)
+    mixed = broken.finding("mixed-cuda-majors")
+    assert any("install the same files" in line for line in mixed["evidence"])
+    command = _root_remedy(broken, "mixed-cuda-majors")
+    assert command == (
+        f"uv pip uninstall --python {env.python} nvidia-cudnn-cu12\n"
+        f"uv pip install --python {env.python} --reinstall --no-deps "
+        f"{CUDNN}=={TORCH_2_14_WHEELS[CUDNN]}"
+    )
+
+    _paste(command, local_index, workdir)
+
+    healed = _json(env, workdir)
+    assert _error_roots(healed) == []
+    assert not {"mixed-cuda-majors", "cuda-wheel-files-missing"} & set(healed.finding_ids())

@@ -90,7 +90,13 @@ def test_a_transitive_torch_ignores_the_sources() -> None:
     finding = CHECK.only(facts)
     assert finding.data.torch_is_direct is False
     assert any("astral-sh/uv#8253" in e for e in finding.evidence)
-    assert "uv add torch" in remedies(facts)["text"]
+    # The sources are there already: what is left is making torch a direct dependency, a
+    # command (it was advice "with the source above", above which nothing was printed,
+    # followed by a re-lock that changes nothing while torch stays transitive).
+    assert remedies(facts) == {"shell": "uv add torch==2.14.1\n"}
+    unrouted = with_project(dependencies=("docling>=2",))
+    assert list(remedies(unrouted)) == ["toml", "shell"]
+    assert remedies(unrouted)["shell"] == "uv add torch==2.14.1\n"
 
 
 def test_torch_locked_from_the_declared_index_is_quiet() -> None:
@@ -125,6 +131,12 @@ def test_a_lock_older_than_the_routing_is_told_to_re_lock() -> None:
     assert list(finding.data.causes) == [
         "pyproject.toml routes torch to the index now, so uv.lock predates that: re-lock"
     ]
+    # The re-lock is the whole fix: no block for what pyproject.toml already says (it was
+    # printed again, and made the summary's first step `torch-doctor fix --sync`, which had
+    # nothing to write and ran nothing).
+    judged = CHECK.judged(with_project(sources=sources))
+    assert [r.kind.value for r in judged.remedies] == ["shell"]
+    assert judged.remedies[0].text == "uv lock --upgrade-package torch\nuv sync\n"
 
 
 # --- through the CLI, with a lock uv itself accepts ----------------------------------------

@@ -340,8 +340,11 @@ def test_nodes_refusing_to_open_in_a_container_are_the_lost_gpus() -> None:
     for remedy in finding.remedies:
         checked = subprocess.run(["bash", "-n"], input=remedy.text, text=True, capture_output=True)
         assert checked.returncode == 0, (remedy.text, checked.stderr)
-    # Without the container's name: the command that lists it, then the restart.
-    assert finding.remedies[0].text == 'docker ps\ndocker restart "$CONTAINER"\n'
+    # Without the container's name: a placeholder the summary explains, not a shell
+    # variable nothing sets (pasted, `docker ps; docker restart "$CONTAINER"` ran
+    # `docker restart ""`).
+    assert finding.remedies[0].text == "docker restart CONTAINER\n"
+    assert "(CONTAINER: its name or ID, as `docker ps` lists it)" in finding.remedies[0].summary
 
 
 @pytest.mark.parametrize(

@@ -171,3 +171,11 @@ def test_a_report_in_a_pipe_has_no_trailing_spaces(
     text = written.read_text(encoding="utf-8")
     assert "missing-cuda-wheel" in text
     assert [line for line in text.splitlines() if line != line.rstrip()] == []
+
+
+def test_a_pyproject_block_says_which_file_it_goes_in_as_markdown_does() -> None:
+    """A TOML block with no file named left a new user guessing where to paste it
+    (Markdown said "(in `…/pyproject.toml`)", the terminal did not)."""
+    text = golden_text(judge(founding_case()))
+    block = text.index("[[tool.uv.dependency-metadata]]")
+    assert "(in\n    /project/pyproject.toml)" in text[:block].rsplit("→", 1)[1]

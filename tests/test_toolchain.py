@@ -68,6 +68,31 @@ def test_a_ptxas_older_than_the_gpu_is_named_with_the_variable_to_set() -> None:
     assert env.text.startswith("export TRITON_PTXAS_BLACKWELL_PATH=")
 
 
+def test_the_newer_torch_alternative_is_a_uv_command_only_in_a_uv_project() -> None:
+    """The ptxas remedy's summary carried `uv lock --upgrade-package torch --upgrade-package
+    triton` inside its prose, for pip venvs too: a uv-project command where there is none,
+    and code inside a sentence."""
+    from tests.handmade import project
+
+    old_ptxas = (tool("ptxas", "12.8"), tool("ptxas-blackwell", "12.8"))
+    pip = dataclasses.replace(
+        with_toolchain([gpu("NVIDIA GB10", (12, 1))], tools=old_ptxas),
+        distributions=tuple(
+            dataclasses.replace(d, installer="pip") for d in healthy_facts().distributions
+        ),
+    )
+    for remedy in CHECK.judged(pip).remedies:
+        assert "uv " not in remedy.summary + remedy.text, remedy
+    assert [r.kind.value for r in CHECK.judged(pip).remedies] == ["env", "text"]
+    uv_project = dataclasses.replace(
+        with_toolchain([gpu("NVIDIA GB10", (12, 1))], tools=old_ptxas), project=project()
+    )
+    env, upgrade = CHECK.judged(uv_project).remedies
+    assert "`" not in env.summary
+    assert upgrade.kind.value == "shell"
+    assert upgrade.text == "uv lock --upgrade-package torch --upgrade-package triton\nuv sync\n"
+
+
 def test_without_a_blackwell_ptxas_triton_uses_ptxas_for_every_gpu() -> None:
     facts = with_toolchain(
         [gpu("NVIDIA GeForce RTX 5090", (12, 0))], tools=(tool("ptxas", "12.4"),)

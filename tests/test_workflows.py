@@ -171,3 +171,132 @@ def _probed(project: Any) -> dict[str, Any]:
         "real_root": project.real_root,
         "real_environment": project.real_environment,
     }
+
+
+# --- Which venv a uv project owns, on real venvs through the CLI ----------------------
+
+SETUPTOOLS_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "mymodel"
+version = "0.1.0"
+dependencies = ["torch"]
+"""
+
+
+def _shell_remedies(run: Any, finding_id: str) -> list[str]:
+    return [r["text"] for r in run.finding(finding_id)["remedies"] if r["kind"] == "shell"]
+
+
+@pytest.mark.parametrize("venv_name", ["venv", ".venv"])
+def test_a_pip_venv_in_a_project_uv_never_locked_gets_pip_commands(
+    tmp_path: Path, venv_name: str
+) -> None:
+    """A setuptools checkout with a venv that `python -m venv` made and pip filled: not a
+    uv project's venv. It was told "uv.lock does not record these wheels" (there is no
+    uv.lock) and given no command at all."""
+    from tests.factory import FakeEnv, run_doctor
+
+    project = tmp_path / "mymodel"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(SETUPTOOLS_PYPROJECT)
+    env = FakeEnv.create(project / venv_name)
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"], installer="pip")
+    run = run_doctor("--python", str(env.root), "--format", "json", "--no-redact", cwd=project)
+    assert run.json["facts"]["project"]["found_by"] == "venv parent"
+    finding = run.finding("missing-cuda-wheel")
+    assert _shell_remedies(run, "missing-cuda-wheel") == [f"{env.python} -m pip install {PIN}"]
+    assert not any("uv.lock" in r["summary"] + r["text"] for r in finding["remedies"])
+
+
+def test_a_venv_of_another_name_in_a_uv_project_is_not_the_one_uv_sync_syncs(
+    tmp_path: Path,
+) -> None:
+    """`uv sync` syncs the project's .venv: for a venv/ that uv pip filled, `uv sync` would
+    change another venv. Its remedies are `uv pip`'s, for this venv."""
+    from tests.factory import FakeEnv, run_doctor
+
+    project = tmp_path / "demo"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0"\ndependencies = ["torch"]\n'
+    )
+    env = FakeEnv.create(project / "venv")
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    run = run_doctor("--python", str(env.root), "--format", "json", "--no-redact", cwd=project)
+    assert _shell_remedies(run, "missing-cuda-wheel") == [
+        f"uv pip install --python {env.python} {PIN}"
+    ]
+
+
+def test_a_uv_project_not_locked_yet_installs_the_missing_wheel_with_uv_pip(
+    tmp_path: Path,
+) -> None:
+    """The project's .venv, filled by uv, and no uv.lock: there is no lock to sync from or
+    to "make record" the wheels; the install command puts them in."""
+    from tests.factory import FakeEnv, run_doctor
+
+    project = tmp_path / "demo"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0"\ndependencies = ["torch"]\n'
+    )
+    env = FakeEnv.create(project / ".venv")
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    run = run_doctor("--python", str(env.root), "--format", "json", "--no-redact", cwd=project)
+    finding = run.finding("missing-cuda-wheel")
+    assert _shell_remedies(run, "missing-cuda-wheel") == [
+        f"uv pip install --python {env.python} {PIN}"
+    ]
+    assert not any("uv.lock" in r["summary"] + r["text"] for r in finding["remedies"])
+
+
+def test_uv_project_commands_start_in_the_project_when_the_doctor_ran_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """`uv sync` acts on the project of the directory it runs in. Inspected with --python
+    from another directory, the printed `uv sync` found no pyproject.toml there, or synced
+    the project of that directory; the block now starts with `cd` to the inspected one."""
+    from tests.factory import PLAIN_DEPENDENCIES, TORCH_2_14_WHEELS, FakeEnv, run_doctor
+
+    project = tmp_path / "demo"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
+        'dependencies = ["torch==2.14.1"]\n'
+    )
+    # A lock recording torch and every wheel it brings, at the versions installed.
+    wheels = {**PLAIN_DEPENDENCIES, **TORCH_2_14_WHEELS}
+    registry = 'source = { registry = "https://pypi.org/simple" }'
+    lock = [
+        'version = 1\nrevision = 3\nrequires-python = ">=3.10"\n',
+        '[[package]]\nname = "demo"\nversion = "0.1.0"\nsource = { virtual = "." }\n'
+        'dependencies = [{ name = "torch" }]\n',
+        f'[[package]]\nname = "torch"\nversion = "2.14.1+cu130"\n{registry}\ndependencies = ['
+        + ", ".join(f'{{ name = "{n}" }}' for n in wheels)
+        + "]\n",
+        *(f'[[package]]\nname = "{n}"\nversion = "{v}"\n{registry}\n' for n, v in wheels.items()),
+    ]
+    (project / "uv.lock").write_text("\n".join(lock))
+    env = FakeEnv.create(project / ".venv")
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    inside = run_doctor("--format", "json", "--no-redact", cwd=project)
+    assert _shell_remedies(inside, "missing-cuda-wheel") == ["uv sync"]
+    outside = run_doctor(
+        "--python", str(env.root), "--format", "json", "--no-redact", cwd=elsewhere
+    )
+    assert outside.json["facts"]["project"]["cwd_inside"] is False
+    assert _shell_remedies(outside, "missing-cuda-wheel") == [f"cd {project}\nuv sync"]
+    # A pip command names its interpreter and runs anywhere: no cd for it.
+    pip_venv = FakeEnv.create(tmp_path / "pip-venv")
+    pip_venv.install_healthy_cu130(skip=["nvidia-cudnn-cu13"], installer="pip")
+    pip = run_doctor(
+        "--python", str(pip_venv.root), "--format", "json", "--no-redact", cwd=elsewhere
+    )
+    assert _shell_remedies(pip, "missing-cuda-wheel") == [f"{pip_venv.python} -m pip install {PIN}"]

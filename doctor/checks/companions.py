@@ -18,7 +18,7 @@ from packaging.version import InvalidVersion, Version
 
 from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context, Workflow
-from doctor.derive.expectations import applicable_requirements
+from doctor.derive.expectations import applicable_requirements, same_version
 from doctor.derive.uv import source_entries
 from doctor.facts import DistributionFacts
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
@@ -257,6 +257,38 @@ def _sources_block(ctx: Context, names: list[str], variant: str | None) -> tuple
     return f"take {', '.join(names)} from torch's index ({variant}), as torch", block
 
 
+def _locked_fit(ctx: Context, companion: CompanionRef, torch_version: str) -> str | None:
+    """The companion's version in uv.lock when the lock is right and only the venv drifted
+    (`uv pip install` of another build): uv.lock records the installed torch and one other
+    version of the companion, of the release series and build variant made for that torch.
+    None when the lock does not say so (then the lock itself has to change)."""
+    graph = ctx.facts.lock_graph
+    torch = ctx.torch
+    if graph is None or torch is None:
+        return None
+    locked_torch = [p.version for p in graph.packages if p.name == "torch"]
+    if not any(same_version(v, torch.version) for v in locked_torch):
+        return None
+    locked = [p for p in graph.packages if canonicalize_name(p.name) == companion.name]
+    if len(locked) != 1 or not locked[0].version:
+        return None
+    version = locked[0].version
+    if same_version(version, companion.version):
+        return None
+    release = torch_release(torch_version)
+    series = release.torchvision if release is not None else None
+    if companion.name != "torchvision":
+        series = None  # only torchvision's release series is known per torch release
+    if series is None or not version.startswith(series + "."):
+        return None
+    pypi = _pypi_applies(ctx)
+    torch_variant = _variant_of(torch_version, torch_version, pypi)
+    locked_variant = _variant_of(version, torch_version.split("+", 1)[0], pypi)
+    if torch_variant and locked_variant and _mismatch_severity(torch_variant, locked_variant):
+        return None
+    return version
+
+
 @remedy("torch-companion-mismatch")
 def _torch_companion_mismatch(
     finding: Finding[TorchCompanionMismatch], ctx: Context
@@ -267,6 +299,17 @@ def _torch_companion_mismatch(
     release = torch_release(torch_version)
     remedies: list[Remedy] = []
     if ctx.workflow is Workflow.UV_PROJECT:
+        fits = [_locked_fit(ctx, c, torch_version) for c in finding.data.companions]
+        if all(fits):
+            listed = ", ".join(f"{n} {v}" for n, v in zip(names, fits))
+            return [
+                Remedy(
+                    RemedyKind.SHELL,
+                    f"uv.lock records {listed}, built for torch {torch_version}: the venv "
+                    "has another; put back what the lock records",
+                    "uv sync",
+                )
+            ]
         upgrade = " ".join(f"--upgrade-package {shlex.quote(p)}" for p in ["torch", *names])
         toml = _sources_block(ctx, names, variant)
         if toml is not None:
@@ -288,6 +331,30 @@ def _torch_companion_mismatch(
                     f"entries of {', '.join(names)} from pyproject.toml.",
                 )
             )
+        graph = ctx.facts.lock_graph
+        locked = {canonicalize_name(p.name) for p in graph.packages} if graph else set()
+        added = [
+            f"torchvision=={release.torchvision}.*"
+            for name in names
+            if name == "torchvision" and release is not None and release.torchvision
+        ]
+        if graph is not None and not locked & set(names) and len(added) == len(names):
+            # Installed with `uv pip`, not a dependency: re-locking would not record it and
+            # the sync would remove it. Adding it records the release built for this torch.
+            remedies.append(
+                Remedy(
+                    RemedyKind.SHELL,
+                    f"then make {', '.join(names)} a dependency of the project, at the release "
+                    f"built for torch {torch_version} (uv.lock does not record "
+                    f"{'it' if len(names) == 1 else 'them'}: the next `uv sync` would remove "
+                    f"{'it' if len(names) == 1 else 'them'})"
+                    if remedies
+                    else f"make {', '.join(names)} a dependency of the project, at the release "
+                    f"built for torch {torch_version}",
+                    "uv add " + " ".join(shlex.quote(a) for a in added) + "\n",
+                )
+            )
+            return remedies
         remedies.append(
             Remedy(
                 RemedyKind.SHELL,

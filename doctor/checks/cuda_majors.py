@@ -19,7 +19,7 @@ from doctor.derive.expectations import applicable_requirements, parse_requiremen
 from doctor.facts import DistributionFacts, Facts
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge.cuda_libraries import WheelMajor, wheel_cuda_major
-from doctor.remedies import uninstall_command
+from doctor.remedies import reinstall_command, uninstall_command
 
 __all__ = ["ForeignWheel", "MixedCudaMajors"]
 
@@ -31,6 +31,10 @@ class ForeignWheel:
     cuda_major: int
     or_later: bool
     required_by: tuple[str, ...]
+    # Installed wheels torch requires that install the very same files (nvidia-cudnn-cu12
+    # and nvidia-cudnn-cu13 both fill nvidia/cudnn/lib): the last one installed owns them,
+    # and uninstalling either deletes them.
+    shares_files_with: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,28 @@ class MixedCudaMajors(Payload):
     foreign: tuple[ForeignWheel, ...]
 
     def subjects(self) -> frozenset[str]:
-        return frozenset(w.name for w in self.foreign)
+        # The wheels whose files a foreign twin overwrote are this finding's too: a library
+        # of theirs that fails to load, or loads at the twin's version, is its consequence.
+        shared = {n for w in self.foreign for n in w.shares_files_with}
+        return frozenset(w.name for w in self.foreign) | shared
+
+
+def _twins(name: str, torch_wheels: set[str]) -> tuple[str, ...]:
+    """torch's wheels of the same library with another -cuNN suffix: the suffixed NVIDIA
+    wheels (cuDNN, NCCL, cuSPARSELt, NVSHMEM) install into one nvidia/<library> directory
+    whatever their CUDA major, file names included."""
+    stem, marker, digits = name.rpartition("-cu")
+    if not (marker and digits.isdecimal()):
+        return ()
+    return tuple(
+        sorted(
+            other
+            for other in torch_wheels
+            if other != name
+            and other.rpartition("-cu")[0] == stem
+            and other.rpartition("-cu")[2].isdecimal()
+        )
+    )
 
 
 def _foreign(major: WheelMajor, torch_major: int) -> bool:
@@ -58,6 +83,14 @@ def _required_by(name: str, facts: Facts) -> list[str]:
                 out.append(dist.display_name)
                 break
     return out
+
+
+def _taken_by_torch(facts: Facts, name: str) -> list[str]:
+    """The sonames torch's process takes from the wheel ``name`` (load probe, else model)."""
+    libraries = facts.libraries
+    if libraries is None:
+        return []
+    return [row.soname for row in libraries.cuda if row.owner == name and row.path]
 
 
 def _major_text(major: WheelMajor) -> str:
@@ -98,6 +131,11 @@ def mixed_cuda_majors(ctx: Context) -> Outcome:
         return []
     evidence = [f"torch {build.version} is a CUDA {torch_major} build (CUDA {build.cuda})"]
     rows = []
+    installed_for_torch = {
+        str(n)
+        for n in required_by_torch
+        if (d := facts.distribution(n)) is not None and not d.shadowed
+    }
     for dist, major in foreign:
         users = _required_by(dist.name, facts)
         why = (
@@ -108,8 +146,21 @@ def mixed_cuda_majors(ctx: Context) -> Outcome:
         evidence.append(
             f"{dist.display_name} {dist.version} is a {_major_text(major)} wheel, {why}"
         )
+        taken = _taken_by_torch(facts, dist.name)
+        if taken:
+            evidence.append(
+                f"torch loads {', '.join(taken)} from {dist.display_name}: its "
+                "torch/__init__.py preloads what it finds in the nvidia/<library>/lib "
+                "directories, of whatever CUDA major"
+            )
+        twins = _twins(dist.name, installed_for_torch)
+        if twins:
+            evidence.append(
+                f"{dist.display_name} and {', '.join(twins)} install the same files: the one "
+                "installed last owns them, and uninstalling either deletes them"
+            )
         rows.append(
-            ForeignWheel(dist.name, dist.version, major.major, major.or_later, tuple(users))
+            ForeignWheel(dist.name, dist.version, major.major, major.or_later, tuple(users), twins)
         )
     names = ", ".join(dist.display_name for dist, _ in foreign)
     return [
@@ -136,26 +187,35 @@ def _mixed_cuda_majors(finding: Finding[MixedCudaMajors], ctx: Context) -> list[
     rows = finding.data.foreign
     leftovers = [r.name for r in rows if not r.required_by]
     needed = [r for r in rows if r.required_by]
+    # torch's wheels whose files go with a leftover's uninstall: put back right after it.
+    twins = list(dict.fromkeys(t for r in rows if not r.required_by for t in r.shares_files_with))
     remedies = []
     project = ctx.facts.project
     unlocked = project is not None and not set(leftovers) & set(project.locked_names)
     if leftovers and ctx.workflow is Workflow.UV_PROJECT and unlocked:
+        # uv removes what the lock does not hold before it reinstalls: the twins come back.
         remedies.append(
             Remedy(
                 RemedyKind.SHELL,
-                "uv.lock does not record them: uv sync removes what the lock does not hold",
-                "uv sync",
+                "uv.lock does not record them: uv sync removes what the lock does not hold"
+                + (
+                    f", and reinstalls {', '.join(twins)}, whose files go with them"
+                    if twins
+                    else ""
+                ),
+                reinstall_command(ctx, twins) if twins else "uv sync",
             )
         )
         leftovers = []
     if leftovers:
-        remedies.append(
-            Remedy(
-                RemedyKind.SHELL,
-                "remove the leftover wheels (nothing installed requires them)",
-                uninstall_command(ctx, leftovers),
+        command = uninstall_command(ctx, leftovers)
+        summary = "remove the leftover wheels (nothing installed requires them)"
+        if twins:
+            command += "\n" + reinstall_command(ctx, twins)
+            summary += (
+                f", then put back {', '.join(twins)}: the uninstall deletes the files they share"
             )
-        )
+        remedies.append(Remedy(RemedyKind.SHELL, summary, command))
     if needed:
         users = sorted({u for r in needed for u in r.required_by})
         major = finding.data.torch_cuda_major

@@ -208,7 +208,15 @@ class VenvLockDrift(Payload):
     label="the next `uv sync` keeps torch and its CUDA wheels",
     payload=VenvLockDrift,
     requires=("interpreter", "torch", "lock", "uv-project"),
-    caused_by=("lock-missing-dependencies",),
+    # A wheel already wrong here (another version than torch pins, a companion built for
+    # another torch, a leftover of another CUDA major) is what the sync puts right: that
+    # finding is the root, and its remedy is the sync this one would warn against.
+    caused_by=(
+        "lock-missing-dependencies",
+        "cuda-wheel-version-mismatch",
+        "torch-companion-mismatch",
+        "mixed-cuda-majors",
+    ),
 )
 def venv_lock_drift(ctx: Context) -> Outcome:
     facts = ctx.facts
@@ -265,7 +273,14 @@ def venv_lock_drift(ctx: Context) -> Outcome:
         title = f"the next `uv sync` removes torch {torch.version}"
     else:
         verb = "replaces" if replaced else "removes"
-        title = f"the next `uv sync` {verb} torch's CUDA wheels"
+        names = [c.name for c in others]
+        if len(names) <= 3:
+            what = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        elif all(is_cuda_wheel(n) for n in names):
+            what = f"{len(names)} CUDA wheels"
+        else:
+            what = f"{len(names)} of torch's packages"
+        title = f"the next `uv sync` {verb} {what}"
     if others and torch_change:
         removed = sum(1 for c in others if c.next is None)
         title += (
@@ -306,8 +321,8 @@ def venv_lock_drift(ctx: Context) -> Outcome:
             severity=Severity.WARNING,
             title=title,
             detail=(
-                "torch works here now, but this venv is not what uv.lock selects for the "
-                "default extras and groups. `uv sync` makes the venv exactly that, removing "
+                "This venv is not what uv.lock selects for the default extras and groups. "
+                "`uv sync` makes the venv exactly that, removing "
                 "what the defaults do not select; `uv run` syncs first too, replacing "
                 "versions (though it leaves extra packages in place). torch is replaced by "
                 "another build, or it and its nvidia wheels go and `import torch` fails."

@@ -27,7 +27,12 @@ from doctor.facts.machine import MachineFacts, NvmlStatus, VisibleDevicesFacts
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
 from doctor.knowledge import cuinit_meaning, driver_download_url, gpu_family, mvc_limitations
 from doctor.remedies import start_container_with_gpus
-from doctor.remedies.variants import capabilities_text, choose_variant, variant_remedies
+from doctor.remedies.variants import (
+    capabilities_text,
+    choose_variant,
+    driver_runs_text,
+    variant_remedies,
+)
 
 __all__ = [
     "CudaInitFailed",
@@ -768,7 +773,7 @@ def _driver_too_old(finding: Finding[DriverTooOld], ctx: Context) -> list[Remedy
     choice = choose_variant(ctx)
     current = ctx.facts.torch.local_tag if ctx.facts.torch is not None else None
     if choice is not None and choice.build.variant != current:
-        why = (
+        why = driver_runs_text(ctx, choice) or (
             f"CUDA {choice.build.cuda} is within what this driver supports "
             f"(CUDA {cuda_int_text(data.driver_cuda)})"
         )

@@ -452,6 +452,7 @@ def _cause(libraries: LibrariesFacts, load: LoadedLibraryFacts) -> LoadCause | N
         "library-not-found",
         "missing-cuda-wheel",
         "library-shadowed",
+        "mixed-cuda-majors",
         "cuda-wheels-elsewhere",
     ),
 )
@@ -584,6 +585,9 @@ class ShadowedLibrary:
     expected_path: str | None
     expected_wheels: tuple[str, ...]
     verb: str  # "loaded" (the load probe saw it) or "resolves" (the ELF model says so)
+    # A cuDNN sub-library loaded beside an outside libcudnn.so (cuDNN opens them from its
+    # own directory): the parent's soname. Dropping the parent's entry fixes it too.
+    beside: str | None = None
 
 
 @dataclass(frozen=True)
@@ -624,9 +628,15 @@ def library_shadowed(ctx: Context) -> Outcome:
         if row.owner is not None and row.owner in wheels:
             continue
         expected = resolved.expected_path if resolved is not None else None
+        if expected is not None and expected == path:
+            # Exactly the file torch's own search takes (its preload globs nvidia/cublas/lib
+            # before nvidia/cu13/lib): nothing is shadowed. A wheel of another CUDA major
+            # left there is mixed-cuda-majors'; torch needs another soname of it.
+            continue
         how = resolved.how if resolved is not None else None
         if verb == "loaded" and resolved is not None and resolved.path != path:
             how = None  # the loader took another way than the model: say only where
+        parent = _outside_parent(_libraries(ctx), row, ctx)
         shadowed.append(
             ShadowedLibrary(
                 soname=row.soname,
@@ -636,6 +646,7 @@ def library_shadowed(ctx: Context) -> Outcome:
                 expected_path=expected,
                 expected_wheels=tuple(wheels),
                 verb=verb,
+                beside=parent.soname if parent is not None else None,
             )
         )
     if not shadowed:
@@ -645,6 +656,8 @@ def library_shadowed(ctx: Context) -> Outcome:
         line = f"{item.soname}: {item.verb} from {item.path}"
         if item.how in OUTSIDE:
             line += f" (through {_how_text(item.how, item.entry)})"
+        elif item.beside:
+            line += f" (cuDNN opens it beside {item.beside})"
         line += "; expected "
         line += item.expected_path or f"the file from {item.expected_wheels[0]}"
         evidence.append(line)
@@ -671,7 +684,9 @@ def library_shadowed(ctx: Context) -> Outcome:
 def _library_shadowed(finding: Finding[LibraryShadowed], ctx: Context) -> list[Remedy]:
     items = finding.data.shadowed
     remedies = _env_remedies(ctx, ((i.how, i.entry) for i in items if i.how))
-    outside_env = [i for i in items if i.how not in LOADER_VARIABLES]
+    # A sub-library beside an outside parent goes with the parent: nothing to reinstall.
+    parents = {i.soname for i in items}
+    outside_env = [i for i in items if i.how not in LOADER_VARIABLES and i.beside not in parents]
     wheels = [i.expected_wheels[0] for i in outside_env if i.expected_wheels]
     remedies += _reinstall(ctx, wheels, "install the pinned wheels so torch finds their copy")
     return remedies
@@ -713,7 +728,12 @@ def _version_parts(text: str) -> tuple[int, ...] | None:
     label="loaded CUDA libraries are the versions torch pins",
     payload=LibraryVersionMismatch,
     requires=(*REQUIRES, "load-probe"),
-    caused_by=("cuda-wheel-version-mismatch", "library-shadowed", "cuda-wheels-elsewhere"),
+    caused_by=(
+        "cuda-wheel-version-mismatch",
+        "library-shadowed",
+        "mixed-cuda-majors",
+        "cuda-wheels-elsewhere",
+    ),
 )
 def library_version_mismatch(ctx: Context) -> Outcome:
     rows = _libraries(ctx).cuda

@@ -12,6 +12,7 @@ looks as if it asked for a CUDA build from download.pytorch.org.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -352,6 +353,14 @@ def torch_index_not_used(ctx: Context) -> Outcome:
     ]
 
 
+def _routed_here(ctx: Context, project: ProjectFacts, package: str, index: str) -> bool:
+    """[tool.uv.sources] sends ``package`` to ``index`` on the inspected platform."""
+    return any(
+        e.get("index") == index and uv_marker_applies(e.get("marker"), ctx.marker_environment)
+        for e in source_entries(project.sources.get(package))
+    )
+
+
 @remedy("torch-index-not-used")
 def _torch_index_not_used(finding: Finding[TorchIndexNotUsed], ctx: Context) -> list[Remedy]:
     from doctor.remedies.variants import family
@@ -374,7 +383,7 @@ def _torch_index_not_used(finding: Finding[TorchIndexNotUsed], ctx: Context) -> 
                 f'Add name = "pytorch" to the [[tool.uv.index]] with url = "{index.url}".',
             )
         )
-    else:
+    elif not all(_routed_here(ctx, project, p, index.name) for p in packages):
         remedies.append(
             Remedy(
                 RemedyKind.TOML,
@@ -384,15 +393,33 @@ def _torch_index_not_used(finding: Finding[TorchIndexNotUsed], ctx: Context) -> 
                 target=project.pyproject_path,
             )
         )
+    # else: pyproject.toml routes them already (uv.lock predates it): the re-lock is all.
     if not finding.data.torch_is_direct:
+        # A re-lock changes nothing while torch is only a dependency of a dependency: uv
+        # applies sources to the project's own. `uv add` makes it one (and locks, syncs).
+        release = _public(ctx.torch.version if ctx.torch is not None else None)
+        spec = f"torch=={release}" if release else "torch"
         remedies.append(
             Remedy(
-                RemedyKind.TEXT,
-                "make torch a dependency of the project itself",
-                "Sources apply only to the project's own dependencies: `uv add torch` (with "
-                "the version you need) adds it, with the source above.",
+                RemedyKind.SHELL,
+                ("then " if remedies else "")
+                + "make torch a dependency of the project itself, at the installed release "
+                "(uv applies [tool.uv.sources] only to the project's own dependencies; "
+                "uv add locks and syncs)",
+                f"uv add {shlex.quote(spec)}\n",
             )
         )
+        return remedies
     upgrade = " ".join(f"--upgrade-package {p}" for p in packages)
     remedies.append(Remedy(RemedyKind.SHELL, "re-lock and sync", f"uv lock {upgrade}\nuv sync\n"))
     return remedies
+
+
+def _public(version: str | None) -> str | None:
+    """'2.14.1' for '2.14.1+cu130': what a requirement names (the index picks the build)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version).public if version else None
+    except InvalidVersion:
+        return None

@@ -226,7 +226,9 @@ def attach_remedies(findings: Sequence[Finding[Any]], ctx: Context) -> list[Find
             out.append(finding)
             continue
         try:
-            remedies = tuple(builder(finding, ctx))
+            from doctor.remedies import run_in_project
+
+            remedies = tuple(run_in_project(ctx, builder(finding, ctx)))
         except Exception as exc:  # a broken remedy never costs the report
             remedies = ()
             finding = replace(

@@ -304,7 +304,8 @@ def _restart_container(finding: Finding[ContainerLostGpus], ctx: Context) -> Rem
         return Remedy(
             RemedyKind.SHELL,
             "now: recreate the pod (its host name is the pod's name; add -n <namespace> when "
-            "it is not in your current one)",
+            "it is not in your current one; its Deployment or Job starts a new one, a pod "
+            "applied by itself has to be applied again)",
             f"kubectl delete pod {shlex.quote(host)}\n",
         )
     engine = "podman" if container == "podman" else "docker"
@@ -317,9 +318,9 @@ def _restart_container(finding: Finding[ContainerLostGpus], ctx: Context) -> Rem
         )
     return Remedy(
         RemedyKind.SHELL,
-        "now, on the host: restart the container (it gets its device access back); the "
-        "first command lists the containers: set CONTAINER to this one's name",
-        f'{engine} ps\n{engine} restart "$CONTAINER"\n',
+        f"now, on the host: restart the container (CONTAINER: its name or ID, as `{engine} "
+        "ps` lists it); it gets its device access back",
+        f"{engine} restart CONTAINER\n",
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from doctor.checks.registry import Outcome, Skip, check, remedy
-from doctor.derive import Context
+from doctor.derive import Context, Workflow
 from doctor.facts import NvidiaToolFacts, ToolchainFacts
 from doctor.facts.environment import triton_tool_variable
 from doctor.facts.machine import GpuFacts
@@ -199,11 +199,30 @@ def _torch_compile_toolchain(finding: Finding[TorchCompileToolchain], ctx: Conte
         remedies.append(
             Remedy(
                 RemedyKind.ENV,
-                "point triton at a ptxas that knows this GPU (or upgrade torch and triton "
-                "together: `uv lock --upgrade-package torch --upgrade-package triton`)",
+                "point triton at a ptxas that knows this GPU",
                 "\n".join(lines) + "\n",
             )
         )
+        # The other way: a newer triton, whose own ptxas knows newer GPUs. torch pins its
+        # triton, so they move together; only a uv project has one command for that.
+        if ctx.workflow is Workflow.UV_PROJECT:
+            remedies.append(
+                Remedy(
+                    RemedyKind.SHELL,
+                    "or upgrade torch and triton together (a newer triton's ptxas knows "
+                    "newer GPUs)",
+                    "uv lock --upgrade-package torch --upgrade-package triton\nuv sync\n",
+                )
+            )
+        else:
+            remedies.append(
+                Remedy(
+                    RemedyKind.TEXT,
+                    "or upgrade torch",
+                    "torch pins its triton, and a newer triton's ptxas knows newer GPUs: a "
+                    "newer torch brings one.",
+                )
+            )
     if too_old:
         remedies.append(
             Remedy(

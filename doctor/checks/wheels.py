@@ -195,7 +195,8 @@ def _missing_cuda_wheel(finding: Finding[MissingCudaWheel], ctx: Context) -> lis
     if finding.data.toolkit_extras_unknown and not any(s.startswith(CUDA_TOOLKIT) for s in specs):
         specs.append(CUDA_TOOLKIT + _toolkit_pin(ctx))
     project = ctx.facts.project
-    if ctx.workflow is Workflow.UV_PROJECT and project is not None:
+    # A project not locked yet (no uv.lock) has nothing to sync from: install the wheels.
+    if ctx.workflow is Workflow.UV_PROJECT and project is not None and project.lock_path:
         locked = set(project.locked_names)
         if all(w.name in locked for w in missing):
             return [
@@ -273,21 +274,61 @@ def cuda_wheel_version_mismatch(ctx: Context) -> Outcome:
     ]
 
 
+def _locked_against_torch(ctx: Context, wheel: WheelRef) -> str | None:
+    """The version uv.lock records for ``wheel`` when every one it records is a version
+    torch's requirement rejects: the lock itself is wrong (an override or constraint in
+    pyproject.toml forces it), so syncing puts the wrong wheel back."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion, Version
+
+    graph = ctx.facts.lock_graph
+    if graph is None:
+        return None
+    versions = [
+        p.version for p in graph.packages if p.version and canonicalize_name(p.name) == wheel.name
+    ]
+    try:
+        specifier = Requirement(wheel.install).specifier
+        rejected = [v for v in versions if not specifier.contains(Version(v), prereleases=True)]
+    except (InvalidRequirement, InvalidVersion):
+        return None
+    return rejected[0] if versions and len(rejected) == len(versions) else None
+
+
 @remedy("cuda-wheel-version-mismatch")
 def _version_mismatch(finding: Finding[CudaWheelVersionMismatch], ctx: Context) -> list[Remedy]:
     wrong = finding.data.mismatched
     specs = [w.install for w in wrong]
     if ctx.workflow is Workflow.UV_PROJECT:
-        names = " ".join(f"--reinstall-package {shlex.quote(w.name)}" for w in wrong)
-        return [
-            Remedy(RemedyKind.SHELL, "reinstall the versions uv.lock pins", f"uv sync {names}"),
-            Remedy(
-                RemedyKind.TEXT,
-                "if another dependency pulls a different version",
-                "Pin torch's versions for the whole project with "
-                '[tool.uv] override-dependencies = ["' + '", "'.join(specs) + '"].',
-            ),
-        ]
+        forced = {w.name: v for w in wrong if (v := _locked_against_torch(ctx, w)) is not None}
+        remedies: list[Remedy] = []
+        synced = [w for w in wrong if w.name not in forced]
+        if synced:
+            names = " ".join(f"--reinstall-package {shlex.quote(w.name)}" for w in synced)
+            remedies.append(
+                Remedy(RemedyKind.SHELL, "reinstall the versions uv.lock pins", f"uv sync {names}")
+            )
+        if forced:
+            listed = ", ".join(f"{name} {version}" for name, version in forced.items())
+            wanted = ", ".join(w.install for w in wrong if w.name in forced)
+            upgrade = " ".join(f"--upgrade-package {shlex.quote(n)}" for n in forced)
+            remedies += [
+                Remedy(
+                    RemedyKind.TEXT,
+                    f"uv.lock itself records {listed}, which torch rejects",
+                    "Something in pyproject.toml forces that version: a [tool.uv] "
+                    "override-dependencies or constraint-dependencies entry, or a source "
+                    f"pinning it. Make it {wanted}, or remove it; then re-lock and sync.",
+                ),
+                Remedy(
+                    RemedyKind.SHELL,
+                    f"once pyproject.toml no longer forces it (the entry says {wanted}, or is "
+                    "gone), re-lock and sync",
+                    f"uv lock {upgrade}\nuv sync\n",
+                ),
+            ]
+        return remedies
     return [
         Remedy(
             RemedyKind.SHELL,
@@ -524,8 +565,12 @@ def cpu_only_torch(ctx: Context) -> Outcome:
 
 @remedy("cpu-only-torch")
 def _cpu_only_torch(finding: Finding[CpuOnlyTorch], ctx: Context) -> Sequence[Remedy]:
-    from doctor.derive.cuda_compat import cuda_int_text
-    from doctor.remedies.variants import capabilities_text, choose_variant, variant_remedies
+    from doctor.remedies.variants import (
+        capabilities_text,
+        choose_variant,
+        driver_runs_text,
+        variant_remedies,
+    )
 
     if not finding.data.gpu_present:
         return []
@@ -540,11 +585,10 @@ def _cpu_only_torch(finding: Finding[CpuOnlyTorch], ctx: Context) -> Sequence[Re
                 "upgrade the driver, or build torch from source with TORCH_CUDA_ARCH_LIST.",
             )
         ]
-    driver, driver_cuda = finding.data.driver_version, finding.data.driver_cuda
+    runs = driver_runs_text(ctx, choice)
     why = (
-        f"the newest CUDA that driver {driver} (CUDA {cuda_int_text(driver_cuda)}) runs natively "
-        f"with code for {capabilities_text(ctx)}"
-        if driver and driver_cuda
-        else f"carries code for {capabilities_text(ctx)}"
+        f"{runs}, with code for {capabilities_text(ctx)}"
+        if runs
+        else f"it carries code for {capabilities_text(ctx)}"
     )
     return variant_remedies(ctx, choice, why)

@@ -31,10 +31,13 @@ class Workflow(str, enum.Enum):
 def owns_project(facts: Facts) -> bool:
     """The inspected environment is the uv project's own venv (`uv sync` manages it).
 
-    It is when the venv lives in the project, when UV_PROJECT_ENVIRONMENT names it, or when
-    the user named the project with --project. A project found only from the working
-    directory does not own a venv that lives elsewhere: remedies never target a
-    pyproject.toml of another checkout.
+    It is when UV_PROJECT_ENVIRONMENT names it, when the user named the project with
+    --project, or when it is the project's ``.venv`` (the one `uv sync` and `uv run` use)
+    and uv manages the project (see ``_uv_manages``). A venv of another name in the
+    project (``venv/``, made by ``python -m venv``) is not the one `uv sync` syncs, and a
+    pip venv in a setuptools project without uv.lock is pip's: their remedies are pip's or
+    `uv pip`'s. A project found only from the working directory does not own a venv that
+    lives elsewhere: remedies never target a pyproject.toml of another checkout.
 
     The paths compared are the ones the probes resolved (symlinks followed); facts built
     without them (by hand, in tests) are compared as written.
@@ -50,9 +53,23 @@ def owns_project(facts: Facts) -> bool:
     named = facts.environment.get("UV_PROJECT_ENVIRONMENT")
     if named:
         environment = project.real_environment or str(root / named)
-        if PurePath(environment) == prefix:
-            return True
-    return prefix.parent == root or root in prefix.parents
+        return PurePath(environment) == prefix
+    return prefix == root / ".venv" and _uv_manages(facts)
+
+
+def _uv_manages(facts: Facts) -> bool:
+    """Whether uv manages the project of the inspected ``.venv``: it has a uv.lock or a
+    [tool.uv] table, or uv made the venv or installed torch into it. A ``.venv`` that
+    ``python -m venv`` made and pip filled, in a project uv never locked, is pip's."""
+    project = facts.project
+    assert project is not None
+    if project.lock_path is not None or project.tool_uv:
+        return True
+    interpreter = facts.interpreter
+    if interpreter is not None and interpreter.venv_creator == "uv":
+        return True
+    torch = facts.distribution("torch")
+    return torch is not None and torch.installer == "uv"
 
 
 def detect_workflow(facts: Facts) -> Workflow:

@@ -60,3 +60,6 @@ class ProjectFacts:
     # these, resolved by the probe on the inspected machine.
     real_root: str | None = None
     real_environment: str | None = None
+    # Whether torch-doctor ran in the project's directory (or below it), where `uv sync`
+    # and `uv lock` find this project; None when not known (facts built by hand).
+    cwd_inside: bool | None = None

@@ -89,7 +89,7 @@ def _gather(options: ProbeOptions, started: StartedProbes) -> Facts:
         root, found_by = located
         if root.is_dir():
             project = probe_project(
-                root, found_by, inside.environment.get("UV_PROJECT_ENVIRONMENT")
+                root, found_by, inside.environment.get("UV_PROJECT_ENVIRONMENT"), options.cwd
             )
             from doctor.probe.lock_graph import probe_lock_graph, probe_uv_settings
 

@@ -70,18 +70,21 @@ def locate_project(
 
 
 def probe_project(
-    root: Path, found_by: str, project_environment: str | None = None
+    root: Path, found_by: str, project_environment: str | None = None, cwd: Path | None = None
 ) -> ProjectFacts:
-    """``project_environment``: UV_PROJECT_ENVIRONMENT as the inspected interpreter sees it."""
+    """``project_environment``: UV_PROJECT_ENVIRONMENT as the inspected interpreter sees it;
+    ``cwd``: the directory torch-doctor runs in (where a pasted `uv sync` would run)."""
     pyproject = root / "pyproject.toml"
     lock = root / "uv.lock"
+    real_root = _resolved(root)
     facts: dict[str, Any] = {
         "root": str(root),
         "pyproject_path": str(pyproject) if pyproject.exists() else None,
         "lock_path": str(lock) if lock.exists() else None,
         "found_by": found_by,
-        "real_root": _resolved(root),
+        "real_root": real_root,
         "real_environment": _resolved(root / project_environment) if project_environment else None,
+        "cwd_inside": _inside(cwd, real_root) if cwd is not None else None,
     }
     if pyproject.exists():
         try:
@@ -98,6 +101,14 @@ def probe_project(
         except (TypeError, AttributeError, KeyError, ValueError) as exc:
             facts["lock_error"] = f"{lock}: unexpected structure: {exc}"
     return ProjectFacts(**facts)
+
+
+def _inside(cwd: Path, real_root: str | None) -> bool | None:
+    """Whether ``cwd`` is the project's directory or below it (symlinks resolved)."""
+    here = _resolved(cwd)
+    if here is None or real_root is None:
+        return None
+    return Path(here) == Path(real_root) or Path(real_root) in Path(here).parents
 
 
 def _resolved(path: Path) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from doctor.derive import Context, Workflow
 from doctor.findings import Remedy, RemedyKind
@@ -23,6 +24,7 @@ __all__ = [
     "pyproject_target",
     "reinstall_command",
     "reinstall_one",
+    "run_in_project",
     "start_container_with_gpus",
     "uninstall_command",
     "variant_index_url",
@@ -180,3 +182,30 @@ def pyproject_target(ctx: Context) -> str | None:
     if ctx.workflow is Workflow.UV_PROJECT and project is not None:
         return project.pyproject_path
     return None
+
+
+# Commands that act on the project of the directory they run in (uv finds pyproject.toml
+# from there); `uv pip --python …` names its environment and runs anywhere.
+_PROJECT_COMMANDS = ("uv sync", "uv lock", "uv add", "uv remove", "uv run", "torch-doctor lock")
+
+
+def run_in_project(ctx: Context, remedies: Iterable[Remedy]) -> list[Remedy]:
+    """The remedies, with ``cd <project>`` before uv's project commands when torch-doctor
+    ran outside the project it inspected (``--python /elsewhere/proj/.venv``): pasted
+    there, `uv sync` finds no pyproject.toml, or syncs the project of that directory."""
+    out = list(remedies)
+    project = ctx.facts.project
+    if (
+        ctx.workflow is not Workflow.UV_PROJECT
+        or project is None
+        or project.cwd_inside is not False
+    ):
+        return out
+    cd = f"cd {shlex.quote(project.root)}"
+    for i, remedy in enumerate(out):
+        lines = [line.strip() for line in remedy.text.splitlines()]
+        if remedy.kind is RemedyKind.SHELL and any(
+            line.startswith(_PROJECT_COMMANDS) for line in lines
+        ):
+            out[i] = replace(remedy, text=f"{cd}\n{remedy.text}")
+    return out

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from packaging.version import InvalidVersion, Version
 
 from doctor.derive import Context, Workflow
-from doctor.derive.cuda_compat import VariantChoice, best_variant
+from doctor.derive.cuda_compat import VariantChoice, best_variant, cuda_int, mvc_floor, parse_cuda
 from doctor.findings import Remedy, RemedyKind
 from doctor.knowledge import torch_index_family
 from doctor.remedies import conda_note, install_command
@@ -22,6 +22,7 @@ __all__ = [
     "TORCH_FAMILY",
     "capabilities_text",
     "choose_variant",
+    "driver_runs_text",
     "platform_marker",
     "render_index_block",
     "variant_remedies",
@@ -101,6 +102,26 @@ def capabilities_text(ctx: Context) -> str:
     return ", ".join(f"{g.name} {g.sm}" for g in gpus if g.sm) or "these GPUs"
 
 
+def driver_runs_text(ctx: Context, choice: VariantChoice) -> str | None:
+    """How this driver runs the chosen variant's CUDA: natively (its CUDA version is at
+    least the variant's), or through minor-version compatibility (same major, driver at or
+    above that major's floor), which best_variant also accepts. None if unknown."""
+    machine = ctx.machine
+    cuda = parse_cuda(choice.build.cuda)
+    if machine is None or not machine.driver_cuda_version or cuda is None:
+        return None
+    supported = cuda_int(machine.driver_cuda_version)
+    driver = f"driver {machine.driver_version or '(version unknown)'}"
+    driver += " (CUDA {}.{})".format(*supported)
+    if cuda <= supported:
+        return f"{driver} runs CUDA {choice.build.cuda} natively"
+    system = ctx.facts.platform.system if ctx.facts.platform is not None else "Linux"
+    floor = mvc_floor(cuda[0], system)
+    return f"{driver} runs CUDA {choice.build.cuda} through minor-version compatibility" + (
+        f" (CUDA {cuda[0]}.x needs driver >= {floor})" if floor else ""
+    )
+
+
 def _public_release(version: str | None) -> str | None:
     try:
         return Version(version).public if version else None
@@ -123,7 +144,7 @@ def variant_remedies(ctx: Context, choice: VariantChoice, why: str) -> list[Reme
                 f"torch {installed} is not published for {build.variant}",
                 f"The newest releases with a {build.variant} build are torch{build.torch}; "
                 + (
-                    f'require such a torch in [project] dependencies (e.g. "torch{build.torch}").'
+                    "the project has to require one of them: `uv add` below does that."
                     if ctx.workflow is Workflow.UV_PROJECT
                     else "the command below installs the newest of them."
                 ),
@@ -140,6 +161,18 @@ def variant_remedies(ctx: Context, choice: VariantChoice, why: str) -> list[Reme
                 target=ctx.facts.project.pyproject_path,
             )
         )
+        if not choice.same_release:
+            # A re-lock would look for the required release on an index that does not
+            # have it and fail: the requirement itself has to change (uv add locks, syncs).
+            remedies.append(
+                Remedy(
+                    RemedyKind.SHELL,
+                    "then require a torch that has this build: uv add changes torch's "
+                    "requirement in pyproject.toml, locks and syncs",
+                    f"uv add {shlex.quote('torch' + build.torch)}\n",
+                )
+            )
+            return remedies
         upgrade = " ".join(f"--upgrade-package {shlex.quote(p)}" for p in packages)
         remedies.append(
             Remedy(

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from doctor import __version__
 from doctor.facts import Facts
-from doctor.findings import CheckStatus, Finding, Remedy, Severity, docs_url
+from doctor.findings import CheckStatus, Finding, Remedy, RemedyKind, Severity, docs_url
 from doctor.render.machine_rows import machine_rows
 from doctor.render.runtime_rows import runtime_heading, runtime_rows
 from doctor.render.shared import CODE_LANGUAGE, venv_relative
@@ -185,7 +185,10 @@ def _finding(finding: Finding[Any], consequences: tuple[Finding[Any], ...]) -> I
 
 
 def _remedy(remedy: Remedy, indent: int) -> Iterator[Line]:
-    summary = _bullets([Text(remedy.summary, style="bold cyan")], mark="→", style="bold cyan")
+    text = remedy.summary
+    if remedy.kind is RemedyKind.TOML and remedy.target:
+        text += f" (in {remedy.target})"  # where the block goes, as Markdown says it
+    summary = _bullets([Text(text, style="bold cyan")], mark="→", style="bold cyan")
     yield Padding(summary, (0, 0, 0, indent))
     if remedy.kind.is_code:
         yield Verbatim.code(remedy.text, CODE_LANGUAGE[remedy.kind], indent + 2)
