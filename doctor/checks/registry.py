@@ -43,6 +43,7 @@ from doctor.findings import (
     Severity,
     Skip,
 )
+from doctor.remedies import run_in_project
 
 __all__ = [
     "REGISTRY",
@@ -226,8 +227,6 @@ def attach_remedies(findings: Sequence[Finding[Any]], ctx: Context) -> list[Find
             out.append(finding)
             continue
         try:
-            from doctor.remedies import run_in_project
-
             remedies = tuple(run_in_project(ctx, builder(finding, ctx)))
         except Exception as exc:  # a broken remedy never costs the report
             remedies = ()
