@@ -27,7 +27,7 @@ from doctor.checks.lock_metadata import LockMetadataInconsistent, PlatformDiffer
 from doctor.derive.uv import uv_marker_applies
 from doctor.facts import Facts, LockedPackage, ProjectFacts, to_jsonable
 from doctor.facts.lock_metadata import LockMetadataFacts, WheelMetadata
-from doctor.findings import Finding, docs_url
+from doctor.findings import Finding, RemedyKind, docs_url
 from doctor.probe.lockfile import LockFile, LockFileError, read_lock
 from doctor.probe.project import probe_project
 from doctor.probe.wheel_metadata import ReadOptions, read_wheel_metadata
@@ -290,6 +290,14 @@ def _fix(report: Report, options: LockOptions, code: int) -> int:
 
     if not report.findings:
         write_output("lock --fix: nothing to write.\n", None)
+        return code
+    if not any(r.kind is RemedyKind.TOML for f in report.findings for r in f.remedies):
+        # pyproject.toml already declares what the wheels do: only the lock is behind.
+        write_output(
+            "\nlock --fix: pyproject.toml already declares this metadata; nothing to write. "
+            "Next, run in the project directory:\n  uv lock\n",
+            None,
+        )
         return code
     facts = report.facts
     project: ProjectFacts | None = facts.project

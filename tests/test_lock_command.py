@@ -207,6 +207,27 @@ def test_a_consistent_lock_is_clean_and_the_second_run_makes_no_request(pep658: 
     assert project.lock_check("--offline").returncode == 0
 
 
+def test_after_the_fix_but_before_uv_lock_the_remedy_is_uv_lock(pep658: Served) -> None:
+    """pyproject.toml already declares the metadata (`lock --fix` ran), uv.lock predates it:
+    the remedy is to re-lock, not the same block again and `lock --fix`, which would write
+    nothing and leave the user where they were."""
+    project = pep658()
+    project.uv("lock")
+    stale = (project.root / "uv.lock").read_text()
+    assert project.lock_check("--fix", "--yes").returncode == 1
+    (project.root / "uv.lock").write_text(stale)  # as if `uv lock` had not run since
+    run = project.lock_check()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "pyproject.toml already declares" in run.stdout, run.stdout
+    assert "[[tool.uv.dependency-metadata]]" not in run.stdout
+    assert "lock --fix` writes it" not in run.stdout
+    assert re.search(r"^    uv lock$", run.stdout, re.M), run.stdout
+    again = project.lock_check("--fix", "--yes")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "already declares this metadata; nothing to write" in again.stdout, again.stdout
+    assert not again.stderr
+
+
 # --- Wheels the lock never installs (issue 14) --------------------------------------------------
 
 
