@@ -29,6 +29,7 @@ from doctor.facts import Facts, LockedPackage, ProjectFacts, to_jsonable
 from doctor.facts.lock_metadata import LockMetadataFacts, WheelMetadata
 from doctor.findings import Finding, RemedyKind, docs_url
 from doctor.probe.lockfile import LockFile, LockFileError, read_lock
+from doctor.probe.progress import ProgressLine
 from doctor.probe.project import probe_project
 from doctor.probe.wheel_metadata import ReadOptions, read_wheel_metadata
 from doctor.render.formats import Format
@@ -73,7 +74,11 @@ def _serves(lock: LockFile, package: LockedPackage) -> Callable[[dict[str, str]]
     return why_not
 
 
-def gather(options: LockOptions, say: Callable[[str], None]) -> tuple[Facts, str | None]:
+def gather(
+    options: LockOptions,
+    say: Callable[[str], None],
+    reading: Callable[[str], None] = lambda _: None,
+) -> tuple[Facts, str | None]:
     """The facts for the check (network here), and a note if the cache could not be written."""
     lock_path = options.project / "uv.lock"
     if not lock_path.is_file():
@@ -101,6 +106,7 @@ def gather(options: LockOptions, say: Callable[[str], None]) -> tuple[Facts, str
             ),
             say=say,
             serves=_serves(lock, package),
+            reading=reading,
         )
         wheels.extend(read)
         cache_note = cache_note or cache.write_error
@@ -268,7 +274,15 @@ def run_lock(options: LockOptions) -> int:
     if options.fmt is Format.TERMINAL:
         write_output(head + "\n", None)  # before any request: the network is said first
 
-    facts, cache_note = gather(options, _say)
+    # On a terminal, a request still going after a second (a slow or hanging index, up to
+    # --timeout per request) is named on stderr, as `check` names a slow probe.
+    current: list[str] = []
+
+    def reading(what: str) -> None:
+        current[:] = [what]
+
+    with ProgressLine(lambda: list(current)):
+        facts, cache_note = gather(options, _say, reading)
     report = judge(facts)
     if cache_note:
         _say(f"the cache could not be written ({cache_note}); the next run reads the index again")

@@ -500,3 +500,37 @@ def test_a_zip_bomb_is_refused_by_its_declared_size_through_range_reads(
     line = _run_line(run, X86_64)
     assert "METADATA is larger than the 8 MiB METADATA may be; not decompressed" in line, line
     assert "range read of METADATA" in _run_line(run, AARCH64)
+
+
+def _hang(handler: BaseHTTPRequestHandler) -> None:
+    time.sleep(30)  # the client gives up at --timeout and hangs up
+
+
+def test_on_a_terminal_a_hanging_index_is_named_while_waited_for(
+    locked: Locked, index: SimpleIndex, tmp_path: Path
+) -> None:
+    """`lock` waits up to --timeout per request: on a terminal, after a second, one line on
+    stderr names the index and the wheel waited for (as `check` names a slow driver), and is
+    erased before the report; off a terminal nothing is written (test_progress.py)."""
+    from tests.test_progress import read_terminal
+
+    index.streams["/simple/torch/"] = _hang
+    primary, secondary = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "lock", "--project", str(locked.root), "--timeout", "3"],
+        env=doctor_env({**locked.env, "TORCH_DOCTOR_CACHE_DIR": str(tmp_path / "cache")}),
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    stdout, _ = proc.communicate(timeout=60)
+    terminal = read_terminal(primary)
+    host = locked.index.url.split("/")[2]
+    assert re.search(
+        rf"torch-doctor: waiting for {re.escape(host)} \(torch 2\.6\.0\+cu126, linux \w+\) "
+        r"\(\d s\)",
+        terminal,
+    ), terminal
+    assert terminal.endswith("\r\x1b[K"), terminal
+    assert proc.returncode == 2
+    assert b"timed out after 3 s" in stdout

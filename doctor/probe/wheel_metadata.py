@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 from packaging.metadata import parse_email
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
@@ -318,6 +319,7 @@ def read_wheel_metadata(
     options: ReadOptions,
     say: Callable[[str], None] = lambda _: None,
     serves: Callable[[dict[str, str]], str | None] = lambda _: None,
+    reading: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[WheelMetadata], MetadataCache]:
     """Every wheel's metadata (or why not). ``serves`` says why a wheel is never
     installed by the lock (then it is not read at all)."""
@@ -336,6 +338,9 @@ def read_wheel_metadata(
         if skipped is not None:
             results.append(WheelMetadata(wheel, label, python, environment, skipped=skipped))
             continue
+        # What the progress line names while a request is slow (an index that hangs).
+        host = urlsplit(public_url(wheel.url)).netloc or public_url(wheel.url)
+        reading(f"{host} ({wheel.package} {wheel.version}, {label})")
         try:
             metadata, via = reader.read(wheel)
             parsed = _parse(metadata)
