@@ -21,6 +21,11 @@ OLD_DRIVER = Driver(version="535.104.05", cuda=12020)
 COMPARE_SCHEMA = json.loads((REPO / "docs" / "compare.schema.json").read_text())
 
 
+def HOST_PSEUDONYM(reports: Path) -> str:
+    """The host part of the reports' names (a pseudonym: json reports are redacted)."""
+    return sorted(reports.iterdir())[0].name.rsplit("-", 1)[0]
+
+
 def _node_report(
     venv: FakeEnv, reports: Path, rank: int, env: dict[str, str], *, job: str = "77"
 ) -> None:
@@ -122,6 +127,37 @@ def test_markdown_is_redacted_and_hosts_stay_one_pseudonym(cluster: Path, tmp_pa
     assert "all agree" in run.stdout
 
 
+def test_at_80_columns_the_odd_nodes_come_first_and_a_shared_finding_is_said_once(
+    cluster: Path, tmp_path: Path
+) -> None:
+    """What a platform engineer reads: which node differs and how, before the majority's
+    27 facts; a finding every node has once ("on all 6 nodes"), not one line per node (a
+    thousand for a thousand nodes) burying the one node's error; prose wrapped at 80
+    columns; and the node whose report an older torch-doctor wrote, named."""
+    nodes = tmp_path / "nodes"
+    shutil.copytree(cluster, nodes)
+    older = json.loads((nodes / f"{HOST_PSEUDONYM(cluster)}-0.json").read_text())
+    older["version"] = "0.0.9"
+    older["facts"]["node"]["identity"]["launcher_ids"]["SLURM_PROCID"] = "5"
+    (nodes / "older.json").write_text(json.dumps(older))
+    run = run_doctor("compare", str(nodes), cwd=tmp_path, env={"COLUMNS": "80"})
+    assert run.returncode == 1, run.stderr
+    out = run.stdout
+    assert out.index("Differs: 1 node:") < out.index("Findings") < out.index("Majority config")
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    findings = out.split("Findings\n", 1)[1].split("\n\n", 1)[0]
+    # errors first, each once with its node; no node listed twice for one finding
+    assert findings.index("✗ driver-too-old") < findings.index("! ")
+    assert findings.count("missing-cuda-wheel") == 1
+    assert re.search(r"✗ missing-cuda-wheel: .*\n +on \S+ \(rank 3\)\n", findings), findings
+    assert len(findings.splitlines()) <= 8, findings
+    note = out.split("note: ", 1)[1]
+    assert re.match(
+        r"reports from several torch-doctor versions: 0\.0\.9 \(1:\s+\S+\s+\(rank\s+5\)\)",
+        note,
+    ), note
+
+
 def test_healthy_nodes_agree_and_exit_0(cluster: Path, tmp_path: Path) -> None:
     healthy = tmp_path / "healthy"
     healthy.mkdir()
@@ -151,6 +187,7 @@ def test_files_that_are_not_reports_get_one_line_each(cluster: Path, tmp_path: P
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     lines = run.stdout.split("Reports that could not be compared\n", 1)[1]
+    lines = re.sub(r"\n    (?=\S)", " ", lines)  # a long line wraps under its file's name
     expected = {
         "b-duplicate.json": "a second report of",
         "empty.json": "empty file",

@@ -181,6 +181,14 @@ ASCII_GLYPHS = str.maketrans(
 )
 
 
+def report_width() -> int:
+    """The width to wrap prose to: a sane COLUMNS, else the terminal's, else 80."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) in SANE_COLUMNS:
+        return int(columns)
+    return terminal_width() or 80
+
+
 def terminal_width() -> int | None:
     """The width for the terminal report: None lets rich use COLUMNS or the terminal's."""
     columns = os.environ.get("COLUMNS")
