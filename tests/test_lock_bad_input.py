@@ -143,6 +143,10 @@ def test_401_without_credentials_then_credentials_as_uv_reads_them(
     run = locked.run(tmp_path / "c1")
     assert run.returncode == 2, run.stdout
     assert "HTTP 401" in _line(run, X86_64) and "no credentials found" in run.stdout
+    # The variables to set are named for this index ("local"), ready to export, not as
+    # a pattern the user has to work out from uv's docs.
+    assert "UV_INDEX_LOCAL_USERNAME and UV_INDEX_LOCAL_PASSWORD" in _line(run, X86_64)
+    assert "<NAME>" not in run.stdout
 
     # UV_INDEX_<NAME>_USERNAME/PASSWORD for the index named "local" in pyproject.toml.
     variables = {"UV_INDEX_LOCAL_USERNAME": "ci-user", "UV_INDEX_LOCAL_PASSWORD": secret}

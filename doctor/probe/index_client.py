@@ -111,6 +111,20 @@ def find_credentials(
     return _netrc_credentials(host, environ)
 
 
+def credential_variables(url: str, indexes: Sequence[IndexFacts]) -> str:
+    """The variables uv reads this URL's credentials from: named for its index when
+    pyproject.toml names the index (UV_INDEX_LOCAL_USERNAME), else the pattern."""
+    for index in indexes:
+        try:
+            same = _realm(url) == _realm(index.url)
+        except ValueError:  # a port that is not a number: not this index
+            continue
+        if index.name and same:
+            prefix = f"UV_INDEX_{_env_name(index.name)}_"
+            return f"{prefix}USERNAME and {prefix}PASSWORD"
+    return "UV_INDEX_<NAME>_USERNAME/PASSWORD"
+
+
 def _netrc_credentials(host: str, environ: Mapping[str, str]) -> Credentials | None:
     path = Path(environ.get("NETRC") or Path.home() / ".netrc")
     if not host or not path.is_file():
@@ -334,12 +348,13 @@ class Http:
         except urllib.error.HTTPError as exc:
             hint = ""
             if exc.code in (401, 403):
+                variables = credential_variables(url, self.indexes)
                 hint = (
-                    " (credentials: the index URL, UV_INDEX_<NAME>_USERNAME/PASSWORD or "
-                    "netrc, as uv reads them; none were accepted)"
+                    f" (credentials: the index URL, {variables} or netrc, as uv reads them; "
+                    "none were accepted)"
                     if credentials
                     else " (no credentials found for this index: set them in the index URL, "
-                    "UV_INDEX_<NAME>_USERNAME/PASSWORD or netrc, as for uv)"
+                    f"{variables} or netrc, as for uv)"
                 )
             with contextlib.suppress(Exception):
                 exc.close()
