@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 import textwrap
 from collections.abc import Callable
@@ -223,6 +224,13 @@ def render_terminal(report: Report) -> str:
             f"Could not check {len(unchecked)} of {len(lock.wheels)} wheels ({why}); "
             "the lock is not known to be clean."
         )
+        if lock.offline and all(w.error and "not in the cache" in w.error for w in unchecked):
+            # The cache is filled by a run with the network (the same project, once).
+            project = shlex.quote(str(Path(lock.lock_path).parent))
+            out += [
+                "To fill the cache, run once with the network:",
+                f"  torch-doctor lock --project {project}",
+            ]
     elif not report.findings:
         out.append("uv.lock records what every checked wheel declares, on every platform.")
     return "\n".join(out) + "\n"

@@ -196,6 +196,10 @@ def test_a_consistent_lock_is_clean_and_the_second_run_makes_no_request(pep658: 
     assert offline.returncode == 2, offline.stdout
     assert offline.stdout.splitlines()[0].startswith("torch-doctor lock: offline")
     assert "not in the cache" in offline.stdout
+    # What to do about it: the run that fills the cache, as a command of its own line.
+    fill = "fill the cache, run once with the network:\n"
+    fill += f"  torch-doctor lock --project {project.root}\n"
+    assert fill in offline.stdout, offline.stdout
 
     first = project.lock_check()
     assert first.returncode == 0, first.stdout + first.stderr
