@@ -8,6 +8,7 @@ GPU here: the GPU stages are reported as not exercised, and the tests pin that.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -162,6 +163,13 @@ def test_removed_cudnn_wheel_fails_import_as_missing_cuda_wheels_consequence(
     )
     assert any("from torch._C import" in frame for frame in got["import"]["traceback_tail"])
     assert got["compile"]["reason"] == "torch did not import"
+    # The maps were read after the failed import: the terminal does not let that line
+    # read as a working torch's libraries.
+    text = run_doctor(
+        "check", "--deep", "--python", str(env.root), cwd=workdir, env={"COLUMNS": "120"}
+    )
+    [maps] = [line for line in text.stdout.splitlines() if "libraries mapped" in line]
+    assert re.search(r"\d+ CUDA libraries mapped before import torch failed", maps), maps
     failed = run.finding("torch-import-failed")
     assert failed["root"] == "missing-cuda-wheel" and failed["remedies"] == []
     assert failed["evidence"][0] == (
