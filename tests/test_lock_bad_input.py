@@ -133,6 +133,12 @@ def test_a_404_on_the_metadata_file(locked: Locked, index: SimpleIndex, tmp_path
     assert run.returncode == 2, run.stdout
     assert "COULD NOT CHECK: HTTP 404" in _line(run, X86_64)
     assert "metadata file" in _line(run, AARCH64)  # the other wheel was checked
+    # The wheel itself is still there: the line says how to check it anyway, and
+    # --download does (this server ignores Range, so only the whole wheel can be read).
+    assert "(--download reads the whole wheel)" in _line(run, X86_64)
+    downloaded = locked.run(tmp_path / "d", "--download")
+    assert downloaded.returncode == 1, downloaded.stdout + downloaded.stderr  # the founding case
+    assert _line(downloaded, X86_64).endswith("whole wheel"), _line(downloaded, X86_64)
 
 
 def test_401_without_credentials_then_credentials_as_uv_reads_them(

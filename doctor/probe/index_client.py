@@ -53,7 +53,12 @@ ACCEPT_INDEX = f"{PEP_691_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text
 
 
 class FetchError(Exception):
-    """A request failed; the message is safe to show (no credentials) and names the cause."""
+    """A request failed; the message is safe to show (no credentials) and names the cause.
+    ``status``: the HTTP status when the server answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -358,7 +363,9 @@ class Http:
                 )
             with contextlib.suppress(Exception):
                 exc.close()
-            raise FetchError(f"HTTP {exc.code} {exc.reason} from {shown}{hint}") from None
+            raise FetchError(
+                f"HTTP {exc.code} {exc.reason} from {shown}{hint}", status=exc.code
+            ) from None
         except urllib.error.URLError as exc:
             reason = exc.reason
             if watch.expired:

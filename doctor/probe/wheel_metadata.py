@@ -272,12 +272,26 @@ class _Reader:
         if not wheel.url.startswith(("http://", "https://")):
             raise FetchError(f"{wheel.url}: not an HTTP(S) URL")
         file = self._page_file(wheel)
+        missing_file = None
         if file is not None and file.metadata:
-            return fetch_metadata_file(self.http, file), "metadata-file"
+            try:
+                return fetch_metadata_file(self.http, file), "metadata-file"
+            except FetchError as exc:
+                # A metadata file the page promises but the index does not have (404, 410):
+                # the wheel may still be there, read as if no file were offered. Any other
+                # failure (a hash that does not match, a server error) stays the answer.
+                if exc.status not in (404, 410):
+                    raise
+                missing_file = str(exc)
         try:
             return _read_zip(RangeFile(self.http, wheel.url, wheel.size), wheel.filename), "range"
         except FetchError as range_error:
             if not self.options.download:
+                if missing_file is not None:
+                    raise FetchError(
+                        f"{missing_file}; reading the wheel itself failed too: {range_error} "
+                        "(--download reads the whole wheel)"
+                    ) from None
                 raise FetchError(
                     f"{range_error}; the index offers no metadata file for it "
                     "(--download reads the whole wheel)"
