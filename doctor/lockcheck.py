@@ -231,6 +231,19 @@ def render_terminal(report: Report) -> str:
                 "To fill the cache, run once with the network:",
                 f"  torch-doctor lock --project {project}",
             ]
+    elif not report.findings and not any(w.via is not None for w in lock.wheels):
+        # Nothing was read: "every checked wheel" would claim a check that never ran.
+        what = (
+            "uv.lock locks no torch-family package"
+            if not lock.packages
+            else "none of the locked wheels is installed on a platform the lock covers"
+        )
+        out.append(f"No wheel was checked: {what}.")
+        if not lock.packages:
+            out.append(
+                "To check other packages whose wheels differ by platform, run with "
+                "--package NAME or --all."
+            )
     elif not report.findings:
         out.append("uv.lock records what every checked wheel declares, on every platform.")
     return "\n".join(out) + "\n"
