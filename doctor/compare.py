@@ -46,6 +46,7 @@ _JOB_DISTRIBUTION_PREFIXES = ("nvidia-",)
 _PER_PROCESS_VARIABLES = frozenset({"CUDA_VISIBLE_DEVICES", "TORCHELASTIC_RUN_ID"})
 _DOCTOR_VARIABLE_PREFIX = "TORCH_DOCTOR_"
 NOT_SET = "(not set)"
+NOT_INSTALLED = "(not installed)"
 UNKNOWN = "(unknown)"
 
 
@@ -362,12 +363,17 @@ def fingerprint(facts: Mapping[str, Any]) -> dict[str, str]:
     return prints
 
 
+def _absent(fact: str) -> str:
+    """What a fact a node lacks is shown as: a wheel is not installed, a variable not set."""
+    return NOT_INSTALLED if fact.startswith("wheel ") else NOT_SET
+
+
 def _differences(majority: Mapping[str, str], other: Mapping[str, str]) -> tuple[Difference, ...]:
     keys = list(majority) + [k for k in other if k not in majority]
     return tuple(
-        Difference(k, majority.get(k, NOT_SET), other.get(k, NOT_SET))
+        Difference(k, majority.get(k, _absent(k)), other.get(k, _absent(k)))
         for k in keys
-        if majority.get(k, NOT_SET) != other.get(k, NOT_SET)
+        if majority.get(k, _absent(k)) != other.get(k, _absent(k))
     )
 
 

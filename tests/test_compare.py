@@ -79,7 +79,8 @@ def test_compare_names_the_odd_nodes_and_exactly_what_differs(cluster: Path) -> 
     by_rank = {nodes[0].split("rank ")[1].rstrip(")"): diffs for nodes, diffs in groups.items()}
     nccl_facts = {d["fact"]: d for d in by_rank["3"]}
     assert set(nccl_facts) == {"wheel nvidia-nccl-cu13", "NCCL"}
-    assert nccl_facts["wheel nvidia-nccl-cu13"]["here"] == "(not set)"
+    # a wheel the node lacks reads "not installed" (a variable it lacks: "(not set)")
+    assert nccl_facts["wheel nvidia-nccl-cu13"]["here"] == "(not installed)"
     assert nccl_facts["NCCL"]["here"] == "none"
     assert [(d["fact"], d["here"], d["majority"]) for d in by_rank["4"]] == [
         ("driver", "535.104.05", "580.95.05")
@@ -100,7 +101,7 @@ def test_the_terminal_view_shows_the_majority_the_odd_nodes_and_their_findings(
     assert "5 reports, 3 agree, 2 differ in 2 groups, 2 with errors" in out
     assert "Majority configuration (3 nodes)" in out
     assert re.search(r"driver\s+535\.104\.05\s+\(majority: 580\.95\.05\)", out)
-    assert re.search(r"wheel nvidia-nccl-cu13\s+\(not set\)\s+\(majority: ", out)
+    assert re.search(r"wheel nvidia-nccl-cu13\s+\(not installed\)\s+\(majority: ", out)
     assert "missing-cuda-wheel" in out and "driver-too-old" in out
 
 
