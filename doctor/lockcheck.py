@@ -34,7 +34,7 @@ from doctor.probe.progress import ProgressLine
 from doctor.probe.project import probe_project
 from doctor.probe.wheel_metadata import ReadOptions, read_wheel_metadata
 from doctor.render.formats import Format
-from doctor.render.output import for_encoding, write_output
+from doctor.render.output import for_encoding, report_width, write_output
 from doctor.report import EXIT_DOCTOR_FAILED, EXIT_ERRORS, EXIT_OK, Report
 
 __all__ = ["LockOptions", "LockUsageError", "run_lock"]
@@ -184,18 +184,34 @@ def _differences(finding: Finding[Any]) -> tuple[PlatformDifference, ...]:
     return data.differences if isinstance(data, LockMetadataInconsistent) else ()
 
 
-def _finding_text(finding: Finding[Any]) -> list[str]:
-    lines = [f"✗ {finding.severity.value} {finding.id}: {finding.title}"]
-    lines += textwrap.wrap(finding.detail, 98, initial_indent="  ", subsequent_indent="  ")
+def _wrap(text: str, width: int, indent: str, subsequent: str) -> list[str]:
+    return textwrap.wrap(
+        text,
+        max(width, 40),
+        initial_indent=indent,
+        subsequent_indent=subsequent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _finding_text(finding: Finding[Any], width: int) -> list[str]:
+    """Prose (title, explanation, a remedy's summary and text remedies) wraps at ``width``;
+    the table and code (TOML, commands) never do: they are pasted."""
+    lines = _wrap(f"✗ {finding.severity.value} {finding.id}: {finding.title}", width, "", "  ")
+    lines += _wrap(finding.detail, width, "  ", "  ")
     lines += _table(_differences(finding))
     for remedy in finding.remedies:
-        lines.append(f"  → {remedy.summary}")
+        lines += _wrap(f"→ {remedy.summary}", width, "  ", "    ")
+        if remedy.kind is RemedyKind.TEXT:
+            lines += _wrap(remedy.text, width, "    ", "    ")
+            continue
         lines += [f"    {line}" if line else "" for line in remedy.text.rstrip("\n").splitlines()]
     lines.append(f"  {docs_url(finding.id)}")
     return lines
 
 
-def render_terminal(report: Report) -> str:
+def render_terminal(report: Report, width: int = 80) -> str:
     """Everything after the first line (which is written before any request)."""
     lock = report.facts.lock_metadata
     assert lock is not None
@@ -213,7 +229,7 @@ def render_terminal(report: Report) -> str:
         if result.status is CheckStatus.CRASHED:
             out.append(f"torch-doctor: internal error in {result.spec.id}: {result.reason}")
     for finding in report.findings:
-        out += ["", *_finding_text(finding)]
+        out += ["", *_finding_text(finding, width)]
     unchecked = lock.unchecked
     out.append("")
     if report.findings:
@@ -311,7 +327,7 @@ def run_lock(options: LockOptions) -> int:
     if options.fmt is Format.JSON:
         write_output(render_json(shown, head), None)
     elif options.fmt is Format.TERMINAL:
-        write_output(render_terminal(shown), None)
+        write_output(render_terminal(shown, report_width()), None)
     else:
         raise LockUsageError(f"--format {options.fmt.value}: lock writes terminal or json")
     code = exit_code(report)

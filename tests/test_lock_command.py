@@ -211,6 +211,28 @@ def test_a_consistent_lock_is_clean_and_the_second_run_makes_no_request(pep658: 
     assert project.lock_check("--offline").returncode == 0
 
 
+def test_the_finding_wraps_its_prose_at_80_columns(pep658: Served) -> None:
+    """The title, the explanation and each remedy's summary wrap at the terminal's width
+    (they were cut at 98 columns whatever COLUMNS said); the wheel lines, the table and the
+    pyproject.toml block stay whole, to paste."""
+    project = pep658()
+    project.uv("lock")
+    run = project.lock_check(env={"COLUMNS": "80"})
+    assert run.returncode == 1
+    finding = run.stdout.split("\n\n", 1)[1]
+    prose = [
+        line
+        for line in finding.splitlines()
+        if not line.startswith("    ")  # the TOML block and the commands: code
+        and " lacks " not in line  # the platform x package table
+        and not line.lstrip().startswith(("platform ", "https://"))
+    ]
+    assert prose and all(len(line) <= 80 for line in prose), "\n".join(prose)
+    assert any(line.startswith("  → declare the metadata per platform") for line in prose)
+    block = run.stdout.split("[[tool.uv.dependency-metadata]]", 1)[1]
+    assert '        "nvidia-cudnn-cu12==9.5.1.17; platform_system == \\"Linux\\" and ' in block
+
+
 def test_after_the_fix_but_before_uv_lock_the_remedy_is_uv_lock(pep658: Served) -> None:
     """pyproject.toml already declares the metadata (`lock --fix` ran), uv.lock predates it:
     the remedy is to re-lock, not the same block again and `lock --fix`, which would write
