@@ -399,6 +399,24 @@ def test_torchs_own_cuda_warning_reaches_the_report_through_the_driver_stand_in(
     assert root in run.finding_ids()
 
 
+def test_a_cuda_error_no_static_check_explains_gets_the_meaning_of_its_own_number(
+    cuda_torch: Path, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    """The driver (the stand-in: NVML fine, but a libcuda without the entry points this
+    libcudart needs) makes torch warn "Error 36: API call is not supported in the installed
+    CUDA driver". No static check explains it, so cuda-unavailable is its own root, and its
+    remedy used to be the same paragraph about errors 803/804 whatever the number: now it
+    says what error 36 means and what to do, first."""
+    run = deep_json(cuda_torch, workdir, env=driver_stubs.env(Driver()))
+    unavailable = run.finding("cuda-unavailable")
+    assert unavailable["root"] is None  # a root cause of its own
+    assert any("Error 36" in line for line in unavailable["evidence"])
+    first = unavailable["remedies"][0]
+    assert "error 36" in first["summary"].lower(), first
+    assert "cudaErrorCallRequiresNewerDriver" in first["text"], first
+    assert "803" not in first["text"]
+
+
 def test_library_preloaded_by_sitecustomize_is_seen_mapped_although_import_works(
     cuda_torch: Path, tmp_path: Path, workdir: Path
 ) -> None:
