@@ -4,6 +4,7 @@ drivers (healthy, missing wheel, old driver, mixed), and files that are not repo
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -157,6 +158,38 @@ def test_at_80_columns_the_odd_nodes_come_first_and_a_shared_finding_is_said_onc
         r"reports from several torch-doctor versions: 0\.0\.9 \(1:\s+\S+\s+\(rank\s+5\)\)",
         note,
     ), note
+
+
+def test_on_a_wide_terminal_without_columns_the_view_uses_its_width(
+    cluster: Path, tmp_path: Path
+) -> None:
+    """Shells do not export COLUMNS: the terminal's own width is used, not 80."""
+    import fcntl
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from tests.factory import doctor_env
+    from tests.test_progress import read_terminal
+
+    env = doctor_env({})
+    env.pop("COLUMNS", None)
+    primary, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "compare", str(cluster)],
+        cwd=tmp_path,
+        env=env,
+        stdout=secondary,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(secondary)
+    proc.wait(timeout=60)
+    out = read_terminal(primary).replace("\r\n", "\n")
+    [title] = [line for line in out.splitlines() if "missing-cuda-wheel:" in line]
+    assert title.endswith("1 CUDA wheel required by torch not installed"), out
+    assert re.search(r"Majority configuration \(3 nodes\): [^\n]+\(rank 2\)\n", out), out
 
 
 def test_healthy_nodes_agree_and_exit_0(cluster: Path, tmp_path: Path) -> None:
