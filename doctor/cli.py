@@ -527,13 +527,15 @@ def _lock(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from doctor.compare import compare_paths, redact_comparison
     from doctor.render.compare import render_compare
-    from doctor.render.output import default_redaction, write_output
+    from doctor.render.output import default_redaction, report_width, write_output
 
     comparison = compare_paths(args.reports)
     redactions = None
     if default_redaction(args.format, args.redact):
         comparison, redactions = redact_comparison(comparison)
-    write_output(render_compare(comparison, args.format, redactions), args.output)
+    write_output(
+        render_compare(comparison, args.format, redactions, width=report_width()), args.output
+    )
     return comparison.exit_code
 
 

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 COMPARE_SCHEMA = "https://torch-doctor.dev/schemas/compare-1.json"
+NAMED_PER_VERSION = 8  # nodes named for a torch-doctor version other than the most common
 # Distributions whose versions must agree across a job (torch's own, its CUDA wheels,
 # triton, and what decides the CUDA runtime).
 _JOB_DISTRIBUTIONS = ("torch", "triton", "cuda-toolkit", "cuda-bindings")
@@ -45,6 +46,7 @@ _JOB_DISTRIBUTION_PREFIXES = ("nvidia-",)
 _PER_PROCESS_VARIABLES = frozenset({"CUDA_VISIBLE_DEVICES", "TORCHELASTIC_RUN_ID"})
 _DOCTOR_VARIABLE_PREFIX = "TORCH_DOCTOR_"
 NOT_SET = "(not set)"
+NOT_INSTALLED = "(not installed)"
 UNKNOWN = "(unknown)"
 
 
@@ -361,12 +363,17 @@ def fingerprint(facts: Mapping[str, Any]) -> dict[str, str]:
     return prints
 
 
+def _absent(fact: str) -> str:
+    """What a fact a node lacks is shown as: a wheel is not installed, a variable not set."""
+    return NOT_INSTALLED if fact.startswith("wheel ") else NOT_SET
+
+
 def _differences(majority: Mapping[str, str], other: Mapping[str, str]) -> tuple[Difference, ...]:
     keys = list(majority) + [k for k in other if k not in majority]
     return tuple(
-        Difference(k, majority.get(k, NOT_SET), other.get(k, NOT_SET))
+        Difference(k, majority.get(k, _absent(k)), other.get(k, _absent(k)))
         for k in keys
-        if majority.get(k, NOT_SET) != other.get(k, NOT_SET)
+        if majority.get(k, _absent(k)) != other.get(k, _absent(k))
     )
 
 
@@ -378,6 +385,7 @@ def compare_reports(summaries: Iterable[NodeSummary | Problem]) -> Comparison:
     node_findings: list[NodeFindings] = []
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
     versions: dict[str, int] = {}
+    by_version: dict[str, list[str]] = {}  # the first nodes of each version, to name them
     hosts: set[str] = set()
     count = 0
     for item in summaries:
@@ -394,6 +402,8 @@ def compare_reports(summaries: Iterable[NodeSummary | Problem]) -> Comparison:
         hosts.add(item.host)
         count += 1
         versions[item.doctor_version] = versions.get(item.doctor_version, 0) + 1
+        if len(by_version.setdefault(item.doctor_version, [])) <= NAMED_PER_VERSION:
+            by_version[item.doctor_version].append(item.label)
         key = json.dumps(item.fingerprint, sort_keys=True)
         prints.setdefault(key, item.fingerprint)
         # Only what the view shows is kept: the fingerprint once per group.
@@ -415,9 +425,23 @@ def compare_reports(summaries: Iterable[NodeSummary | Problem]) -> Comparison:
     )
     notes: tuple[str, ...] = ()
     if len(versions) > 1:
+        # The most common version is the reference; the others name their nodes, so the
+        # node to upgrade (or the report to make again) is found without opening files.
+        common = max(versions, key=lambda v: versions[v])
+
+        def named(version: str) -> str:
+            count = versions[version]
+            if version == common:
+                return f"{version} ({count})"
+            shown = by_version[version][:NAMED_PER_VERSION]
+            rest = count - len(shown)
+            return f"{version} ({count}: {', '.join(shown)}" + (
+                f" and {rest} more)" if rest > 0 else ")"
+            )
+
         notes = (
             "reports from several torch-doctor versions: "
-            + ", ".join(f"{v} ({n})" for v, n in sorted(versions.items())),
+            + ", ".join(named(v) for v in sorted(versions)),
         )
     return Comparison(
         count,

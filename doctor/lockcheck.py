@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 import textwrap
 from collections.abc import Callable
@@ -27,12 +28,13 @@ from doctor.checks.lock_metadata import LockMetadataInconsistent, PlatformDiffer
 from doctor.derive.uv import uv_marker_applies
 from doctor.facts import Facts, LockedPackage, ProjectFacts, to_jsonable
 from doctor.facts.lock_metadata import LockMetadataFacts, WheelMetadata
-from doctor.findings import Finding, docs_url
+from doctor.findings import Finding, RemedyKind, docs_url
 from doctor.probe.lockfile import LockFile, LockFileError, read_lock
+from doctor.probe.progress import ProgressLine
 from doctor.probe.project import probe_project
 from doctor.probe.wheel_metadata import ReadOptions, read_wheel_metadata
 from doctor.render.formats import Format
-from doctor.render.output import for_encoding, write_output
+from doctor.render.output import for_encoding, report_width, write_output
 from doctor.report import EXIT_DOCTOR_FAILED, EXIT_ERRORS, EXIT_OK, Report
 
 __all__ = ["LockOptions", "LockUsageError", "run_lock"]
@@ -73,7 +75,11 @@ def _serves(lock: LockFile, package: LockedPackage) -> Callable[[dict[str, str]]
     return why_not
 
 
-def gather(options: LockOptions, say: Callable[[str], None]) -> tuple[Facts, str | None]:
+def gather(
+    options: LockOptions,
+    say: Callable[[str], None],
+    reading: Callable[[str], None] = lambda _: None,
+) -> tuple[Facts, str | None]:
     """The facts for the check (network here), and a note if the cache could not be written."""
     lock_path = options.project / "uv.lock"
     if not lock_path.is_file():
@@ -101,6 +107,7 @@ def gather(options: LockOptions, say: Callable[[str], None]) -> tuple[Facts, str
             ),
             say=say,
             serves=_serves(lock, package),
+            reading=reading,
         )
         wheels.extend(read)
         cache_note = cache_note or cache.write_error
@@ -177,18 +184,34 @@ def _differences(finding: Finding[Any]) -> tuple[PlatformDifference, ...]:
     return data.differences if isinstance(data, LockMetadataInconsistent) else ()
 
 
-def _finding_text(finding: Finding[Any]) -> list[str]:
-    lines = [f"✗ {finding.severity.value} {finding.id}: {finding.title}"]
-    lines += textwrap.wrap(finding.detail, 98, initial_indent="  ", subsequent_indent="  ")
+def _wrap(text: str, width: int, indent: str, subsequent: str) -> list[str]:
+    return textwrap.wrap(
+        text,
+        max(width, 40),
+        initial_indent=indent,
+        subsequent_indent=subsequent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _finding_text(finding: Finding[Any], width: int) -> list[str]:
+    """Prose (title, explanation, a remedy's summary and text remedies) wraps at ``width``;
+    the table and code (TOML, commands) never do: they are pasted."""
+    lines = _wrap(f"✗ {finding.severity.value} {finding.id}: {finding.title}", width, "", "  ")
+    lines += _wrap(finding.detail, width, "  ", "  ")
     lines += _table(_differences(finding))
     for remedy in finding.remedies:
-        lines.append(f"  → {remedy.summary}")
+        lines += _wrap(f"→ {remedy.summary}", width, "  ", "    ")
+        if remedy.kind is RemedyKind.TEXT:
+            lines += _wrap(remedy.text, width, "    ", "    ")
+            continue
         lines += [f"    {line}" if line else "" for line in remedy.text.rstrip("\n").splitlines()]
     lines.append(f"  {docs_url(finding.id)}")
     return lines
 
 
-def render_terminal(report: Report) -> str:
+def render_terminal(report: Report, width: int = 80) -> str:
     """Everything after the first line (which is written before any request)."""
     lock = report.facts.lock_metadata
     assert lock is not None
@@ -206,7 +229,7 @@ def render_terminal(report: Report) -> str:
         if result.status is CheckStatus.CRASHED:
             out.append(f"torch-doctor: internal error in {result.spec.id}: {result.reason}")
     for finding in report.findings:
-        out += ["", *_finding_text(finding)]
+        out += ["", *_finding_text(finding, width)]
     unchecked = lock.unchecked
     out.append("")
     if report.findings:
@@ -217,6 +240,26 @@ def render_terminal(report: Report) -> str:
             f"Could not check {len(unchecked)} of {len(lock.wheels)} wheels ({why}); "
             "the lock is not known to be clean."
         )
+        if lock.offline and all(w.error and "not in the cache" in w.error for w in unchecked):
+            # The cache is filled by a run with the network (the same project, once).
+            project = shlex.quote(str(Path(lock.lock_path).parent))
+            out += [
+                "To fill the cache, run once with the network:",
+                f"  torch-doctor lock --project {project}",
+            ]
+    elif not report.findings and not any(w.via is not None for w in lock.wheels):
+        # Nothing was read: "every checked wheel" would claim a check that never ran.
+        what = (
+            "uv.lock locks no torch-family package"
+            if not lock.packages
+            else "none of the locked wheels is installed on a platform the lock covers"
+        )
+        out.append(f"No wheel was checked: {what}.")
+        if not lock.packages:
+            out.append(
+                "To check other packages whose wheels differ by platform, run with "
+                "--package NAME or --all."
+            )
     elif not report.findings:
         out.append("uv.lock records what every checked wheel declares, on every platform.")
     return "\n".join(out) + "\n"
@@ -268,7 +311,15 @@ def run_lock(options: LockOptions) -> int:
     if options.fmt is Format.TERMINAL:
         write_output(head + "\n", None)  # before any request: the network is said first
 
-    facts, cache_note = gather(options, _say)
+    # On a terminal, a request still going after a second (a slow or hanging index, up to
+    # --timeout per request) is named on stderr, as `check` names a slow probe.
+    current: list[str] = []
+
+    def reading(what: str) -> None:
+        current[:] = [what]
+
+    with ProgressLine(lambda: list(current)):
+        facts, cache_note = gather(options, _say, reading)
     report = judge(facts)
     if cache_note:
         _say(f"the cache could not be written ({cache_note}); the next run reads the index again")
@@ -276,7 +327,7 @@ def run_lock(options: LockOptions) -> int:
     if options.fmt is Format.JSON:
         write_output(render_json(shown, head), None)
     elif options.fmt is Format.TERMINAL:
-        write_output(render_terminal(shown), None)
+        write_output(render_terminal(shown, report_width()), None)
     else:
         raise LockUsageError(f"--format {options.fmt.value}: lock writes terminal or json")
     code = exit_code(report)
@@ -290,6 +341,14 @@ def _fix(report: Report, options: LockOptions, code: int) -> int:
 
     if not report.findings:
         write_output("lock --fix: nothing to write.\n", None)
+        return code
+    if not any(r.kind is RemedyKind.TOML for f in report.findings for r in f.remedies):
+        # pyproject.toml already declares what the wheels do: only the lock is behind.
+        write_output(
+            "\nlock --fix: pyproject.toml already declares this metadata; nothing to write. "
+            "Next, run in the project directory:\n  uv lock\n",
+            None,
+        )
         return code
     facts = report.facts
     project: ProjectFacts | None = facts.project

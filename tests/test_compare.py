@@ -4,6 +4,7 @@ drivers (healthy, missing wheel, old driver, mixed), and files that are not repo
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -19,6 +20,11 @@ from tests.factory import REPO, FakeEnv, run_doctor
 HOST = socket.gethostname().split(".", 1)[0]
 OLD_DRIVER = Driver(version="535.104.05", cuda=12020)
 COMPARE_SCHEMA = json.loads((REPO / "docs" / "compare.schema.json").read_text())
+
+
+def HOST_PSEUDONYM(reports: Path) -> str:
+    """The host part of the reports' names (a pseudonym: json reports are redacted)."""
+    return sorted(reports.iterdir())[0].name.rsplit("-", 1)[0]
 
 
 def _node_report(
@@ -74,7 +80,8 @@ def test_compare_names_the_odd_nodes_and_exactly_what_differs(cluster: Path) -> 
     by_rank = {nodes[0].split("rank ")[1].rstrip(")"): diffs for nodes, diffs in groups.items()}
     nccl_facts = {d["fact"]: d for d in by_rank["3"]}
     assert set(nccl_facts) == {"wheel nvidia-nccl-cu13", "NCCL"}
-    assert nccl_facts["wheel nvidia-nccl-cu13"]["here"] == "(not set)"
+    # a wheel the node lacks reads "not installed" (a variable it lacks: "(not set)")
+    assert nccl_facts["wheel nvidia-nccl-cu13"]["here"] == "(not installed)"
     assert nccl_facts["NCCL"]["here"] == "none"
     assert [(d["fact"], d["here"], d["majority"]) for d in by_rank["4"]] == [
         ("driver", "535.104.05", "580.95.05")
@@ -95,7 +102,7 @@ def test_the_terminal_view_shows_the_majority_the_odd_nodes_and_their_findings(
     assert "5 reports, 3 agree, 2 differ in 2 groups, 2 with errors" in out
     assert "Majority configuration (3 nodes)" in out
     assert re.search(r"driver\s+535\.104\.05\s+\(majority: 580\.95\.05\)", out)
-    assert re.search(r"wheel nvidia-nccl-cu13\s+\(not set\)\s+\(majority: ", out)
+    assert re.search(r"wheel nvidia-nccl-cu13\s+\(not installed\)\s+\(majority: ", out)
     assert "missing-cuda-wheel" in out and "driver-too-old" in out
 
 
@@ -120,6 +127,69 @@ def test_markdown_is_redacted_and_hosts_stay_one_pseudonym(cluster: Path, tmp_pa
     assert "gpunode17" not in run.stdout
     assert host_pseudonym("gpunode17", "77") in run.stdout
     assert "all agree" in run.stdout
+
+
+def test_at_80_columns_the_odd_nodes_come_first_and_a_shared_finding_is_said_once(
+    cluster: Path, tmp_path: Path
+) -> None:
+    """What a platform engineer reads: which node differs and how, before the majority's
+    27 facts; a finding every node has once ("on all 6 nodes"), not one line per node (a
+    thousand for a thousand nodes) burying the one node's error; prose wrapped at 80
+    columns; and the node whose report an older torch-doctor wrote, named."""
+    nodes = tmp_path / "nodes"
+    shutil.copytree(cluster, nodes)
+    older = json.loads((nodes / f"{HOST_PSEUDONYM(cluster)}-0.json").read_text())
+    older["version"] = "0.0.9"
+    older["facts"]["node"]["identity"]["launcher_ids"]["SLURM_PROCID"] = "5"
+    (nodes / "older.json").write_text(json.dumps(older))
+    run = run_doctor("compare", str(nodes), cwd=tmp_path, env={"COLUMNS": "80"})
+    assert run.returncode == 1, run.stderr
+    out = run.stdout
+    assert out.index("Differs: 1 node:") < out.index("Findings") < out.index("Majority config")
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    findings = out.split("Findings\n", 1)[1].split("\n\n", 1)[0]
+    # errors first, each once with its node; no node listed twice for one finding
+    assert findings.index("✗ driver-too-old") < findings.index("! ")
+    assert findings.count("missing-cuda-wheel") == 1
+    assert re.search(r"✗ missing-cuda-wheel: .*\n +on \S+ \(rank 3\)\n", findings), findings
+    assert len(findings.splitlines()) <= 8, findings
+    note = out.split("note: ", 1)[1]
+    assert re.match(
+        r"reports from several torch-doctor versions: 0\.0\.9 \(1:\s+\S+\s+\(rank\s+5\)\)",
+        note,
+    ), note
+
+
+def test_on_a_wide_terminal_without_columns_the_view_uses_its_width(
+    cluster: Path, tmp_path: Path
+) -> None:
+    """Shells do not export COLUMNS: the terminal's own width is used, not 80."""
+    import fcntl
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from tests.factory import doctor_env
+    from tests.test_progress import read_terminal
+
+    env = doctor_env({})
+    env.pop("COLUMNS", None)
+    primary, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "compare", str(cluster)],
+        cwd=tmp_path,
+        env=env,
+        stdout=secondary,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(secondary)
+    proc.wait(timeout=60)
+    out = read_terminal(primary).replace("\r\n", "\n")
+    [title] = [line for line in out.splitlines() if "missing-cuda-wheel:" in line]
+    assert title.endswith("1 CUDA wheel required by torch not installed"), out
+    assert re.search(r"Majority configuration \(3 nodes\): [^\n]+\(rank 2\)\n", out), out
 
 
 def test_healthy_nodes_agree_and_exit_0(cluster: Path, tmp_path: Path) -> None:
@@ -151,6 +221,7 @@ def test_files_that_are_not_reports_get_one_line_each(cluster: Path, tmp_path: P
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
     lines = run.stdout.split("Reports that could not be compared\n", 1)[1]
+    lines = re.sub(r"\n    (?=\S)", " ", lines)  # a long line wraps under its file's name
     expected = {
         "b-duplicate.json": "a second report of",
         "empty.json": "empty file",

@@ -8,6 +8,7 @@ GPU here: the GPU stages are reported as not exercised, and the tests pin that.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -162,6 +163,13 @@ def test_removed_cudnn_wheel_fails_import_as_missing_cuda_wheels_consequence(
     )
     assert any("from torch._C import" in frame for frame in got["import"]["traceback_tail"])
     assert got["compile"]["reason"] == "torch did not import"
+    # The maps were read after the failed import: the terminal does not let that line
+    # read as a working torch's libraries.
+    text = run_doctor(
+        "check", "--deep", "--python", str(env.root), cwd=workdir, env={"COLUMNS": "120"}
+    )
+    [maps] = [line for line in text.stdout.splitlines() if "libraries mapped" in line]
+    assert re.search(r"\d+ CUDA libraries mapped before import torch failed", maps), maps
     failed = run.finding("torch-import-failed")
     assert failed["root"] == "missing-cuda-wheel" and failed["remedies"] == []
     assert failed["evidence"][0] == (
@@ -389,6 +397,24 @@ def test_torchs_own_cuda_warning_reaches_the_report_through_the_driver_stand_in(
     assert any(warning in line for line in unavailable["evidence"])
     assert unavailable["root"] == root
     assert root in run.finding_ids()
+
+
+def test_a_cuda_error_no_static_check_explains_gets_the_meaning_of_its_own_number(
+    cuda_torch: Path, workdir: Path, driver_stubs: DriverStubs
+) -> None:
+    """The driver (the stand-in: NVML fine, but a libcuda without the entry points this
+    libcudart needs) makes torch warn "Error 36: API call is not supported in the installed
+    CUDA driver". No static check explains it, so cuda-unavailable is its own root, and its
+    remedy used to be the same paragraph about errors 803/804 whatever the number: now it
+    says what error 36 means and what to do, first."""
+    run = deep_json(cuda_torch, workdir, env=driver_stubs.env(Driver()))
+    unavailable = run.finding("cuda-unavailable")
+    assert unavailable["root"] is None  # a root cause of its own
+    assert any("Error 36" in line for line in unavailable["evidence"])
+    first = unavailable["remedies"][0]
+    assert "error 36" in first["summary"].lower(), first
+    assert "cudaErrorCallRequiresNewerDriver" in first["text"], first
+    assert "803" not in first["text"]
 
 
 def test_library_preloaded_by_sitecustomize_is_seen_mapped_although_import_works(

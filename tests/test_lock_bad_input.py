@@ -133,6 +133,12 @@ def test_a_404_on_the_metadata_file(locked: Locked, index: SimpleIndex, tmp_path
     assert run.returncode == 2, run.stdout
     assert "COULD NOT CHECK: HTTP 404" in _line(run, X86_64)
     assert "metadata file" in _line(run, AARCH64)  # the other wheel was checked
+    # The wheel itself is still there: the line says how to check it anyway, and
+    # --download does (this server ignores Range, so only the whole wheel can be read).
+    assert "(--download reads the whole wheel)" in _line(run, X86_64)
+    downloaded = locked.run(tmp_path / "d", "--download")
+    assert downloaded.returncode == 1, downloaded.stdout + downloaded.stderr  # the founding case
+    assert _line(downloaded, X86_64).endswith("whole wheel"), _line(downloaded, X86_64)
 
 
 def test_401_without_credentials_then_credentials_as_uv_reads_them(
@@ -143,6 +149,10 @@ def test_401_without_credentials_then_credentials_as_uv_reads_them(
     run = locked.run(tmp_path / "c1")
     assert run.returncode == 2, run.stdout
     assert "HTTP 401" in _line(run, X86_64) and "no credentials found" in run.stdout
+    # The variables to set are named for this index ("local"), ready to export, not as
+    # a pattern the user has to work out from uv's docs.
+    assert "UV_INDEX_LOCAL_USERNAME and UV_INDEX_LOCAL_PASSWORD" in _line(run, X86_64)
+    assert "<NAME>" not in run.stdout
 
     # UV_INDEX_<NAME>_USERNAME/PASSWORD for the index named "local" in pyproject.toml.
     variables = {"UV_INDEX_LOCAL_USERNAME": "ci-user", "UV_INDEX_LOCAL_PASSWORD": secret}
@@ -500,3 +510,37 @@ def test_a_zip_bomb_is_refused_by_its_declared_size_through_range_reads(
     line = _run_line(run, X86_64)
     assert "METADATA is larger than the 8 MiB METADATA may be; not decompressed" in line, line
     assert "range read of METADATA" in _run_line(run, AARCH64)
+
+
+def _hang(handler: BaseHTTPRequestHandler) -> None:
+    time.sleep(30)  # the client gives up at --timeout and hangs up
+
+
+def test_on_a_terminal_a_hanging_index_is_named_while_waited_for(
+    locked: Locked, index: SimpleIndex, tmp_path: Path
+) -> None:
+    """`lock` waits up to --timeout per request: on a terminal, after a second, one line on
+    stderr names the index and the wheel waited for (as `check` names a slow driver), and is
+    erased before the report; off a terminal nothing is written (test_progress.py)."""
+    from tests.test_progress import read_terminal
+
+    index.streams["/simple/torch/"] = _hang
+    primary, secondary = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "doctor", "lock", "--project", str(locked.root), "--timeout", "3"],
+        env=doctor_env({**locked.env, "TORCH_DOCTOR_CACHE_DIR": str(tmp_path / "cache")}),
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    stdout, _ = proc.communicate(timeout=60)
+    terminal = read_terminal(primary)
+    host = locked.index.url.split("/")[2]
+    assert re.search(
+        rf"torch-doctor: waiting for {re.escape(host)} \(torch 2\.6\.0\+cu126, linux \w+\) "
+        r"\(\d s\)",
+        terminal,
+    ), terminal
+    assert terminal.endswith("\r\x1b[K"), terminal
+    assert proc.returncode == 2
+    assert b"timed out after 3 s" in stdout

@@ -196,6 +196,10 @@ def test_a_consistent_lock_is_clean_and_the_second_run_makes_no_request(pep658: 
     assert offline.returncode == 2, offline.stdout
     assert offline.stdout.splitlines()[0].startswith("torch-doctor lock: offline")
     assert "not in the cache" in offline.stdout
+    # What to do about it: the run that fills the cache, as a command of its own line.
+    fill = "fill the cache, run once with the network:\n"
+    fill += f"  torch-doctor lock --project {project.root}\n"
+    assert fill in offline.stdout, offline.stdout
 
     first = project.lock_check()
     assert first.returncode == 0, first.stdout + first.stderr
@@ -205,6 +209,49 @@ def test_a_consistent_lock_is_clean_and_the_second_run_makes_no_request(pep658: 
     assert len(project.requests()) == seen
     assert "[linux x86_64]  cache" in second.stdout
     assert project.lock_check("--offline").returncode == 0
+
+
+def test_the_finding_wraps_its_prose_at_80_columns(pep658: Served) -> None:
+    """The title, the explanation and each remedy's summary wrap at the terminal's width
+    (they were cut at 98 columns whatever COLUMNS said); the wheel lines, the table and the
+    pyproject.toml block stay whole, to paste."""
+    project = pep658()
+    project.uv("lock")
+    run = project.lock_check(env={"COLUMNS": "80"})
+    assert run.returncode == 1
+    finding = run.stdout.split("\n\n", 1)[1]
+    prose = [
+        line
+        for line in finding.splitlines()
+        if not line.startswith("    ")  # the TOML block and the commands: code
+        and " lacks " not in line  # the platform x package table
+        and not line.lstrip().startswith(("platform ", "https://"))
+    ]
+    assert prose and all(len(line) <= 80 for line in prose), "\n".join(prose)
+    assert any(line.startswith("  → declare the metadata per platform") for line in prose)
+    block = run.stdout.split("[[tool.uv.dependency-metadata]]", 1)[1]
+    assert '        "nvidia-cudnn-cu12==9.5.1.17; platform_system == \\"Linux\\" and ' in block
+
+
+def test_after_the_fix_but_before_uv_lock_the_remedy_is_uv_lock(pep658: Served) -> None:
+    """pyproject.toml already declares the metadata (`lock --fix` ran), uv.lock predates it:
+    the remedy is to re-lock, not the same block again and `lock --fix`, which would write
+    nothing and leave the user where they were."""
+    project = pep658()
+    project.uv("lock")
+    stale = (project.root / "uv.lock").read_text()
+    assert project.lock_check("--fix", "--yes").returncode == 1
+    (project.root / "uv.lock").write_text(stale)  # as if `uv lock` had not run since
+    run = project.lock_check()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "pyproject.toml already declares" in run.stdout, run.stdout
+    assert "[[tool.uv.dependency-metadata]]" not in run.stdout
+    assert "lock --fix` writes it" not in run.stdout
+    assert re.search(r"^    uv lock$", run.stdout, re.M), run.stdout
+    again = project.lock_check("--fix", "--yes")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "already declares this metadata; nothing to write" in again.stdout, again.stdout
+    assert not again.stderr
 
 
 # --- Wheels the lock never installs (issue 14) --------------------------------------------------

@@ -11,6 +11,7 @@ from doctor.checks.lock_metadata import merged_requires_dist
 from doctor.facts.lock_metadata import LockedWheel, WheelMetadata
 from doctor.probe.lockfile import LockFileError, read_lock
 from doctor.probe.wheel_metadata import platform_of
+from tests.factory import run_doctor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -150,3 +151,23 @@ def test_public_url_drops_the_userinfo_of_any_url(url: str, shown: str) -> None:
     from doctor.probe.index_client import public_url
 
     assert public_url(url) == shown
+
+
+def test_a_lock_without_torch_does_not_claim_its_wheels_were_checked(tmp_path: Path) -> None:
+    """A project that locks no torch-family package: nothing was read, and the output says
+    so and how to check other packages, instead of "uv.lock records what every checked
+    wheel declares" (exit 0 all the same: a CI job on such a project has nothing to fail)."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nversion = "0.1"\nrequires-python = ">=3.11"\ndependencies = []\n'
+    )
+    (tmp_path / "uv.lock").write_text(
+        'version = 1\nrevision = 5\nrequires-python = ">=3.11"\n\n'
+        '[[package]]\nname = "x"\nversion = "0.1"\nsource = { virtual = "." }\n'
+    )
+    run = run_doctor(
+        "lock", "--project", str(tmp_path), env={"TORCH_DOCTOR_CACHE_DIR": str(tmp_path / "c")}
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "records what every checked wheel declares" not in run.stdout
+    assert "No wheel was checked: uv.lock locks no torch-family package" in run.stdout
+    assert "--package NAME" in run.stdout and "--all" in run.stdout

@@ -93,6 +93,18 @@ def test_the_newer_torch_alternative_is_a_uv_command_only_in_a_uv_project() -> N
     assert upgrade.text == "uv lock --upgrade-package torch --upgrade-package triton\nuv sync\n"
 
 
+def test_eight_gpus_of_one_model_are_named_once() -> None:
+    """A node of 8 GB10s read "triton cannot compile for sm_121, sm_121, …" and listed the
+    same problem 8 times (compare repeats that title for every node of a cluster)."""
+    old_ptxas = (tool("ptxas", "12.8"), tool("ptxas-blackwell", "12.8"))
+    gpus = [gpu("NVIDIA GB10", (12, 1), index) for index in range(8)]
+    finding = CHECK.only(with_toolchain(gpus, tools=old_ptxas))
+    assert finding.title == "torch.compile will fail on the GPU: triton cannot compile for sm_121"
+    [said] = [e for e in finding.evidence if "sm_121" in e]
+    assert said.startswith("GPUs 0-7 (NVIDIA GB10, sm_121): ptxas-blackwell 12.8"), said
+    assert [g.index for g in finding.data.gpus] == list(range(8))
+
+
 def test_without_a_blackwell_ptxas_triton_uses_ptxas_for_every_gpu() -> None:
     facts = with_toolchain(
         [gpu("NVIDIA GeForce RTX 5090", (12, 0))], tools=(tool("ptxas", "12.4"),)

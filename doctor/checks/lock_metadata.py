@@ -23,7 +23,11 @@ from doctor.derive.uv import uv_marker_applies
 from doctor.facts import Facts, LockedPackage
 from doctor.facts.lock_metadata import WheelMetadata
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
-from doctor.remedies.metadata_block import metadata_entry, render_metadata_entries
+from doctor.remedies.metadata_block import (
+    entry_uv_uses,
+    metadata_entry,
+    render_metadata_entries,
+)
 
 __all__ = [
     "LockMetadataInconsistent",
@@ -231,6 +235,24 @@ def requirement_extras(text: str) -> tuple[str, ...]:
     return tuple(re.findall(r"""extra\s*==\s*['"]([^'"]+)['"]""", text))
 
 
+def _same_requirements(declared: object, wanted: Sequence[str]) -> bool:
+    """Whether an entry's requires-dist says what the wheels declare (parsed, in any order)."""
+    if not isinstance(declared, list):
+        return False
+
+    def parsed(texts: Sequence[object]) -> set[str] | None:
+        out = set()
+        for text in texts:
+            requirement = parse_requirement(str(text))
+            if requirement is None:
+                return None
+            out.add(str(requirement))
+        return out
+
+    mine = parsed(declared)
+    return mine is not None and mine == parsed(wanted)
+
+
 @remedy("lock-metadata-inconsistent")
 def _lock_metadata(finding: Finding[LockMetadataInconsistent], ctx: Context) -> list[Remedy]:
     lock = ctx.facts.lock_metadata
@@ -239,6 +261,8 @@ def _lock_metadata(finding: Finding[LockMetadataInconsistent], ctx: Context) -> 
     versions = list(dict.fromkeys((d.package, d.version) for d in finding.data.differences))
     tables = []
     unchecked = []
+    declared = []  # versions whose entry pyproject.toml already has: uv.lock predates it
+    replaced = []  # versions with an entry uv uses that says something else
     for package, version in versions:
         wheels = [
             w
@@ -255,28 +279,44 @@ def _lock_metadata(finding: Finding[LockMetadataInconsistent], ctx: Context) -> 
             continue
         first = read[0]
         extras = list(dict.fromkeys(e for w in read for e in w.provides_extra))
+        requires_dist = merged_requires_dist(read)
+        used = entry_uv_uses(lock.dependency_metadata, package, version)
+        if used is not None and _same_requirements(used.get("requires-dist"), requires_dist):
+            declared.append(f"{package} {version}")
+            continue
+        if used is not None and used.get("version") is not None:
+            replaced.append(f"{package} {version}")
         tables.append(
-            metadata_entry(
-                package,
-                version,
-                first.requires_python,
-                merged_requires_dist(read),
-                extras,
-            )
+            metadata_entry(package, version, first.requires_python, requires_dist, extras)
         )
     remedies = []
     if tables:
+        summary = "declare the metadata per platform for uv (pyproject.toml; "
+        if replaced:
+            # uv reads the first entry for a version and ignores later ones.
+            summary = (
+                f"replace the [[tool.uv.dependency-metadata]] entry for {', '.join(replaced)} "
+                "in pyproject.toml with this one (uv uses only the first entry for a version; "
+            )
         remedies.append(
             Remedy(
                 RemedyKind.TOML,
-                "declare the metadata per platform for uv (pyproject.toml; "
-                "`torch-doctor lock --fix` writes it)",
+                summary + "`torch-doctor lock --fix` writes it)",
                 render_metadata_entries(tables),
                 target=lock.pyproject_path,
             )
         )
         remedies.append(
             Remedy(RemedyKind.SHELL, "then re-lock and check again", "uv lock\ntorch-doctor lock")
+        )
+    elif declared:
+        remedies.append(
+            Remedy(
+                RemedyKind.SHELL,
+                f"pyproject.toml already declares the metadata of {', '.join(declared)} for "
+                "uv; uv.lock predates it: re-lock and check again",
+                "uv lock\ntorch-doctor lock",
+            )
         )
     if unchecked:
         remedies.append(

@@ -24,6 +24,7 @@ from doctor.checks.registry import Outcome, Skip, check, remedy
 from doctor.derive import Context
 from doctor.facts.runtime import RuntimeFacts, RuntimeStage, StageStatus
 from doctor.findings import Finding, Payload, Remedy, RemedyKind, Severity
+from doctor.knowledge import cuda_runtime_error
 from doctor.knowledge.cuda_libraries import cuda_library, driver_sonames
 from doctor.knowledge.loader_errors import cannot_open, undefined_symbol, version_not_found
 from doctor.remedies import (
@@ -403,6 +404,20 @@ def cuda_unavailable(ctx: Context) -> Outcome:
 
 @remedy("cuda-unavailable")
 def _cuda_unavailable(finding: Finding[CudaUnavailable], ctx: Context) -> list[Remedy]:
+    # The number torch's warning carries says what failed: its meaning first, when known.
+    codes = dict.fromkeys(
+        int(code) for w in finding.data.warnings for code in re.findall(r"\bError (\d+)\b", w)
+    )
+    known = [e for e in map(cuda_runtime_error, codes) if e is not None]
+    if known:
+        return [
+            Remedy(
+                RemedyKind.TEXT,
+                f"what torch's error {e.code} means ({e.name})",
+                f"{e.name}: {e.meaning}. What to do: {e.todo}",
+            )
+            for e in known
+        ]
     return [
         Remedy(
             RemedyKind.TEXT,

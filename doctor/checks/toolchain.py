@@ -73,29 +73,34 @@ def _gpu_problem(gpu: GpuFacts, toolchain: ToolchainFacts) -> str | None:
     capability = gpu.compute_capability
     if capability is None:
         return None
-    label = f"GPU {gpu.index} ({gpu.name}, {gpu.sm})"
     if capability < triton_min_capability():
         floor = "{}.{}".format(*triton_min_capability())
         return (
-            f"{label}: triton supports compute capability {floor} and later, so "
+            f"triton supports compute capability {floor} and later, so "
             "torch.compile's GPU backend refuses this GPU"
         )
     tool = _tool_for(capability, toolchain)
     if tool is None or tool.release is None:
         reason = tool.error if tool is not None else "triton bundles no ptxas"
-        return f"{label}: triton's ptxas cannot be run ({reason})"
+        return f"triton's ptxas cannot be run ({reason})"
     release = _release(tool.release)
     first = first_cuda_for(capability)
     last = last_cuda_major_for(capability)
     where = f"{tool.name} {tool.release} ({tool.source}: {tool.path})"
     if release is not None and first is not None and release < first:
         needed = "{}.{}".format(*first)
-        return (
-            f"{label}: {where} predates {gpu.sm}, which needs the ptxas of CUDA {needed} or later"
-        )
+        return f"{where} predates {gpu.sm}, which needs the ptxas of CUDA {needed} or later"
     if release is not None and last is not None and release[0] > last:
-        return f"{label}: {where} no longer compiles for {gpu.sm} (CUDA {last}.x was the last)"
+        return f"{where} no longer compiles for {gpu.sm} (CUDA {last}.x was the last)"
     return None
+
+
+def _gpus_label(indexes: list[int]) -> str:
+    if len(indexes) == 1:
+        return f"GPU {indexes[0]}"
+    if indexes == list(range(indexes[0], indexes[-1] + 1)):
+        return f"GPUs {indexes[0]}-{indexes[-1]}"
+    return "GPUs " + ", ".join(str(i) for i in indexes)
 
 
 @check(
@@ -114,7 +119,13 @@ def torch_compile_toolchain(ctx: Context) -> Outcome:
     if toolchain is None:
         return Skip("triton is not installed")
     gpus = facts.machine.gpus if facts.machine is not None else ()
-    gpu_problems = [(g, p) for g in gpus if (p := _gpu_problem(g, toolchain)) is not None]
+    gpu_problems: list[tuple[GpuFacts, str]] = []
+    # GPUs of one model share their problem: said once for them all ("GPUs 0-7 (…)").
+    alike: dict[tuple[str, str, str], list[int]] = {}
+    for g in gpus:
+        if (p := _gpu_problem(g, toolchain)) is not None:
+            gpu_problems.append((g, f"GPU {g.index} ({g.name}, {g.sm}): {p}"))
+            alike.setdefault((g.name, str(g.sm), p), []).append(g.index)
     problems: list[str] = []
     headline: list[str] = []
     if toolchain.c_compiler is None:
@@ -125,10 +136,12 @@ def torch_compile_toolchain(ctx: Context) -> Outcome:
             "via CC environment variable`)"
         )
     if gpu_problems:
-        headline.append(
-            "triton cannot compile for " + ", ".join(str(g.sm) for g, _ in gpu_problems)
-        )
-        problems += [p for _, p in gpu_problems]
+        sms = dict.fromkeys(str(g.sm) for g, _ in gpu_problems)
+        headline.append("triton cannot compile for " + ", ".join(sms))
+        problems += [
+            f"{_gpus_label(indexes)} ({name}, {sm}): {problem}"
+            for (name, sm, problem), indexes in alike.items()
+        ]
     if not problems and not gpus:
         # Only the C compiler was judged: a pass would claim triton's ptxas was checked.
         return Skip(

@@ -22,6 +22,7 @@ __all__ = [
     "ToolkitDriver",
     "TorchBuild",
     "TorchRelease",
+    "cuda_runtime_error",
     "cuinit_meaning",
     "driver_download_url",
     "first_cuda_for",
@@ -204,6 +205,24 @@ def cuinit_meaning(code: int | None) -> str:
         if entry["code"] == code:
             return str(entry["meaning"])
     return ""
+
+
+@dataclass(frozen=True)
+class CudaRuntimeError:
+    """A CUDA runtime error code as torch's warning prints it, and what to do about it."""
+
+    code: int
+    name: str
+    meaning: str
+    todo: str
+
+
+def cuda_runtime_error(code: int) -> CudaRuntimeError | None:
+    """The cudaError_t ``code`` (``Error 36`` in torch's warning), when the table has it."""
+    for entry in load("driver_errors").get("runtime", ()):
+        if entry["code"] == code:
+            return CudaRuntimeError(code, entry["name"], entry["meaning"], entry["todo"])
+    return None
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,12 @@ ACCEPT_INDEX = f"{PEP_691_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text
 
 
 class FetchError(Exception):
-    """A request failed; the message is safe to show (no credentials) and names the cause."""
+    """A request failed; the message is safe to show (no credentials) and names the cause.
+    ``status``: the HTTP status when the server answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,20 @@ def find_credentials(
         if username is not None or password is not None:
             return Credentials(username or "", password or "", parts.hostname or host)
     return _netrc_credentials(host, environ)
+
+
+def credential_variables(url: str, indexes: Sequence[IndexFacts]) -> str:
+    """The variables uv reads this URL's credentials from: named for its index when
+    pyproject.toml names the index (UV_INDEX_LOCAL_USERNAME), else the pattern."""
+    for index in indexes:
+        try:
+            same = _realm(url) == _realm(index.url)
+        except ValueError:  # a port that is not a number: not this index
+            continue
+        if index.name and same:
+            prefix = f"UV_INDEX_{_env_name(index.name)}_"
+            return f"{prefix}USERNAME and {prefix}PASSWORD"
+    return "UV_INDEX_<NAME>_USERNAME/PASSWORD"
 
 
 def _netrc_credentials(host: str, environ: Mapping[str, str]) -> Credentials | None:
@@ -334,16 +353,19 @@ class Http:
         except urllib.error.HTTPError as exc:
             hint = ""
             if exc.code in (401, 403):
+                variables = credential_variables(url, self.indexes)
                 hint = (
-                    " (credentials: the index URL, UV_INDEX_<NAME>_USERNAME/PASSWORD or "
-                    "netrc, as uv reads them; none were accepted)"
+                    f" (credentials: the index URL, {variables} or netrc, as uv reads them; "
+                    "none were accepted)"
                     if credentials
                     else " (no credentials found for this index: set them in the index URL, "
-                    "UV_INDEX_<NAME>_USERNAME/PASSWORD or netrc, as for uv)"
+                    f"{variables} or netrc, as for uv)"
                 )
             with contextlib.suppress(Exception):
                 exc.close()
-            raise FetchError(f"HTTP {exc.code} {exc.reason} from {shown}{hint}") from None
+            raise FetchError(
+                f"HTTP {exc.code} {exc.reason} from {shown}{hint}", status=exc.code
+            ) from None
         except urllib.error.URLError as exc:
             reason = exc.reason
             if watch.expired:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 from packaging.metadata import parse_email
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
@@ -271,12 +272,26 @@ class _Reader:
         if not wheel.url.startswith(("http://", "https://")):
             raise FetchError(f"{wheel.url}: not an HTTP(S) URL")
         file = self._page_file(wheel)
+        missing_file = None
         if file is not None and file.metadata:
-            return fetch_metadata_file(self.http, file), "metadata-file"
+            try:
+                return fetch_metadata_file(self.http, file), "metadata-file"
+            except FetchError as exc:
+                # A metadata file the page promises but the index does not have (404, 410):
+                # the wheel may still be there, read as if no file were offered. Any other
+                # failure (a hash that does not match, a server error) stays the answer.
+                if exc.status not in (404, 410):
+                    raise
+                missing_file = str(exc)
         try:
             return _read_zip(RangeFile(self.http, wheel.url, wheel.size), wheel.filename), "range"
         except FetchError as range_error:
             if not self.options.download:
+                if missing_file is not None:
+                    raise FetchError(
+                        f"{missing_file}; reading the wheel itself failed too: {range_error} "
+                        "(--download reads the whole wheel)"
+                    ) from None
                 raise FetchError(
                     f"{range_error}; the index offers no metadata file for it "
                     "(--download reads the whole wheel)"
@@ -318,6 +333,7 @@ def read_wheel_metadata(
     options: ReadOptions,
     say: Callable[[str], None] = lambda _: None,
     serves: Callable[[dict[str, str]], str | None] = lambda _: None,
+    reading: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[WheelMetadata], MetadataCache]:
     """Every wheel's metadata (or why not). ``serves`` says why a wheel is never
     installed by the lock (then it is not read at all)."""
@@ -336,6 +352,9 @@ def read_wheel_metadata(
         if skipped is not None:
             results.append(WheelMetadata(wheel, label, python, environment, skipped=skipped))
             continue
+        # What the progress line names while a request is slow (an index that hangs).
+        host = urlsplit(public_url(wheel.url)).netloc or public_url(wheel.url)
+        reading(f"{host} ({wheel.package} {wheel.version}, {label})")
         try:
             metadata, via = reader.read(wheel)
             parsed = _parse(metadata)

@@ -6,10 +6,11 @@ They only format a ``Comparison``; every judgement was made in doctor/compare.py
 from __future__ import annotations
 
 import json
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from doctor import __version__
-from doctor.compare import COMPARE_SCHEMA, Comparison, Group
+from doctor.compare import COMPARE_SCHEMA, Comparison, FindingLine, Group
 from doctor.facts import to_jsonable
 from doctor.facts.collective import CollectiveFacts, RankResult, describe_rank
 from doctor.render.formats import Format, assert_never
@@ -55,32 +56,80 @@ def _nodes(group: Group) -> str:
     return shown + (f" and {rest} more" if rest > 0 else "")
 
 
-def _terminal(comparison: Comparison) -> list[str]:
+_RANK = {"error": 0, "warning": 1, "info": 2}
+
+
+def _alike(comparison: Comparison) -> list[tuple[FindingLine, list[str]]]:
+    """Each distinct finding once, with the nodes that have it: errors first, then the
+    rarest (the odd node's finding before the one every node shares)."""
+    nodes: dict[tuple[str, str, str], list[str]] = {}
+    first: dict[tuple[str, str, str], FindingLine] = {}
+    for node in comparison.node_findings:
+        for finding in node.findings:
+            key = (finding.severity, finding.id, finding.title)
+            first.setdefault(key, finding)
+            nodes.setdefault(key, []).append(node.node)
+    order = sorted(nodes, key=lambda k: (_RANK.get(k[0], 3), len(nodes[k])))
+    return [(first[k], nodes[k]) for k in order]
+
+
+def _on(names: list[str], comparison: Comparison) -> str:
+    if len(names) == comparison.reports and len(names) > 1:
+        return f"on all {len(names)} nodes"
+    shown = ", ".join(names[:_SHOWN_NODES])
+    rest = len(names) - _SHOWN_NODES
+    return "on " + shown + (f" and {rest} more" if rest > 0 else "")
+
+
+def _wrapped(text: str, width: int, indent: str, subsequent: str) -> list[str]:
+    return textwrap.wrap(
+        text,
+        max(width, 40),
+        initial_indent=indent,
+        subsequent_indent=subsequent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [indent]
+
+
+def _terminal(comparison: Comparison, width: int = 80) -> list[str]:
+    """The odd nodes and what differs first, then findings (each once, with its nodes),
+    files that are not reports, and the majority's full configuration last."""
     lines = [f"torch-doctor compare: {comparison.summary}"]
-    if comparison.majority is not None:
-        n = len(comparison.majority.nodes)
-        lines += ["", f"Majority configuration ({n} node{'s' if n != 1 else ''})"]
-        width = max(len(k) for k in comparison.majority_fingerprint)
-        lines += [f"  {k:<{width}}  {v}" for k, v in comparison.majority_fingerprint.items()]
     for group in comparison.minorities:
         n = len(group.nodes)
-        lines += ["", f"Differs: {n} node{'s' if n != 1 else ''}: {_nodes(group)}"]
-        width = max(len(d.fact) for d in group.differences)
+        head = f"Differs: {n} node{'s' if n != 1 else ''}: {_nodes(group)}"
+        lines += ["", *_wrapped(head, width, "", "  ")]
+        facts = max(len(d.fact) for d in group.differences)
         lines += [
-            f"  {d.fact:<{width}}  {d.here}   (majority: {d.majority})" for d in group.differences
+            f"  {d.fact:<{facts}}  {d.here}   (majority: {d.majority})" for d in group.differences
         ]
     if comparison.node_findings:
         lines += ["", "Findings"]
+        for finding, names in _alike(comparison):
+            mark = _MARK.get(finding.severity, "-")
+            lines += _wrapped(f"{mark} {finding.id}: {finding.title}", width, "  ", "    ")
+            lines += _wrapped(_on(names, comparison), width, "      ", "      ")
         for node in comparison.node_findings:
             if not node.findings:
-                lines.append(f"  {node.node}: {node.verdict} (no finding; see {node.source})")
-            for finding in node.findings:
-                mark = _MARK.get(finding.severity, "-")
-                lines.append(f"  {node.node}: {mark} {finding.id}: {finding.title}")
+                lines += _wrapped(
+                    f"{node.node}: {node.verdict} (no finding; see {node.source})",
+                    width,
+                    "  ",
+                    "    ",
+                )
     if comparison.problems:
         lines += ["", "Reports that could not be compared"]
-        lines += [f"  {p.source}: {p.problem}" for p in comparison.problems]
-    lines += [f"note: {note}" for note in comparison.notes]
+        for p in comparison.problems:
+            lines += _wrapped(f"{p.source}: {p.problem}", width, "  ", "    ")
+    if comparison.majority is not None:
+        n = len(comparison.majority.nodes)
+        head = f"Majority configuration ({n} node{'s' if n != 1 else ''}): "
+        lines += ["", *_wrapped(head + _nodes(comparison.majority), width, "", "  ")]
+        facts = max(len(k) for k in comparison.majority_fingerprint)
+        lines += [f"  {k:<{facts}}  {v}" for k, v in comparison.majority_fingerprint.items()]
+    for note in comparison.notes:
+        lines += _wrapped(f"note: {note}", width, "", "  ")
     return lines
 
 
@@ -90,13 +139,6 @@ def _cell(text: str) -> str:
 
 def _markdown(comparison: Comparison, redactions: tuple[str, ...] | None) -> list[str]:
     lines = ["## torch-doctor compare", "", f"**{comparison.summary}**"]
-    if comparison.majority is not None:
-        n = len(comparison.majority.nodes)
-        lines += ["", f"### Majority configuration ({n} node{'s' if n != 1 else ''})", ""]
-        lines += ["| fact | value |", "|---|---|"]
-        lines += [
-            f"| {_cell(k)} | `{_cell(v)}` |" for k, v in comparison.majority_fingerprint.items()
-        ]
     for group in comparison.minorities:
         n = len(group.nodes)
         lines += ["", f"### Differs: {n} node{'s' if n != 1 else ''}", "", _cell(_nodes(group))]
@@ -107,17 +149,25 @@ def _markdown(comparison: Comparison, redactions: tuple[str, ...] | None) -> lis
         ]
     if comparison.node_findings:
         lines += ["", "### Findings", ""]
+        for finding, names in _alike(comparison):
+            lines.append(
+                f"- **{finding.severity}** `{finding.id}`: {_cell(finding.title)} "
+                f"({_cell(_on(names, comparison))})"
+            )
         for node in comparison.node_findings:
-            for finding in node.findings or ():
-                lines.append(
-                    f"- {_cell(node.node)}: **{finding.severity}** `{finding.id}`: "
-                    f"{_cell(finding.title)}"
-                )
             if not node.findings:
                 lines.append(f"- {_cell(node.node)}: {node.verdict}")
     if comparison.problems:
         lines += ["", "### Reports that could not be compared", ""]
         lines += [f"- `{_cell(p.source)}`: {_cell(p.problem)}" for p in comparison.problems]
+    if comparison.majority is not None:
+        n = len(comparison.majority.nodes)
+        lines += ["", f"### Majority configuration ({n} node{'s' if n != 1 else ''})", ""]
+        lines += [_cell(_nodes(comparison.majority)), ""]
+        lines += ["| fact | value |", "|---|---|"]
+        lines += [
+            f"| {_cell(k)} | `{_cell(v)}` |" for k, v in comparison.majority_fingerprint.items()
+        ]
     lines += ["", *(f"_Note: {n}_" for n in comparison.notes)]
     if redactions is not None:
         lines.append(
@@ -129,14 +179,17 @@ def _markdown(comparison: Comparison, redactions: tuple[str, ...] | None) -> lis
 
 
 def render_compare(
-    comparison: Comparison, fmt: Format, redactions: tuple[str, ...] | None = None
+    comparison: Comparison,
+    fmt: Format,
+    redactions: tuple[str, ...] | None = None,
+    width: int = 80,
 ) -> str:
     if fmt is Format.JSON:
         return json.dumps(compare_to_dict(comparison, redactions), indent=2) + "\n"
     if fmt is Format.MARKDOWN:
         return "\n".join(_markdown(comparison, redactions)).rstrip("\n") + "\n"
     if fmt is Format.TERMINAL:
-        lines = _terminal(comparison)
+        lines = _terminal(comparison, width)
         if redactions:
             lines.append("Redacted: host names are shown as pseudonyms")
         return "\n".join(lines) + "\n"

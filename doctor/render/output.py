@@ -181,6 +181,22 @@ ASCII_GLYPHS = str.maketrans(
 )
 
 
+def report_width() -> int:
+    """The width to wrap prose to: a sane COLUMNS, else the terminal's when stdout is one,
+    else 80 (a pipe, a file)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) in SANE_COLUMNS:
+        return int(columns)
+    try:
+        if sys.stdout is not None and sys.stdout.isatty():
+            width = os.get_terminal_size(sys.stdout.fileno()).columns
+            if width in SANE_COLUMNS:
+                return width
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 80
+
+
 def terminal_width() -> int | None:
     """The width for the terminal report: None lets rich use COLUMNS or the terminal's."""
     columns = os.environ.get("COLUMNS")

@@ -58,7 +58,12 @@ def _passed_note(stage: RuntimeStage, runtime: RuntimeFacts) -> str:
             + (f": {devices}" if devices else "")
         )
     if stage.name == "maps":
-        return f"{len(runtime.mapped)} CUDA libraries mapped"
+        mapped = f"{len(runtime.mapped)} CUDA libraries mapped"
+        imported = next((s for s in runtime.stages if s.name == "import"), None)
+        if imported is not None and imported.status != StageStatus.PASSED:
+            # Read after the import failed: what it got to load, not a working torch.
+            return f"{mapped} before import torch failed"
+        return mapped
     if stage.name == "cpu":
         return "ran on the CPU"
     if stage.name.startswith("gpu:"):
