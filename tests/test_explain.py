@@ -213,6 +213,32 @@ def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
     assert explained["confirmed"] == [] and explained["ruled_out"] == []
 
 
+# A traceback copied from a coloured terminal on Windows: colour codes around (and inside)
+# the error line, CRLF line ends.
+COLOURED_TRACEBACK = (
+    "Traceback (most recent call last):\r\n"
+    '  File "train.py", line 1, in <module>\r\n'
+    "    import torch\r\n"
+    "\x1b[31mImportError\x1b[0m: \x1b[1mlibcudnn.so.9: \x1b[0mcannot open shared object file: "
+    "No such file or directory\x1b[0m\r\n"
+)
+
+
+def test_a_traceback_pasted_with_colours_and_crlf_is_recognised_and_quoted_clean(
+    workdir: Path,
+) -> None:
+    terminal = run_doctor("explain", COLOURED_TRACEBACK, "--no-color", cwd=workdir)
+    assert "does not recognise" not in terminal.stdout
+    assert "cuDNN 9 cannot be loaded" in terminal.stdout
+    assert "[31m" not in terminal.stdout and "[0m" not in terminal.stdout
+    assert "\x1b" not in terminal.stdout and "\r" not in terminal.stdout
+    explained = run_doctor("explain", COLOURED_TRACEBACK, "--format", "json", cwd=workdir)
+    [recognised] = explained.json["explain"]["recognised"]
+    assert recognised["matched"] == (
+        "ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory"
+    )
+
+
 def test_empty_error_text_is_a_usage_error(workdir: Path) -> None:
     run = run_doctor("explain", "  ", cwd=workdir)
     assert run.returncode == 2
