@@ -61,22 +61,40 @@ class Explanation:
     ruled_out: tuple[str, ...]
     undetermined: tuple[tuple[str, str], ...]  # (finding id, why it could not judge)
     not_checked: tuple[str, ...]  # finding ids this version has no check for
+    # The inspected interpreter, when torch is not installed in it: the error, which
+    # torch printed, came from another one.
+    torch_missing_in: str | None = None
 
     @property
     def conclusion(self) -> str:
-        if not (self.confirmed or self.ruled_out or self.undetermined):
-            return "torch-doctor has no check for this cause yet: follow the advice above."
         if self.confirmed:
             return "Confirmed here: " + ", ".join(self.confirmed) + " (remedies below)."
+        if self.torch_missing_in is not None:
+            return (
+                f"Not from this interpreter: torch is not installed in {self.torch_missing_in}, "
+                "so the error came from another one. " + _RUN_WHERE_IT_FAILED
+            )
+        if not (self.ruled_out or self.undetermined):
+            return "torch-doctor has no check for this cause yet: follow the advice above."
         if self.ruled_out and not self.undetermined and not self.not_checked:
             return (
-                "Ruled out here: every check for this failure passed in this environment. "
-                "Is the error from another environment (another venv, machine or container)?"
+                "Ruled out here: every check for this failure passed in this environment, so "
+                "the error probably came from another venv, machine or container. "
+                + _RUN_WHERE_IT_FAILED
             )
         return (
             "Not confirmed here: no check for this failure found its cause in this environment"
-            + (", and some could not judge." if self.undetermined else ".")
+            + (", and some could not judge (below)." if self.undetermined else ".")
+            + " If the error came from another venv, machine or container, "
+            + _RUN_WHERE_IT_FAILED[0].lower()
+            + _RUN_WHERE_IT_FAILED[1:]
         )
+
+
+_RUN_WHERE_IT_FAILED = (
+    "Run torch-doctor where it failed, with --python set to the interpreter (or venv) "
+    "that printed the error."
+)
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,22 @@ def test_cuda_build_rules_out_torch_not_compiled_with_cuda(
     )
     assert run.returncode == 0, run.stderr
     assert "Ruled out here" in run.stdout
+    assert "Run torch-doctor where it failed, with --python" in " ".join(run.stdout.split())
+
+
+def test_an_error_torch_printed_is_not_from_an_interpreter_without_torch(workdir: Path) -> None:
+    # The doctor's own interpreter has no torch: the libcudnn error came from another one.
+    run = run_doctor("explain", COLOURED_TRACEBACK, "--no-color", cwd=workdir)
+    said = " ".join(run.stdout.split())
+    assert "Not from this interpreter: torch is not installed in " + sys.executable in said
+    assert "Run torch-doctor where it failed, with --python" in said
+    assert "Not confirmed here" not in said
+    # torch-not-installed is why: shown, not dismissed as "not related to this error".
+    assert "not related to this error: torch-not-installed" not in said
+    assert "torch-not-installed" in said
+    data = run_doctor("explain", COLOURED_TRACEBACK, "--format", "json", cwd=workdir).json
+    assert data["explain"]["conclusion"].startswith("Not from this interpreter")
+    assert data["explain"]["confirmed"] == []
 
 
 def test_unknown_text_says_so_and_suggests_the_full_check(workdir: Path) -> None:
