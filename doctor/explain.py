@@ -63,7 +63,11 @@ def explanation_of(matches: Sequence[Match], report: Report | None) -> Explanati
         if result is None:
             not_checked.append(finding_id)
         elif result.status is CheckStatus.FAILED:
-            confirmed.append(finding_id)
+            assert report is not None
+            # A finding about another library (libcudnn missing, the paste is about
+            # nvJitLink) is another problem: the check looked and this cause is not here.
+            about = _about_the_error(finding_id, matches, report)
+            (confirmed if about else ruled_out).append(finding_id)
         elif result.status is CheckStatus.PASSED:
             ruled_out.append(finding_id)
         else:
@@ -88,6 +92,22 @@ def explanation_of(matches: Sequence[Match], report: Report | None) -> Explanati
     )
 
 
+def _about_the_error(finding_id: str, matches: Sequence[Match], report: Report) -> bool:
+    """Whether a failed check's finding is about what the pasted error names: any finding
+    does when a signature wanting it names no library; else one whose title, evidence or
+    subjects name one of the libraries the error is about."""
+    libraries = {m.library for m in matches if finding_id in m.signature.findings}
+    if None in libraries:
+        return True
+    for finding in report.findings:
+        if finding.id != finding_id:
+            continue
+        said = " ".join((finding.title, *finding.evidence, *finding.data.subjects())).lower()
+        if any(library is not None and library in said for library in libraries):
+            return True
+    return False
+
+
 def _focus(report: Report, explanation: Explanation) -> Report:
     """The report cut down to the checks that bear on the error, and the roots they lead to."""
     ids = [
@@ -102,8 +122,11 @@ def _focus(report: Report, explanation: Explanation) -> Report:
         (r for r in report.results if r.spec.id in order), key=lambda r: order[r.spec.id]
     )
     # A confirmed finding that is a consequence is shown with its root: that is the fix.
-    shown = {f.id for f in report.findings if f.id in order}
-    shown |= {f.root for f in report.findings if f.id in order and f.root is not None}
+    # A failed check whose finding is about another problem is not (it is a root of
+    # the whole report, named in one line as not related).
+    related = {*explanation.confirmed, "torch-not-installed"}
+    shown = {f.id for f in report.findings if f.id in order and f.id in related}
+    shown |= {f.root for f in report.findings if f.id in shown and f.root is not None}
     findings = tuple(f for f in report.findings if f.id in shown or f.root in shown)
     return Report(
         context=report.context,

@@ -78,9 +78,9 @@ class Explanation:
             return "torch-doctor has no check for this cause yet: follow the advice above."
         if self.ruled_out and not self.undetermined and not self.not_checked:
             return (
-                "Ruled out here: every check for this failure passed in this environment, so "
-                "the error probably came from another venv, machine or container. "
-                + _RUN_WHERE_IT_FAILED
+                "Ruled out here: the checks for this failure found no such cause in this "
+                "environment, so the error probably came from another venv, machine or "
+                "container. " + _RUN_WHERE_IT_FAILED
             )
         return (
             "Not confirmed here: no check for this failure found its cause in this environment"

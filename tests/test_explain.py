@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,7 +15,14 @@ import pytest
 
 from doctor.checks import REGISTRY
 from doctor.knowledge.signatures import Signature, load_signatures, match_signatures
-from tests.factory import PLAIN_DEPENDENCIES, REPO, FakeEnv, doctor_env, run_doctor
+from tests.factory import (
+    PLAIN_DEPENDENCIES,
+    REPO,
+    FakeEnv,
+    doctor_env,
+    real_torch_venv_path,
+    run_doctor,
+)
 
 SIGNATURES = load_signatures()
 
@@ -117,6 +125,64 @@ def test_cudnn_error_is_confirmed_by_the_missing_wheel_with_its_install_command(
     assert "Confirmed here: missing-cuda-wheel" in run.stdout
     assert "nvidia-cudnn-cu13==9.24.0.43" in run.stdout  # the remedy, with the pin
     assert "cpu-only-torch" not in run.stdout  # only the checks that bear on this error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "OSError: libcudart.so.12: cannot open shared object file: No such file or directory",
+        "ImportError: /venv/lib/python3.11/site-packages/nvidia/cusparse/lib/libcusparse.so.12: "
+        "undefined symbol: __nvJitLinkComplete_12_4, version libnvJitLink.so.12",
+    ],
+    ids=["libcudart-not-found", "nvjitlink-undefined-symbol"],
+)
+def test_a_finding_about_another_library_does_not_confirm_the_error(
+    make_env: Callable[..., FakeEnv], workdir: Path, error: str
+) -> None:
+    # cuDNN is missing here; the pasted error is about another library.
+    env = make_env()
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    run = run_doctor("explain", error, "--python", str(env.root), "--no-color", cwd=workdir)
+    said = " ".join(run.stdout.split())
+    assert "Confirmed here" not in said
+    assert "Not confirmed here" in said or "Ruled out here" in said
+    # The cuDNN problem is named as unrelated, and its remedy is not offered as the answer.
+    assert "not related to this error: missing-cuda-wheel" in said
+    assert "nvidia-cudnn-cu13==9.24.0.43" not in said
+    data = run_doctor(
+        "explain", error, "--python", str(env.root), "--format", "json", cwd=workdir
+    ).json
+    assert data["explain"]["confirmed"] == []
+
+
+@pytest.mark.slow
+def test_real_torch_without_cudnn_does_not_confirm_an_nvjitlink_error(
+    tmp_path: Path, workdir: Path
+) -> None:
+    # The real wheels, cuDNN removed: library-load-failed fails, about libcudnn.so.9.
+    venv = tmp_path / "venv"
+    subprocess.run(["cp", "-al", str(real_torch_venv_path()), str(venv)], check=True)
+    site = FakeEnv(venv).site_packages
+    for path in [site / "nvidia" / "cudnn", *site.glob("nvidia_cudnn_cu13-*.dist-info")]:
+        shutil.rmtree(path)
+    error = (
+        "ImportError: /venv/lib/python3.11/site-packages/nvidia/cusparse/lib/libcusparse.so.12: "
+        "undefined symbol: __nvJitLinkComplete_12_4, version libnvJitLink.so.12"
+    )
+    data = run_doctor("explain", error, "--python", str(venv), "--format", "json", cwd=workdir).json
+    assert data["explain"]["confirmed"] == []
+    assert "library-load-failed" in data["explain"]["ruled_out"]
+    assert data["explain"]["conclusion"].startswith("Not confirmed here")
+    cudnn = run_doctor(
+        "explain",
+        "libcudnn.so.9: cannot open shared object file",
+        "--python",
+        str(venv),
+        "--format",
+        "json",
+        cwd=workdir,
+    ).json
+    assert "library-load-failed" in cudnn["explain"]["confirmed"]
 
 
 def test_explain_json_lists_what_is_confirmed_and_what_is_ruled_out(

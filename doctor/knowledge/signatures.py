@@ -46,12 +46,16 @@ class Signature:
     reviewed: str
     catalogue: str = ""  # shared/knowledge/catalogue.md's entry: for maintainers, never shown
     advice: str | None = None
+    # The CUDA library the error is about ("cudnn"), or None: a finding confirms the error
+    # only if it is about that library. A (?P<library>...) group in the pattern wins.
+    library: str | None = None
 
 
 @dataclass(frozen=True)
 class Match:
     signature: Signature
     quote: str  # the line of the pasted text that matched
+    library: str | None = None  # the CUDA library the error names (Signature.library)
 
 
 @cache
@@ -70,6 +74,7 @@ def load_signatures() -> tuple[Signature, ...]:
                     reviewed=str(entry["reviewed"]),
                     catalogue=str(entry.get("catalogue", "")),
                     advice=entry.get("advice"),
+                    library=entry.get("library"),
                 )
             )
         except (KeyError, TypeError, re.error) as exc:
@@ -84,7 +89,9 @@ def match_signatures(text: str, signatures: Sequence[Signature] | None = None) -
     for signature in signatures if signatures is not None else load_signatures():
         hit = signature.pattern.search(text)
         if hit is not None:
-            found.append(Match(signature, _quote(text, hit)))
+            named = hit.groupdict().get("library")
+            library = named or signature.library
+            found.append(Match(signature, _quote(text, hit), library.lower() if library else None))
     return found
 
 
