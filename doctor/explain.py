@@ -57,7 +57,10 @@ def explanation_of(matches: Sequence[Match], report: Report | None) -> Explanati
     for m in matches:
         wanted += [f for f in m.signature.findings if f not in wanted]
     status = {r.spec.id: r for r in report.results} if report is not None else {}
-    confirmed, ruled_out, undetermined, not_checked = [], [], [], []
+    confirmed: list[str] = []
+    ruled_out: list[str] = []
+    undetermined: list[tuple[str, str]] = []
+    not_checked: list[str] = []
     for finding_id in wanted:
         result = status.get(finding_id)
         if result is None:
