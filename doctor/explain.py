@@ -15,7 +15,7 @@ from typing import Callable
 
 from doctor.checks import REGISTRY
 from doctor.findings import CheckStatus
-from doctor.knowledge.signatures import Match, match_signatures
+from doctor.knowledge.signatures import Match, match_signatures, pasted_text
 from doctor.render.formats import Format
 from doctor.report import EXIT_OK, Explanation, Recognised, Report
 
@@ -51,7 +51,24 @@ def _recognised(matches: Sequence[Match]) -> tuple[Recognised, ...]:
     )
 
 
-def explanation_of(matches: Sequence[Match], report: Report | None) -> Explanation:
+# Characters of the pasted text a ticket carries: its end, where the error is.
+MAX_PASTED = 8000
+
+
+def pasted_excerpt(text: str) -> str:
+    """The pasted text as the ticket's traceback: cleaned, at most MAX_PASTED characters
+    (the end kept, with a line saying how much was cut)."""
+    text = pasted_text(text).strip("\n")
+    if len(text) <= MAX_PASTED:
+        return text
+    tail = text[-MAX_PASTED:]
+    tail = tail[tail.find("\n") + 1 :] if "\n" in tail else tail
+    return f"… ({len(text) - len(tail)} earlier characters cut)\n{tail}"
+
+
+def explanation_of(
+    matches: Sequence[Match], report: Report | None, pasted: str = ""
+) -> Explanation:
     """What the diagnosis (if any) says about each finding id the matched signatures name."""
     wanted: list[str] = []
     for m in matches:
@@ -92,6 +109,7 @@ def explanation_of(matches: Sequence[Match], report: Report | None) -> Explanati
         undetermined=tuple(undetermined),
         not_checked=tuple(not_checked),
         torch_missing_in=torch_missing_in,
+        pasted=pasted,
     )
 
 
@@ -158,7 +176,7 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
 
     wanted = {f for m in matches for f in m.signature.findings}
     report = diagnose() if wanted & set(REGISTRY) else None
-    explanation = explanation_of(matches, report)
+    explanation = explanation_of(matches, report, pasted_excerpt(text))
     if report is None:
         # Nothing here can confirm or rule it out: say what it is and what to do, quickly.
         from doctor.render.explanation import render_explanation_only

@@ -64,6 +64,9 @@ class Explanation:
     # The inspected interpreter, when torch is not installed in it: the error, which
     # torch printed, came from another one.
     torch_missing_in: str | None = None
+    # The pasted text, cleaned (terminal codes, line ends) and cut to its end: the ticket's
+    # traceback. Held here so that redaction covers it like the rest of the report.
+    pasted: str = ""
 
     @property
     def conclusion(self) -> str:

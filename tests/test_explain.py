@@ -321,6 +321,40 @@ def test_a_traceback_pasted_with_colours_and_crlf_is_recognised_and_quoted_clean
     )
 
 
+def test_the_explain_ticket_carries_the_pasted_traceback_redacted(
+    tmp_path: Path, workdir: Path
+) -> None:
+    home = tmp_path / "home" / "alice"
+    home.mkdir(parents=True)
+    pasted = (
+        "Traceback (most recent call last):\r\n"
+        f'  File "{home}/train.py", line 1, in <module>\r\n'
+        "    import torch\r\n"
+        "\x1b[31mImportError\x1b[0m: libcudnn.so.9: cannot open shared object file\r\n"
+        "while installing from https://alice:s3cret@pypi.corp.example/simple\r\n"
+    )
+    run = run_doctor(
+        "explain",
+        pasted,
+        "--format",
+        "markdown",
+        cwd=workdir,
+        env={"HOME": str(home), "USER": "alice"},
+    )
+    section = run.stdout.split("### What I ran and what I saw", 1)[1].split("\n### ", 1)[0]
+    traceback = section.split("Traceback:", 1)[1]
+    assert traceback.strip().splitlines() == [
+        "```text",
+        "Traceback (most recent call last):",
+        '  File "~/train.py", line 1, in <module>',
+        "    import torch",
+        "ImportError: libcudnn.so.9: cannot open shared object file",
+        "while installing from https://<redacted>@pypi.corp.example/simple",
+        "```",
+    ]
+    assert "s3cret" not in run.stdout and str(home) not in run.stdout
+
+
 def test_empty_error_text_is_a_usage_error(workdir: Path) -> None:
     run = run_doctor("explain", "  ", cwd=workdir)
     assert run.returncode == 2
