@@ -204,6 +204,11 @@ def test_explain_json_lists_what_is_confirmed_and_what_is_ruled_out(
     assert [r["id"] for r in explained["recognised"]] == ["cudnn-not-found"]
     assert "missing-cuda-wheel" in explained["confirmed"]
     assert "cuda-wheel-files-missing" in explained["ruled_out"]
+    # What would judge the rest, said for explain as much as for check.
+    assert {
+        "id": "torch-import-failed",
+        "reason": "torch was not imported (run again with --deep to import it)",
+    } in explained["undetermined"]
     # The focused report is a report like any other: valid against the schema.
     schema = json.loads((REPO / "docs" / "report.schema.json").read_text(encoding="utf-8"))
     jsonschema.validate(data["report"], schema, cls=jsonschema.Draft202012Validator)
