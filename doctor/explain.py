@@ -92,23 +92,21 @@ def explanation_of(
             ruled_out.append(finding_id)
         else:
             undetermined.append((finding_id, result.reason or result.status.value))
-    missing = status.get("torch-not-installed")
     interpreter = report.facts.interpreter if report is not None else None
-    torch_missing_in = (
-        interpreter.executable
-        if missing is not None
-        and missing.status is CheckStatus.FAILED
-        and "torch-not-installed" not in wanted
-        and interpreter is not None
-        else None
-    )
+    not_installed: list[str] = []
+    if report is not None and interpreter is not None:
+        for m in matches:
+            source = m.signature.comes_from
+            if source and source not in not_installed and report.facts.distribution(source) is None:
+                not_installed.append(source)
     return Explanation(
         recognised=_recognised(matches),
         confirmed=tuple(confirmed),
         ruled_out=tuple(ruled_out),
         undetermined=tuple(undetermined),
         not_checked=tuple(not_checked),
-        torch_missing_in=torch_missing_in,
+        not_installed=tuple(not_installed),
+        interpreter=interpreter.executable if interpreter is not None else None,
         pasted=pasted,
     )
 
@@ -133,7 +131,7 @@ def _focus(report: Report, explanation: Explanation) -> Report:
     """The report cut down to the checks that bear on the error, and the roots they lead to."""
     ids = [
         # Why the error cannot have come from this interpreter: shown, not "not related".
-        *(["torch-not-installed"] if explanation.torch_missing_in is not None else []),
+        *(["torch-not-installed"] if "torch" in explanation.not_installed else []),
         *explanation.confirmed,
         *explanation.ruled_out,
         *(i for i, _ in explanation.undetermined),

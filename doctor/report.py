@@ -61,9 +61,10 @@ class Explanation:
     ruled_out: tuple[str, ...]
     undetermined: tuple[tuple[str, str], ...]  # (finding id, why it could not judge)
     not_checked: tuple[str, ...]  # finding ids this version has no check for
-    # The inspected interpreter, when torch is not installed in it: the error, which
-    # torch printed, came from another one.
-    torch_missing_in: str | None = None
+    # The distributions the pasted errors come from (signatures.toml comes_from) that are
+    # not installed in the inspected interpreter: the errors came from another one.
+    not_installed: tuple[str, ...] = ()
+    interpreter: str | None = None  # the inspected interpreter
     # The pasted text, cleaned (terminal codes, line ends) and cut to its end: the ticket's
     # traceback. Held here so that redaction covers it like the rest of the report.
     pasted: str = ""
@@ -72,10 +73,11 @@ class Explanation:
     def conclusion(self) -> str:
         if self.confirmed:
             return "Confirmed here: " + ", ".join(self.confirmed) + " (remedies below)."
-        if self.torch_missing_in is not None:
+        if self.not_installed:
             return (
-                f"Not from this interpreter: torch is not installed in {self.torch_missing_in}, "
-                "so the error came from another one. " + _RUN_WHERE_IT_FAILED
+                f"Not from this interpreter: {' and '.join(self.not_installed)} "
+                f"{'is' if len(self.not_installed) == 1 else 'are'} not installed in "
+                f"{self.interpreter}, so the error came from another one. " + _RUN_WHERE_IT_FAILED
             )
         if not (self.ruled_out or self.undetermined):
             return "torch-doctor has no check for this cause yet: follow the advice above."

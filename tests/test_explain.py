@@ -251,6 +251,27 @@ def test_cuda_build_rules_out_torch_not_compiled_with_cuda(
     assert "Run torch-doctor where it failed, with --python" in " ".join(run.stdout.split())
 
 
+def test_a_torchvision_error_is_not_from_an_environment_without_torchvision(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130()
+    error = "RuntimeError: operator torchvision::nms does not exist"
+    data = run_doctor(
+        "explain", error, "--python", str(env.root), "--format", "json", cwd=workdir
+    ).json
+    assert data["explain"]["conclusion"].startswith(
+        f"Not from this interpreter: torchvision is not installed in {env.python}"
+    )
+
+
+def test_an_error_any_program_prints_is_not_blamed_on_a_missing_torch(workdir: Path) -> None:
+    # nvidia-smi prints this one: an interpreter without torch may well be where it ran.
+    error = "Failed to initialize NVML: Driver/library version mismatch"
+    data = run_doctor("explain", error, "--format", "json", cwd=workdir).json
+    assert not data["explain"]["conclusion"].startswith("Not from this interpreter")
+
+
 def test_an_error_torch_printed_is_not_from_an_interpreter_without_torch(workdir: Path) -> None:
     # The doctor's own interpreter has no torch: the libcudnn error came from another one.
     run = run_doctor("explain", COLOURED_TRACEBACK, "--no-color", cwd=workdir)

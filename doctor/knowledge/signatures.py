@@ -49,6 +49,9 @@ class Signature:
     # The CUDA library the error is about ("cudnn"), or None: a finding confirms the error
     # only if it is about that library. A (?P<library>...) group in the pattern wins.
     library: str | None = None
+    # The distribution whose code prints this error ("" when any program can): when it is
+    # not installed in the inspected interpreter, the error came from another one.
+    comes_from: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ def load_signatures() -> tuple[Signature, ...]:
                     catalogue=str(entry.get("catalogue", "")),
                     advice=entry.get("advice"),
                     library=entry.get("library"),
+                    comes_from=str(entry.get("comes_from", "torch")),
                 )
             )
         except (KeyError, TypeError, re.error) as exc:
