@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from doctor.checks import REGISTRY
-from doctor.findings import CheckStatus
+from doctor.findings import CheckResult, CheckStatus
 from doctor.knowledge.signatures import Match, match_signatures, pasted_text
 from doctor.render.formats import Format
 from doctor.report import EXIT_OK, Explanation, Recognised, Report
@@ -88,7 +88,9 @@ def explanation_of(
             # nvJitLink) is another problem: the check looked and this cause is not here.
             about = _about_the_error(finding_id, matches, report)
             (confirmed if about else ruled_out).append(finding_id)
-        elif result.status is CheckStatus.PASSED:
+        elif result.status is CheckStatus.PASSED or (
+            report is not None and _does_not_apply(result, report)
+        ):
             ruled_out.append(finding_id)
         else:
             undetermined.append((finding_id, result.reason or result.status.value))
@@ -109,6 +111,26 @@ def explanation_of(
         interpreter=interpreter.executable if interpreter is not None else None,
         pasted=pasted,
     )
+
+
+# Needs whose absence means the cause cannot be here, rather than that it could not be
+# looked at: no uv project manages this environment, or it has no uv.lock, so no lock
+# can have left a wheel out of it.
+NOT_APPLICABLE_NEEDS = ("project", "uv-project", "lock")
+
+
+def _does_not_apply(result: CheckResult, report: Report) -> bool:
+    """Whether a skipped check was skipped for a need that makes its cause impossible here."""
+    from doctor.checks.needs import NEEDS
+
+    if result.status is not CheckStatus.SKIPPED:
+        return False
+    for need in result.spec.requires:
+        if need in NEEDS:
+            reason = NEEDS[need](report.context)
+            if reason is not None:
+                return need in NOT_APPLICABLE_NEEDS and reason == result.reason
+    return False
 
 
 def _about_the_error(finding_id: str, matches: Sequence[Match], report: Report) -> bool:

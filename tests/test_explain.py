@@ -204,6 +204,10 @@ def test_explain_json_lists_what_is_confirmed_and_what_is_ruled_out(
     assert [r["id"] for r in explained["recognised"]] == ["cudnn-not-found"]
     assert "missing-cuda-wheel" in explained["confirmed"]
     assert "cuda-wheel-files-missing" in explained["ruled_out"]
+    # No uv project manages this venv: no lock can have left the wheel out. That is ruled
+    # out, not "could not judge".
+    assert "lock-missing-dependencies" in explained["ruled_out"]
+    assert "lock-missing-dependencies" not in [u["id"] for u in explained["undetermined"]]
     # What would judge the rest, said for explain as much as for check.
     assert {
         "id": "torch-import-failed",
