@@ -188,7 +188,12 @@ def explain(text: str, diagnose: Callable[[], Report], options: ExplainOptions) 
             unknown: dict[str, object] = {
                 key: [] for key in ("recognised", "confirmed", "ruled_out", "undetermined")
             }
-            unknown.update(not_checked=[], message=UNKNOWN_MESSAGE)
+            # The same keys as a recognised error's (docs/commands.md), and the message.
+            unknown.update(
+                not_checked=[],
+                conclusion=UNKNOWN_MESSAGE.split("\n", 1)[0],
+                message=UNKNOWN_MESSAGE,
+            )
             write_output(json.dumps({"explain": unknown}, indent=2) + "\n", options.output)
         else:
             write_output(UNKNOWN_MESSAGE, options.output)

@@ -299,6 +299,8 @@ def test_unknown_text_says_so_and_suggests_the_full_check(workdir: Path) -> None
     data = run_doctor("explain", "SyntaxError", "--format", "json", cwd=workdir).json
     assert data["explain"]["recognised"] == []
     assert "Run `torch-doctor`" in data["explain"]["message"]
+    # A program reads the same keys whether the text was recognised or not.
+    assert data["explain"]["conclusion"] == "torch-doctor does not recognise this error text."
 
 
 def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
