@@ -13,7 +13,11 @@ without anyone remembering to call it. What it removes:
 - the value of any variable whose name looks secret (``HF_TOKEN``, ``WANDB_API_KEY``, …),
   both in dicts of variables and in ``NAME=value`` text; the name stays;
 - credentials inside URLs: ``user:pass@`` (or a bare token before ``@``) and
-  secret-looking query parameters (``?token=…``), wherever the URL appears.
+  secret-looking query parameters (``?token=…``), wherever the URL appears;
+- access tokens anywhere in text (a pasted traceback, a command line): the formats with
+  a distinctive prefix (``hf_…``, ``ghp_…``, ``github_pat_…``, ``glpat-…``, ``pypi-AgE…``,
+  ``xoxb-…``, ``AKIA…``), ``Bearer …``, and the value of a secret-looking ``--flag`` or
+  ``name=`` in any case (``--hf-token X``, ``hf_token=X``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ KIND_LABELS = {
     "secret-variable": "values of secret-looking variables",
     "url-credentials": "credentials in URLs",
     "gpu-identifier": "GPU UUIDs and serial numbers",
+    "access-token": "access tokens in text",
 }
 
 # Name parts (split at "_") that mark a variable as secret. A part *containing* one of
@@ -145,6 +150,41 @@ _SECRET_PARAMETERS = frozenset({"key", "sig", "code", "pass", "pwd"})
 # how environment variables are written.
 _ASSIGNMENT = re.compile(
     r"(?<![A-Za-z0-9_\-])(?P<name>[A-Z_][A-Z0-9_]*)=(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"'`&;]+)"
+)
+# Tokens whose format says what they are, wherever they stand (Hugging Face, GitHub,
+# GitLab, PyPI, Slack, AWS key ids), and HTTP authorisation headers.
+_KNOWN_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?:hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_\-]{20,}|pypi-AgE[A-Za-z0-9_\-]{16,}"
+    r"|xox[abprs]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16})(?![A-Za-z0-9_\-])"
+    r"|(?P<scheme>\b(?:Bearer|Basic) )[A-Za-z0-9._~+/=\-]{12,}"
+)
+_TOKEN_HINTS = (
+    "hf_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "pypi-",
+    "xox",
+    "AKIA",
+    "Bearer ",
+    "Basic ",
+)
+# A secret-looking option and its value: --hf-token X, --password=X.
+_SECRET_OPTION = re.compile(
+    r"(?P<flag>(?<![A-Za-z0-9_\-])--?(?!-|no-)[A-Za-z0-9\-]*"
+    r"(?:token|password|passwd|secret|api-key|apikey)(?:=|\s+))"
+    r"(?P<value>[^\s\"'`-][^\s\"'`]*)",
+    re.IGNORECASE,
+)
+# name=value in any case (hf_token=X in a config line or a command): the name must look
+# secret (looks_secret on its upper case).
+_LOWER_ASSIGNMENT = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?P<name>[a-z_][a-z0-9_]*)=(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"'`&;]+)"
 )
 _GPU_ID = re.compile(
     r"\b(?P<prefix>(?:MIG-)?GPU-|MIG-)[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
@@ -281,6 +321,12 @@ class Redactor:
         if "=" in out:
             out = self._sub(_QUERY_PARAMETER, self._query_parameter, out, None)
             out = self._sub(_ASSIGNMENT, self._assignment, out, None)
+        if any(hint in out for hint in _TOKEN_HINTS):
+            out = self._sub(_KNOWN_TOKEN, _token, out, "access-token")
+        if "-" in out and any(w in out.lower() for w in _SECRET_OPTION_WORDS):
+            out = self._sub(_SECRET_OPTION, self._option, out, None)
+        if "=" in out:
+            out = self._sub(_LOWER_ASSIGNMENT, self._assignment, out, None)
         if "GPU-" in out or "MIG-" in out:
             out = self._sub(_GPU_ID, lambda m: m.group("prefix") + REDACTED, out, "gpu-identifier")
         for home, pattern in self._homes:
@@ -301,6 +347,12 @@ class Redactor:
             return match.group(0)
         self.counts["url-credentials"] += 1
         return match.group("key") + REDACTED
+
+    def _option(self, match: re.Match[str]) -> str:
+        if match.group("value") == REDACTED:
+            return match.group(0)
+        self.counts["access-token"] += 1
+        return match.group("flag") + REDACTED
 
     def _assignment(self, match: re.Match[str]) -> str:
         if not looks_secret(match.group("name")) or match.group("value").strip("\"'") == REDACTED:
@@ -367,6 +419,13 @@ class Redactor:
 
 
 _VARIABLE_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_SECRET_OPTION_WORDS = ("token", "passw", "secret", "api-key", "apikey")
+
+
+def _token(match: re.Match[str]) -> str:
+    """A known token, or the credentials after "Bearer ": <redacted>."""
+    scheme = match.group("scheme")
+    return (scheme or "") + REDACTED
 
 
 def _without_userinfo(match: re.Match[str]) -> str:

@@ -61,22 +61,45 @@ class Explanation:
     ruled_out: tuple[str, ...]
     undetermined: tuple[tuple[str, str], ...]  # (finding id, why it could not judge)
     not_checked: tuple[str, ...]  # finding ids this version has no check for
+    # The distributions the pasted errors come from (signatures.toml comes_from) that are
+    # not installed in the inspected interpreter: the errors came from another one.
+    not_installed: tuple[str, ...] = ()
+    interpreter: str | None = None  # the inspected interpreter
+    # The pasted text, cleaned (terminal codes, line ends) and cut to its end: the ticket's
+    # traceback. Held here so that redaction covers it like the rest of the report.
+    pasted: str = ""
 
     @property
     def conclusion(self) -> str:
-        if not (self.confirmed or self.ruled_out or self.undetermined):
-            return "torch-doctor has no check for this cause yet: follow the advice above."
         if self.confirmed:
             return "Confirmed here: " + ", ".join(self.confirmed) + " (remedies below)."
+        if self.not_installed:
+            return (
+                f"Not from this interpreter: {' and '.join(self.not_installed)} "
+                f"{'is' if len(self.not_installed) == 1 else 'are'} not installed in "
+                f"{self.interpreter}, so the error came from another one. " + _RUN_WHERE_IT_FAILED
+            )
+        if not (self.ruled_out or self.undetermined):
+            return "torch-doctor has no check for this cause yet: follow the advice above."
         if self.ruled_out and not self.undetermined and not self.not_checked:
             return (
-                "Ruled out here: every check for this failure passed in this environment. "
-                "Is the error from another environment (another venv, machine or container)?"
+                "Ruled out here: the checks for this failure found no such cause in this "
+                "environment, so the error probably came from another venv, machine or "
+                "container. " + _RUN_WHERE_IT_FAILED
             )
         return (
             "Not confirmed here: no check for this failure found its cause in this environment"
-            + (", and some could not judge." if self.undetermined else ".")
+            + (", and some could not judge (below)." if self.undetermined else ".")
+            + " If the error came from another venv, machine or container, "
+            + _RUN_WHERE_IT_FAILED[0].lower()
+            + _RUN_WHERE_IT_FAILED[1:]
         )
+
+
+_RUN_WHERE_IT_FAILED = (
+    "Run torch-doctor where it failed, with --python set to the interpreter (or venv) "
+    "that printed the error."
+)
 
 
 @dataclass(frozen=True)

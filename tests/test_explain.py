@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,7 +15,14 @@ import pytest
 
 from doctor.checks import REGISTRY
 from doctor.knowledge.signatures import Signature, load_signatures, match_signatures
-from tests.factory import PLAIN_DEPENDENCIES, REPO, FakeEnv, doctor_env, run_doctor
+from tests.factory import (
+    PLAIN_DEPENDENCIES,
+    REPO,
+    FakeEnv,
+    doctor_env,
+    real_torch_venv_path,
+    run_doctor,
+)
 
 SIGNATURES = load_signatures()
 
@@ -119,6 +127,64 @@ def test_cudnn_error_is_confirmed_by_the_missing_wheel_with_its_install_command(
     assert "cpu-only-torch" not in run.stdout  # only the checks that bear on this error
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        "OSError: libcudart.so.12: cannot open shared object file: No such file or directory",
+        "ImportError: /venv/lib/python3.11/site-packages/nvidia/cusparse/lib/libcusparse.so.12: "
+        "undefined symbol: __nvJitLinkComplete_12_4, version libnvJitLink.so.12",
+    ],
+    ids=["libcudart-not-found", "nvjitlink-undefined-symbol"],
+)
+def test_a_finding_about_another_library_does_not_confirm_the_error(
+    make_env: Callable[..., FakeEnv], workdir: Path, error: str
+) -> None:
+    # cuDNN is missing here; the pasted error is about another library.
+    env = make_env()
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    run = run_doctor("explain", error, "--python", str(env.root), "--no-color", cwd=workdir)
+    said = " ".join(run.stdout.split())
+    assert "Confirmed here" not in said
+    assert "Not confirmed here" in said or "Ruled out here" in said
+    # The cuDNN problem is named as unrelated, and its remedy is not offered as the answer.
+    assert "not related to this error: missing-cuda-wheel" in said
+    assert "nvidia-cudnn-cu13==9.24.0.43" not in said
+    data = run_doctor(
+        "explain", error, "--python", str(env.root), "--format", "json", cwd=workdir
+    ).json
+    assert data["explain"]["confirmed"] == []
+
+
+@pytest.mark.slow
+def test_real_torch_without_cudnn_does_not_confirm_an_nvjitlink_error(
+    tmp_path: Path, workdir: Path
+) -> None:
+    # The real wheels, cuDNN removed: library-load-failed fails, about libcudnn.so.9.
+    venv = tmp_path / "venv"
+    subprocess.run(["cp", "-al", str(real_torch_venv_path()), str(venv)], check=True)
+    site = FakeEnv(venv).site_packages
+    for path in [site / "nvidia" / "cudnn", *site.glob("nvidia_cudnn_cu13-*.dist-info")]:
+        shutil.rmtree(path)
+    error = (
+        "ImportError: /venv/lib/python3.11/site-packages/nvidia/cusparse/lib/libcusparse.so.12: "
+        "undefined symbol: __nvJitLinkComplete_12_4, version libnvJitLink.so.12"
+    )
+    data = run_doctor("explain", error, "--python", str(venv), "--format", "json", cwd=workdir).json
+    assert data["explain"]["confirmed"] == []
+    assert "library-load-failed" in data["explain"]["ruled_out"]
+    assert data["explain"]["conclusion"].startswith("Not confirmed here")
+    cudnn = run_doctor(
+        "explain",
+        "libcudnn.so.9: cannot open shared object file",
+        "--python",
+        str(venv),
+        "--format",
+        "json",
+        cwd=workdir,
+    ).json
+    assert "library-load-failed" in cudnn["explain"]["confirmed"]
+
+
 def test_explain_json_lists_what_is_confirmed_and_what_is_ruled_out(
     make_env: Callable[..., FakeEnv], workdir: Path
 ) -> None:
@@ -138,6 +204,15 @@ def test_explain_json_lists_what_is_confirmed_and_what_is_ruled_out(
     assert [r["id"] for r in explained["recognised"]] == ["cudnn-not-found"]
     assert "missing-cuda-wheel" in explained["confirmed"]
     assert "cuda-wheel-files-missing" in explained["ruled_out"]
+    # No uv project manages this venv: no lock can have left the wheel out. That is ruled
+    # out, not "could not judge".
+    assert "lock-missing-dependencies" in explained["ruled_out"]
+    assert "lock-missing-dependencies" not in [u["id"] for u in explained["undetermined"]]
+    # What would judge the rest, said for explain as much as for check.
+    assert {
+        "id": "torch-import-failed",
+        "reason": "torch was not imported (run again with --deep to import it)",
+    } in explained["undetermined"]
     # The focused report is a report like any other: valid against the schema.
     schema = json.loads((REPO / "docs" / "report.schema.json").read_text(encoding="utf-8"))
     jsonschema.validate(data["report"], schema, cls=jsonschema.Draft202012Validator)
@@ -177,6 +252,43 @@ def test_cuda_build_rules_out_torch_not_compiled_with_cuda(
     )
     assert run.returncode == 0, run.stderr
     assert "Ruled out here" in run.stdout
+    assert "Run torch-doctor where it failed, with --python" in " ".join(run.stdout.split())
+
+
+def test_a_torchvision_error_is_not_from_an_environment_without_torchvision(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    env = make_env()
+    env.install_healthy_cu130()
+    error = "RuntimeError: operator torchvision::nms does not exist"
+    data = run_doctor(
+        "explain", error, "--python", str(env.root), "--format", "json", cwd=workdir
+    ).json
+    assert data["explain"]["conclusion"].startswith(
+        f"Not from this interpreter: torchvision is not installed in {env.python}"
+    )
+
+
+def test_an_error_any_program_prints_is_not_blamed_on_a_missing_torch(workdir: Path) -> None:
+    # nvidia-smi prints this one: an interpreter without torch may well be where it ran.
+    error = "Failed to initialize NVML: Driver/library version mismatch"
+    data = run_doctor("explain", error, "--format", "json", cwd=workdir).json
+    assert not data["explain"]["conclusion"].startswith("Not from this interpreter")
+
+
+def test_an_error_torch_printed_is_not_from_an_interpreter_without_torch(workdir: Path) -> None:
+    # The doctor's own interpreter has no torch: the libcudnn error came from another one.
+    run = run_doctor("explain", COLOURED_TRACEBACK, "--no-color", cwd=workdir)
+    said = " ".join(run.stdout.split())
+    assert "Not from this interpreter: torch is not installed in " + sys.executable in said
+    assert "Run torch-doctor where it failed, with --python" in said
+    assert "Not confirmed here" not in said
+    # torch-not-installed is why: shown, not dismissed as "not related to this error".
+    assert "not related to this error: torch-not-installed" not in said
+    assert "torch-not-installed" in said
+    data = run_doctor("explain", COLOURED_TRACEBACK, "--format", "json", cwd=workdir).json
+    assert data["explain"]["conclusion"].startswith("Not from this interpreter")
+    assert data["explain"]["confirmed"] == []
 
 
 def test_unknown_text_says_so_and_suggests_the_full_check(workdir: Path) -> None:
@@ -187,6 +299,8 @@ def test_unknown_text_says_so_and_suggests_the_full_check(workdir: Path) -> None
     data = run_doctor("explain", "SyntaxError", "--format", "json", cwd=workdir).json
     assert data["explain"]["recognised"] == []
     assert "Run `torch-doctor`" in data["explain"]["message"]
+    # A program reads the same keys whether the text was recognised or not.
+    assert data["explain"]["conclusion"] == "torch-doctor does not recognise this error text."
 
 
 def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
@@ -211,6 +325,66 @@ def test_error_text_is_read_from_stdin_with_a_dash(workdir: Path) -> None:
     assert recognised["id"] == "ptxas-unknown-arch"
     # This interpreter has no torch: the check that would judge the cause has nothing to see.
     assert explained["confirmed"] == [] and explained["ruled_out"] == []
+
+
+# A traceback copied from a coloured terminal on Windows: colour codes around (and inside)
+# the error line, CRLF line ends.
+COLOURED_TRACEBACK = (
+    "Traceback (most recent call last):\r\n"
+    '  File "train.py", line 1, in <module>\r\n'
+    "    import torch\r\n"
+    "\x1b[31mImportError\x1b[0m: \x1b[1mlibcudnn.so.9: \x1b[0mcannot open shared object file: "
+    "No such file or directory\x1b[0m\r\n"
+)
+
+
+def test_a_traceback_pasted_with_colours_and_crlf_is_recognised_and_quoted_clean(
+    workdir: Path,
+) -> None:
+    terminal = run_doctor("explain", COLOURED_TRACEBACK, "--no-color", cwd=workdir)
+    assert "does not recognise" not in terminal.stdout
+    assert "cuDNN 9 cannot be loaded" in terminal.stdout
+    assert "[31m" not in terminal.stdout and "[0m" not in terminal.stdout
+    assert "\x1b" not in terminal.stdout and "\r" not in terminal.stdout
+    explained = run_doctor("explain", COLOURED_TRACEBACK, "--format", "json", cwd=workdir)
+    [recognised] = explained.json["explain"]["recognised"]
+    assert recognised["matched"] == (
+        "ImportError: libcudnn.so.9: cannot open shared object file: No such file or directory"
+    )
+
+
+def test_the_explain_ticket_carries_the_pasted_traceback_redacted(
+    tmp_path: Path, workdir: Path
+) -> None:
+    home = tmp_path / "home" / "alice"
+    home.mkdir(parents=True)
+    pasted = (
+        "Traceback (most recent call last):\r\n"
+        f'  File "{home}/train.py", line 1, in <module>\r\n'
+        "    import torch\r\n"
+        "\x1b[31mImportError\x1b[0m: libcudnn.so.9: cannot open shared object file\r\n"
+        "while installing from https://alice:s3cret@pypi.corp.example/simple\r\n"
+    )
+    run = run_doctor(
+        "explain",
+        pasted,
+        "--format",
+        "markdown",
+        cwd=workdir,
+        env={"HOME": str(home), "USER": "alice"},
+    )
+    section = run.stdout.split("### What I ran and what I saw", 1)[1].split("\n### ", 1)[0]
+    traceback = section.split("Traceback:", 1)[1]
+    assert traceback.strip().splitlines() == [
+        "```text",
+        "Traceback (most recent call last):",
+        '  File "~/train.py", line 1, in <module>',
+        "    import torch",
+        "ImportError: libcudnn.so.9: cannot open shared object file",
+        "while installing from https://<redacted>@pypi.corp.example/simple",
+        "```",
+    ]
+    assert "s3cret" not in run.stdout and str(home) not in run.stdout
 
 
 def test_empty_error_text_is_a_usage_error(workdir: Path) -> None:

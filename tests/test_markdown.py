@@ -238,6 +238,23 @@ def test_driver_and_gpus_appear_in_the_facts_table(
     assert "RTX 5090" in gpu1 and "sm_120" in gpu1
 
 
+def test_the_package_list_carries_numpy_and_transformers_but_not_unrelated_packages(
+    make_env: Callable[..., FakeEnv], workdir: Path
+) -> None:
+    # The maintainers' templates ask for numpy and transformers beside torch's family.
+    env = make_env()
+    env.install_healthy_cu130()
+    env.install("numpy", "2.1.3")
+    env.install("transformers", "4.57.1")
+    env.install("requests", "2.32.3")
+    text = run_doctor("--python", str(env.root), "--format", "markdown", cwd=workdir).stdout
+    [numpy] = _table_rows(text, "`numpy`")
+    assert "`2.1.3`" in numpy
+    [transformers] = _table_rows(text, "`transformers`")
+    assert "`4.57.1`" in transformers
+    assert not _table_rows(text, "`requests`")
+
+
 @pytest.mark.slow
 def test_real_torch_report_lists_the_loaded_cuda_libraries_under_64_kb(
     real_torch_venv: FakeEnv, workdir: Path

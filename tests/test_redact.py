@@ -77,6 +77,24 @@ def scrub(text: str) -> str:
             f"CUDA_VISIBLE_DEVICES=GPU-{REDACTED}",
         ),
         ("MIG-GPU-5c1f4d6e-1a2b-4c3d-8e9f-0123456789ab/1/0", f"MIG-GPU-{REDACTED}"),
+        # Tokens in pasted tracebacks and command lines (explain puts the paste in the ticket).
+        (
+            "401: invalid token hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345 for this repo",
+            f"401: invalid token {REDACTED} for this repo",
+        ),
+        ("uv publish --token pypi-AgEIcHlwaS5vcmcCJGFiY2Q", f"uv publish --token {REDACTED}"),
+        (
+            "python train.py --hf-token abc123 --epochs 3",
+            f"python train.py --hf-token {REDACTED} --epochs 3",
+        ),
+        ("hf_token=abc123 in ~/.config/x.toml", f"hf_token={REDACTED} in ~/.config/x.toml"),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc", f"Authorization: Bearer {REDACTED}"),
+        (
+            "git push https://github.com/o/r with ghp_0123456789abcdefghijABCDEF",
+            f"git push https://github.com/o/r with {REDACTED}",
+        ),
+        ("uv pip install --no-token torch; the token expired", None),
+        ('nvidia-cudnn-cu13==9.24.0.43; platform_system == "Linux"', None),
     ],
 )
 def test_text_rules_remove_private_data_and_nothing_else(before: str, after: str | None) -> None:

@@ -126,7 +126,7 @@ def _linux(ctx: Context) -> str | None:
 def _runtime(ctx: Context) -> str | None:
     runtime = ctx.facts.runtime
     if runtime is None:
-        return "torch was not imported (check --deep runs it)"
+        return "torch was not imported (run again with --deep to import it)"
     return None if runtime.ran else f"the runtime probe could not run: {runtime.error}"
 
 

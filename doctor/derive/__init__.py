@@ -22,8 +22,12 @@ from doctor.knowledge.cuda_libraries import cuda_library, wheel_matches
 
 __all__ = ["Context", "GpuCoverage", "Workflow", "derive"]
 
-# Distributions worth listing in a torch report, besides what torch itself requires.
+# Distributions worth listing in a torch report, besides what torch itself requires: the
+# maintainers' templates ask for numpy and transformers too (a numpy 2 under an extension
+# built for numpy 1 is a classic import failure).
 RELEVANT_PREFIXES = (
+    "numpy",
+    "transformers",
     "torch",
     "nvidia-",
     "cuda-",

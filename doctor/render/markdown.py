@@ -391,12 +391,19 @@ def _lock_entry(entry: LockedPackage) -> str:
     return "\n".join(lines)
 
 
-def _what_you_saw() -> list[str]:
-    """Room for what only the user knows: how torch was installed, and the error."""
+def _what_you_saw(pasted: str = "") -> list[str]:
+    """Room for what only the user knows: how torch was installed, and the error (the text
+    given to `explain`, when there is one)."""
+    hint = (
+        "<!-- Fill in: the exact install command(s); the error is the text given to "
+        "torch-doctor explain. -->"
+        if pasted
+        else "<!-- Fill in: the exact install command(s), then the full error or traceback. -->"
+    )
     return [
         "### What I ran and what I saw",
         "",
-        "<!-- Fill in: the exact install command(s), then the full error or traceback. -->",
+        hint,
         "",
         "Install command:",
         "",
@@ -404,7 +411,7 @@ def _what_you_saw() -> list[str]:
         "",
         "Traceback:",
         "",
-        *fence("", "text"),
+        *fence(pasted, "text"),
         "",
     ]
 
@@ -698,7 +705,7 @@ def render_markdown(
     lines += [_verdict_line(report), ""]
     lines += _findings(report)
     lines += _other_roots(report)
-    lines += _what_you_saw()
+    lines += _what_you_saw(report.explanation.pasted if report.explanation is not None else "")
     lines += _facts_table(report)
     lines += _libraries(report.facts)
     lines += _runtime(report.facts)
