@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import sys
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from doctor.probe.progress import ProgressLine
 from doctor.probe.project import probe_project
 from doctor.probe.wheel_metadata import ReadOptions, read_wheel_metadata
 from doctor.render.formats import Format
-from doctor.render.output import for_encoding, report_width, write_output
+from doctor.render.output import for_encoding, report_width, wrap_prose, write_output
 from doctor.report import EXIT_DOCTOR_FAILED, EXIT_ERRORS, EXIT_OK, Report
 
 __all__ = ["LockOptions", "LockUsageError", "run_lock"]
@@ -184,27 +183,16 @@ def _differences(finding: Finding[Any]) -> tuple[PlatformDifference, ...]:
     return data.differences if isinstance(data, LockMetadataInconsistent) else ()
 
 
-def _wrap(text: str, width: int, indent: str, subsequent: str) -> list[str]:
-    return textwrap.wrap(
-        text,
-        max(width, 40),
-        initial_indent=indent,
-        subsequent_indent=subsequent,
-        break_long_words=False,
-        break_on_hyphens=False,
-    )
-
-
 def _finding_text(finding: Finding[Any], width: int) -> list[str]:
     """Prose (title, explanation, a remedy's summary and text remedies) wraps at ``width``;
     the table and code (TOML, commands) never do: they are pasted."""
-    lines = _wrap(f"✗ {finding.severity.value} {finding.id}: {finding.title}", width, "", "  ")
-    lines += _wrap(finding.detail, width, "  ", "  ")
+    lines = wrap_prose(f"✗ {finding.severity.value} {finding.id}: {finding.title}", width, "", "  ")
+    lines += wrap_prose(finding.detail, width, "  ", "  ")
     lines += _table(_differences(finding))
     for remedy in finding.remedies:
-        lines += _wrap(f"→ {remedy.summary}", width, "  ", "    ")
+        lines += wrap_prose(f"→ {remedy.summary}", width, "  ", "    ")
         if remedy.kind is RemedyKind.TEXT:
-            lines += _wrap(remedy.text, width, "    ", "    ")
+            lines += wrap_prose(remedy.text, width, "    ", "    ")
             continue
         lines += [f"    {line}" if line else "" for line in remedy.text.rstrip("\n").splitlines()]
     lines.append(f"  {docs_url(finding.id)}")

@@ -6,7 +6,6 @@ They only format a ``Comparison``; every judgement was made in doctor/compare.py
 from __future__ import annotations
 
 import json
-import textwrap
 from typing import TYPE_CHECKING, Any
 
 from doctor import __version__
@@ -14,6 +13,7 @@ from doctor.compare import COMPARE_SCHEMA, Comparison, FindingLine, Group
 from doctor.facts import to_jsonable
 from doctor.facts.collective import CollectiveFacts, RankResult, describe_rank
 from doctor.render.formats import Format, assert_never
+from doctor.render.output import wrap_prose
 
 if TYPE_CHECKING:
     from doctor.collective import ClusterView
@@ -82,14 +82,7 @@ def _on(names: list[str], comparison: Comparison) -> str:
 
 
 def _wrapped(text: str, width: int, indent: str, subsequent: str) -> list[str]:
-    return textwrap.wrap(
-        text,
-        max(width, 40),
-        initial_indent=indent,
-        subsequent_indent=subsequent,
-        break_long_words=False,
-        break_on_hyphens=False,
-    ) or [indent]
+    return wrap_prose(text, width, indent, subsequent) or [indent]
 
 
 def _terminal(comparison: Comparison, width: int = 80) -> list[str]:

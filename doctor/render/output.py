@@ -10,6 +10,7 @@ import io
 import json
 import os
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ __all__ = [
     "report_dict",
     "show",
     "terminal_width",
+    "wrap_prose",
     "write_output",
 ]
 
@@ -195,6 +197,19 @@ def report_width() -> int:
     except (OSError, ValueError, AttributeError):
         pass
     return 80
+
+
+def wrap_prose(text: str, width: int, indent: str, subsequent: str) -> list[str]:
+    """Prose wrapped for a plain-text report (lock, compare): words and hyphenated names
+    (wheel names, paths) are never split; empty text gives no line."""
+    return textwrap.wrap(
+        text,
+        max(width, 40),
+        initial_indent=indent,
+        subsequent_indent=subsequent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def terminal_width() -> int | None:
