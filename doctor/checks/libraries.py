@@ -156,14 +156,14 @@ def cuda_wheels_elsewhere(ctx: Context) -> Outcome:
     home = _real_location(torch)
     away: list[WheelElsewhere] = []
     beside: list[str] = []
-    for wheel in expected.cuda:
-        if wheel_cuda_major(wheel.name) is None:
+    for name in dict.fromkeys(w.name for w in expected.cuda):  # torch's and cuda-toolkit's
+        if wheel_cuda_major(name) is None:
             continue  # no CUDA library of torch's in it (cuda-toolkit, triton)
-        copies = ctx.facts.distributions_named(wheel.name)
+        copies = ctx.facts.distributions_named(name)
         if not copies:
             continue  # missing-cuda-wheel's case
         if any(_real_location(copy) == home for copy in copies):
-            beside.append(wheel.name)
+            beside.append(name)
             continue
         away.append(WheelElsewhere(copies[0].name, copies[0].version, _real_location(copies[0])))
     if not away:
