@@ -338,6 +338,20 @@ def doctor_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def paste_as_printed(command: str, env: Mapping[str, str] | None, cwd: Path) -> None:
+    """Run a printed command as a user pastes it: one bash, the lines as printed, stopping
+    at the first that fails."""
+    done = subprocess.run(
+        ["bash", "-e", "-c", command],
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"{command!r} failed:\n{done.stderr}"
+
+
 def run_doctor(
     *args: str,
     cwd: Path | None = None,

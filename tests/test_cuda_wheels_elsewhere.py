@@ -8,7 +8,6 @@ reinstall in a hard-linked copy of the real torch venv), and the next look is cl
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from doctor.facts import DistributionFacts, Facts, InterpreterFacts
 from doctor.findings import Finding, RemedyKind, Severity
 from doctor.pipeline import judge
 from tests.elf_fixtures import ElfBuilder, StandIn, compiler
-from tests.factory import FakeEnv, real_torch_venv_path, run_doctor
+from tests.factory import FakeEnv, paste_as_printed, real_torch_venv_path, run_doctor
 from tests.handmade import SITE, healthy_facts
 
 ID = "cuda-wheels-elsewhere"
@@ -253,7 +252,7 @@ def test_real_cuda_wheels_behind_a_pth_file_fire_and_the_printed_reinstall_clear
     assert explained.json["explain"]["confirmed"] == [ID]
     [command] = [r["text"] for r in found["remedies"] if r["kind"] == "shell"]
 
-    subprocess.run(shlex.split(command), check=True, capture_output=True, timeout=600)
+    paste_as_printed(command, None, workdir)
     after = run_doctor("--python", str(venv.root), "--format", "json", "--no-redact", cwd=workdir)
     assert ID not in after.finding_ids()
     assert not {"library-not-found", "library-shadowed", "library-load-failed"} & set(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factory import TORCH_2_14_WHEELS, DoctorRun, FakeEnv, run_doctor
+from tests.factory import TORCH_2_14_WHEELS, DoctorRun, FakeEnv, paste_as_printed, run_doctor
 from tests.index_server import serve_index
 from tests.test_uv_lock_metadata import UV, _uv_env
 from tests.wheelhouse import WheelSpec, build_wheels
@@ -55,14 +55,6 @@ def _root_remedy(run: DoctorRun, finding_id: str) -> str:
     commands = [r["text"] for r in finding["remedies"] if r["kind"] == "shell"]
     assert commands, f"{finding_id} has no command to run"
     return str(commands[0])
-
-
-def _paste(command: str, env: dict[str, str], cwd: Path) -> None:
-    """Run the command as a user pastes it: one bash, the lines as printed."""
-    proc = subprocess.run(
-        ["bash", "-e", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, f"{command!r} failed:\n{proc.stderr}"
 
 
 def _error_roots(run: DoctorRun) -> list[str]:
@@ -106,7 +98,7 @@ def test_the_printed_command_fixes_a_uv_managed_venv(
     command = _root_remedy(broken, root)
     assert command.startswith(f"uv pip install --python {env.python} ")
 
-    _paste(command, local_index, workdir)
+    paste_as_printed(command, local_index, workdir)
 
     healed = _json(env, workdir)
     assert _error_roots(healed) == [], healed.json["findings"]
@@ -129,7 +121,7 @@ def test_the_printed_pip_command_brings_back_the_real_cudnn(
         # pip takes the wheel from this machine's disk, through its own configuration.
         import os
 
-        _paste(command, dict(os.environ), workdir)
+        paste_as_printed(command, dict(os.environ), workdir)
     finally:
         subprocess.run([str(real_torch_venv.python), "-m", "pip", "install", "-q", pin], check=True)
     healed = _json(real_torch_venv, workdir)
@@ -159,7 +151,7 @@ def test_removing_a_leftover_cudnn_of_another_major_puts_back_the_files_torch_ne
         f"{CUDNN}=={TORCH_2_14_WHEELS[CUDNN]}"
     )
 
-    _paste(command, local_index, workdir)
+    paste_as_printed(command, local_index, workdir)
 
     healed = _json(env, workdir)
     assert _error_roots(healed) == []

@@ -7,7 +7,6 @@ run literally and the next run is clean.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.factory import TORCH_2_6_CU126_NVIDIA, DoctorRun
+from tests.factory import TORCH_2_6_CU126_NVIDIA, DoctorRun, paste_as_printed, run_doctor
 from tests.index_server import serve_index
 from tests.test_uv_lock_metadata import UV, _uv_env
 from tests.uv_torch_project import Project
@@ -137,18 +136,6 @@ def _shell(finding: dict[str, Any]) -> list[str]:
     return [r["text"] for r in finding["remedies"] if r["kind"] == "shell"]
 
 
-def _paste(project: Project, command: str) -> None:
-    done = subprocess.run(
-        ["bash", "-e", "-c", command],
-        cwd=project.root,
-        env=project.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, f"{command!r} failed:\n{done.stderr}"
-
-
 def test_a_cuda_wheel_uv_pip_replaced_is_one_root_whose_remedy_is_the_sync(
     synced: Callable[..., tuple[Project, str]],
 ) -> None:
@@ -166,12 +153,33 @@ def test_a_cuda_wheel_uv_pip_replaced_is_one_root_whose_remedy_is_the_sync(
     [command] = _shell(root)
     assert command == f"uv sync --reinstall-package {NCCL}"
 
-    _paste(project, command)
+    paste_as_printed(command, project.env, project.root)
     healed = project.doctor()
     assert _roots(healed) == [] and healed.returncode == 0
     venv = str(project.root / ".venv")
     installed = project.uv("pip", "freeze", "--python", venv).stdout
     assert f"{NCCL}=={TORCH_2_6_CU126_NVIDIA[NCCL]}" in installed
+
+
+def test_the_sync_printed_for_a_project_inspected_from_elsewhere_runs_there_as_pasted(
+    synced: Callable[..., tuple[Project, str]], tmp_path: Path
+) -> None:
+    """`--python <project>/.venv` from another directory: the printed block starts with `cd`
+    to the project, so pasted where the doctor ran, `uv sync` syncs that project."""
+    project, extra = synced(False)
+    _uv_pip_install(project, extra, f"{NCCL}==2.21.4")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    venv = str(project.root / ".venv")
+    args = ("--python", venv, "--format", "json", "--no-load")
+
+    broken = run_doctor(*args, cwd=elsewhere)
+    [command] = _shell(broken.finding("cuda-wheel-version-mismatch"))
+    assert command == f"cd {project.root}\nuv sync --reinstall-package {NCCL}"
+
+    paste_as_printed(command, project.env, elsewhere)
+    healed = run_doctor(*args, cwd=elsewhere)
+    assert _roots(healed) == [] and healed.returncode == 0
 
 
 def test_a_torchvision_uv_pip_replaced_is_put_back_by_uv_sync_when_the_lock_has_the_right_one(
@@ -192,7 +200,7 @@ def test_a_torchvision_uv_pip_replaced_is_put_back_by_uv_sync_when_the_lock_has_
     [command] = _shell(root)
     assert command == "uv sync"
 
-    _paste(project, command)
+    paste_as_printed(command, project.env, project.root)
     healed = project.doctor()
     assert _roots(healed) == [] and healed.returncode == 0
 
@@ -250,7 +258,7 @@ def test_a_wheel_version_forced_in_the_lock_is_not_given_a_sync_that_puts_it_bac
     # As the remedy says: make the entry torch's pin, then run the block.
     pyproject = project.root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace("==2.21.4", "==2.21.5"))
-    _paste(project, shell["text"])
+    paste_as_printed(shell["text"], project.env, project.root)
     healed = project.doctor()
     assert _roots(healed) == [] and healed.returncode == 0
 
@@ -270,6 +278,6 @@ def test_a_cudnn_of_another_major_over_torchs_is_removed_by_a_sync_that_reinstal
     [command] = _shell(broken.finding("mixed-cuda-majors"))
     assert command == "uv sync --reinstall-package nvidia-cudnn-cu12"
 
-    _paste(project, command)
+    paste_as_printed(command, project.env, project.root)
     healed = project.doctor()
     assert _roots(healed) == [] and healed.returncode == 0
