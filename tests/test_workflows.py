@@ -15,10 +15,24 @@ from doctor.derive import Workflow, derive
 from doctor.facts import Facts
 from doctor.findings import Finding, RemedyKind
 from doctor.pipeline import judge
+from tests.factory import PLAIN_DEPENDENCIES, TORCH_2_14_WHEELS, FakeEnv, run_doctor
 from tests.handmade import facts, healthy_distributions, interpreter, locked_torch, project
 
 PIN = "nvidia-cudnn-cu13==9.24.0.43"
 PYTHON = "/project/.venv/bin/python"
+
+UV_PROJECT_PYPROJECT = '[project]\nname = "demo"\nversion = "0"\ndependencies = ["torch"]\n'
+
+
+def _venv_in_uv_project(tmp_path: Path, venv_name: str) -> FakeEnv:
+    """A project depending on torch, not locked, with a venv of that name that uv filled
+    (cuDNN's wheel missing)."""
+    project = tmp_path / "demo"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(UV_PROJECT_PYPROJECT)
+    env = FakeEnv.create(project / venv_name)
+    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
+    return env
 
 
 def _as(all_facts: Facts, workflow: Workflow) -> Facts:
@@ -118,7 +132,6 @@ def test_a_project_reached_through_symlinks_owns_its_venv_as_the_probes_resolve_
     resolved: a venv named through a symlink is still the project's own, and gets `uv sync`."""
     from doctor.probe.interpreter import probe_interpreter
     from doctor.probe.project import probe_project
-    from tests.factory import FakeEnv
 
     real = tmp_path / "real"
     real.mkdir()
@@ -198,8 +211,6 @@ def test_a_pip_venv_in_a_project_uv_never_locked_gets_pip_commands(
     """A setuptools checkout with a venv that `python -m venv` made and pip filled: not a
     uv project's venv. It was told "uv.lock does not record these wheels" (there is no
     uv.lock) and given no command at all."""
-    from tests.factory import FakeEnv, run_doctor
-
     project = tmp_path / "mymodel"
     project.mkdir()
     (project / "pyproject.toml").write_text(SETUPTOOLS_PYPROJECT)
@@ -217,16 +228,10 @@ def test_a_venv_of_another_name_in_a_uv_project_is_not_the_one_uv_sync_syncs(
 ) -> None:
     """`uv sync` syncs the project's .venv: for a venv/ that uv pip filled, `uv sync` would
     change another venv. Its remedies are `uv pip`'s, for this venv."""
-    from tests.factory import FakeEnv, run_doctor
-
-    project = tmp_path / "demo"
-    project.mkdir()
-    (project / "pyproject.toml").write_text(
-        '[project]\nname = "demo"\nversion = "0"\ndependencies = ["torch"]\n'
+    env = _venv_in_uv_project(tmp_path, "venv")
+    run = run_doctor(
+        "--python", str(env.root), "--format", "json", "--no-redact", cwd=env.root.parent
     )
-    env = FakeEnv.create(project / "venv")
-    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
-    run = run_doctor("--python", str(env.root), "--format", "json", "--no-redact", cwd=project)
     assert _shell_remedies(run, "missing-cuda-wheel") == [
         f"uv pip install --python {env.python} {PIN}"
     ]
@@ -237,16 +242,10 @@ def test_a_uv_project_not_locked_yet_installs_the_missing_wheel_with_uv_pip(
 ) -> None:
     """The project's .venv, filled by uv, and no uv.lock: there is no lock to sync from or
     to "make record" the wheels; the install command puts them in."""
-    from tests.factory import FakeEnv, run_doctor
-
-    project = tmp_path / "demo"
-    project.mkdir()
-    (project / "pyproject.toml").write_text(
-        '[project]\nname = "demo"\nversion = "0"\ndependencies = ["torch"]\n'
+    env = _venv_in_uv_project(tmp_path, ".venv")
+    run = run_doctor(
+        "--python", str(env.root), "--format", "json", "--no-redact", cwd=env.root.parent
     )
-    env = FakeEnv.create(project / ".venv")
-    env.install_healthy_cu130(skip=["nvidia-cudnn-cu13"])
-    run = run_doctor("--python", str(env.root), "--format", "json", "--no-redact", cwd=project)
     finding = run.finding("missing-cuda-wheel")
     assert _shell_remedies(run, "missing-cuda-wheel") == [
         f"uv pip install --python {env.python} {PIN}"
@@ -260,8 +259,6 @@ def test_uv_project_commands_start_in_the_project_when_the_doctor_ran_elsewhere(
     """`uv sync` acts on the project of the directory it runs in. Inspected with --python
     from another directory, the printed `uv sync` found no pyproject.toml there, or synced
     the project of that directory; the block now starts with `cd` to the inspected one."""
-    from tests.factory import PLAIN_DEPENDENCIES, TORCH_2_14_WHEELS, FakeEnv, run_doctor
-
     project = tmp_path / "demo"
     project.mkdir()
     (project / "pyproject.toml").write_text(
